@@ -1,0 +1,266 @@
+package unixfs
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/ipfs/boxo/files"
+)
+
+// kuboVectors is shared/testdata/kubo-cids.json: CIDs Kubo computed for
+// deterministic inputs under several import settings.
+type kuboVectors struct {
+	KuboVersion string                  `json:"kubo_version"`
+	Settings    map[string]kuboSettings `json:"settings"`
+	Files       []struct {
+		Seed string            `json:"seed"`
+		Size int64             `json:"size"`
+		CIDs map[string]string `json:"cids"`
+	} `json:"files"`
+	Directories []struct {
+		Name    string `json:"name"`
+		Entries []struct {
+			Path string `json:"path"`
+			Seed string `json:"seed"`
+			Size int64  `json:"size"`
+			Dir  bool   `json:"dir"`
+		} `json:"entries"`
+		EntriesRule string            `json:"entries_rule"`
+		CIDs        map[string]string `json:"cids"`
+	} `json:"directories"`
+}
+
+type kuboSettings struct {
+	CIDVersion         int    `json:"cid_version"`
+	RawLeaves          bool   `json:"raw_leaves"`
+	ChunkSize          int64  `json:"chunk_size"`
+	Hash               string `json:"hash"`
+	MaxLinks           int    `json:"max_links"`
+	Layout             string `json:"layout"`
+	HAMTThreshold      string `json:"hamt_directory_size_threshold"`
+	HAMTSizeEstimation string `json:"hamt_size_estimation"`
+	HAMTFanout         int    `json:"hamt_fanout"`
+}
+
+// options maps a settings entry onto Options. Fields the entry leaves out
+// keep Kubo's defaults of the time, which are the unixfs-v0-2015 ones.
+func (s kuboSettings) options(t *testing.T) Options {
+	t.Helper()
+	o, err := Profile(ProfileV0_2015)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.CIDVersion, o.RawLeaves, o.ChunkSize, o.Hash, o.MaxLinks = s.CIDVersion, s.RawLeaves, s.ChunkSize, s.Hash, s.MaxLinks
+	if s.Layout != "" {
+		o.Layout = Layout(s.Layout)
+	}
+	if s.HAMTThreshold != "" {
+		o.HAMTThreshold = parseBytes(t, s.HAMTThreshold)
+	}
+	if s.HAMTSizeEstimation != "" {
+		o.HAMTSizeEstimation = SizeEstimation(s.HAMTSizeEstimation)
+	}
+	if s.HAMTFanout != 0 {
+		o.HAMTFanout = s.HAMTFanout
+	}
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+func parseBytes(t *testing.T, s string) int {
+	t.Helper()
+	mult := 1
+	for suffix, m := range map[string]int{"KiB": 1 << 10, "MiB": 1 << 20} {
+		if strings.HasSuffix(s, suffix) {
+			s, mult = strings.TrimSuffix(s, suffix), m
+		}
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatalf("size %q: %v", s, err)
+	}
+	return n * mult
+}
+
+func loadVectors(t *testing.T) kuboVectors {
+	t.Helper()
+	path := filepath.Join(repoRoot(t), "..", "shared", "testdata", "kubo-cids.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read test vectors: %v", err)
+	}
+	var v kuboVectors
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatalf("parse %s: %v", path, err)
+	}
+	if len(v.Files) == 0 || len(v.Directories) == 0 || len(v.Settings) == 0 {
+		t.Fatalf("%s: no vectors", path)
+	}
+	return v
+}
+
+func TestGenerator(t *testing.T) {
+	// The example the JSON's "generator" field gives.
+	b, err := io.ReadAll(newGen("one", 1))
+	if err != nil || len(b) != 1 || b[0] != 0x73 {
+		t.Fatalf("seed one, size 1: got %x, %v; want 73", b, err)
+	}
+	// Odd read sizes must not change the stream.
+	whole, _ := io.ReadAll(newGen("x", 1000))
+	var pieces []byte
+	g := newGen("x", 1000)
+	buf := make([]byte, 7)
+	for {
+		n, err := g.Read(buf)
+		pieces = append(pieces, buf[:n]...)
+		if err == io.EOF {
+			break
+		}
+	}
+	if string(whole) != string(pieces) || len(whole) != 1000 {
+		t.Fatal("generator output depends on read sizes")
+	}
+}
+
+// TestKuboVectors checks that every input in kubo-cids.json, added with
+// every setting listed for it, gives the CID Kubo gave.
+func TestKuboVectors(t *testing.T) {
+	v := loadVectors(t)
+	ctx := context.Background()
+	opts := make(map[string]Options)
+	for name, s := range v.Settings {
+		opts[name] = s.options(t)
+	}
+	optsFor := func(t *testing.T, setting string) Options {
+		o, ok := opts[setting]
+		if !ok {
+			t.Fatalf("setting %q not described in the JSON", setting)
+		}
+		return o
+	}
+
+	for _, f := range v.Files {
+		t.Run(fmt.Sprintf("file/%s-%d", f.Seed, f.Size), func(t *testing.T) {
+			t.Parallel()
+			for _, setting := range sortedKeys(f.CIDs) {
+				want := f.CIDs[setting]
+				got, err := AddFile(ctx, nullDAG{}, newGen(f.Seed, f.Size), optsFor(t, setting), nil)
+				if err != nil {
+					t.Fatalf("%s: %v", setting, err)
+				}
+				if got.String() != want {
+					t.Errorf("%s: got %s, Kubo %s gives %s", setting, got, v.KuboVersion, want)
+				}
+			}
+		})
+	}
+
+	for _, d := range v.Directories {
+		t.Run("dir/"+d.Name, func(t *testing.T) {
+			t.Parallel()
+			for _, setting := range sortedKeys(d.CIDs) {
+				want := d.CIDs[setting]
+				var root files.Directory
+				switch {
+				case len(d.Entries) > 0:
+					tree := newTree()
+					for _, e := range d.Entries {
+						if e.Dir {
+							tree.dir(strings.TrimSuffix(e.Path, "/"))
+						} else {
+							tree.file(e.Path, e.Seed, e.Size)
+						}
+					}
+					root = tree.node()
+				case d.EntriesRule != "":
+					root = wideDir(t, d.EntriesRule)
+				default:
+					t.Fatal("directory vector with neither entries nor entries_rule")
+				}
+				got, err := AddNode(ctx, nullDAG{}, root, optsFor(t, setting), nil)
+				if err != nil {
+					t.Fatalf("%s: %v", setting, err)
+				}
+				if got.String() != want {
+					t.Errorf("%s: got %s, Kubo %s gives %s", setting, got, v.KuboVersion, want)
+				}
+			}
+		})
+	}
+}
+
+// wideDir builds the 6,000-entry directory whose rule the JSON states.
+func wideDir(t *testing.T, rule string) files.Directory {
+	t.Helper()
+	const n = 6000
+	if !strings.HasPrefix(rule, "6000 files named f00000 .. f05999") {
+		t.Fatalf("unknown entries_rule %q", rule)
+	}
+	entries := make([]files.DirEntry, n)
+	for i := range n {
+		entries[i] = files.FileEntry(fmt.Sprintf("f%05d", i), files.NewReaderFile(newGen(fmt.Sprintf("wide-%d", i), 10)))
+	}
+	return files.NewSliceDirectory(entries)
+}
+
+// tree builds a files.Directory from slash-separated paths; file contents
+// are generated as they are read.
+type tree struct {
+	entries map[string]files.Node
+	subdirs map[string]*tree
+}
+
+func newTree() *tree {
+	return &tree{entries: map[string]files.Node{}, subdirs: map[string]*tree{}}
+}
+
+func (tr *tree) dir(path string) *tree {
+	if path == "" {
+		return tr
+	}
+	first, rest, _ := strings.Cut(path, "/")
+	sub, ok := tr.subdirs[first]
+	if !ok {
+		sub = newTree()
+		tr.subdirs[first] = sub
+	}
+	return sub.dir(rest)
+}
+
+func (tr *tree) file(path, seed string, size int64) {
+	dir, name := "", path
+	if i := strings.LastIndex(path, "/"); i >= 0 {
+		dir, name = path[:i], path[i+1:]
+	}
+	tr.dir(dir).entries[name] = files.NewReaderFile(newGen(seed, size))
+}
+
+func (tr *tree) node() files.Directory {
+	m := make(map[string]files.Node, len(tr.entries)+len(tr.subdirs))
+	for name, n := range tr.entries {
+		m[name] = n
+	}
+	for name, sub := range tr.subdirs {
+		m[name] = sub.node()
+	}
+	return files.NewMapDirectory(m)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
