@@ -1,0 +1,240 @@
+package unixfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/ipfs/boxo/files"
+	mdag "github.com/ipfs/boxo/ipld/merkledag"
+	ft "github.com/ipfs/boxo/ipld/unixfs"
+	unixfile "github.com/ipfs/boxo/ipld/unixfs/file"
+	uio "github.com/ipfs/boxo/ipld/unixfs/io"
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+)
+
+// FileReader streams a file's bytes. It fetches blocks as the reader
+// advances, a few ahead, so memory does not grow with the file. Seek makes
+// ranges cheap: only the blocks on the path to the offset are fetched.
+type FileReader interface {
+	io.ReadSeekCloser
+	io.WriterTo
+	// Size is the file's length in bytes.
+	Size() uint64
+}
+
+// Cat opens the file at c for reading. Reads use ctx to fetch blocks, so
+// cancelling it fails them; Close releases the reader. A directory or a
+// symlink gives ErrNotFile.
+func Cat(ctx context.Context, dag ipld.DAGService, c cid.Cid) (FileReader, error) {
+	nd, err := dag.Get(ctx, c)
+	if err != nil {
+		return nil, fmt.Errorf("cat %s: %w", c, err)
+	}
+	r, err := uio.NewDagReader(ctx, nd, dag)
+	switch {
+	case errors.Is(err, uio.ErrIsDir), errors.Is(err, uio.ErrCantReadSymlinks):
+		return nil, fmt.Errorf("cat %s: %w (%w)", c, ErrNotFile, err)
+	case errors.Is(err, uio.ErrUnkownNodeType), errors.Is(err, ft.ErrUnrecognizedType):
+		return nil, fmt.Errorf("cat %s: %w (%w)", c, ErrUnsupported, err)
+	case err != nil:
+		return nil, fmt.Errorf("cat %s: %w", c, err)
+	}
+	return r, nil
+}
+
+// Get writes the file, directory tree or symlink at c to outPath, which
+// must not exist yet. Files are streamed to disk; entry names that could
+// escape outPath ("..", names with a slash) are refused.
+func Get(ctx context.Context, dag ipld.DAGService, c cid.Cid, outPath string) error {
+	ctx, cancel := context.WithCancel(ctx) // stops boxo's directory walkers on return
+	defer cancel()
+	nd, err := dag.Get(ctx, c)
+	if err != nil {
+		return fmt.Errorf("get %s: %w", c, err)
+	}
+	if _, err := kind(nd); err != nil {
+		return fmt.Errorf("get %s: %w", c, err)
+	}
+	f, err := unixfile.NewUnixfsFile(ctx, dag, nd)
+	if err != nil {
+		return fmt.Errorf("get %s: %w", c, err)
+	}
+	defer f.Close()
+	if err := files.WriteTo(f, outPath); err != nil {
+		return fmt.Errorf("get %s to %s: %w", c, outPath, err)
+	}
+	return nil
+}
+
+// Entry is one entry of a directory.
+type Entry struct {
+	Name string
+	CID  cid.Cid
+	Type Type
+	// Size is the bytes of content: a file's length, a symlink target's
+	// length, 0 for a directory.
+	Size uint64
+	// CumulativeSize is the size of the entry's whole DAG as its link
+	// records it, what fetching it all would move.
+	CumulativeSize uint64
+}
+
+// Ls lists the directory at c, sorted by name; sharded directories are
+// walked whole. Each entry's root block is fetched (concurrently, through
+// GetMany) to learn its type and size, except raw blocks, whose link says
+// both. A file gives ErrNotDirectory.
+func Ls(ctx context.Context, dag ipld.DAGService, c cid.Cid) ([]Entry, error) {
+	nd, err := dag.Get(ctx, c)
+	if err != nil {
+		return nil, fmt.Errorf("ls %s: %w", c, err)
+	}
+	dir, err := uio.NewDirectoryFromNode(dag, nd)
+	if errors.Is(err, uio.ErrNotADir) {
+		return nil, fmt.Errorf("ls %s: %w", c, ErrNotDirectory)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ls %s: %w", c, err)
+	}
+	links, err := dir.Links(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ls %s: %w", c, err)
+	}
+
+	type info struct {
+		typ  Type
+		size uint64
+	}
+	infos := make(map[cid.Cid]info, len(links))
+	var fetch []cid.Cid
+	for _, l := range links {
+		if l.Cid.Prefix().Codec == cid.Raw {
+			infos[l.Cid] = info{TypeFile, l.Size}
+		} else if _, ok := infos[l.Cid]; !ok {
+			infos[l.Cid] = info{}
+			fetch = append(fetch, l.Cid)
+		}
+	}
+	// Only each node's type and size are kept, so a directory of large
+	// single-block files does not sit in memory all at once.
+	for res := range dag.GetMany(ctx, fetch) {
+		if res.Err != nil {
+			return nil, fmt.Errorf("ls %s: %w", c, res.Err)
+		}
+		st, err := stat(res.Node)
+		if err != nil {
+			return nil, fmt.Errorf("ls %s: entry %s: %w", c, res.Node.Cid(), err)
+		}
+		infos[res.Node.Cid()] = info{st.Type, st.Size}
+	}
+	if err := ctx.Err(); err != nil { // GetMany stops early, silently, on cancel
+		return nil, fmt.Errorf("ls %s: %w", c, err)
+	}
+
+	out := make([]Entry, len(links))
+	for i, l := range links {
+		in := infos[l.Cid]
+		if in.typ == "" {
+			return nil, fmt.Errorf("ls %s: entry %q (%s): %w", c, l.Name, l.Cid, ipld.ErrNotFound{Cid: l.Cid})
+		}
+		out[i] = Entry{Name: l.Name, CID: l.Cid, Type: in.typ, Size: in.size, CumulativeSize: l.Size}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// StatResult describes the root of a UnixFS DAG.
+type StatResult struct {
+	CID  cid.Cid
+	Type Type
+	// Sharded is true for a HAMT-sharded directory.
+	Sharded bool
+	// Size is the bytes of content: a file's length, a symlink target's
+	// length, 0 for a directory.
+	Size uint64
+	// CumulativeSize is the root block's size plus the sizes its links
+	// record: the bytes of the whole DAG (Kubo's CumulativeSize).
+	CumulativeSize uint64
+	// BlockSize is the root block's size in bytes.
+	BlockSize int
+	// Links counts the root block's links: chunks or inner nodes of a file,
+	// entries of a basic directory, shards and entries of a HAMT's top
+	// level (Kubo calls it Blocks).
+	Links int
+	// Mode and ModTime are set only when the DAG records them.
+	Mode    os.FileMode
+	ModTime time.Time
+}
+
+// Stat describes the DAG at c from its root block alone.
+func Stat(ctx context.Context, dag ipld.DAGService, c cid.Cid) (StatResult, error) {
+	nd, err := dag.Get(ctx, c)
+	if err != nil {
+		return StatResult{}, fmt.Errorf("stat %s: %w", c, err)
+	}
+	st, err := stat(nd)
+	if err != nil {
+		return StatResult{}, fmt.Errorf("stat %s: %w", c, err)
+	}
+	return st, nil
+}
+
+func stat(nd ipld.Node) (StatResult, error) {
+	fsn, err := kind(nd)
+	if err != nil {
+		return StatResult{}, err
+	}
+	cum, err := nd.Size()
+	if err != nil {
+		return StatResult{}, err
+	}
+	st := StatResult{
+		CID:            nd.Cid(),
+		Type:           TypeFile,
+		CumulativeSize: cum,
+		BlockSize:      len(nd.RawData()),
+		Links:          len(nd.Links()),
+	}
+	if fsn == nil { // raw block
+		st.Size = uint64(len(nd.RawData()))
+		return st, nil
+	}
+	st.Mode, st.ModTime = fsn.Mode(), fsn.ModTime()
+	switch fsn.Type() {
+	case ft.TFile, ft.TRaw:
+		st.Size = fsn.FileSize()
+	case ft.TDirectory:
+		st.Type = TypeDirectory
+	case ft.THAMTShard:
+		st.Type, st.Sharded = TypeDirectory, true
+	case ft.TSymlink:
+		st.Type, st.Size = TypeSymlink, uint64(len(fsn.Data()))
+	}
+	return st, nil
+}
+
+// kind checks that nd is a UnixFS node of a type this package reads and
+// returns its UnixFS data, or nil for a raw block.
+func kind(nd ipld.Node) (*ft.FSNode, error) {
+	switch nd := nd.(type) {
+	case *mdag.RawNode:
+		return nil, nil
+	case *mdag.ProtoNode:
+		fsn, err := ft.FSNodeFromBytes(nd.Data())
+		if err != nil {
+			return nil, fmt.Errorf("%w: dag-pb without UnixFS data: %w", ErrUnsupported, err)
+		}
+		switch fsn.Type() {
+		case ft.TFile, ft.TRaw, ft.TDirectory, ft.THAMTShard, ft.TSymlink:
+			return fsn, nil
+		}
+		return nil, fmt.Errorf("%w: UnixFS type %s", ErrUnsupported, fsn.Type())
+	default:
+		return nil, fmt.Errorf("%w: codec %#x", ErrUnsupported, nd.Cid().Prefix().Codec)
+	}
+}
