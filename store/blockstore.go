@@ -1,0 +1,324 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/ipfs/boxo/blockstore"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+	mh "github.com/multiformats/go-multihash"
+)
+
+// maxPutChunk bounds the blocks written in one Badger transaction. With
+// block data in the value log a transaction carries only keys and value
+// pointers, so this is far below Badger's transaction size limit.
+const maxPutChunk = 256
+
+var (
+	_ blockstore.Blockstore = (*blockStore)(nil)
+	_ blockstore.Viewer     = (*blockStore)(nil)
+)
+
+// blockStore is the boxo blockstore over the store's blocks. sess is nil for
+// the store's own blockstore and set for a Session's.
+type blockStore struct {
+	s    *Store
+	sess *Session
+}
+
+func blockKey(h mh.Multihash) []byte {
+	k := make([]byte, 0, len(blockPrefix)+len(h))
+	return append(append(k, blockPrefix...), h...)
+}
+
+// isIdentity reports whether c carries its data inline: such blocks are
+// never stored, and always "present".
+func isIdentity(c cid.Cid) bool { return c.Prefix().MhType == mh.IDENTITY }
+
+func identityBlock(c cid.Cid) (blocks.Block, error) {
+	dh, err := mh.Decode(c.Hash())
+	if err != nil {
+		return nil, err
+	}
+	return blocks.NewBlockWithCid(dh.Digest, c)
+}
+
+// view runs fn on c's stored value inside one read transaction. With
+// a session, the hold is recorded first and both happen under sweepMu, so a
+// GC batch either deleted the block before (fn sees it missing) or sees the
+// hold and keeps it.
+func (b *blockStore) view(c cid.Cid, fn func(item *badger.Item) error) error {
+	if !b.s.enter() {
+		return ErrClosed
+	}
+	defer b.s.leave()
+	key := blockKey(c.Hash())
+	if b.sess != nil {
+		b.s.sweepMu.RLock()
+		defer b.s.sweepMu.RUnlock()
+		b.sess.holdKey(key)
+	}
+	err := b.s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(key)
+		if err != nil {
+			return err
+		}
+		return fn(item)
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return ipld.ErrNotFound{Cid: c}
+	}
+	return err
+}
+
+func (b *blockStore) Has(ctx context.Context, c cid.Cid) (bool, error) {
+	if isIdentity(c) {
+		return true, nil
+	}
+	err := b.view(c, func(*badger.Item) error { return nil })
+	if ipld.IsNotFound(err) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (b *blockStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	if isIdentity(c) {
+		return identityBlock(c)
+	}
+	var data []byte
+	err := b.view(c, func(item *badger.Item) error {
+		var err error
+		data, err = item.ValueCopy(nil)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return blocks.NewBlockWithCid(data, c)
+}
+
+func (b *blockStore) GetSize(ctx context.Context, c cid.Cid) (int, error) {
+	if isIdentity(c) {
+		dh, err := mh.Decode(c.Hash())
+		if err != nil {
+			return -1, err
+		}
+		return len(dh.Digest), nil
+	}
+	size := -1
+	err := b.view(c, func(item *badger.Item) error {
+		var err error
+		size, err = valueLen(item)
+		return err
+	})
+	if err != nil {
+		return -1, err
+	}
+	return size, nil
+}
+
+// View calls fn with the block's data without copying it; fn must not keep
+// or modify the slice.
+func (b *blockStore) View(ctx context.Context, c cid.Cid, fn func([]byte) error) error {
+	if isIdentity(c) {
+		blk, err := identityBlock(c)
+		if err != nil {
+			return err
+		}
+		return fn(blk.RawData())
+	}
+	return b.view(c, func(item *badger.Item) error { return item.Value(fn) })
+}
+
+func (b *blockStore) Put(ctx context.Context, blk blocks.Block) error {
+	return b.PutMany(ctx, []blocks.Block{blk})
+}
+
+// PutMany writes the blocks not yet stored, in transactions of up to
+// maxPutChunk blocks. Blocks already present are not rewritten. If the
+// storage limit refuses a chunk, the chunks before it stay written.
+func (b *blockStore) PutMany(ctx context.Context, blks []blocks.Block) error {
+	if !b.s.enter() {
+		return ErrClosed
+	}
+	defer b.s.leave()
+	// Drop identity blocks and duplicates within the call.
+	entries := make([]putEntry, 0, len(blks))
+	seen := make(map[string]struct{}, len(blks))
+	for _, blk := range blks {
+		c := blk.Cid()
+		if isIdentity(c) {
+			continue
+		}
+		key := blockKey(c.Hash())
+		if _, dup := seen[string(key)]; dup {
+			continue
+		}
+		seen[string(key)] = struct{}{}
+		entries = append(entries, putEntry{key: key, data: blk.RawData()})
+	}
+	for len(entries) > 0 {
+		n := min(len(entries), maxPutChunk)
+		if err := b.putChunk(ctx, entries[:n]); err != nil {
+			return fmt.Errorf("put %d blocks: %w", len(blks), err)
+		}
+		entries = entries[n:]
+	}
+	return nil
+}
+
+type putEntry struct {
+	key, data []byte
+}
+
+// putChunk writes the entries that are not stored yet in one transaction.
+// The transaction reads every key it may write, so Badger's conflict
+// detection makes concurrent writers of the same block (and a GC deleting
+// it) serialise: exactly one of them counts it, and a Put never returns
+// having "found" a block that a concurrent deletion then removes unseen.
+func (b *blockStore) putChunk(ctx context.Context, entries []putEntry) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if b.sess != nil {
+			b.s.sweepMu.RLock()
+			for _, e := range entries {
+				b.sess.holdKey(e.key)
+			}
+		}
+		txn := b.s.db.NewTransaction(true)
+		var newBytes, newBlocks int64
+		var err error
+		for _, e := range entries {
+			_, err = txn.Get(e.key)
+			if err == nil {
+				continue // stored already
+			}
+			if !errors.Is(err, badger.ErrKeyNotFound) {
+				break
+			}
+			if err = txn.Set(e.key, e.data); err != nil {
+				break
+			}
+			newBytes += int64(len(e.data))
+			newBlocks++
+		}
+		if b.sess != nil {
+			b.s.sweepMu.RUnlock()
+		}
+		if err == nil || errors.Is(err, badger.ErrKeyNotFound) {
+			err = nil
+		}
+		if err != nil || newBlocks == 0 {
+			txn.Discard()
+			return err
+		}
+		if err := b.s.reserve(newBytes); err != nil {
+			txn.Discard()
+			return err
+		}
+		err = txn.Commit()
+		if err == nil {
+			b.s.blocks.Add(newBlocks)
+			return nil
+		}
+		b.s.bytes.Add(-newBytes)
+		switch {
+		case errors.Is(err, badger.ErrConflict):
+			// Someone wrote or deleted one of these blocks since we looked:
+			// look again.
+		case errors.Is(err, badger.ErrBlockedWrites):
+			if !b.s.waitFlush() {
+				return ErrClosed
+			}
+		default:
+			return err
+		}
+	}
+}
+
+// DeleteBlock removes a block. Deleting a missing block is not an error.
+func (b *blockStore) DeleteBlock(ctx context.Context, c cid.Cid) error {
+	if isIdentity(c) {
+		return nil
+	}
+	if !b.s.enter() {
+		return ErrClosed
+	}
+	defer b.s.leave()
+	key := blockKey(c.Hash())
+	for {
+		var size int
+		found := false
+		txn := b.s.db.NewTransaction(true)
+		item, err := txn.Get(key)
+		if err == nil {
+			found = true
+			size, err = valueLen(item)
+			if err == nil {
+				err = txn.Delete(key)
+			}
+		} else if errors.Is(err, badger.ErrKeyNotFound) {
+			err = nil
+		}
+		if err != nil || !found {
+			txn.Discard()
+			return err
+		}
+		err = txn.Commit()
+		switch {
+		case err == nil:
+			b.s.blocks.Add(-1)
+			b.s.bytes.Add(-int64(size))
+			return nil
+		case errors.Is(err, badger.ErrConflict):
+		case errors.Is(err, badger.ErrBlockedWrites):
+			if !b.s.waitFlush() {
+				return ErrClosed
+			}
+		default:
+			return fmt.Errorf("delete block %s: %w", c, err)
+		}
+	}
+}
+
+// AllKeysChan lists every stored block as a CIDv1 with the raw codec, the
+// blocks being stored by multihash. The listing stops when ctx is done or
+// the store closes.
+func (b *blockStore) AllKeysChan(ctx context.Context) (<-chan cid.Cid, error) {
+	if !b.s.enter() {
+		return nil, ErrClosed
+	}
+	out := make(chan cid.Cid, 64)
+	go func() {
+		defer b.s.leave()
+		defer close(out)
+		txn := b.s.db.NewTransaction(false)
+		defer txn.Discard()
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = blockPrefix
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			h, err := mh.Cast(it.Item().KeyCopy(nil)[len(blockPrefix):])
+			if err != nil {
+				continue // not a block key
+			}
+			select {
+			case out <- cid.NewCidV1(cid.Raw, h):
+			case <-ctx.Done():
+				return
+			case <-b.s.ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
