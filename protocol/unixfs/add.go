@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
-	gopath "path"
 	"strings"
 
 	chunker "github.com/ipfs/boxo/chunker"
@@ -159,8 +159,11 @@ func (a *adder) add(path string, nd files.Node) (ipld.Node, uint64, error) {
 		err = fmt.Errorf("%w: %T", ErrUnsupported, nd)
 	}
 	if err != nil {
-		if path != "" {
-			err = fmt.Errorf("add %s: %w", path, err)
+		// Name the deepest entry that failed, once: errors from entries
+		// below, or from reading a file on disk, carry a path already.
+		var pe *fs.PathError
+		if path != "" && !errors.As(err, &pe) {
+			err = &fs.PathError{Op: "add", Path: path, Err: err}
 		}
 		return nil, 0, err
 	}
@@ -242,11 +245,15 @@ func (a *adder) addDir(path string, d files.Directory) (ipld.Node, uint64, error
 	it := d.Entries()
 	for it.Next() {
 		name := it.Name()
+		childPath := name
+		if path != "" {
+			childPath = path + "/" + name // not path.Join, which would clean a bad name away
+		}
 		if err := checkName(name); err != nil {
 			it.Node().Close()
-			return nil, 0, fmt.Errorf("add %s: %w", gopath.Join(path, name), err)
+			return nil, 0, &fs.PathError{Op: "add", Path: childPath, Err: err}
 		}
-		child, n, err := a.add(gopath.Join(path, name), it.Node())
+		child, n, err := a.add(childPath, it.Node())
 		if err != nil {
 			return nil, 0, err
 		}

@@ -50,7 +50,8 @@ func Cat(ctx context.Context, dag ipld.DAGService, c cid.Cid) (FileReader, error
 
 // Get writes the file, directory tree or symlink at c to outPath, which
 // must not exist yet. Files are streamed to disk; entry names that could
-// escape outPath ("..", names with a slash) are refused.
+// escape outPath ("..", names with a slash) are refused. After an error,
+// what was written so far stays.
 func Get(ctx context.Context, dag ipld.DAGService, c cid.Cid, outPath string) error {
 	ctx, cancel := context.WithCancel(ctx) // stops boxo's directory walkers on return
 	defer cancel()

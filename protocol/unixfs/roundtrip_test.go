@@ -445,6 +445,15 @@ func TestBadNames(t *testing.T) {
 		}
 	}
 
+	// The error names the failing entry once, however deep.
+	nested := files.NewMapDirectory(map[string]files.Node{
+		"sub": files.NewSliceDirectory([]files.DirEntry{files.FileEntry("..", files.NewBytesFile(nil))}),
+	})
+	_, err := AddNode(ctx, nullDAG{}, nested, DefaultOptions(), nil)
+	if want := `add sub/..: invalid entry name ".."`; err == nil || err.Error() != want {
+		t.Errorf("nested bad name: %v, want %q", err, want)
+	}
+
 	// A hostile DAG: a directory whose entry is named "..".
 	dag := memDAG()
 	leaf := mdag.NewRawNode([]byte("pwned"))
