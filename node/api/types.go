@@ -1,0 +1,96 @@
+// Package api holds the JSON types of weft's HTTP API and a client for it.
+// The daemon (package node) serves these types; the CLI and tests use Client.
+package api
+
+import "time"
+
+// Error is the body of every non-2xx response.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// ID describes the node's identity.
+type ID struct {
+	ID        string   `json:"id"`
+	PublicKey string   `json:"public_key"`
+	Addrs     []string `json:"addrs"`
+	Agent     string   `json:"agent"`
+	Protocols []string `json:"protocols"`
+}
+
+// Status is a summary of the node's state.
+type Status struct {
+	ID            string    `json:"id"`
+	Version       string    `json:"version"`
+	Started       time.Time `json:"started"`
+	UptimeSeconds float64   `json:"uptime_seconds"`
+	Profile       string    `json:"profile"`
+	Private       bool      `json:"private"`
+	Transports    []string  `json:"transports"`
+	TransportNote string    `json:"transport_note,omitempty"`
+	AllowPeers    int       `json:"allow_peers"`
+	Addrs         []string  `json:"addrs"`
+	Peers         int       `json:"peers"`
+	DHT           DHTStatus `json:"dht"`
+	Store         StoreStat `json:"store"`
+}
+
+// DHTStatus summarises the DHT.
+type DHTStatus struct {
+	Mode         string `json:"mode"`
+	Protocol     string `json:"protocol"`
+	RoutingTable int    `json:"routing_table"`
+}
+
+// StoreStat summarises the block store.
+type StoreStat struct {
+	Blocks    int64 `json:"blocks"`
+	Bytes     int64 `json:"bytes"`
+	DiskBytes int64 `json:"disk_bytes"`
+	MaxBytes  int64 `json:"max_bytes"`
+}
+
+// Peer is one connected peer.
+type Peer struct {
+	ID        string   `json:"id"`
+	Addr      string   `json:"addr"`
+	Direction string   `json:"direction"`
+	LatencyMS float64  `json:"latency_ms"`
+	Streams   int      `json:"streams"`
+	Protocols []string `json:"protocols,omitempty"`
+	Agent     string   `json:"agent,omitempty"`
+}
+
+// ConnectRequest asks the node to dial a multiaddr ending in /p2p/ID.
+type ConnectRequest struct {
+	Addr string `json:"addr"`
+}
+
+// ConnectResult names the peer connected to.
+type ConnectResult struct {
+	ID string `json:"id"`
+}
+
+// DisconnectRequest asks the node to close its connections to a peer.
+type DisconnectRequest struct {
+	Peer string `json:"peer"`
+}
+
+// PeerInfo is a peer and its known addresses.
+type PeerInfo struct {
+	ID    string   `json:"id"`
+	Addrs []string `json:"addrs"`
+}
+
+// RoutingTable lists the DHT routing table.
+type RoutingTable struct {
+	Size  int                 `json:"size"`
+	Peers []RoutingTableEntry `json:"peers"`
+}
+
+// RoutingTableEntry is one routing table peer.
+type RoutingTableEntry struct {
+	ID        string `json:"id"`
+	Bucket    int    `json:"bucket"`
+	Connected bool   `json:"connected"`
+}

@@ -1,0 +1,389 @@
+package node
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	toml "github.com/pelletier/go-toml/v2"
+)
+
+// Profile names accepted by `weft init --profile`.
+const (
+	ProfileLocal  = "local"
+	ProfilePublic = "public"
+)
+
+// LocalDHTPrefix is the DHT protocol prefix of the local profile: a weft swarm
+// of its own that never mixes with the public IPFS DHT.
+const LocalDHTPrefix = "/weft"
+
+// PublicDHTPrefix is the prefix of the IPFS Amino DHT (/ipfs/kad/1.0.0).
+const PublicDHTPrefix = "/ipfs"
+
+// PublicBootstrapPeers is the public IPFS bootstrap list, as shipped by Kubo.
+// The public profile dials these; tests never start a node with it.
+var PublicBootstrapPeers = []string{
+	"/dnsaddr/bootstrap.libp2p.io/p2p/QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN",
+	"/dnsaddr/bootstrap.libp2p.io/p2p/QmQCU2EcMqAqQPR2i9bChDtGNJchTbq5TbXJJ16u19uLTa",
+	"/dnsaddr/bootstrap.libp2p.io/p2p/QmbLHAnMoJPWSCR5Zhtx6BHJX9KiKNN6tpvbUcqanj75Nb",
+	"/dnsaddr/bootstrap.libp2p.io/p2p/QmcZf59bWwK5XFi76CZX8cbJ4BhTzzA3gU1ZjYZcYW3dwt",
+	"/dnsaddr/va1.bootstrap.libp2p.io/p2p/12D3KooWKnDdG3iXw9eTFijk3EWSunZcFi54Zka4wmtqtt6rPxc8",
+	"/ip4/104.131.131.82/tcp/4001/p2p/QmaCpDMGvV2BGHeYERUEnRQAwe3N8SzbUtfsmvsqQLuvuJ",
+	"/ip4/104.131.131.82/udp/4001/quic-v1/p2p/QmaCpDMGvV2BGHeYERUEnRQAwe3N8SzbUtfsmvsqQLuvuJ",
+}
+
+// Config is the daemon's configuration, stored as REPO/config.toml. Every
+// field has a documented default (see DefaultConfig); `weft config set`
+// validates a change before it is written.
+type Config struct {
+	Profile   string          `toml:"profile" comment:"Profile the repo was made with: local (own DHT, no bootstrap) or public (IPFS Amino DHT)."`
+	PeerID    string          `toml:"peer_id" comment:"This node's peer ID, derived from identity.key. Informational; not editable."`
+	Addresses AddressesConfig `toml:"addresses"`
+	Bootstrap []string        `toml:"bootstrap" comment:"Multiaddrs (with /p2p/ID) dialled at start and whenever the node runs low on peers."`
+	Discovery DiscoveryConfig `toml:"discovery"`
+	DHT       DHTConfig       `toml:"dht"`
+	Swarm     SwarmConfig     `toml:"swarm"`
+	Pubsub    PubsubConfig    `toml:"pubsub"`
+	Store     StoreConfig     `toml:"store"`
+	Log       LogConfig       `toml:"log"`
+}
+
+// AddressesConfig says where the node listens.
+type AddressesConfig struct {
+	Swarm []string `toml:"swarm" comment:"libp2p listen multiaddrs. QUIC addresses are skipped in a private swarm (libp2p refuses a PSK on QUIC)."`
+	API   string   `toml:"api" comment:"HTTP API host:port. Loopback by default; any other address requires the bearer token in api.token."`
+}
+
+// DiscoveryConfig holds local discovery switches.
+type DiscoveryConfig struct {
+	MDNS bool `toml:"mdns" comment:"Find peers on the local network with mDNS. Off by default."`
+}
+
+// DHTConfig configures the Kademlia DHT.
+type DHTConfig struct {
+	Mode              string   `toml:"mode" comment:"auto, client or server. local profile: server (no AutoNAT on loopback); public: auto."`
+	ProtocolPrefix    string   `toml:"protocol_prefix" comment:"DHT protocol prefix; /ipfs is the public Amino DHT. A private swarm gets its own prefix derived from its key."`
+	BootstrapInterval Duration `toml:"bootstrap_interval" comment:"How often the bootstrap round runs (dial bootstrap and known peers, refresh the routing table)."`
+	LowPeers          int      `toml:"low_peers" comment:"Run a bootstrap round at once when connected peers drop below this."`
+}
+
+// SwarmConfig configures connections and their limits.
+type SwarmConfig struct {
+	ConnMgrLow      int      `toml:"connmgr_low" comment:"Connection manager low water mark: trimming stops here."`
+	ConnMgrHigh     int      `toml:"connmgr_high" comment:"Connection manager high water mark: trimming starts above this."`
+	ConnMgrGrace    Duration `toml:"connmgr_grace" comment:"New connections are not trimmed during this period."`
+	MaxMemory       ByteSize `toml:"max_memory" comment:"Resource manager memory limit for libp2p (e.g. \"256MiB\"); 0 = scale to the machine."`
+	MaxFDs          int      `toml:"max_fds" comment:"Resource manager file descriptor limit; 0 = scale to the process limit."`
+	AllowPeers      []string `toml:"allow_peers" comment:"If not empty, only these peer IDs may connect (both directions)."`
+	EnableQUIC      bool     `toml:"enable_quic" comment:"Listen and dial over QUIC-v1 as well as TCP (ignored in a private swarm)."`
+	DialTimeout     Duration `toml:"dial_timeout" comment:"Timeout for one outgoing connection attempt."`
+	KnownPeersLimit int      `toml:"known_peers_limit" comment:"Peers remembered across restarts (persisted in the store) and redialled at start."`
+}
+
+// PubsubConfig configures gossipsub.
+type PubsubConfig struct {
+	MaxMessageSize ByteSize `toml:"max_message_size" comment:"Largest pubsub message accepted or sent."`
+}
+
+// StoreConfig configures the Badger store.
+type StoreConfig struct {
+	MaxBytes ByteSize `toml:"max_bytes" comment:"Storage limit for blocks; past it adds and fetches fail with \"store full\". 0 = unlimited."`
+}
+
+// LogConfig configures structured logging.
+type LogConfig struct {
+	Level  string `toml:"level" comment:"debug, info, warn or error."`
+	Format string `toml:"format" comment:"text or json."`
+}
+
+// DefaultConfig returns the configuration `weft init` writes for a profile.
+// Errors only for an unknown profile.
+func DefaultConfig(profile string) (Config, error) {
+	c := Config{
+		Profile: profile,
+		Addresses: AddressesConfig{
+			Swarm: []string{"/ip4/127.0.0.1/tcp/4101", "/ip4/127.0.0.1/udp/4101/quic-v1"},
+			API:   "127.0.0.1:5101",
+		},
+		Bootstrap: []string{},
+		DHT: DHTConfig{
+			Mode:              "server",
+			ProtocolPrefix:    LocalDHTPrefix,
+			BootstrapInterval: Duration(5 * time.Minute),
+			LowPeers:          4,
+		},
+		Swarm: SwarmConfig{
+			ConnMgrLow:      64,
+			ConnMgrHigh:     192,
+			ConnMgrGrace:    Duration(30 * time.Second),
+			EnableQUIC:      true,
+			DialTimeout:     Duration(15 * time.Second),
+			KnownPeersLimit: 64,
+			AllowPeers:      []string{},
+		},
+		Pubsub: PubsubConfig{MaxMessageSize: 1 << 20},
+		Store:  StoreConfig{},
+		Log:    LogConfig{Level: "info", Format: "text"},
+	}
+	switch profile {
+	case ProfileLocal:
+	case ProfilePublic:
+		c.Addresses.Swarm = []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1", "/ip6/::/tcp/4001", "/ip6/::/udp/4001/quic-v1"}
+		c.Bootstrap = append([]string(nil), PublicBootstrapPeers...)
+		c.DHT.Mode = "auto"
+		c.DHT.ProtocolPrefix = PublicDHTPrefix
+		c.Swarm.ConnMgrLow = 32
+		c.Swarm.ConnMgrHigh = 96
+		c.Swarm.MaxMemory = 512 << 20
+	default:
+		return Config{}, fmt.Errorf("unknown profile %q: use local or public", profile)
+	}
+	return c, nil
+}
+
+// Validate checks every field and returns all problems at once.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	switch c.Profile {
+	case ProfileLocal, ProfilePublic:
+	default:
+		bad("profile", "%q is not local or public", c.Profile)
+	}
+	if len(c.Addresses.Swarm) == 0 {
+		bad("addresses.swarm", "at least one listen address is required")
+	}
+	for _, s := range c.Addresses.Swarm {
+		if _, err := ma.NewMultiaddr(s); err != nil {
+			bad("addresses.swarm", "bad multiaddr %q: %v", s, err)
+		}
+	}
+	if _, _, err := splitHostPort(c.Addresses.API); err != nil {
+		bad("addresses.api", "%v", err)
+	}
+	for _, s := range c.Bootstrap {
+		if _, err := peer.AddrInfoFromString(s); err != nil {
+			bad("bootstrap", "bad multiaddr %q (want /ip4/…/tcp/…/p2p/PEERID): %v", s, err)
+		}
+	}
+	switch c.DHT.Mode {
+	case "auto", "client", "server":
+	default:
+		bad("dht.mode", "%q is not auto, client or server", c.DHT.Mode)
+	}
+	if !strings.HasPrefix(c.DHT.ProtocolPrefix, "/") {
+		bad("dht.protocol_prefix", "%q must start with /", c.DHT.ProtocolPrefix)
+	}
+	if c.DHT.BootstrapInterval <= 0 {
+		bad("dht.bootstrap_interval", "must be positive")
+	}
+	if c.Swarm.ConnMgrLow < 0 || c.Swarm.ConnMgrHigh < c.Swarm.ConnMgrLow {
+		bad("swarm.connmgr_high", "must be >= connmgr_low (%d)", c.Swarm.ConnMgrLow)
+	}
+	for _, s := range c.Swarm.AllowPeers {
+		if _, err := peer.Decode(s); err != nil {
+			bad("swarm.allow_peers", "bad peer ID %q: %v", s, err)
+		}
+	}
+	if c.Swarm.DialTimeout <= 0 {
+		bad("swarm.dial_timeout", "must be positive")
+	}
+	if c.Pubsub.MaxMessageSize < 1024 {
+		bad("pubsub.max_message_size", "must be at least 1KiB")
+	}
+	if c.Store.MaxBytes < 0 {
+		bad("store.max_bytes", "must not be negative")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "%q is not text or json", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+const configHeader = `# weft node configuration. Edit with 'weft config set KEY VALUE' (validated),
+# or by hand while the daemon is stopped. Durations: "30s", "5m". Sizes: "64MiB".
+`
+
+// MarshalConfig renders c as commented TOML.
+func MarshalConfig(c Config) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.WriteString(configHeader)
+	enc := toml.NewEncoder(&buf)
+	enc.SetIndentTables(false)
+	if err := enc.Encode(c); err != nil {
+		return nil, fmt.Errorf("encode config: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// ParseConfig decodes TOML strictly (unknown keys are errors) and validates.
+func ParseConfig(data []byte) (Config, error) {
+	var c Config
+	dec := toml.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		var sm *toml.StrictMissingError
+		if errors.As(err, &sm) {
+			var keys []string
+			for _, e := range sm.Errors {
+				keys = append(keys, strings.Join(e.Key(), "."))
+			}
+			return Config{}, fmt.Errorf("unknown config key %s", strings.Join(keys, ", "))
+		}
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			row, col := de.Position()
+			return Config{}, fmt.Errorf("config line %d column %d: %s", row, col, de.Error())
+		}
+		return Config{}, err
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("invalid config: %w", err)
+	}
+	return c, nil
+}
+
+// ConfigKeys lists every settable key in dotted form.
+func ConfigKeys() []string {
+	var keys []string
+	var walk func(t reflect.Type, prefix string)
+	walk = func(t reflect.Type, prefix string) {
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			name := strings.Split(f.Tag.Get("toml"), ",")[0]
+			if f.Type.Kind() == reflect.Struct {
+				walk(f.Type, prefix+name+".")
+				continue
+			}
+			keys = append(keys, prefix+name)
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "")
+	sort.Strings(keys)
+	return keys
+}
+
+// field finds the struct field for a dotted key.
+func (c *Config) field(key string) (reflect.Value, error) {
+	v := reflect.ValueOf(c).Elem()
+	parts := strings.Split(key, ".")
+	for i, p := range parts {
+		if v.Kind() != reflect.Struct {
+			return reflect.Value{}, unknownKey(key)
+		}
+		found := false
+		for j := 0; j < v.NumField(); j++ {
+			if strings.Split(v.Type().Field(j).Tag.Get("toml"), ",")[0] == p {
+				v = v.Field(j)
+				found = true
+				break
+			}
+		}
+		if !found || (i == len(parts)-1 && v.Kind() == reflect.Struct) {
+			return reflect.Value{}, unknownKey(key)
+		}
+	}
+	return v, nil
+}
+
+func unknownKey(key string) error {
+	return fmt.Errorf("unknown config key %q (see 'weft config show' for the keys)", key)
+}
+
+// Get returns the value at a dotted key, rendered as TOML.
+func (c *Config) Get(key string) (string, error) {
+	v, err := c.field(key)
+	if err != nil {
+		return "", err
+	}
+	b, err := toml.Marshal(map[string]any{"v": v.Interface()})
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(strings.TrimPrefix(string(b), "v = ")), nil
+}
+
+// Set parses value for the key's type and assigns it, then validates the
+// whole config. Lists take TOML arrays (["a", "b"]) or a single bare string.
+// On error c is unchanged.
+func (c *Config) Set(key, value string) error {
+	if key == "peer_id" {
+		return fmt.Errorf("peer_id is derived from identity.key and cannot be set")
+	}
+	next := *c
+	next.Bootstrap = append([]string(nil), c.Bootstrap...)
+	v, err := next.field(key)
+	if err != nil {
+		return err
+	}
+	ptr := reflect.New(v.Type())
+	doc := "v = " + value
+	if err := toml.Unmarshal([]byte(doc), &struct {
+		V any `toml:"v"`
+	}{}); err != nil || v.Kind() == reflect.String && !strings.HasPrefix(value, "\"") {
+		// Not valid TOML: treat as a bare string.
+		doc = "v = " + quoteTOML(value)
+	}
+	if v.Kind() == reflect.Slice && !strings.HasPrefix(strings.TrimSpace(value), "[") {
+		doc = "v = [" + quoteTOML(value) + "]"
+	}
+	if err := decodeInto(doc, ptr.Interface()); err != nil {
+		return fmt.Errorf("%s: cannot use %q: %w", key, value, err)
+	}
+	v.Set(ptr.Elem())
+	if err := next.Validate(); err != nil {
+		return err
+	}
+	*c = next
+	return nil
+}
+
+func quoteTOML(s string) string {
+	b, _ := toml.Marshal(map[string]string{"v": s})
+	return strings.TrimSpace(strings.TrimPrefix(string(b), "v = "))
+}
+
+func decodeInto(doc string, dst any) error {
+	wrapper := reflect.New(reflect.StructOf([]reflect.StructField{{
+		Name: "V", Type: reflect.TypeOf(dst).Elem(), Tag: `toml:"v"`,
+	}}))
+	if err := toml.Unmarshal([]byte(doc), wrapper.Interface()); err != nil {
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			return errors.New(de.Error())
+		}
+		return err
+	}
+	reflect.ValueOf(dst).Elem().Set(wrapper.Elem().Field(0))
+	return nil
+}
+
+// LoadConfigFile reads and validates a config file.
+func LoadConfigFile(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	c, err := ParseConfig(data)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}

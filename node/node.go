@@ -1,0 +1,273 @@
+// Package node assembles a weft daemon: it opens the repo (config, identity,
+// lock), the Badger store and the libp2p network, hands them to the protocol
+// logic, and serves the HTTP API. It is the one place where p2p, store and
+// protocol meet.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	record "github.com/libp2p/go-libp2p-record"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/ipfs/boxo/ipns"
+
+	"github.com/weft-p2p/weft/p2p"
+	"github.com/weft-p2p/weft/store"
+)
+
+// Version is the daemon's version string, reported by the API.
+var Version = "0.1.0-dev"
+
+// Options adjust a node beyond its config file; the zero value is what the
+// daemon uses.
+type Options struct {
+	// Logger receives the node's logs (default: built from config.log).
+	Logger *slog.Logger
+	// Tune, if set, may change the loaded config before the node starts
+	// (tests use it for short intervals).
+	Tune func(*Config)
+}
+
+// Node is a running weft daemon.
+type Node struct {
+	repo    *Repo
+	cfg     Config
+	log     *slog.Logger
+	store   *store.Store
+	net     *p2p.Network
+	started time.Time
+
+	apiLn   net.Listener
+	apiSrv  *http.Server
+	apiAddr string
+
+	shutdown     chan struct{}
+	shutdownOnce sync.Once
+	closeOnce    sync.Once
+	closeErr     error
+	wg           sync.WaitGroup
+}
+
+// Start opens the repo at dir, starts the store, network and API, and writes
+// REPO/api once the API answers. On error everything opened is closed again.
+func Start(ctx context.Context, dir string, opts Options) (*Node, error) {
+	repo, err := OpenRepo(dir)
+	if err != nil {
+		return nil, err
+	}
+	n, err := start(ctx, repo, opts)
+	if err != nil {
+		repo.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func start(ctx context.Context, repo *Repo, opts Options) (_ *Node, err error) {
+	cfg := repo.Config
+	if opts.Tune != nil {
+		opts.Tune(&cfg)
+		if err := cfg.Validate(); err != nil {
+			return nil, fmt.Errorf("invalid tuned config: %w", err)
+		}
+	}
+	log := opts.Logger
+	if log == nil {
+		log = NewLogger(os.Stderr, cfg.Log)
+	}
+	n := &Node{repo: repo, cfg: cfg, log: log, started: time.Now(), shutdown: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			n.closeParts()
+		}
+	}()
+
+	// Bind the API first: a taken port is the commonest start-up failure and
+	// should be reported before the slower parts start.
+	n.apiLn, err = net.Listen("tcp", cfg.Addresses.API)
+	if err != nil {
+		return nil, fmt.Errorf("listen for API on %s: %w (is another daemon running? pick another port with 'weft config set addresses.api HOST:PORT')", cfg.Addresses.API, err)
+	}
+	n.apiAddr = n.apiLn.Addr().String()
+
+	n.store, err = store.Open(store.Config{
+		Path:     filepath.Join(repo.Path, StoreDir),
+		MaxBytes: int64(cfg.Store.MaxBytes),
+		Logger:   log.With("subsystem", "store"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+
+	pcfg, err := n.p2pConfig()
+	if err != nil {
+		return nil, err
+	}
+	n.net, err = p2p.New(ctx, pcfg)
+	if err != nil {
+		return nil, err
+	}
+
+	n.apiSrv = &http.Server{Handler: n.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.apiSrv.Serve(n.apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("API server stopped", "err", err)
+		}
+	}()
+	if err := writeFileAtomic(filepath.Join(repo.Path, APIFile), []byte(n.apiAddr+"\n"), 0o644); err != nil {
+		return nil, err
+	}
+	n.log.Info("weft daemon ready", "peer", n.net.Host.ID(), "api", n.apiAddr, "addrs", n.net.Host.Addrs(), "private", n.net.Private())
+	return n, nil
+}
+
+func (n *Node) p2pConfig() (p2p.Config, error) {
+	cfg := n.cfg
+	listen, err := parseAddrs(cfg.Addresses.Swarm)
+	if err != nil {
+		return p2p.Config{}, err
+	}
+	var boot []peer.AddrInfo
+	for _, s := range cfg.Bootstrap {
+		ai, err := peer.AddrInfoFromString(s)
+		if err != nil {
+			return p2p.Config{}, fmt.Errorf("bootstrap address %q: %w", s, err)
+		}
+		boot = append(boot, *ai)
+	}
+	var allow []peer.ID
+	for _, s := range cfg.Swarm.AllowPeers {
+		id, err := peer.Decode(s)
+		if err != nil {
+			return p2p.Config{}, fmt.Errorf("swarm.allow_peers %q: %w", s, err)
+		}
+		allow = append(allow, id)
+	}
+	pc := p2p.Config{
+		Identity:             n.repo.Identity,
+		ListenAddrs:          listen,
+		PSK:                  n.repo.SwarmKey,
+		AllowPeers:           allow,
+		Bootstrap:            boot,
+		BootstrapInterval:    cfg.DHT.BootstrapInterval.D(),
+		LowPeers:             cfg.DHT.LowPeers,
+		DHTMode:              cfg.DHT.Mode,
+		DHTPrefix:            cfg.DHT.ProtocolPrefix,
+		ConnMgrLow:           cfg.Swarm.ConnMgrLow,
+		ConnMgrHigh:          cfg.Swarm.ConnMgrHigh,
+		ConnMgrGrace:         cfg.Swarm.ConnMgrGrace.D(),
+		MaxMemory:            int64(cfg.Swarm.MaxMemory),
+		MaxFDs:               cfg.Swarm.MaxFDs,
+		EnableQUIC:           cfg.Swarm.EnableQUIC,
+		DialTimeout:          cfg.Swarm.DialTimeout.D(),
+		MDNS:                 cfg.Discovery.MDNS,
+		PubsubMaxMessageSize: int(cfg.Pubsub.MaxMessageSize),
+		Datastore:            n.store.Datastore(),
+		KnownPeersLimit:      cfg.Swarm.KnownPeersLimit,
+		Logger:               n.log.With("subsystem", "p2p"),
+	}
+	pc.DHTExtraOptions = dhtValidators()
+	return pc, nil
+}
+
+// dhtValidators gives the DHT the record validators of the IPFS DHT: public
+// keys and IPNS records.
+func dhtValidators() []dht.Option {
+	return []dht.Option{
+		dht.Validator(record.NamespacedValidator{
+			"pk":   record.PublicKeyValidator{},
+			"ipns": ipns.Validator{},
+		}),
+	}
+}
+
+// ID is the node's peer ID.
+func (n *Node) ID() peer.ID { return n.net.Host.ID() }
+
+// APIAddr is the address the HTTP API listens on.
+func (n *Node) APIAddr() string { return n.apiAddr }
+
+// Token is the API bearer token.
+func (n *Node) Token() string { return n.repo.Token }
+
+// Network is the node's libp2p layer.
+func (n *Node) Network() *p2p.Network { return n.net }
+
+// Store is the node's store.
+func (n *Node) Store() *store.Store { return n.store }
+
+// Config is the configuration the node runs with.
+func (n *Node) Config() Config { return n.cfg }
+
+// Repo is the node's repo.
+func (n *Node) Repo() *Repo { return n.repo }
+
+// ShutdownRequested is closed when a client asks the daemon to stop.
+func (n *Node) ShutdownRequested() <-chan struct{} { return n.shutdown }
+
+func (n *Node) requestShutdown() {
+	n.shutdownOnce.Do(func() { close(n.shutdown) })
+}
+
+// Close stops the API, the network and the store, in that order, and
+// releases the repo. It runs once; later calls return the first result.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		n.closeErr = n.closeParts()
+		if err := n.repo.Close(); err != nil {
+			n.closeErr = errors.Join(n.closeErr, err)
+		}
+	})
+	return n.closeErr
+}
+
+func (n *Node) closeParts() error {
+	var errs []error
+	os.Remove(filepath.Join(n.repo.Path, APIFile))
+	if n.apiSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := n.apiSrv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop API: %w", err))
+			n.apiSrv.Close()
+		}
+		cancel()
+	} else if n.apiLn != nil {
+		n.apiLn.Close()
+	}
+	n.wg.Wait()
+	if n.net != nil {
+		if err := n.net.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("stop network: %w", err))
+		}
+	}
+	if n.store != nil {
+		if err := n.store.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close store: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// NewLogger builds the slog logger described by a LogConfig.
+func NewLogger(w *os.File, lc LogConfig) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(lc.Level))
+	hopts := &slog.HandlerOptions{Level: lvl}
+	if lc.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, hopts))
+	}
+	return slog.New(slog.NewTextHandler(w, hopts))
+}

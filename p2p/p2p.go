@@ -1,0 +1,375 @@
+// Package p2p is weft's networking layer: the libp2p host with its transports,
+// private-swarm protection and connection gating, the Kademlia DHT, the
+// gossipsub router, bootstrapping and the memory of known peers that lets a
+// restarted node find its swarm again without a bootstrap list.
+//
+// It knows nothing of blocks, pins or feeds: node/ hands it a datastore to
+// persist into and uses the host, DHT and pubsub it builds.
+package p2p
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-datastore"
+	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/pnet"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
+	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
+	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// DHT modes accepted by Config.DHTMode.
+const (
+	DHTAuto   = "auto"
+	DHTClient = "client"
+	DHTServer = "server"
+)
+
+// Config describes a Network. The zero value of every optional field is a
+// sensible default, noted beside it.
+type Config struct {
+	// Identity is the node's private key. Required.
+	Identity crypto.PrivKey
+	// ListenAddrs are the swarm listen multiaddrs. Required.
+	ListenAddrs []ma.Multiaddr
+	// PSK makes the swarm private (nil: public). With a PSK, QUIC listen
+	// addresses are dropped: libp2p refuses a pre-shared key on QUIC.
+	PSK pnet.PSK
+	// AllowPeers, when not empty, is the only set of peers that may connect.
+	AllowPeers []peer.ID
+	// Bootstrap peers are dialled at start and whenever peers run low.
+	Bootstrap []peer.AddrInfo
+	// BootstrapInterval is the period of the bootstrap round (default 5m).
+	BootstrapInterval time.Duration
+	// LowPeers triggers a bootstrap round at once when connected peers drop
+	// below it (default 4).
+	LowPeers int
+	// DHTMode is auto, client or server (default server).
+	DHTMode string
+	// DHTPrefix is the DHT protocol prefix (default /weft). A private swarm
+	// appends a suffix derived from its key, so it never shares a DHT
+	// protocol with a public or other private swarm.
+	DHTPrefix string
+	// DHTExtraOptions are appended to the DHT's options (validators for /ipfs).
+	DHTExtraOptions []dht.Option
+	// ConnMgrLow and ConnMgrHigh are the connection manager water marks
+	// (default 64 and 192); ConnMgrGrace protects new connections (default 30s).
+	ConnMgrLow, ConnMgrHigh int
+	ConnMgrGrace            time.Duration
+	// MaxMemory and MaxFDs bound the resource manager (0: scale to the machine).
+	MaxMemory int64
+	MaxFDs    int
+	// EnableQUIC adds QUIC-v1 (ignored with a PSK).
+	EnableQUIC bool
+	// DialTimeout bounds one connection attempt (default 15s).
+	DialTimeout time.Duration
+	// MDNS turns on local-network discovery.
+	MDNS bool
+	// PubsubMaxMessageSize bounds a gossipsub message (default 1 MiB).
+	PubsubMaxMessageSize int
+	// Datastore persists DHT records and known peers. Required.
+	Datastore datastore.Batching
+	// KnownPeersLimit is how many peers are remembered across restarts (default 64).
+	KnownPeersLimit int
+	// Logger receives the layer's logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.BootstrapInterval <= 0 {
+		c.BootstrapInterval = 5 * time.Minute
+	}
+	if c.LowPeers <= 0 {
+		c.LowPeers = 4
+	}
+	if c.DHTMode == "" {
+		c.DHTMode = DHTServer
+	}
+	if c.DHTPrefix == "" {
+		c.DHTPrefix = "/weft"
+	}
+	if c.ConnMgrHigh == 0 {
+		c.ConnMgrLow, c.ConnMgrHigh = 64, 192
+	}
+	if c.ConnMgrGrace <= 0 {
+		c.ConnMgrGrace = 30 * time.Second
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 15 * time.Second
+	}
+	if c.PubsubMaxMessageSize <= 0 {
+		c.PubsubMaxMessageSize = 1 << 20
+	}
+	if c.KnownPeersLimit <= 0 {
+		c.KnownPeersLimit = 64
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+func (c *Config) validate() error {
+	if c.Identity == nil {
+		return errors.New("p2p: no identity key")
+	}
+	if len(c.ListenAddrs) == 0 {
+		return errors.New("p2p: no listen addresses")
+	}
+	if c.Datastore == nil {
+		return errors.New("p2p: no datastore")
+	}
+	switch c.DHTMode {
+	case DHTAuto, DHTClient, DHTServer:
+	default:
+		return fmt.Errorf("p2p: DHT mode %q is not auto, client or server", c.DHTMode)
+	}
+	return nil
+}
+
+// Network is a running libp2p host with its DHT and gossipsub router.
+type Network struct {
+	Host   host.Host
+	DHT    *dht.IpfsDHT
+	PubSub *pubsub.PubSub
+
+	cfg       Config
+	prefix    protocol.ID
+	listening []ma.Multiaddr
+	cm        *connmgr.BasicConnMgr
+	boot      *bootstrapper
+	mdns      mdns.Service
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New builds the host, starts listening, and starts the DHT, gossipsub and
+// the bootstrap loop. ctx bounds start-up only; Close stops everything.
+func New(ctx context.Context, cfg Config) (*Network, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	listen := cfg.ListenAddrs
+	quicOn := cfg.EnableQUIC && cfg.PSK == nil
+	if !quicOn {
+		listen = filterQUIC(listen)
+		if len(listen) == 0 {
+			return nil, errors.New("p2p: a private swarm needs a TCP listen address (QUIC cannot carry a pre-shared key)")
+		}
+	}
+	cm, err := connmgr.NewConnManager(cfg.ConnMgrLow, cfg.ConnMgrHigh, connmgr.WithGracePeriod(cfg.ConnMgrGrace))
+	if err != nil {
+		return nil, fmt.Errorf("p2p: connection manager: %w", err)
+	}
+	rm, err := newResourceManager(cfg.MaxMemory, cfg.MaxFDs)
+	if err != nil {
+		return nil, err
+	}
+	opts := []libp2p.Option{
+		libp2p.Identity(cfg.Identity),
+		libp2p.ListenAddrs(listen...),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Security(libp2ptls.ID, libp2ptls.New),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.DefaultMuxers,
+		libp2p.ConnectionManager(cm),
+		libp2p.ResourceManager(rm),
+		libp2p.WithDialTimeout(cfg.DialTimeout),
+		libp2p.UserAgent("weft"),
+		libp2p.DisableMetrics(),
+	}
+	if quicOn {
+		opts = append(opts, libp2p.Transport(quic.NewTransport))
+	}
+	if cfg.PSK != nil {
+		opts = append(opts, libp2p.PrivateNetwork(cfg.PSK))
+	}
+	if len(cfg.AllowPeers) > 0 {
+		opts = append(opts, libp2p.ConnectionGater(newAllowlistGater(cfg.AllowPeers)))
+	}
+	h, err := libp2p.New(opts...)
+	if err != nil {
+		rm.Close()
+		return nil, fmt.Errorf("p2p: start host: %w", explainListenError(err))
+	}
+
+	n := &Network{Host: h, cfg: cfg, cm: cm, listening: listen}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.prefix = protocol.ID(cfg.DHTPrefix)
+	if cfg.PSK != nil {
+		n.prefix = PrivateDHTPrefix(cfg.DHTPrefix, cfg.PSK)
+	}
+
+	mode := map[string]dht.ModeOpt{DHTAuto: dht.ModeAuto, DHTClient: dht.ModeClient, DHTServer: dht.ModeServer}[cfg.DHTMode]
+	dopts := []dht.Option{
+		dht.Mode(mode),
+		dht.ProtocolPrefix(n.prefix),
+		dht.Datastore(cfg.Datastore),
+		dht.BootstrapPeers(cfg.Bootstrap...),
+	}
+	dopts = append(dopts, cfg.DHTExtraOptions...)
+	n.DHT, err = dht.New(h, dopts...)
+	if err != nil {
+		n.abort()
+		return nil, fmt.Errorf("p2p: start DHT: %w", err)
+	}
+
+	n.PubSub, err = pubsub.NewGossipSub(n.ctx, h,
+		pubsub.WithMessageSigning(true),
+		pubsub.WithStrictSignatureVerification(true),
+		pubsub.WithMaxMessageSize(cfg.PubsubMaxMessageSize),
+		pubsub.WithPeerScore(peerScoreParams(), peerScoreThresholds()),
+		pubsub.WithDiscovery(drouting.NewRoutingDiscovery(n.DHT)),
+	)
+	if err != nil {
+		n.abort()
+		return nil, fmt.Errorf("p2p: start gossipsub: %w", err)
+	}
+
+	n.boot = newBootstrapper(n, cfg)
+	n.boot.start(&n.wg)
+
+	if cfg.MDNS {
+		n.mdns = mdns.NewMdnsService(h, "weft"+string(n.prefix), &mdnsNotifee{n: n})
+		if err := n.mdns.Start(); err != nil {
+			n.abort()
+			return nil, fmt.Errorf("p2p: start mDNS: %w", err)
+		}
+	}
+	return n, nil
+}
+
+func (n *Network) abort() {
+	n.cancel()
+	if n.DHT != nil {
+		n.DHT.Close()
+	}
+	n.Host.Close()
+}
+
+// Close stops discovery, bootstrapping, gossipsub, the DHT and the host, and
+// saves the peers it is connected to for the next start. It runs once.
+func (n *Network) Close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		if n.mdns != nil {
+			errs = append(errs, n.mdns.Close())
+		}
+		n.boot.saveKnownPeers()
+		n.cancel()
+		n.wg.Wait()
+		errs = append(errs, n.DHT.Close(), n.Host.Close())
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+// Private reports whether the swarm is protected by a pre-shared key.
+func (n *Network) Private() bool { return n.cfg.PSK != nil }
+
+// QUIC reports whether the host listens on QUIC.
+func (n *Network) QUIC() bool { return n.cfg.EnableQUIC && n.cfg.PSK == nil }
+
+// DHTProtocol is the DHT protocol ID this node speaks.
+func (n *Network) DHTProtocol() protocol.ID { return n.prefix + "/kad/1.0.0" }
+
+// AllowList returns the peers allowed to connect (empty: everyone).
+func (n *Network) AllowList() []peer.ID { return n.cfg.AllowPeers }
+
+// Bootstrap runs one bootstrap round now and waits for it.
+func (n *Network) Bootstrap(ctx context.Context) { n.boot.round(ctx) }
+
+// PrivateDHTPrefix derives a private swarm's DHT prefix from its key, so
+// swarms with different keys never speak the same DHT protocol.
+func PrivateDHTPrefix(base string, psk pnet.PSK) protocol.ID {
+	sum := sha256.Sum256(append([]byte("weft-dht-prefix:"), psk...))
+	return protocol.ID(strings.TrimRight(base, "/") + "/private-" + hex.EncodeToString(sum[:6]))
+}
+
+func filterQUIC(addrs []ma.Multiaddr) []ma.Multiaddr {
+	var out []ma.Multiaddr
+	for _, a := range addrs {
+		if _, err := a.ValueForProtocol(ma.P_QUIC_V1); err == nil {
+			continue
+		}
+		if _, err := a.ValueForProtocol(ma.P_UDP); err == nil {
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// ErrAddrInUse says a listen address is taken by another process.
+var ErrAddrInUse = errors.New("listen address already in use")
+
+func explainListenError(err error) error {
+	if err != nil && strings.Contains(err.Error(), "address already in use") {
+		return fmt.Errorf("%w (another daemon or program holds the port; pick another with 'weft config set addresses.swarm'): %v", ErrAddrInUse, err)
+	}
+	return err
+}
+
+func newResourceManager(maxMem int64, maxFDs int) (network.ResourceManager, error) {
+	limits := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&limits)
+	var concrete rcmgr.ConcreteLimitConfig
+	if maxMem > 0 || maxFDs > 0 {
+		if maxMem <= 0 {
+			maxMem = 1 << 30
+		}
+		if maxFDs <= 0 {
+			maxFDs = 1024
+		}
+		concrete = limits.Scale(maxMem, maxFDs)
+	} else {
+		concrete = limits.AutoScale()
+	}
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(concrete))
+	if err != nil {
+		return nil, fmt.Errorf("p2p: resource manager: %w", err)
+	}
+	return rm, nil
+}
+
+type mdnsNotifee struct{ n *Network }
+
+func (m *mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) {
+	if ai.ID == m.n.Host.ID() {
+		return
+	}
+	m.n.wg.Add(1)
+	go func() {
+		defer m.n.wg.Done()
+		ctx, cancel := context.WithTimeout(m.n.ctx, m.n.cfg.DialTimeout)
+		defer cancel()
+		if err := m.n.Host.Connect(ctx, ai); err != nil {
+			m.n.cfg.Logger.Debug("mdns: connect failed", "peer", ai.ID, "err", err)
+		}
+	}()
+}
