@@ -53,6 +53,7 @@ type Config struct {
 	Swarm     SwarmConfig     `toml:"swarm"`
 	Pubsub    PubsubConfig    `toml:"pubsub"`
 	Store     StoreConfig     `toml:"store"`
+	Content   ContentConfig   `toml:"content"`
 	Log       LogConfig       `toml:"log"`
 }
 
@@ -98,6 +99,13 @@ type StoreConfig struct {
 	MaxBytes ByteSize `toml:"max_bytes" comment:"Storage limit for blocks; past it adds and fetches fail with \"store full\". 0 = unlimited."`
 }
 
+// ContentConfig configures fetching and providing content.
+type ContentConfig struct {
+	FetchTimeout      Duration `toml:"fetch_timeout" comment:"A fetch fails when no provider sends a needed block for this long."`
+	ReprovideInterval Duration `toml:"reprovide_interval" comment:"How often every pinned root is announced to the DHT again."`
+	ProvideAll        bool     `toml:"provide_all" comment:"Announce every block, not only roots (slower, lets others fetch sub-DAGs by CID)."`
+}
+
 // LogConfig configures structured logging.
 type LogConfig struct {
 	Level  string `toml:"level" comment:"debug, info, warn or error."`
@@ -131,7 +139,11 @@ func DefaultConfig(profile string) (Config, error) {
 		},
 		Pubsub: PubsubConfig{MaxMessageSize: 1 << 20},
 		Store:  StoreConfig{},
-		Log:    LogConfig{Level: "info", Format: "text"},
+		Content: ContentConfig{
+			FetchTimeout:      Duration(60 * time.Second),
+			ReprovideInterval: Duration(12 * time.Hour),
+		},
+		Log: LogConfig{Level: "info", Format: "text"},
 	}
 	switch profile {
 	case ProfileLocal:
@@ -200,6 +212,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Pubsub.MaxMessageSize < 1024 {
 		bad("pubsub.max_message_size", "must be at least 1KiB")
+	}
+	if c.Content.FetchTimeout <= 0 {
+		bad("content.fetch_timeout", "must be positive")
+	}
+	if c.Content.ReprovideInterval < Duration(time.Minute) {
+		bad("content.reprovide_interval", "must be at least 1m")
 	}
 	if c.Store.MaxBytes < 0 {
 		bad("store.max_bytes", "must not be negative")

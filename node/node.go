@@ -46,6 +46,7 @@ type Node struct {
 	log     *slog.Logger
 	store   *store.Store
 	net     *p2p.Network
+	content *content
 	started time.Time
 
 	apiLn   net.Listener
@@ -118,6 +119,7 @@ func start(ctx context.Context, repo *Repo, opts Options) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	n.content = newContent(n)
 
 	n.apiSrv = &http.Server{Handler: n.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
 	n.wg.Add(1)
@@ -248,6 +250,9 @@ func (n *Node) closeParts() error {
 		n.apiLn.Close()
 	}
 	n.wg.Wait()
+	if n.content != nil {
+		n.content.close()
+	}
 	if n.net != nil {
 		if err := n.net.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("stop network: %w", err))

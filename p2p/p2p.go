@@ -158,6 +158,7 @@ type Network struct {
 	listening []ma.Multiaddr
 	cm        *connmgr.BasicConnMgr
 	boot      *bootstrapper
+	exchange  *Exchange
 	mdns      mdns.Service
 
 	ctx       context.Context
@@ -281,6 +282,9 @@ func (n *Network) Close() error {
 			errs = append(errs, n.mdns.Close())
 		}
 		n.boot.saveKnownPeers()
+		if n.exchange != nil {
+			errs = append(errs, n.exchange.Close())
+		}
 		n.cancel()
 		n.wg.Wait()
 		errs = append(errs, n.DHT.Close(), n.Host.Close())

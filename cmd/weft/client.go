@@ -212,6 +212,7 @@ func addClientCommands(root *cobra.Command) {
 			}),
 	)
 	cmds = append(cmds, dhtCmd)
+	cmds = append(cmds, addContentCommands(root, o)...)
 	for _, c := range cmds {
 		o.register(c)
 		root.AddCommand(c)

@@ -94,3 +94,58 @@ type RoutingTableEntry struct {
 	Bucket    int    `json:"bucket"`
 	Connected bool   `json:"connected"`
 }
+
+// AddEvent is one line of the add endpoint's NDJSON answer: "added" for
+// each entry, then "done" with the root, or "error".
+type AddEvent struct {
+	Event string `json:"event"`
+	Path  string `json:"path,omitempty"`
+	CID   string `json:"cid,omitempty"`
+	Size  uint64 `json:"size,omitempty"`
+	Type  string `json:"type,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// LsEntry is one directory entry.
+type LsEntry struct {
+	Name string `json:"name"`
+	CID  string `json:"cid"`
+	Type string `json:"type"`
+	Size uint64 `json:"size"`
+}
+
+// ObjectStat describes a UnixFS object.
+type ObjectStat struct {
+	CID            string `json:"cid"`
+	Type           string `json:"type"`
+	Size           uint64 `json:"size"`
+	CumulativeSize uint64 `json:"cumulative_size"`
+	BlockSize      int    `json:"block_size"`
+	Links          int    `json:"links"`
+	Sharded        bool   `json:"sharded,omitempty"`
+	Local          bool   `json:"local"`
+	Pinned         bool   `json:"pinned"`
+}
+
+// PinEntry is one pin.
+type PinEntry struct {
+	CID  string `json:"cid"`
+	Mode string `json:"mode"`
+	Name string `json:"name,omitempty"`
+}
+
+// GCResult reports a garbage collection.
+type GCResult struct {
+	BlocksFreed int64   `json:"blocks_freed"`
+	BytesFreed  int64   `json:"bytes_freed"`
+	LiveBlocks  int64   `json:"live_blocks"`
+	DiskBefore  int64   `json:"disk_before"`
+	DiskAfter   int64   `json:"disk_after"`
+	Seconds     float64 `json:"seconds"`
+}
+
+// CarImportResult reports a CAR import.
+type CarImportResult struct {
+	Blocks int64    `json:"blocks"`
+	Roots  []string `json:"roots"`
+}

@@ -1,0 +1,336 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/ipfs/boxo/blockservice"
+	"github.com/ipfs/boxo/files"
+	"github.com/ipfs/boxo/ipld/merkledag"
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/weft-p2p/weft/p2p"
+	"github.com/weft-p2p/weft/protocol/unixfs"
+	"github.com/weft-p2p/weft/store"
+)
+
+// ErrFetchTimeout says no provider sent a needed block in time.
+var ErrFetchTimeout = errors.New("fetch timed out")
+
+// content joins the store, Bitswap and the DHT into the node's content
+// operations: add, fetch, pin, provide.
+type content struct {
+	n     *Node
+	x     *p2p.Exchange
+	bserv blockservice.BlockService
+	dag   ipld.DAGService
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func newContent(n *Node) *content {
+	c := &content{n: n}
+	c.x = n.net.StartExchange(n.store.Blockstore(), p2p.ExchangeConfig{})
+	c.bserv = blockservice.New(n.store.Blockstore(), c.x)
+	c.dag = merkledag.NewDAGService(c.bserv)
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.reprovideLoop()
+	}()
+	return c
+}
+
+// close stops the provider loop and waits for announcements in flight.
+func (c *content) close() {
+	c.cancel()
+	c.wg.Wait()
+}
+
+// sessionDAG reads through one Bitswap session (so a fetch learns which
+// peers have the DAG and asks them first) and writes through a store
+// session's blockstore (so GC keeps what the operation wrote until it ends).
+type sessionDAG struct {
+	get ipld.NodeGetter
+	add ipld.DAGService
+}
+
+func (s *sessionDAG) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) { return s.get.Get(ctx, c) }
+func (s *sessionDAG) GetMany(ctx context.Context, cs []cid.Cid) <-chan *ipld.NodeOption {
+	return s.get.GetMany(ctx, cs)
+}
+func (s *sessionDAG) Add(ctx context.Context, nd ipld.Node) error { return s.add.Add(ctx, nd) }
+func (s *sessionDAG) AddMany(ctx context.Context, nds []ipld.Node) error {
+	return s.add.AddMany(ctx, nds)
+}
+func (s *sessionDAG) Remove(ctx context.Context, c cid.Cid) error { return s.add.Remove(ctx, c) }
+func (s *sessionDAG) RemoveMany(ctx context.Context, cs []cid.Cid) error {
+	return s.add.RemoveMany(ctx, cs)
+}
+
+// op is one content operation: a store session that keeps its blocks from
+// GC, a DAG that fetches through Bitswap, and an idle timeout that fails
+// the operation when no block arrives for Content.FetchTimeout.
+type op struct {
+	sess   *store.Session
+	dag    ipld.DAGService
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	timer  *time.Timer
+	idle   time.Duration
+}
+
+func (c *content) newOp(parent context.Context) *op {
+	o := &op{sess: c.n.store.NewSession(), idle: c.n.cfg.Content.FetchTimeout.D()}
+	o.ctx, o.cancel = context.WithCancelCause(parent)
+	o.timer = time.AfterFunc(o.idle, func() {
+		o.cancel(fmt.Errorf("%w: no provider sent a block for %v", ErrFetchTimeout, o.idle))
+	})
+	bs := blockservice.New(o.sess.Blockstore(), c.x)
+	base := merkledag.NewDAGService(bs)
+	o.dag = &sessionDAG{get: &touchGetter{merkledag.NewSession(o.ctx, base), o}, add: base}
+	return o
+}
+
+// touch records progress, pushing the idle timeout back.
+func (o *op) touch() { o.timer.Reset(o.idle) }
+
+// err turns a failure into the operation's cause (timeout, store full).
+func (o *op) err(err error) error {
+	if err == nil {
+		return nil
+	}
+	if cause := context.Cause(o.ctx); cause != nil && !errors.Is(err, cause) && o.ctx.Err() != nil {
+		return fmt.Errorf("%w (%v)", cause, err)
+	}
+	return err
+}
+
+func (o *op) close() {
+	o.timer.Stop()
+	o.cancel(nil)
+	o.sess.Close()
+}
+
+// touchGetter pushes the op's idle timeout back on every block read.
+type touchGetter struct {
+	ipld.NodeGetter
+	o *op
+}
+
+func (t *touchGetter) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
+	nd, err := t.NodeGetter.Get(ctx, c)
+	if err == nil {
+		t.o.touch()
+		t.o.sess.Hold(c)
+	}
+	return nd, err
+}
+
+func (t *touchGetter) GetMany(ctx context.Context, cs []cid.Cid) <-chan *ipld.NodeOption {
+	in := t.NodeGetter.GetMany(ctx, cs)
+	out := make(chan *ipld.NodeOption, len(cs))
+	go func() {
+		defer close(out)
+		for no := range in {
+			if no.Err == nil {
+				t.o.touch()
+				t.o.sess.Hold(no.Node.Cid())
+			}
+			out <- no
+		}
+	}()
+	return out
+}
+
+// AddResult is the outcome of an add.
+type AddResult struct {
+	Root cid.Cid
+}
+
+// Add imports a file or directory tree, pins the root (recursively, unless
+// pin is false), and announces it to the DHT. events receives progress and
+// one EventAdded per file and directory.
+func (n *Node) Add(ctx context.Context, nd files.Node, opts unixfs.Options, pin bool, name string, events func(unixfs.Event)) (cid.Cid, error) {
+	o := n.content.newOp(ctx)
+	defer o.close()
+	o.timer.Stop() // an add reads from the caller, not from peers
+	batch := ipld.NewBufferedDAG(o.ctx, o.dag)
+	root, err := unixfs.AddNode(o.ctx, batch, nd, opts, events)
+	if err != nil {
+		return cid.Undef, n.explainStoreErr(fmt.Errorf("add: %w", err))
+	}
+	if err := batch.Commit(); err != nil {
+		return cid.Undef, n.explainStoreErr(fmt.Errorf("add: write blocks: %w", err))
+	}
+	if pin {
+		if err := n.store.Pins().Add(ctx, root, store.Recursive, name); err != nil {
+			return cid.Undef, fmt.Errorf("pin %s: %w", root, err)
+		}
+	}
+	n.content.provideAsync(root)
+	return root, nil
+}
+
+// explainStoreErr makes a store-full failure say what to do.
+func (n *Node) explainStoreErr(err error) error {
+	if errors.Is(err, store.ErrStoreFull) {
+		return &httpError{507, err}
+	}
+	return err
+}
+
+// Fetch makes every block of the DAG under root local, fetching what is
+// missing from the swarm, many blocks at a time.
+func (n *Node) Fetch(ctx context.Context, root cid.Cid) error {
+	o := n.content.newOp(ctx)
+	defer o.close()
+	return n.fetch(o, root)
+}
+
+func (n *Node) fetch(o *op, root cid.Cid) error {
+	err := merkledag.FetchGraph(o.ctx, root, o.dag, merkledag.Concurrency(32))
+	if err != nil {
+		return n.explainStoreErr(o.err(fmt.Errorf("fetch %s: %w", root, err)))
+	}
+	return nil
+}
+
+// Pin fetches the DAG under c (if needed) and pins it recursively, or just
+// the block with recursive false.
+func (n *Node) Pin(ctx context.Context, c cid.Cid, recursive bool, name string) error {
+	o := n.content.newOp(ctx)
+	defer o.close()
+	mode := store.Direct
+	if recursive {
+		mode = store.Recursive
+		if err := n.fetch(o, c); err != nil {
+			return err
+		}
+	} else if _, err := o.dag.Get(o.ctx, c); err != nil {
+		return o.err(fmt.Errorf("fetch %s: %w", c, err))
+	}
+	if err := n.store.Pins().Add(ctx, c, mode, name); err != nil {
+		return fmt.Errorf("pin %s: %w", c, err)
+	}
+	n.content.provideAsync(c)
+	return nil
+}
+
+// Unpin removes c's pin.
+func (n *Node) Unpin(ctx context.Context, c cid.Cid) error {
+	if err := n.store.Pins().Remove(ctx, c); err != nil {
+		return fmt.Errorf("unpin %s: %w", c, err)
+	}
+	return nil
+}
+
+// readOp runs fn with a DAG that fetches missing blocks from the swarm.
+func (n *Node) readOp(ctx context.Context, fn func(o *op) error) error {
+	o := n.content.newOp(ctx)
+	defer o.close()
+	return o.err(fn(o))
+}
+
+// Cat streams the file at c to w, from offset for length bytes (length < 0:
+// to the end).
+func (n *Node) Cat(ctx context.Context, c cid.Cid, offset, length int64, w io.Writer, onSize func(size uint64)) error {
+	return n.readOp(ctx, func(o *op) error {
+		r, err := unixfs.Cat(o.ctx, o.dag, c)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		if onSize != nil {
+			onSize(r.Size())
+		}
+		if offset > 0 {
+			if _, err := r.Seek(offset, io.SeekStart); err != nil {
+				return fmt.Errorf("seek to %d: %w", offset, err)
+			}
+		}
+		var src io.Reader = r
+		if length >= 0 {
+			src = io.LimitReader(r, length)
+		}
+		_, err = io.Copy(w, src)
+		return err
+	})
+}
+
+// Providers asks the DHT for up to max providers of c.
+func (n *Node) Providers(ctx context.Context, c cid.Cid, max int) ([]peer.AddrInfo, error) {
+	var out []peer.AddrInfo
+	for ai := range n.net.DHT.FindProvidersAsync(ctx, c, max) {
+		out = append(out, ai)
+	}
+	if err := ctx.Err(); err != nil && len(out) == 0 {
+		return nil, fmt.Errorf("find providers of %s: %w", c, err)
+	}
+	return out, nil
+}
+
+// provideAsync announces c to the DHT in the background (and every block
+// below it with Content.ProvideAll).
+func (c *content) provideAsync(root cid.Cid) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.provide(c.ctx, root)
+	}()
+}
+
+func (c *content) provide(ctx context.Context, root cid.Cid) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	keys := []cid.Cid{root}
+	if c.n.cfg.Content.ProvideAll {
+		getLinks := merkledag.GetLinksWithDAG(merkledag.NewDAGService(blockservice.New(c.n.store.Blockstore(), nil)))
+		keys = keys[:0]
+		_ = merkledag.Walk(ctx, getLinks, root, func(k cid.Cid) bool {
+			keys = append(keys, k)
+			return true
+		})
+	}
+	for _, k := range keys {
+		if err := c.n.net.DHT.Provide(ctx, k, true); err != nil {
+			c.n.log.Debug("provide failed", "cid", k, "err", err)
+			return
+		}
+	}
+}
+
+// reprovideLoop announces every pinned root again each ReprovideInterval,
+// so provider records never expire while the node holds the data.
+func (c *content) reprovideLoop() {
+	iv := c.n.cfg.Content.ReprovideInterval.D()
+	t := time.NewTicker(iv)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		pins, err := c.n.store.Pins().List(c.ctx)
+		if err != nil {
+			c.n.log.Warn("reprovide: list pins", "err", err)
+			continue
+		}
+		for _, p := range pins {
+			if c.ctx.Err() != nil {
+				return
+			}
+			c.provide(c.ctx, p.Cid)
+		}
+	}
+}

@@ -1,0 +1,552 @@
+package node
+
+import (
+	"archive/tar"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ipfs/boxo/files"
+	"github.com/ipfs/boxo/ipld/merkledag"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+	carv2 "github.com/ipld/go-car/v2"
+	carstorage "github.com/ipld/go-car/v2/storage"
+
+	"github.com/weft-p2p/weft/node/api"
+	"github.com/weft-p2p/weft/protocol/unixfs"
+	"github.com/weft-p2p/weft/store"
+)
+
+func (n *Node) contentRoutes(route func(string, handlerFunc), mux *http.ServeMux) {
+	mux.HandleFunc("POST /api/v1/add", n.handleAdd)
+	mux.HandleFunc("GET /api/v1/cat", n.handleCat)
+	mux.HandleFunc("GET /api/v1/get", n.handleGet)
+	mux.HandleFunc("GET /api/v1/car/export", n.handleCarExport)
+	route("POST /api/v1/car/import", n.handleCarImport)
+	route("GET /api/v1/ls", n.handleLs)
+	route("GET /api/v1/stat", n.handleStat)
+	route("POST /api/v1/pin/add", n.handlePinAdd)
+	route("POST /api/v1/pin/rm", n.handlePinRm)
+	route("GET /api/v1/pin/ls", n.handlePinLs)
+	route("GET /api/v1/providers", n.handleProviders)
+	route("POST /api/v1/gc", n.handleGC)
+}
+
+func parseCID(s string) (cid.Cid, error) {
+	s = strings.TrimPrefix(strings.TrimSpace(s), "/ipfs/")
+	if s == "" {
+		return cid.Undef, badRequest("missing cid")
+	}
+	c, err := cid.Decode(s)
+	if err != nil {
+		return cid.Undef, badRequest("bad CID %q: %v", s, err)
+	}
+	return c, nil
+}
+
+func queryCID(r *http.Request) (cid.Cid, error) { return parseCID(r.URL.Query().Get("cid")) }
+
+// importOptions reads the add settings from the query, on top of a profile.
+// As in Kubo, --cid-version=1 implies raw leaves unless they are set, and a
+// hash other than sha2-256 implies CIDv1.
+func importOptions(q map[string][]string) (unixfs.Options, error) {
+	get := func(k string) (string, bool) {
+		v, ok := q[k]
+		if !ok || len(v) == 0 {
+			return "", false
+		}
+		return v[0], true
+	}
+	profile, _ := get("profile")
+	if profile == "" {
+		profile = unixfs.ProfileV1_2025
+	}
+	o, err := unixfs.Profile(profile)
+	if err != nil {
+		return o, badRequest("%v", err)
+	}
+	atoi := func(k string) (int64, bool, error) {
+		v, ok := get(k)
+		if !ok {
+			return 0, false, nil
+		}
+		v = strings.TrimPrefix(v, "size-")
+		i, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			if sz, err2 := ParseByteSize(v); err2 == nil {
+				return sz, true, nil
+			}
+			return 0, false, badRequest("bad %s %q", k, v)
+		}
+		return i, true, nil
+	}
+	if v, ok, err := atoi("chunk-size"); err != nil {
+		return o, err
+	} else if ok {
+		o.ChunkSize = v
+	}
+	if v, ok, err := atoi("max-links"); err != nil {
+		return o, err
+	} else if ok {
+		o.MaxLinks = int(v)
+	}
+	hash, hashSet := get("hash")
+	if hashSet {
+		o.Hash = hash
+	}
+	v, cidSet, err := atoi("cid-version")
+	if err != nil {
+		return o, err
+	}
+	if cidSet {
+		o.CIDVersion = int(v)
+	} else if hashSet && hash != "sha2-256" {
+		o.CIDVersion = 1
+	}
+	if s, ok := get("raw-leaves"); ok {
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return o, badRequest("bad raw-leaves %q", s)
+		}
+		o.RawLeaves = b
+	} else if cidSet {
+		o.RawLeaves = o.CIDVersion == 1
+	}
+	if s, ok := get("hidden"); ok {
+		o.Hidden = s == "true"
+	}
+	if err := o.Validate(); err != nil {
+		return o, badRequest("%v", err)
+	}
+	return o, nil
+}
+
+// ndjson writes one JSON value per line and flushes, for streamed answers.
+type ndjson struct {
+	w   http.ResponseWriter
+	enc *json.Encoder
+}
+
+func newNDJSON(w http.ResponseWriter) *ndjson {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	return &ndjson{w: w, enc: json.NewEncoder(w)}
+}
+
+func (s *ndjson) send(v any) {
+	_ = s.enc.Encode(v)
+	if f, ok := s.w.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// handleAdd imports the request body: a raw file, or a multipart directory
+// tree as written by boxo's MultiFileReader. The answer streams one
+// api.AddEvent per added entry and ends with a "done" or "error" event.
+func (n *Node) handleAdd(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	opts, err := importOptions(q)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	pin := q.Get("pin") != "false"
+	// Events stream back while the body is still being read.
+	_ = http.NewResponseController(w).EnableFullDuplex()
+	var nd files.Node
+	mediatype, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if strings.HasPrefix(mediatype, "multipart/") {
+		nd, err = files.NewFileFromPartReader(multipart.NewReader(r.Body, params["boundary"]), mediatype)
+		if err != nil {
+			writeError(w, badRequest("bad multipart body: %v", err))
+			return
+		}
+	} else {
+		nd = files.NewReaderFile(r.Body)
+	}
+	out := newNDJSON(w)
+	root, err := n.Add(r.Context(), nd, opts, pin, q.Get("name"), func(ev unixfs.Event) {
+		if ev.Kind == unixfs.EventAdded && ev.Path != "" {
+			out.send(api.AddEvent{Event: "added", Path: ev.Path, CID: ev.CID.String(), Size: ev.Size, Type: string(ev.Type)})
+		}
+	})
+	if err != nil {
+		out.send(api.AddEvent{Event: "error", Error: err.Error()})
+		return
+	}
+	out.send(api.AddEvent{Event: "done", CID: root.String()})
+}
+
+// streamError reports a failure before any byte of a stream was written as
+// a JSON error; after that, the stream is cut (the client sees a short read
+// and the trailer).
+type trackingWriter struct {
+	w       http.ResponseWriter
+	written bool
+}
+
+func (t *trackingWriter) Write(p []byte) (int, error) {
+	t.written = true
+	return t.w.Write(p)
+}
+
+func (n *Node) handleCat(w http.ResponseWriter, r *http.Request) {
+	c, err := queryCID(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	q := r.URL.Query()
+	var offset, length int64 = 0, -1
+	if s := q.Get("offset"); s != "" {
+		if offset, err = strconv.ParseInt(s, 10, 64); err != nil || offset < 0 {
+			writeError(w, badRequest("bad offset %q", s))
+			return
+		}
+	}
+	if s := q.Get("length"); s != "" {
+		if length, err = strconv.ParseInt(s, 10, 64); err != nil || length < 0 {
+			writeError(w, badRequest("bad length %q", s))
+			return
+		}
+	}
+	w.Header().Set("Trailer", "X-Stream-Error")
+	tw := &trackingWriter{w: w}
+	err = n.Cat(r.Context(), c, offset, length, tw, func(size uint64) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("X-Content-Length", strconv.FormatUint(size, 10))
+	})
+	if err != nil {
+		if !tw.written {
+			writeError(w, classifyContentErr(err))
+			return
+		}
+		w.Header().Set("X-Stream-Error", oneLineErr(err))
+	}
+}
+
+func oneLineErr(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
+
+// classifyContentErr maps content failures to HTTP statuses.
+func classifyContentErr(err error) error {
+	var he *httpError
+	switch {
+	case errors.As(err, &he):
+		return err
+	case errors.Is(err, ErrFetchTimeout):
+		return &httpError{http.StatusGatewayTimeout, err}
+	case errors.Is(err, unixfs.ErrNotFile), errors.Is(err, unixfs.ErrNotDirectory), errors.Is(err, unixfs.ErrUnsupported):
+		return &httpError{http.StatusBadRequest, err}
+	case errors.Is(err, store.ErrNotPinned):
+		return &httpError{http.StatusNotFound, err}
+	case errors.Is(err, store.ErrStoreFull):
+		return &httpError{http.StatusInsufficientStorage, err}
+	}
+	return err
+}
+
+// handleGet streams the DAG under cid as a tar archive (a file is one
+// entry; a directory is its whole tree under its name).
+func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
+	c, err := queryCID(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	name := r.URL.Query().Get("name")
+	if name == "" {
+		name = c.String()
+	}
+	w.Header().Set("Trailer", "X-Stream-Error")
+	tw := &trackingWriter{w: w}
+	err = n.readOp(r.Context(), func(o *op) error {
+		t := tar.NewWriter(tw)
+		if err := n.writeTar(o, t, c, path.Clean(name)); err != nil {
+			return err
+		}
+		return t.Close()
+	})
+	if err != nil {
+		if !tw.written {
+			writeError(w, classifyContentErr(err))
+			return
+		}
+		w.Header().Set("X-Stream-Error", oneLineErr(err))
+	}
+}
+
+func (n *Node) writeTar(o *op, t *tar.Writer, c cid.Cid, name string) error {
+	st, err := unixfs.Stat(o.ctx, o.dag, c)
+	if err != nil {
+		return err
+	}
+	now := time.Unix(0, 0)
+	switch st.Type {
+	case unixfs.TypeDirectory:
+		if err := t.WriteHeader(&tar.Header{Name: name + "/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: now}); err != nil {
+			return err
+		}
+		entries, err := unixfs.Ls(o.ctx, o.dag, c)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if err := n.writeTar(o, t, e.CID, name+"/"+e.Name); err != nil {
+				return err
+			}
+		}
+		return nil
+	case unixfs.TypeFile:
+		f, err := unixfs.Cat(o.ctx, o.dag, c)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := t.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(f.Size()), ModTime: now}); err != nil {
+			return err
+		}
+		_, err = io.Copy(t, f)
+		return err
+	default:
+		return fmt.Errorf("%s: %w: %s entries cannot be exported", name, unixfs.ErrUnsupported, st.Type)
+	}
+}
+
+func (n *Node) handleLs(w http.ResponseWriter, r *http.Request) (any, error) {
+	c, err := queryCID(r)
+	if err != nil {
+		return nil, err
+	}
+	var out []api.LsEntry
+	err = n.readOp(r.Context(), func(o *op) error {
+		entries, err := unixfs.Ls(o.ctx, o.dag, c)
+		for _, e := range entries {
+			out = append(out, api.LsEntry{Name: e.Name, CID: e.CID.String(), Type: string(e.Type), Size: e.Size})
+		}
+		return err
+	})
+	if err != nil {
+		return nil, classifyContentErr(err)
+	}
+	if out == nil {
+		out = []api.LsEntry{}
+	}
+	return out, nil
+}
+
+func (n *Node) handleStat(w http.ResponseWriter, r *http.Request) (any, error) {
+	c, err := queryCID(r)
+	if err != nil {
+		return nil, err
+	}
+	var out api.ObjectStat
+	err = n.readOp(r.Context(), func(o *op) error {
+		st, err := unixfs.Stat(o.ctx, o.dag, c)
+		if err != nil {
+			return err
+		}
+		local, _ := n.store.Blockstore().Has(r.Context(), c)
+		out = api.ObjectStat{CID: c.String(), Type: string(st.Type), Size: st.Size, CumulativeSize: st.CumulativeSize,
+			BlockSize: st.BlockSize, Links: st.Links, Sharded: st.Sharded, Local: local}
+		return nil
+	})
+	if err != nil {
+		return nil, classifyContentErr(err)
+	}
+	pinned, _ := n.store.Pins().IsPinned(r.Context(), c)
+	out.Pinned = pinned
+	return out, nil
+}
+
+func (n *Node) handlePinAdd(w http.ResponseWriter, r *http.Request) (any, error) {
+	c, err := queryCID(r)
+	if err != nil {
+		return nil, err
+	}
+	recursive := r.URL.Query().Get("recursive") != "false"
+	if err := n.Pin(r.Context(), c, recursive, r.URL.Query().Get("name")); err != nil {
+		return nil, classifyContentErr(err)
+	}
+	mode := "recursive"
+	if !recursive {
+		mode = "direct"
+	}
+	return api.PinEntry{CID: c.String(), Mode: mode, Name: r.URL.Query().Get("name")}, nil
+}
+
+func (n *Node) handlePinRm(w http.ResponseWriter, r *http.Request) (any, error) {
+	c, err := queryCID(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.Unpin(r.Context(), c); err != nil {
+		return nil, classifyContentErr(err)
+	}
+	return map[string]string{"unpinned": c.String()}, nil
+}
+
+func (n *Node) handlePinLs(w http.ResponseWriter, r *http.Request) (any, error) {
+	pins, err := n.store.Pins().List(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	out := []api.PinEntry{}
+	for _, p := range pins {
+		out = append(out, api.PinEntry{CID: p.Cid.String(), Mode: p.Mode.String(), Name: p.Name})
+	}
+	return out, nil
+}
+
+func (n *Node) handleProviders(w http.ResponseWriter, r *http.Request) (any, error) {
+	c, err := queryCID(r)
+	if err != nil {
+		return nil, err
+	}
+	max := 20
+	if s := r.URL.Query().Get("max"); s != "" {
+		if max, err = strconv.Atoi(s); err != nil || max <= 0 {
+			return nil, badRequest("bad max %q", s)
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.Content.FetchTimeout.D())
+	defer cancel()
+	ais, err := n.Providers(ctx, c, max)
+	if err != nil {
+		return nil, err
+	}
+	out := []api.PeerInfo{}
+	for _, ai := range ais {
+		out = append(out, api.PeerInfo{ID: ai.ID.String(), Addrs: addrStrings(ai.Addrs)})
+	}
+	return out, nil
+}
+
+func (n *Node) handleGC(w http.ResponseWriter, r *http.Request) (any, error) {
+	res, err := n.store.GC(r.Context())
+	if err != nil {
+		if errors.Is(err, store.ErrGCRunning) {
+			return nil, &httpError{http.StatusConflict, err}
+		}
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	return api.GCResult{BlocksFreed: res.BlocksFreed, BytesFreed: res.BytesFreed, LiveBlocks: res.LiveBlocks,
+		DiskBefore: res.DiskBefore, DiskAfter: res.DiskAfter, Seconds: res.Duration.Seconds()}, nil
+}
+
+// handleCarExport streams the DAG under cid as a CARv1, depth-first, each
+// block once.
+func (n *Node) handleCarExport(w http.ResponseWriter, r *http.Request) {
+	c, err := queryCID(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Trailer", "X-Stream-Error")
+	tw := &trackingWriter{w: w}
+	err = n.readOp(r.Context(), func(o *op) error {
+		// Make the DAG local first, so that a missing block fails the
+		// export before anything is written.
+		if err := n.fetch(o, c); err != nil {
+			return err
+		}
+		w.Header().Set("Content-Type", "application/vnd.ipld.car; version=1")
+		car, err := carstorage.NewWritable(tw, []cid.Cid{c}, carv2.WriteAsCarV1(true))
+		if err != nil {
+			return fmt.Errorf("start CAR: %w", err)
+		}
+		getLinks := merkledag.GetLinksWithDAG(o.dag)
+		var werr error
+		err = merkledag.Walk(o.ctx, func(ctx context.Context, k cid.Cid) ([]*ipld.Link, error) {
+			b, err := n.store.Blockstore().Get(ctx, k)
+			if err != nil {
+				return nil, err
+			}
+			if err := car.Put(ctx, k.KeyString(), b.RawData()); err != nil {
+				werr = err
+				return nil, err
+			}
+			return getLinks(ctx, k)
+		}, c, func(cid.Cid) bool { return true })
+		if werr != nil {
+			return fmt.Errorf("write CAR: %w", werr)
+		}
+		if err != nil {
+			return err
+		}
+		return car.Finalize()
+	})
+	if err != nil {
+		if !tw.written {
+			writeError(w, classifyContentErr(err))
+			return
+		}
+		w.Header().Set("X-Stream-Error", oneLineErr(err))
+	}
+}
+
+// handleCarImport stores every block of a CAR (v1 or v2), verifying each
+// against its CID, and pins the roots recursively when the CAR holds their
+// whole DAG (pin=false skips pinning).
+func (n *Node) handleCarImport(w http.ResponseWriter, r *http.Request) (any, error) {
+	br, err := carv2.NewBlockReader(r.Body)
+	if err != nil {
+		return nil, badRequest("bad CAR: %v", err)
+	}
+	sess := n.store.NewSession()
+	defer sess.Close()
+	bs := sess.Blockstore()
+	var count int64
+	var batch []blocks.Block
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if err := bs.PutMany(r.Context(), batch); err != nil {
+			return n.explainStoreErr(fmt.Errorf("store CAR blocks: %w", err))
+		}
+		batch = batch[:0]
+		return nil
+	}
+	for {
+		b, err := br.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, badRequest("bad CAR after %d blocks: %v", count, err)
+		}
+		batch = append(batch, b)
+		count++
+		if len(batch) >= 64 {
+			if err := flush(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return nil, err
+	}
+	res := api.CarImportResult{Blocks: count, Roots: []string{}}
+	for _, root := range br.Roots {
+		res.Roots = append(res.Roots, root.String())
+		if r.URL.Query().Get("pin") == "false" {
+			continue
+		}
+		if err := n.store.Pins().Add(r.Context(), root, store.Recursive, ""); err != nil {
+			return nil, fmt.Errorf("pin CAR root %s (is its whole DAG in the CAR?): %w", root, err)
+		}
+		n.content.provideAsync(root)
+	}
+	return res, nil
+}
