@@ -271,6 +271,8 @@ func (d *Datastore) Query(ctx context.Context, q query.Query) (query.Results, er
 			case out <- query.Result{Entry: e}:
 			case <-qctx.Done():
 				return false, nil
+			case <-s.ctx.Done(): // the store is closing; don't wait for a reader
+				return false, nil
 			}
 			sent++
 			return q.Limit <= 0 || sent < q.Limit, nil
@@ -279,6 +281,7 @@ func (d *Datastore) Query(ctx context.Context, q query.Query) (query.Results, er
 			select {
 			case out <- query.Result{Error: err}:
 			case <-qctx.Done():
+			case <-s.ctx.Done():
 			}
 		}
 	}), nil

@@ -72,12 +72,12 @@ import (
 
 // Key prefixes of the keyspaces sharing the database.
 var (
-	blockPrefix   = []byte("b/")
-	pinPrefix     = []byte("p/")
-	dsPrefix      = []byte("d") // datastore keys start with "/", so these are "d/..."
-	usageKey      = []byte("m/usage")
-	flushKey      = []byte("x/flush")
-	flushPrefix   = flushKey
+	blockPrefix = []byte("b/")
+	pinPrefix   = []byte("p/")
+	dsPrefix    = []byte("d") // datastore keys start with "/", so these are "d/..."
+	usageKey    = []byte("m/usage")
+	flushKey    = []byte("x/flush")
+	flushPrefix = flushKey
 )
 
 const (

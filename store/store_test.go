@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -352,5 +353,34 @@ func TestPinsPersist(t *testing.T) {
 	}
 	if err := pins.Add(ctx, incomplete.root.Cid(), Direct, ""); err != nil {
 		t.Fatalf("direct pin of the root alone: %v", err)
+	}
+}
+
+// TestCloseDoesNotWaitForIdleReaders closes a store while a query and a
+// key listing are open and unread: Close must end them, not hang.
+func TestCloseDoesNotWaitForIdleReaders(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t, Config{})
+	for i := range 300 {
+		if err := s.Datastore().Put(ctx, datastore.NewKey(strings.Repeat("k", i%7+1)+string(rune('a'+i%26))+strconv.Itoa(i)), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	putAll(t, s, distinctBlocks(t, 31, 200, 100)...)
+	res, err := s.Datastore().Query(ctx, query.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-res.Next() // started, then left unread
+	keys, err := s.Blockstore().AllKeysChan(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-keys
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	res.Close()
+	for range keys { // closed by the store's Close
 	}
 }
