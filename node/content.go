@@ -334,3 +334,14 @@ func (c *content) reprovideLoop() {
 		}
 	}
 }
+
+// Ls lists the directory at c, fetching what is missing.
+func (n *Node) Ls(ctx context.Context, c cid.Cid) ([]unixfs.Entry, error) {
+	var out []unixfs.Entry
+	err := n.readOp(ctx, func(o *op) error {
+		var err error
+		out, err = unixfs.Ls(o.ctx, o.dag, c)
+		return err
+	})
+	return out, err
+}

@@ -328,19 +328,13 @@ func (n *Node) handleLs(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []api.LsEntry
-	err = n.readOp(r.Context(), func(o *op) error {
-		entries, err := unixfs.Ls(o.ctx, o.dag, c)
-		for _, e := range entries {
-			out = append(out, api.LsEntry{Name: e.Name, CID: e.CID.String(), Type: string(e.Type), Size: e.Size})
-		}
-		return err
-	})
+	entries, err := n.Ls(r.Context(), c)
 	if err != nil {
 		return nil, classifyContentErr(err)
 	}
-	if out == nil {
-		out = []api.LsEntry{}
+	out := []api.LsEntry{}
+	for _, e := range entries {
+		out = append(out, api.LsEntry{Name: e.Name, CID: e.CID.String(), Type: string(e.Type), Size: e.Size})
 	}
 	return out, nil
 }
