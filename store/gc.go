@@ -127,6 +127,9 @@ func (s *Store) collect(ctx context.Context, res *GCResult) error {
 		return err
 	}
 	res.LiveBlocks = int64(len(live))
+	if s.afterMark != nil {
+		s.afterMark()
+	}
 
 	opts := badger.DefaultIteratorOptions
 	opts.PrefetchValues = false

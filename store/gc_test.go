@@ -242,3 +242,82 @@ func addAndPin(ctx context.Context, s *Store, d dag) error {
 	}
 	return nil
 }
+
+// TestGCRacesAfterMark acts between GC's mark and its sweep, where the
+// snapshot and the pins GC read are already stale, and checks that GC
+// keeps what became referenced meanwhile.
+func TestGCRacesAfterMark(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// act runs after the mark phase; it returns the blocks that must
+		// survive the GC and those that must not.
+		act func(t *testing.T, s *Store, garbage dag) (keep, drop []blocks.Block)
+	}{
+		{"session re-adds garbage blocks", func(t *testing.T, s *Store, g dag) ([]blocks.Block, []blocks.Block) {
+			ss := s.NewSession() // opened during GC
+			t.Cleanup(ss.Close)
+			if err := ss.Blockstore().PutMany(t.Context(), g.all()); err != nil {
+				t.Fatal(err)
+			}
+			return g.all(), nil
+		}},
+		{"pin of garbage, session closed", func(t *testing.T, s *Store, g dag) ([]blocks.Block, []blocks.Block) {
+			if err := addAndPin(t.Context(), s, g); err != nil {
+				t.Fatal(err)
+			}
+			return g.all(), nil
+		}},
+		{"pin of garbage without session", func(t *testing.T, s *Store, g dag) ([]blocks.Block, []blocks.Block) {
+			if err := s.Pins().Add(t.Context(), g.root.Cid(), Recursive, ""); err != nil {
+				t.Fatal(err)
+			}
+			return g.all(), nil
+		}},
+		{"direct pin keeps only its block", func(t *testing.T, s *Store, g dag) ([]blocks.Block, []blocks.Block) {
+			if err := s.Pins().Add(t.Context(), g.mid.Cid(), Direct, ""); err != nil {
+				t.Fatal(err)
+			}
+			return []blocks.Block{g.mid}, append([]blocks.Block{g.root}, g.leaves...)
+		}},
+		{"deleted and written again", func(t *testing.T, s *Store, g dag) ([]blocks.Block, []blocks.Block) {
+			ctx := t.Context()
+			if err := s.Blockstore().DeleteBlock(ctx, g.root.Cid()); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Blockstore().Put(ctx, g.root); err != nil {
+				t.Fatal(err)
+			}
+			return []blocks.Block{g.root}, g.leaves
+		}},
+		{"held before written", func(t *testing.T, s *Store, g dag) ([]blocks.Block, []blocks.Block) {
+			ss := s.NewSession()
+			t.Cleanup(ss.Close)
+			ss.Hold(g.mid.Cid())
+			return []blocks.Block{g.mid}, g.leaves
+		}},
+		{"session lookup of garbage", func(t *testing.T, s *Store, g dag) ([]blocks.Block, []blocks.Block) {
+			ss := s.NewSession()
+			t.Cleanup(ss.Close)
+			if ok, err := ss.Blockstore().Has(t.Context(), g.leaves[0].Cid()); err != nil || !ok {
+				t.Fatalf("Has = %v, %v", ok, err)
+			}
+			return g.leaves[:1], g.leaves[1:]
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openStore(t, Config{})
+			g := makeDAG(t, rand.New(rand.NewPCG(41, 42)), 4, 3000)
+			putAll(t, s, g.all()...)
+			var keep, drop []blocks.Block
+			s.afterMark = func() { keep, drop = tc.act(t, s, g) }
+			if _, err := s.GC(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			mustHave(t, s, true, keep...)
+			mustHave(t, s, false, drop...)
+			if st := s.Stat(); st.Blocks != int64(len(keep)) {
+				t.Fatalf("Stat counts %d blocks, want %d", st.Blocks, len(keep))
+			}
+		})
+	}
+}

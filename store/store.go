@@ -234,6 +234,9 @@ type Store struct {
 	pins *Pins
 	bs   *blockStore
 	ds   *Datastore
+
+	// afterMark, if set (by tests), runs between GC's mark and sweep.
+	afterMark func()
 }
 
 // Open opens (creating if needed) the store described by cfg.
