@@ -44,6 +44,14 @@ import (
 //     runs value log GC until it finds nothing more to rewrite.
 //
 // Readers never take sweepMu, so serving blocks never waits for GC.
+//
+// Limits of step 4: the flush compacts level 0 into Badger's base level, so
+// the space of a deleted block comes back at once when the old key sits in
+// level 0 or the base level, which holds every key of a store up to tens of
+// GB (a block key takes under 100 bytes of LSM). Keys of older blocks in a
+// larger store sit deeper, and their space comes back when Badger's own
+// compactions reach them: at a later GC. The value log file being written
+// is never rewritten, so up to Config.ValueLogFileSize of garbage can stay.
 
 // gcBatch is the number of deletions committed at once: small enough that
 // writers waiting on sweepMu wait only a few milliseconds.

@@ -13,6 +13,11 @@
 //	(*Store).GC(ctx) (GCResult, error)
 //	(*Store).Stat() Stat
 //
+// Errors: ErrStoreFull (a write past Config.MaxBytes), ErrLocked (the
+// directory is open elsewhere), ErrClosed, ErrGCRunning, ErrNotPinned and
+// ErrUnsupportedCodec; a missing block is go-ipld-format's ErrNotFound, as
+// everywhere in boxo.
+//
 // # Layout
 //
 // All data lives in one Badger database, split by key prefix:
