@@ -37,9 +37,10 @@
 // # Storage limit
 //
 // Config.MaxBytes bounds the logical size of the stored blocks (the sum of
-// their lengths). A Put or PutMany that would go past it fails as a whole with
-// an error that errors.Is ErrStoreFull; nothing already stored is touched. The
-// datastore namespace is not counted, so the DHT and peerstore keep working
+// their lengths). A Put, or a PutMany of up to 256 blocks, that would go
+// past it fails as a whole with an error that errors.Is ErrStoreFull (a
+// larger PutMany is written 256 blocks at a time); nothing already stored is
+// touched. The datastore namespace is not counted, so the DHT and peerstore keep working
 // on a full store. The size on disk can run ahead of the logical size until
 // GC gives the space of deleted blocks back.
 //
@@ -47,9 +48,9 @@
 //
 // GC deletes every block that is not reachable from a pin and not protected by
 // a Session, and then makes Badger give the disk space back. It runs while the
-// node serves: readers never wait for it, and writers wait only for the few
-// milliseconds it takes to commit one batch of deletions (and, once per GC,
-// for Badger's memtable flush). See gc.go for the full argument.
+// node serves: readers never wait for it; a Session's calls wait at most for
+// the commit of one batch of deletions (milliseconds), and every writer waits
+// once per GC for Badger's memtable flush. See gc.go for the full argument.
 //
 // An add or a fetch holds a Session while it writes. Every block put, read or
 // looked up through a Session, and every CID passed to Session.Hold, is a GC
