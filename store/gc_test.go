@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -319,5 +320,34 @@ func TestGCRacesAfterMark(t *testing.T) {
 				t.Fatalf("Stat counts %d blocks, want %d", st.Blocks, len(keep))
 			}
 		})
+	}
+}
+
+func TestGCExclusiveAndStoppedByClose(t *testing.T) {
+	s := openStore(t, Config{})
+	putAll(t, s, distinctBlocks(t, 51, 10, 100)...)
+	var second error
+	s.afterMark = func() { _, second = s.GC(t.Context()) }
+	if _, err := s.GC(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(second, ErrGCRunning) {
+		t.Fatalf("GC during GC = %v, want ErrGCRunning", second)
+	}
+
+	putAll(t, s, distinctBlocks(t, 52, 10, 100)...)
+	closed := make(chan error, 1)
+	s.afterMark = func() {
+		go func() { closed <- s.Close() }()
+		<-s.ctx.Done() // Close has begun: it cancels, then waits for us
+	}
+	if _, err := s.GC(t.Context()); err == nil {
+		t.Fatal("GC went on after Close began")
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GC(t.Context()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("GC after Close = %v, want ErrClosed", err)
 	}
 }
