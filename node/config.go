@@ -355,7 +355,7 @@ func (c *Config) Set(key, value string) error {
 	doc := "v = " + value
 	if err := toml.Unmarshal([]byte(doc), &struct {
 		V any `toml:"v"`
-	}{}); err != nil || v.Kind() == reflect.String && !strings.HasPrefix(value, "\"") {
+	}{}); err != nil || v.Kind() == reflect.String && !strings.HasPrefix(value, "\"") && !strings.HasPrefix(value, "'") {
 		// Not valid TOML: treat as a bare string.
 		doc = "v = " + quoteTOML(value)
 	}
