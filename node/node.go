@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	dht "github.com/libp2p/go-libp2p-kad-dht"
@@ -53,6 +54,7 @@ type Node struct {
 	apiSrv  *http.Server
 	apiAddr string
 
+	ready        atomic.Bool
 	shutdown     chan struct{}
 	shutdownOnce sync.Once
 	closeOnce    sync.Once
@@ -101,6 +103,16 @@ func start(ctx context.Context, repo *Repo, opts Options) (_ *Node, err error) {
 		return nil, fmt.Errorf("listen for API on %s: %w (is another daemon running? pick another port with 'weft config set addresses.api HOST:PORT')", cfg.Addresses.API, err)
 	}
 	n.apiAddr = n.apiLn.Addr().String()
+	// The API answers from here on: /healthz at once, /readyz with 503 and
+	// everything else with 503 until the node is ready.
+	n.apiSrv = &http.Server{Handler: n.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.apiSrv.Serve(n.apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("API server stopped", "err", err)
+		}
+	}()
 
 	n.store, err = store.Open(store.Config{
 		Path:     filepath.Join(repo.Path, StoreDir),
@@ -120,15 +132,7 @@ func start(ctx context.Context, repo *Repo, opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	n.content = newContent(n)
-
-	n.apiSrv = &http.Server{Handler: n.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		if err := n.apiSrv.Serve(n.apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			n.log.Error("API server stopped", "err", err)
-		}
-	}()
+	n.ready.Store(true)
 	if err := writeFileAtomic(filepath.Join(repo.Path, APIFile), []byte(n.apiAddr+"\n"), 0o644); err != nil {
 		return nil, err
 	}

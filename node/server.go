@@ -60,7 +60,46 @@ func (n *Node) apiHandler() http.Handler {
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, notFound("no API endpoint %s %s", r.Method, r.URL.Path))
 	})
-	return n.authMiddleware(mux)
+	top := http.NewServeMux()
+	top.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	top.HandleFunc("GET /readyz", n.handleReadyz)
+	top.Handle("/", n.readyGate(n.authMiddleware(mux)))
+	return top
+}
+
+// readyGate answers 503 until the node has started every part.
+func (n *Node) readyGate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !n.ready.Load() {
+			writeError(w, &httpError{http.StatusServiceUnavailable, errors.New("daemon is starting; try again shortly")})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// handleReadyz is the readiness probe: 200 once the store is open, the host
+// listens, and (when bootstrap peers are configured) at least one peer is
+// connected; 503 with the reasons otherwise.
+func (n *Node) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	var why []string
+	if !n.ready.Load() {
+		why = append(why, "starting")
+	} else {
+		if len(n.net.Host.Addrs()) == 0 {
+			why = append(why, "host not listening")
+		}
+		if len(n.cfg.Bootstrap) > 0 && len(n.net.Host.Network().Peers()) == 0 {
+			why = append(why, "no peers yet (bootstrap peers are configured)")
+		}
+	}
+	if len(why) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "reasons": why})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
 // authMiddleware requires the bearer token when the API listens on a
