@@ -65,6 +65,7 @@ func (n *Node) apiHandler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	top.HandleFunc("GET /readyz", n.handleReadyz)
+	top.Handle("GET /metrics", n.authMiddleware(newMetrics(n).handler()))
 	top.Handle("/", n.readyGate(n.authMiddleware(mux)))
 	return top
 }
