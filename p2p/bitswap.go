@@ -107,3 +107,6 @@ func (x *Exchange) BadPeers() map[peer.ID]int {
 
 // BadBlocks is the number of rejected blocks.
 func (x *Exchange) BadBlocks() int64 { return x.badBlocks.Load() }
+
+// Exchange returns the Exchange StartExchange started, or nil before then.
+func (n *Network) Exchange() *Exchange { return n.exchange }
