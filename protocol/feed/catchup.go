@@ -1,0 +1,249 @@
+package feed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/ipfs/boxo/ipns"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// catchCall is a catch-up in flight; concurrent CatchUps of one name share it.
+type catchCall struct {
+	done chan struct{}
+	rec  Record
+	err  error
+}
+
+// HandleRequest answers a catch-up request from peer from with the newest
+// unexpired record held for the requested name. It never blocks on I/O;
+// node/'s stream handler calls it. An error (wrapping ErrBadRequest) means
+// the request did not decode: close the stream without answering.
+func (m *Manager) HandleRequest(from peer.ID, data []byte) ([]byte, error) {
+	req, err := DecodeRequest(data)
+	if err != nil {
+		m.c.badRequests.Add(1)
+		return nil, err
+	}
+	m.c.requestsServed.Add(1)
+	m.mu.Lock()
+	var held *Record
+	if st := m.feeds[nameKey(req.Name)]; st != nil {
+		held = st.held
+	}
+	m.mu.Unlock()
+	var resp Response
+	switch {
+	case held == nil || m.clock.Now().After(held.EOL):
+		resp.Status = StatusNotFound
+	case req.Have && held.Seq <= req.HaveSeq:
+		resp.Status = StatusNotNewer
+	default:
+		resp.Status, resp.Record = StatusFound, held.Raw
+	}
+	return resp.Marshal(), nil
+}
+
+// CatchUp brings name up to date after being offline or on follow: it asks
+// up to Config.CatchUpPeers of the feed's topic peers for their newest
+// record and, if none answers with one or says it holds nothing newer,
+// falls back to the DHT. Each record received is handled as one from
+// gossip: validated, counted, and applied if newer. It returns the newest
+// record now held for a tracked feed, or the best one found for another
+// name, and an error wrapping ErrNotFound if there is none. Concurrent
+// catch-ups of one name share one round. It blocks for up to about twice
+// Config.CatchUpTimeout.
+func (m *Manager) CatchUp(ctx context.Context, name ipns.Name) (Record, error) {
+	key := nameKey(name)
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return Record{}, ErrClosed
+	}
+	if c := m.catching[key]; c != nil {
+		m.mu.Unlock()
+		select {
+		case <-c.done:
+			return c.rec, c.err
+		case <-ctx.Done():
+			return Record{}, ctx.Err()
+		}
+	}
+	c := &catchCall{done: make(chan struct{})}
+	m.catching[key] = c
+	m.mu.Unlock()
+
+	c.rec, c.err = m.catchUp(ctx, name)
+
+	m.mu.Lock()
+	delete(m.catching, key)
+	m.mu.Unlock()
+	close(c.done)
+	return c.rec, c.err
+}
+
+// CatchUpAll catches up every tracked feed, a few at a time. node/ calls it
+// when the node (re)connects to the swarm.
+func (m *Manager) CatchUpAll(ctx context.Context) error {
+	names := m.trackedNames()
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+		sem  = make(chan struct{}, 4)
+	)
+	for _, name := range names {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if _, err := m.CatchUp(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("catch up %s: %w", name, err))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Resolve returns the newest valid record of name: the one held if the
+// feed is tracked and the record unexpired, else one found by CatchUp.
+func (m *Manager) Resolve(ctx context.Context, name ipns.Name) (Record, error) {
+	if rec, ok := m.heldRecord(name); ok && !m.clock.Now().After(rec.EOL) {
+		return rec, nil
+	}
+	rec, err := m.CatchUp(ctx, name)
+	if err != nil {
+		return Record{}, err
+	}
+	if m.clock.Now().After(rec.EOL) {
+		return Record{}, fmt.Errorf("%w: %s: newest record (seq %d) expired", ErrNotFound, name, rec.Seq)
+	}
+	return rec, nil
+}
+
+func (m *Manager) heldRecord(name ipns.Name) (Record, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.feeds[nameKey(name)]
+	if st == nil || !st.tracked() || st.held == nil {
+		return Record{}, false
+	}
+	return *st.held, true
+}
+
+func (m *Manager) catchUp(ctx context.Context, name ipns.Name) (Record, error) {
+	m.c.catchUps.Add(1)
+	req := Request{Name: name}
+	if held, ok := m.heldRecord(name); ok {
+		req.Have, req.HaveSeq = true, held.Seq
+	}
+	var (
+		best     Record
+		notNewer bool
+		errs     []error
+	)
+	consider := func(data []byte) {
+		if rec, ok := m.consider(name, data); ok && (best.IsZero() || rec.Seq > best.Seq) {
+			best = rec
+		}
+	}
+	for _, r := range m.askPeers(ctx, name, req) {
+		switch {
+		case r.err != nil:
+			errs = append(errs, r.err)
+		case r.resp.Status == StatusFound:
+			consider(r.resp.Record)
+		case r.resp.Status == StatusNotNewer:
+			notNewer = true
+		}
+	}
+	if best.IsZero() && !notNewer && m.cfg.Router != nil {
+		m.c.catchUpsDHT.Add(1)
+		dctx, cancel := context.WithTimeout(ctx, m.cfg.CatchUpTimeout)
+		data, err := m.cfg.Router.GetValue(dctx, RoutingKey(name))
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("DHT: %w", err))
+		} else {
+			consider(data)
+		}
+	}
+	if held, ok := m.heldRecord(name); ok {
+		return held, nil
+	}
+	if !best.IsZero() {
+		return best, nil
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Record{}, fmt.Errorf("%w: %s: %w", ErrNotFound, name, err)
+	}
+	return Record{}, fmt.Errorf("%w: %s", ErrNotFound, name)
+}
+
+// consider handles a record found by a catch-up. For a tracked feed it is
+// offered as one from gossip; for another name it is only validated (and
+// a rejection counted). ok reports whether it was valid.
+func (m *Manager) consider(name ipns.Name, data []byte) (Record, bool) {
+	if _, tracked := m.Feed(name); tracked {
+		d := m.offer(name, data)
+		return d.Record, !d.Record.IsZero()
+	}
+	rec, err := validate(name, data, m.clock.Now(), m.cfg.MaxRecordSize, true)
+	if err != nil {
+		m.c.count(err)
+		return Record{}, false
+	}
+	return rec, true
+}
+
+type peerAnswer struct {
+	resp Response
+	err  error
+}
+
+// askPeers sends req to up to Config.CatchUpPeers topic peers at once and
+// collects their answers, within Config.CatchUpTimeout.
+func (m *Manager) askPeers(ctx context.Context, name ipns.Name, req Request) []peerAnswer {
+	if m.cfg.Exchange == nil || m.cfg.CatchUpPeers == 0 {
+		return nil
+	}
+	var peers []peer.ID
+	for _, p := range m.cfg.Exchange.TopicPeers(Topic(name)) {
+		if p != m.cfg.Self && len(peers) < m.cfg.CatchUpPeers {
+			peers = append(peers, p)
+		}
+	}
+	if len(peers) == 0 {
+		return nil
+	}
+	qctx, cancel := context.WithTimeout(ctx, m.cfg.CatchUpTimeout)
+	defer cancel()
+	reqData := req.Marshal()
+	answers := make([]peerAnswer, len(peers))
+	var wg sync.WaitGroup
+	for i, p := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			data, err := m.cfg.Exchange.Request(qctx, p, reqData)
+			if err != nil {
+				answers[i].err = fmt.Errorf("peer %s: %w", p, err)
+				return
+			}
+			resp, err := DecodeResponse(data)
+			if err != nil {
+				answers[i].err = fmt.Errorf("peer %s: %w", p, err)
+				return
+			}
+			answers[i].resp = resp
+		}()
+	}
+	wg.Wait()
+	return answers
+}

@@ -1,0 +1,82 @@
+package feed
+
+import (
+	"context"
+	"errors"
+
+	"github.com/ipfs/boxo/ipns"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Verdict tells gossipsub what to do with a message.
+type Verdict uint8
+
+const (
+	// Accept: the record was valid and newer, and has been applied; deliver
+	// and forward it.
+	Accept Verdict = iota + 1
+	// Ignore: the record was not applied and must not be forwarded, but the
+	// sender is not to blame: a duplicate, a record that lost a race to a
+	// newer one (ErrStale), one that expired in flight or under clock skew
+	// (ErrExpired), or one for a feed not tracked here.
+	Ignore
+	// Reject: the record is invalid in a way no honest peer forwards (bad
+	// signature, wrong name, malformed, too large); drop it and let
+	// gossipsub's peer scoring penalize the sender.
+	Reject
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case Accept:
+		return "accept"
+	case Ignore:
+		return "ignore"
+	case Reject:
+		return "reject"
+	}
+	return "verdict(?)"
+}
+
+// PubsubResult maps v onto gossipsub's validation result.
+func (v Verdict) PubsubResult() pubsub.ValidationResult {
+	switch v {
+	case Accept:
+		return pubsub.ValidationAccept
+	case Reject:
+		return pubsub.ValidationReject
+	}
+	return pubsub.ValidationIgnore
+}
+
+// Decision is the outcome of handling one record.
+type Decision struct {
+	Verdict Verdict
+	// Record is the validated record, set whenever validation passed (also
+	// for ErrStale and ErrDuplicate).
+	Record Record
+	// Err is nil for Accept, and otherwise wraps one of ErrDuplicate,
+	// ErrUnknownFeed, ErrStale or a validation error.
+	Err error
+}
+
+func verdictOf(err error) Verdict {
+	switch {
+	case err == nil:
+		return Accept
+	case errors.Is(err, ErrBadSignature), errors.Is(err, ErrWrongName),
+		errors.Is(err, ErrMalformed), errors.Is(err, ErrTooLarge):
+		return Reject
+	}
+	return Ignore
+}
+
+// TopicValidator returns the gossipsub validator of name's topic, for
+// pubsub.RegisterTopicValidator(Topic(name), m.TopicValidator(name)). It
+// calls HandleMessage with the peer the message came from.
+func (m *Manager) TopicValidator(name ipns.Name) pubsub.ValidatorEx {
+	return func(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+		return m.HandleMessage(name, from, msg.GetData()).Verdict.PubsubResult()
+	}
+}
