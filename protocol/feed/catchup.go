@@ -17,7 +17,8 @@ type catchCall struct {
 	err  error
 }
 
-// HandleRequest answers a catch-up request from peer from with the newest
+// HandleRequest answers a catch-up request from peer from (unused for now;
+// there for logging and rate limits) with the newest
 // unexpired record held for the requested name. It never blocks on I/O;
 // node/'s stream handler calls it. An error (wrapping ErrBadRequest) means
 // the request did not decode: close the stream without answering.
@@ -210,7 +211,7 @@ type peerAnswer struct {
 // askPeers sends req to up to Config.CatchUpPeers topic peers at once and
 // collects their answers, within Config.CatchUpTimeout.
 func (m *Manager) askPeers(ctx context.Context, name ipns.Name, req Request) []peerAnswer {
-	if m.cfg.Exchange == nil || m.cfg.CatchUpPeers == 0 {
+	if m.cfg.Exchange == nil {
 		return nil
 	}
 	var peers []peer.ID

@@ -101,9 +101,12 @@ func (p *fakePinner) Pin(ctx context.Context, feed ipns.Name, c cid.Cid) error {
 			return ctx.Err()
 		}
 	}
-	if p.gate != nil {
+	p.mu.Lock()
+	gate := p.gate
+	p.mu.Unlock()
+	if gate != nil {
 		select {
-		case <-p.gate:
+		case <-gate:
 		case <-ctx.Done():
 			return ctx.Err()
 		}

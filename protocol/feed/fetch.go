@@ -35,9 +35,9 @@ func (m *Manager) forgetLocked(st *feedState) {
 
 // job is one round of a worker's work, taken under the lock.
 type job struct {
-	held, pinned []byte // records to persist (pinned: empty slice deletes)
+	held, pinned []byte // records to persist (pinned nil with savePinned: delete)
 	savePinned   bool
-	unpins       []unpinJob
+	unpins       []Record
 	waiters      []chan struct{}
 	fetch        *Record
 	gen          uint64
@@ -109,7 +109,7 @@ func (m *Manager) runJob(st *feedState, j job) {
 		}
 	}
 	for _, u := range j.unpins {
-		m.unpin(name, u.rec)
+		m.unpin(name, u)
 	}
 	for _, w := range j.waiters {
 		close(w)
@@ -132,7 +132,7 @@ func (m *Manager) settle(st *feedState, j job, err error) {
 	case st.gen != j.gen || !st.pinning():
 		// The follow changed while fetching: what was pinned is not wanted.
 		if err == nil {
-			st.unpins = append(st.unpins, unpinJob{rec: *rec})
+			st.unpins = append(st.unpins, *rec)
 		}
 	case err == nil:
 		old := st.pinned
@@ -145,7 +145,7 @@ func (m *Manager) settle(st *feedState, j job, err error) {
 		st.pinned, st.dirtyPinned = rec, true
 		st.failures, st.pinErr = 0, nil
 		if old != nil && !st.follow.KeepHistory && !old.CID().Equals(rec.CID()) {
-			st.unpins = append(st.unpins, unpinJob{rec: *old})
+			st.unpins = append(st.unpins, *old)
 		}
 		m.c.pinned.Add(1)
 	case m.closed:

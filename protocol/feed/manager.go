@@ -88,7 +88,7 @@ type feedState struct {
 	retry    *Record            // failed version, tried again by Tick
 	fetching *Record            // version being fetched
 	cancel   context.CancelFunc // cancels the fetch of fetching
-	unpins   []unpinJob         // unpins to run before the next fetch
+	unpins   []Record           // unpins to run before the next fetch
 
 	failures  int
 	nextRetry time.Time
@@ -97,10 +97,6 @@ type feedState struct {
 	dirtyHeld, dirtyPinned bool
 	waiters                []chan struct{} // closed once the worker has run the jobs queued before them
 	running                bool            // a worker goroutine owns the jobs
-}
-
-type unpinJob struct {
-	rec Record
 }
 
 func (st *feedState) tracked() bool { return st.owned || st.follow != nil }
@@ -294,7 +290,7 @@ func (m *Manager) refollowLocked(st *feedState, opts *FollowOptions) {
 	nowPinning := opts != nil && opts.Pin
 	if wasPinning && !nowPinning {
 		if st.pinned != nil && !old.KeepHistory {
-			st.unpins = append(st.unpins, unpinJob{rec: *st.pinned})
+			st.unpins = append(st.unpins, *st.pinned)
 		}
 		st.pinned = nil
 		st.dirtyPinned = true

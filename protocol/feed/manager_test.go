@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/ipfs/boxo/ipns"
-	"github.com/ipfs/boxo/path"
 	ipns_pb "github.com/ipfs/boxo/ipns/pb"
+	"github.com/ipfs/boxo/path"
 	"github.com/ipfs/go-cid"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -600,5 +600,45 @@ func TestConfigRefused(t *testing.T) {
 	m := newManager(t, Config{})
 	if err := m.Follow(t.Context(), testName(t, testKey(t, 1)), FollowOptions{Pin: true}); err == nil {
 		t.Fatal("follow with pin but no Pinner accepted")
+	}
+}
+
+func TestFollowOptionChangesAndUnfollowMidFetch(t *testing.T) {
+	sk := testKey(t, 1)
+	name := testName(t, sk)
+	pinner := newPinner()
+	m := newManager(t, Config{Clock: newClock(), Pinner: pinner})
+
+	follow(t, m, name, FollowOptions{})
+	m.HandleMessage(name, "p", mustRecord(t, sk, 1, time.Hour, t0))
+	if fi, _ := m.Feed(name); fi.Held.Seq != 1 || fi.Pinned.Seq != 0 || len(pinner.events()) != 0 {
+		t.Fatalf("follow without pin fetched: %+v", fi)
+	}
+	follow(t, m, name, FollowOptions{Pin: true}) // now pin what is held
+	eventually(t, 5*time.Second, "pinned", func() bool { fi, _ := m.Feed(name); return fi.Pinned.Seq == 1 })
+	follow(t, m, name, FollowOptions{}) // stop pinning: unpinned
+	eventually(t, 5*time.Second, "unpinned", func() bool { return len(pinner.pinned(name)) == 0 })
+	if fi, _ := m.Feed(name); !fi.Pinned.IsZero() || !fi.Following {
+		t.Fatalf("after dropping pin: %+v", fi)
+	}
+
+	// Unfollow while a fetch hangs: it is cancelled and nothing stays pinned.
+	follow(t, m, name, FollowOptions{Pin: true})
+	eventually(t, 5*time.Second, "pinned", func() bool { fi, _ := m.Feed(name); return fi.Pinned.Seq == 1 })
+	pinner.mu.Lock()
+	pinner.gate = make(chan struct{})
+	pinner.mu.Unlock()
+	m.HandleMessage(name, "p", mustRecord(t, sk, 2, time.Hour, t0))
+	eventually(t, 5*time.Second, "fetching", func() bool { fi, _ := m.Feed(name); return fi.Fetching })
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := m.Unfollow(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	if got := pinner.pinned(name); len(got) != 0 {
+		t.Fatalf("pinned after unfollow: %v", got)
+	}
+	if err := m.Unfollow(ctx, name); !errors.Is(err, ErrUnknownFeed) {
+		t.Fatalf("second unfollow: %v", err)
 	}
 }
