@@ -141,6 +141,9 @@ type ndjson struct {
 func newNDJSON(w http.ResponseWriter) *ndjson {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush() // the client learns at once that the stream is live
+	}
 	return &ndjson{w: w, enc: json.NewEncoder(w)}
 }
 

@@ -48,6 +48,7 @@ type Node struct {
 	store   *store.Store
 	net     *p2p.Network
 	content *content
+	topics  topics
 	started time.Time
 
 	apiLn   net.Listener

@@ -57,6 +57,7 @@ func (n *Node) apiHandler() http.Handler {
 	route("GET /api/v1/dht/table", n.handleRoutingTable)
 	route("POST /api/v1/shutdown", n.handleShutdown)
 	n.contentRoutes(route, mux)
+	n.pubsubRoutes(route, mux)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, notFound("no API endpoint %s %s", r.Method, r.URL.Path))
 	})

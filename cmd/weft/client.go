@@ -107,6 +107,8 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+func printJSONLine(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }
+
 func newTable(w io.Writer) *tabwriter.Writer {
 	return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 }
@@ -213,6 +215,7 @@ func addClientCommands(root *cobra.Command) {
 	)
 	cmds = append(cmds, dhtCmd)
 	cmds = append(cmds, addContentCommands(root, o)...)
+	cmds = append(cmds, newPubsubCmd(o))
 	for _, c := range cmds {
 		o.register(c)
 		root.AddCommand(c)

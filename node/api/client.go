@@ -155,3 +155,47 @@ func (c *Client) RoutingTable(ctx context.Context) (RoutingTable, error) {
 func (c *Client) Shutdown(ctx context.Context) error {
 	return c.Do(ctx, http.MethodPost, "/api/v1/shutdown", nil, nil, nil)
 }
+
+// Publish sends data on a pubsub topic.
+func (c *Client) Publish(ctx context.Context, topic string, data []byte) error {
+	resp, err := c.Raw(ctx, http.MethodPost, "/api/v1/pubsub/pub", url.Values{"topic": {topic}}, bytes.NewReader(data), "application/octet-stream")
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
+}
+
+// Subscribe streams messages of a topic to fn until ctx ends or fn returns
+// false.
+func (c *Client) Subscribe(ctx context.Context, topic string, fn func(PubsubMessage) bool) error {
+	resp, err := c.Raw(ctx, http.MethodGet, "/api/v1/pubsub/sub", url.Values{"topic": {topic}}, nil, "")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var m PubsubMessage
+		if err := dec.Decode(&m); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("subscription to %q ended: %w", topic, err)
+		}
+		if !fn(m) {
+			return nil
+		}
+	}
+}
+
+// PubsubTopics lists the topics this node is subscribed to.
+func (c *Client) PubsubTopics(ctx context.Context) ([]string, error) {
+	var out []string
+	return out, c.Do(ctx, http.MethodGet, "/api/v1/pubsub/ls", nil, nil, &out)
+}
+
+// PubsubPeers lists the peers seen on a topic.
+func (c *Client) PubsubPeers(ctx context.Context, topic string) ([]string, error) {
+	var out []string
+	return out, c.Do(ctx, http.MethodGet, "/api/v1/pubsub/peers", url.Values{"topic": {topic}}, nil, &out)
+}

@@ -149,3 +149,11 @@ type CarImportResult struct {
 	Blocks int64    `json:"blocks"`
 	Roots  []string `json:"roots"`
 }
+
+// PubsubMessage is one message received on a topic. Data is base64 in JSON.
+type PubsubMessage struct {
+	From  string `json:"from"`
+	Seqno string `json:"seqno"`
+	Topic string `json:"topic"`
+	Data  []byte `json:"data"`
+}
