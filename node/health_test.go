@@ -39,7 +39,9 @@ func TestReadyz(t *testing.T) {
 	}
 	// Bring the seed back on the same address; the node's bootstrap loop
 	// reaches it.
-	nodetest.StartRepo(t, seedDir, func(c *node.Config) { c.Addresses.Swarm = []string{seedAddr[:len(seedAddr)-len("/p2p/")-len(seed.ID().String())]} })
+	nodetest.StartRepo(t, seedDir, func(c *node.Config) {
+		c.Addresses.Swarm = []string{seedAddr[:len(seedAddr)-len("/p2p/")-len(seed.ID().String())]}
+	})
 	nodetest.WaitFor(t, 20*time.Second, "/readyz answers 200", func() bool {
 		return status(t, base+"/readyz") == http.StatusOK
 	})
