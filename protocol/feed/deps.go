@@ -6,6 +6,7 @@ import (
 
 	"github.com/ipfs/boxo/ipns"
 	"github.com/ipfs/go-cid"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -18,13 +19,14 @@ import (
 
 // Topics is the gossipsub side of feeds.
 type Topics interface {
-	// Join makes the node a member of topic: join it, register
-	// Manager.TopicValidator(name) as its validator (see NameFromTopic) and
-	// subscribe, draining the subscription (the validator has already
-	// applied every record by the time it is delivered). Called when a feed
-	// is first followed or published, and for every tracked feed by New.
-	// Joining a topic already joined must succeed.
-	Join(topic string) error
+	// Join makes the node a member of topic: join it, register validate
+	// as its topic validator (pubsub.RegisterTopicValidator) and subscribe,
+	// draining the subscription (the validator has already applied every
+	// record by the time it is delivered). Called when a feed is first
+	// followed or published, and by New for every feed restored from the
+	// store (so validate may run before New returns). Joining a topic
+	// already joined must succeed.
+	Join(topic string, validate pubsub.ValidatorEx) error
 	// Leave undoes Join. Called by Unfollow for feeds this node does not own.
 	Leave(topic string) error
 	// Publish sends data on topic. Gossipsub validates a local publish

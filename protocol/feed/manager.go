@@ -424,7 +424,7 @@ func (m *Manager) join(name ipns.Name) error {
 	if m.cfg.Topics == nil {
 		return nil
 	}
-	if err := m.cfg.Topics.Join(Topic(name)); err != nil {
+	if err := m.cfg.Topics.Join(Topic(name), m.TopicValidator(name)); err != nil {
 		return fmt.Errorf("feed: join topic of %s: %w", name, err)
 	}
 	return nil

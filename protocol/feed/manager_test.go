@@ -463,7 +463,7 @@ type recTopics struct {
 	verdicts  []Verdict
 }
 
-func (r *recTopics) Join(topic string) error {
+func (r *recTopics) Join(topic string, _ pubsub.ValidatorEx) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.joined[topic] = true

@@ -13,6 +13,8 @@ import (
 	ipns_pb "github.com/ipfs/boxo/ipns/pb"
 	"github.com/ipfs/boxo/path"
 	"github.com/ipfs/go-cid"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pubsub_pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -40,7 +42,7 @@ type simNode struct {
 
 	mu     sync.Mutex
 	online bool
-	joined map[string]bool
+	joined map[string]pubsub.ValidatorEx // topic validators
 	seen   map[[32]byte]bool
 }
 
@@ -48,7 +50,7 @@ func newSimNet(t *testing.T, n int, clock Clock) *simNet {
 	net := &simNet{t: t, router: newRouter(), forwards: map[[32]byte]int{}}
 	for i := range n {
 		nd := &simNode{net: net, id: peer.ID(fmt.Sprintf("node-%02d", i)), online: true,
-			joined: map[string]bool{}, seen: map[[32]byte]bool{}, pinner: newPinner()}
+			joined: map[string]pubsub.ValidatorEx{}, seen: map[[32]byte]bool{}, pinner: newPinner()}
 		nd.pinner.delay = func() time.Duration { return time.Duration(rand.IntN(500)) * time.Microsecond }
 		net.nodes = append(net.nodes, nd)
 	}
@@ -89,10 +91,10 @@ func (nd *simNode) isOnline() bool {
 
 // Topics.
 
-func (nd *simNode) Join(topic string) error {
+func (nd *simNode) Join(topic string, validate pubsub.ValidatorEx) error {
 	nd.mu.Lock()
 	defer nd.mu.Unlock()
-	nd.joined[topic] = true
+	nd.joined[topic] = validate
 	return nil
 }
 
@@ -104,18 +106,20 @@ func (nd *simNode) Leave(topic string) error {
 }
 
 // Publish validates locally (as gossipsub does, with the node itself as
-// sender) and floods to the neighbours.
+// sender) and floods to the neighbours. Validation goes through the
+// validator the Manager registered with Join, as it would in gossipsub.
 func (nd *simNode) Publish(_ context.Context, topic string, data []byte) error {
-	name, err := NameFromTopic(topic)
-	if err != nil {
-		return err
-	}
 	h := sha256.Sum256(data)
 	nd.mu.Lock()
 	nd.seen[h] = true
+	validate := nd.joined[topic]
 	nd.mu.Unlock()
-	if d := nd.m.HandleMessage(name, nd.id, data); d.Verdict != Accept {
-		return fmt.Errorf("local validation: %v: %v", d.Verdict, d.Err)
+	if validate == nil {
+		return fmt.Errorf("topic %s not joined", topic)
+	}
+	msg := &pubsub.Message{Message: &pubsub_pb.Message{Data: data, Topic: &topic}, ReceivedFrom: nd.id}
+	if r := validate(context.Background(), nd.id, msg); r != pubsub.ValidationAccept {
+		return fmt.Errorf("local validation: %v", r)
 	}
 	nd.forward(nd.id, topic, data)
 	return nil
@@ -144,18 +148,15 @@ func (nd *simNode) forward(from peer.ID, topic string, data []byte) {
 func (nd *simNode) receive(from peer.ID, topic string, data []byte) {
 	h := sha256.Sum256(data)
 	nd.mu.Lock()
-	if !nd.online || !nd.joined[topic] || nd.seen[h] {
+	validate := nd.joined[topic]
+	if !nd.online || validate == nil || nd.seen[h] {
 		nd.mu.Unlock()
 		return
 	}
 	nd.seen[h] = true
 	nd.mu.Unlock()
-	name, err := NameFromTopic(topic)
-	if err != nil {
-		nd.net.t.Errorf("bad topic %q", topic)
-		return
-	}
-	if d := nd.m.HandleMessage(name, from, data); d.Verdict == Accept {
+	msg := &pubsub.Message{Message: &pubsub_pb.Message{Data: data, Topic: &topic}, ReceivedFrom: from}
+	if validate(context.Background(), from, msg) == pubsub.ValidationAccept {
 		nd.forward(from, topic, data)
 	}
 }
@@ -166,7 +167,7 @@ func (nd *simNode) TopicPeers(topic string) []peer.ID {
 	var ps []peer.ID
 	for _, nb := range nd.links {
 		nb.mu.Lock()
-		if nb.online && nb.joined[topic] {
+		if nb.online && nb.joined[topic] != nil {
 			ps = append(ps, nb.id)
 		}
 		nb.mu.Unlock()

@@ -72,9 +72,10 @@ func verdictOf(err error) Verdict {
 	return Ignore
 }
 
-// TopicValidator returns the gossipsub validator of name's topic, for
-// pubsub.RegisterTopicValidator(Topic(name), m.TopicValidator(name)). It
-// calls HandleMessage with the peer the message came from.
+// TopicValidator returns the gossipsub validator of name's topic; the
+// Manager hands it to Topics.Join. It calls HandleMessage with the peer the
+// message came from (gossipsub's ReceivedFrom, which is the node itself for
+// its own publishes).
 func (m *Manager) TopicValidator(name ipns.Name) pubsub.ValidatorEx {
 	return func(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 		return m.HandleMessage(name, from, msg.GetData()).Verdict.PubsubResult()
