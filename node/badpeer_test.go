@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -298,5 +299,64 @@ func TestFetchPastLyingPeer(t *testing.T) {
 	}
 	if hs := honest.Store().Stat().Blocks; stored != hs {
 		t.Fatalf("victim stores %d blocks; the file has %d", stored, hs)
+	}
+}
+
+// TestCancelledFetchBlamesNoHonestPeer cancels a fetch part-way, while the
+// only provider, an honest node, has blocks in flight. Those blocks arrive
+// after their wants were cancelled; they are correct, so the provider must
+// not be counted as bad, let alone disconnected.
+//
+// Known bug, so skipped unless WEFT_TEST_KNOWN_BUGS is set: p2p.Exchange
+// counts every block that matches no current want, which includes correct
+// blocks that were wanted a moment ago (see the report of the test's author;
+// the fix is to remember, per peer, the CIDs recently asked of it).
+func TestCancelledFetchBlamesNoHonestPeer(t *testing.T) {
+	if os.Getenv("WEFT_TEST_KNOWN_BUGS") == "" {
+		t.Skip("known bug: a cancelled fetch makes the provider's in-flight blocks count as bad; set WEFT_TEST_KNOWN_BUGS=1 to run")
+	}
+	quiet := func(c *node.Config) { c.DHT.BootstrapInterval = node.Duration(time.Hour) }
+	provider := nodetest.Start(t, nodetest.Options{Tune: quiet})
+	fetcher := nodetest.Start(t, nodetest.Options{Tune: quiet})
+	ctx := t.Context()
+	opts := unixfs.DefaultOptions()
+	opts.ChunkSize = 256 << 10
+	big, err := provider.Add(ctx, files.NewReaderFile(newSHAStream("cancel-big", 32<<20)), opts, true, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	small, err := provider.Add(ctx, files.NewReaderFile(newSHAStream("cancel-small", 1<<20)), opts, true, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fetcher.Network().Host.Connect(ctx, nodetest.AddrInfo(provider)); err != nil {
+		t.Fatal(err)
+	}
+
+	// Fetch the big file and cancel once 4 MiB of it are stored.
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- fetcher.Fetch(fctx, big) }()
+	nodetest.WaitFor(t, 30*time.Second, "4 MiB of the big file fetched", func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("fetch ended before the cancel: %v", err)
+		default:
+		}
+		return fetcher.Store().Stat().BlockBytes >= 4<<20
+	})
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("cancelled fetch reported success")
+	}
+	// A later fetch from the same peer: its blocks come after the late ones.
+	if err := fetcher.Fetch(ctx, small); err != nil {
+		t.Fatalf("fetch after the cancel: %v", err)
+	}
+	x := fetcher.Network().Exchange()
+	if bad := x.BadPeers(); len(bad) != 0 {
+		t.Fatalf("an honest provider was counted as bad after a cancelled fetch: %v (provider %s, still connected: %v)",
+			bad, provider.ID(), nodetest.Connected(fetcher, provider))
 	}
 }
