@@ -220,12 +220,106 @@ type MemSample struct {
 
 // ProcIdle is one daemon measured over an idle window.
 type ProcIdle struct {
-	End        MemSample `json:"end"`
-	MedianRSS  int64     `json:"median_rss"`
-	MedianPSS  int64     `json:"median_pss"`
-	MedianAnon int64     `json:"median_anon"`
-	Samples    int       `json:"samples"`
-	CPUPercent float64   `json:"cpu_percent"` // of one core, over the window
+	End        MemSample  `json:"end"`
+	MedianRSS  int64      `json:"median_rss"`
+	MedianPSS  int64      `json:"median_pss"`
+	MedianAnon int64      `json:"median_anon"`
+	Samples    int        `json:"samples"`
+	CPUPercent float64    `json:"cpu_percent"`          // of one core, over the window
+	Go         *GoRuntime `json:"go_runtime,omitempty"` // from GET /metrics after the window
+}
+
+// GoRuntime is the Go runtime's view of a daemon's memory, read from its
+// Prometheus endpoint (GET /metrics) after the idle window.
+type GoRuntime struct {
+	Goroutines    float64 `json:"goroutines"`
+	HeapAlloc     float64 `json:"heap_alloc"`       // live objects and not yet collected garbage
+	HeapInuse     float64 `json:"heap_inuse"`       // spans holding objects
+	HeapIdleKept  float64 `json:"heap_idle_kept"`   // free spans not yet returned to the OS
+	StackInuse    float64 `json:"stack_inuse"`      // goroutine stacks
+	Sys           float64 `json:"sys"`              // everything the runtime mapped
+	NextGC        float64 `json:"next_gc"`          // heap size that triggers the next GC
+	GCs           float64 `json:"gcs"`              // GC cycles since start
+	ResidentBytes float64 `json:"process_resident"` // process_resident_memory_bytes, for cross-checking
+}
+
+// medianGo returns the per-field median of the daemons' runtime readings,
+// or nil if none had them.
+func medianGo(ps []ProcIdle) *GoRuntime {
+	var gs []*GoRuntime
+	for _, p := range ps {
+		if p.Go != nil {
+			gs = append(gs, p.Go)
+		}
+	}
+	if len(gs) == 0 {
+		return nil
+	}
+	col := func(f func(*GoRuntime) float64) float64 {
+		var v []float64
+		for _, g := range gs {
+			v = append(v, f(g))
+		}
+		return median(v)
+	}
+	return &GoRuntime{
+		Goroutines:    col(func(g *GoRuntime) float64 { return g.Goroutines }),
+		HeapAlloc:     col(func(g *GoRuntime) float64 { return g.HeapAlloc }),
+		HeapInuse:     col(func(g *GoRuntime) float64 { return g.HeapInuse }),
+		HeapIdleKept:  col(func(g *GoRuntime) float64 { return g.HeapIdleKept }),
+		StackInuse:    col(func(g *GoRuntime) float64 { return g.StackInuse }),
+		Sys:           col(func(g *GoRuntime) float64 { return g.Sys }),
+		NextGC:        col(func(g *GoRuntime) float64 { return g.NextGC }),
+		GCs:           col(func(g *GoRuntime) float64 { return g.GCs }),
+		ResidentBytes: col(func(g *GoRuntime) float64 { return g.ResidentBytes }),
+	}
+}
+
+// scrapeGo reads the Go runtime gauges from GET /metrics. A daemon without
+// the endpoint gives nil.
+func scrapeGo(ctx context.Context, d *daemon) *GoRuntime {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.api.Base()+"/metrics", nil)
+	if err != nil {
+		return nil
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return nil
+	}
+	v := map[string]float64{}
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if line == "" || line[0] == '#' || strings.Contains(line, "{") {
+			continue
+		}
+		name, val, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		if x, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+			v[name] = x
+		}
+	}
+	if _, ok := v["go_goroutines"]; !ok {
+		return nil
+	}
+	return &GoRuntime{
+		Goroutines:    v["go_goroutines"],
+		HeapAlloc:     v["go_memstats_heap_alloc_bytes"],
+		HeapInuse:     v["go_memstats_heap_inuse_bytes"],
+		HeapIdleKept:  v["go_memstats_heap_idle_bytes"] - v["go_memstats_heap_released_bytes"],
+		StackInuse:    v["go_memstats_stack_inuse_bytes"],
+		Sys:           v["go_memstats_sys_bytes"],
+		NextGC:        v["go_memstats_next_gc_bytes"],
+		GCs:           v["go_gc_duration_seconds_count"],
+		ResidentBytes: v["process_resident_memory_bytes"],
+	}
 }
 
 // IdleOneResult is (b).
@@ -238,6 +332,7 @@ type IdleOneResult struct {
 	MedianFileEnd    int64      `json:"median_file_end"`
 	MedianHWM        int64      `json:"median_hwm"`
 	MedianCPUPercent float64    `json:"median_cpu_percent"`
+	GoMedian         *GoRuntime `json:"go_runtime_median,omitempty"`
 }
 
 // SwarmResult is (c).
@@ -259,6 +354,7 @@ type SwarmResult struct {
 	CPUPercentTotal   float64    `json:"cpu_percent_total"` // of one core, all daemons together
 	CPUPercentMedian  float64    `json:"cpu_percent_per_node_median"`
 	CPUPercentMax     float64    `json:"cpu_percent_per_node_max"`
+	GoMedian          *GoRuntime `json:"go_runtime_median,omitempty"` // per daemon
 	Daemons           []ProcIdle `json:"daemons"`
 }
 
@@ -571,7 +667,10 @@ func (b *bench) idleOne(ctx context.Context) (*IdleOneResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &IdleOneResult{Daemons: procs}
+	for i, d := range ds {
+		procs[i].Go = scrapeGo(ctx, d)
+	}
+	r := &IdleOneResult{Daemons: procs, GoMedian: medianGo(procs)}
 	col := func(f func(ProcIdle) float64) float64 {
 		var v []float64
 		for _, p := range procs {
@@ -734,7 +833,11 @@ func (b *bench) swarm(ctx context.Context) (*SwarmResult, error) {
 	if err != nil {
 		return r, err
 	}
+	for i, d := range ds {
+		procs[i].Go = scrapeGo(ctx, d)
+	}
 	r.Daemons = procs
+	r.GoMedian = medianGo(procs)
 	var rss, pss, anon, cpu []float64
 	for _, p := range procs {
 		r.TotalRSSEnd += p.End.RSS
@@ -924,6 +1027,7 @@ func printTable(w io.Writer, r *Results) {
 			fmtMiB(s.MedianAnonEnd), fmtMiB(s.MedianFileEnd))
 		fmt.Fprintf(tw, "    PSS (shared pages split)\t%s\tpeak RSS (VmHWM) %s\n", fmtMiB(s.MedianPSSEnd), fmtMiB(s.MedianHWM))
 		fmt.Fprintf(tw, "    CPU, idle and alone\t%.2f %%\tof one core\n", s.MedianCPUPercent)
+		printGo(tw, s.GoMedian)
 	}
 	if s := r.Swarm; s != nil && len(s.Daemons) > 0 {
 		formed := fmt.Sprintf("formed in %.1f s", s.FormationS)
@@ -939,11 +1043,21 @@ func printTable(w io.Writer, r *Results) {
 			fmtMiB(s.PerNodeRSSMedian), fmtMiB(s.PerNodePSSMedian), fmtMiB(s.PerNodeAnonMedian))
 		fmt.Fprintf(tw, "    CPU over %gs idle, all daemons\t%.2f %%\tof one core; per daemon median %.2f %%, max %.2f %%\n",
 			r.Settings.IdleSeconds, s.CPUPercentTotal, s.CPUPercentMedian, s.CPUPercentMax)
+		printGo(tw, s.GoMedian)
 	}
 	tw.Flush()
 	for _, e := range r.Errors {
 		fmt.Fprintf(w, "error: %s\n", e)
 	}
+}
+
+func printGo(w io.Writer, g *GoRuntime) {
+	if g == nil {
+		return
+	}
+	fmt.Fprintf(w, "    Go runtime, median per daemon\theap %s\tof which live+garbage %s; stacks %s (%.0f goroutines); free kept %s; next GC at %s; %.0f GCs so far; runtime mapped %s\n",
+		fmtMiB(int64(g.HeapInuse)), fmtMiB(int64(g.HeapAlloc)), fmtMiB(int64(g.StackInuse)), g.Goroutines,
+		fmtMiB(int64(g.HeapIdleKept)), fmtMiB(int64(g.NextGC)), g.GCs, fmtMiB(int64(g.Sys)))
 }
 
 func writeJSON(path string, r *Results) error {
