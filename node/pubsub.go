@@ -59,7 +59,10 @@ func (n *Node) Subscribe(topic string) (*pubsub.Subscription, error) {
 	if err != nil {
 		return nil, err
 	}
-	sub, err := t.Subscribe()
+	// A subscriber that reads slower than messages arrive loses messages
+	// once this buffer is full (gossipsub never blocks the router on a
+	// reader), so give API streams room for bursts.
+	sub, err := t.Subscribe(pubsub.WithBufferSize(1024))
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to %q: %w", topic, err)
 	}

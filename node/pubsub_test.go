@@ -24,23 +24,39 @@ func TestPubsubThroughAPI(t *testing.T) {
 	const topic, count = "weft-test-topic", 20
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	got := make(chan api.PubsubMessage, 2*count)
-	for _, c := range subs {
-		c := c
+	type recv struct {
+		sub int
+		m   api.PubsubMessage
+	}
+	got := make(chan recv, 4096)
+	for i, c := range subs {
+		i, c := i, c
 		go c.Subscribe(ctx, topic, func(m api.PubsubMessage) bool {
-			got <- m
+			got <- recv{i, m}
 			return true
 		})
 	}
 	pc := nodetest.Client(pub)
-	// Publish a probe until both subscribers are meshed with the publisher.
-	nodetest.WaitFor(t, 30*time.Second, "publisher sees both subscribers on the topic", func() bool {
-		ps, _ := pc.PubsubPeers(ctx, topic)
-		if len(ps) < 2 {
-			_ = pc.Publish(ctx, topic, []byte("probe"))
+	// Warm up: probe until every subscriber has heard the publisher once.
+	// The DHT rendezvous brings them together; the first messages may
+	// precede the connections.
+	warm := map[int]bool{}
+	probe := time.NewTicker(100 * time.Millisecond)
+	defer probe.Stop()
+	for len(warm) < len(subs) {
+		select {
+		case r := <-got:
+			if string(r.m.Data) == "probe" {
+				warm[r.sub] = true
+			}
+		case <-probe.C:
+			if err := pc.Publish(ctx, topic, []byte("probe")); err != nil {
+				t.Fatal(err)
+			}
+		case <-ctx.Done():
+			t.Fatalf("subscribers never heard the publisher: %v", warm)
 		}
-		return len(ps) >= 2
-	})
+	}
 	for i := 0; i < count; i++ {
 		if err := pc.Publish(ctx, topic, []byte(fmt.Sprintf("msg-%d", i))); err != nil {
 			t.Fatal(err)
@@ -56,7 +72,8 @@ func TestPubsubThroughAPI(t *testing.T) {
 		return false
 	}() {
 		select {
-		case m := <-got:
+		case r := <-got:
+			m := r.m
 			if string(m.Data) == "probe" {
 				continue
 			}
