@@ -1,0 +1,259 @@
+package collection
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+type member struct {
+	id        peer.ID
+	seen      time.Time // local clock at the last accepted heartbeat
+	time      uint64    // the member's own Time in it
+	leaving   bool
+	truncated bool
+	digest    [32]byte
+	pinned    uint64
+	pending   map[string]struct{}
+	surplus   map[string]struct{}
+}
+
+// maxMembers bounds the members remembered; the ones unheard the longest
+// are forgotten first.
+const maxMembers = 10000
+
+// Tick advances the replica's clock to now (earlier times are ignored):
+// members unheard for longer than GracePeriod leave the allocation, and
+// deltas, wanted blocks and snapshot loads older than PendingTTL are
+// dropped, and folded blocks past GCDelay become garbage. node/ calls it
+// at least every second or so; tests call it with a fake clock.
+func (c *Collection) Tick(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now.After(c.now) {
+		c.now = now
+	}
+	c.updateLive()
+	c.expire()
+}
+
+func (c *Collection) expire() {
+	cutoff := c.now.Add(-c.cfg.PendingTTL)
+	dropped := false
+	for k, p := range c.pending {
+		if p.since.Before(cutoff) {
+			c.dropPending(k)
+			dropped = true
+		}
+	}
+	if dropped {
+		for k, wr := range c.waits {
+			for ch := range wr.children {
+				if _, ok := c.pending[ch]; !ok {
+					delete(wr.children, ch)
+				}
+			}
+			if len(wr.children) == 0 {
+				delete(c.waits, k)
+				delete(c.wanted, k)
+			}
+		}
+	}
+	for k, w := range c.wanted {
+		if w.since.Before(cutoff) {
+			delete(c.wanted, k)
+		}
+	}
+	for k, l := range c.loading {
+		if l.since.Before(cutoff) {
+			c.dropLoad(k)
+		}
+	}
+	n := 0
+	for _, r := range c.retiring {
+		if !r.at.After(c.now) {
+			c.garbage = append(c.garbage, r.c)
+		} else {
+			c.retiring[n] = r
+			n++
+		}
+	}
+	c.retiring = c.retiring[:n]
+	forget := c.now.Add(-10 * c.cfg.GracePeriod)
+	for id, m := range c.members {
+		if m.seen.Before(forget) {
+			delete(c.members, id)
+		}
+	}
+}
+
+// alive: heard within SuspectAfter. live (allocated to): heard within
+// GracePeriod and not leaving.
+func (c *Collection) fresh(m *member) bool {
+	return !c.now.After(m.seen.Add(c.cfg.SuspectAfter))
+}
+
+func (c *Collection) inGrace(m *member) bool {
+	return !c.now.After(m.seen.Add(c.cfg.GracePeriod))
+}
+
+// updateLive recomputes the members allocation counts, bumping liveV when
+// the set changes.
+func (c *Collection) updateLive() {
+	live := make([]peer.ID, 0, len(c.members)+1)
+	if !c.leaving {
+		live = append(live, c.self)
+	}
+	for id, m := range c.members {
+		if !m.leaving && c.inGrace(m) {
+			live = append(live, id)
+		}
+	}
+	sort.Slice(live, func(i, j int) bool { return live[i] < live[j] })
+	if !equalIDs(live, c.live) {
+		c.live = live
+		c.liveV++
+	}
+}
+
+func equalIDs(a, b []peer.ID) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Live returns the members allocation counts now (the local member unless
+// it is leaving, and the members heard within GracePeriod that are not
+// leaving), sorted.
+func (c *Collection) Live() []peer.ID {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]peer.ID(nil), c.live...)
+}
+
+func (c *Collection) handleHeartbeat(h *Heartbeat) error {
+	if !h.Collection.Equals(c.id) {
+		return fmt.Errorf("heartbeat: %w", ErrWrongCollection)
+	}
+	if h.Member == c.self {
+		return nil
+	}
+	m := c.members[h.Member]
+	if m != nil && h.Time <= m.time {
+		return fmt.Errorf("heartbeat from %s: %w", h.Member, ErrStaleHeartbeat)
+	}
+	if m == nil {
+		oldest := c.now.Add(-(c.cfg.GracePeriod + c.cfg.MaxClockSkew))
+		if h.Time < uint64(max(oldest.UnixNano(), 0)) {
+			return fmt.Errorf("heartbeat from %s: %w: sent at %v", h.Member, ErrStaleHeartbeat,
+				time.Unix(0, int64(h.Time)).UTC())
+		}
+	}
+	if err := h.Verify(); err != nil {
+		return err
+	}
+	if m == nil {
+		if len(c.members) >= maxMembers {
+			c.forgetOldest()
+		}
+		m = &member{id: h.Member}
+		c.members[h.Member] = m
+	}
+	m.seen, m.time = c.now, h.Time
+	m.leaving, m.truncated = h.Leaving, h.Truncated
+	m.digest, m.pinned = h.Allocated, h.Pinned
+	m.pending = cidSet(h.Pending)
+	m.surplus = cidSet(h.Surplus)
+	c.updateLive()
+	return nil
+}
+
+func (c *Collection) forgetOldest() {
+	var oldest *member
+	for _, m := range c.members {
+		if oldest == nil || m.seen.Before(oldest.seen) {
+			oldest = m
+		}
+	}
+	if oldest != nil {
+		delete(c.members, oldest.id)
+	}
+}
+
+func cidSet(cs []cid.Cid) map[string]struct{} {
+	if len(cs) == 0 {
+		return nil
+	}
+	out := make(map[string]struct{}, len(cs))
+	for _, c := range cs {
+		out[c.KeyString()] = struct{}{}
+	}
+	return out
+}
+
+// Heartbeat returns the local member's signed heartbeat for now, for
+// node/ to publish every HeartbeatInterval.
+func (c *Collection) Heartbeat() ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a := c.ensureAlloc()
+	t := uint64(max(c.now.UnixNano(), 0))
+	if t <= c.lastBeat {
+		t = c.lastBeat + 1
+	}
+	c.lastBeat = t
+	h := &Heartbeat{Collection: c.id, Time: t, Leaving: c.leaving, Allocated: a.digests[c.self]}
+	if c.leaving {
+		h.Allocated = emptyDigest
+	}
+	for _, k := range a.mine {
+		if p := c.pins[k]; p == nil || p.state != pinPinned {
+			if len(h.Pending) == MaxHeartbeatList {
+				h.Truncated = true
+				break
+			}
+			h.Pending = append(h.Pending, c.items[k].c)
+		}
+	}
+	for _, k := range sortedKeys(c.pins) {
+		p := c.pins[k]
+		if p.state != pinPinned && p.state != pinUnpinning {
+			continue
+		}
+		h.Pinned++
+		if a.isMine[k] || c.items[k] == nil || len(h.Surplus) == MaxHeartbeatList {
+			continue
+		}
+		h.Surplus = append(h.Surplus, p.c)
+	}
+	if err := h.sign(c.key); err != nil {
+		return nil, err
+	}
+	return h.Encode(), nil
+}
+
+// Leave marks the local member as leaving: its heartbeats say so, others
+// stop allocating to it, and Plan releases each of its items once the new
+// holders report it pinned. Released reports when it holds nothing more.
+func (c *Collection) Leave() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.leaving = true
+	c.updateLive()
+}
+
+// Released reports whether the local member is leaving and holds no pins.
+func (c *Collection) Released() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.leaving && len(c.pins) == 0
+}
