@@ -94,6 +94,9 @@ func (c *Collection) knownBlock(k string) bool {
 		_, have := c.chunkData[k]
 		return have
 	}
+	if _, ok := c.orphans[k]; ok {
+		return true
+	}
 	return c.liveChunks[k] > 0
 }
 
@@ -371,14 +374,14 @@ func (c *Collection) apply(p *pendingRec, res *Result) error {
 	}
 	past[w] = d.Seq
 	k := p.c.KeyString()
-	rec := &deltaRec{c: p.c, w: w, seq: d.Seq, vv: past, size: len(p.data)}
+	rec := &deltaRec{c: p.c, w: w, seq: d.Seq, vv: past, parents: d.Parents, size: len(p.data)}
 	c.deltas[k] = rec
 	c.byDot[dot{w, d.Seq}] = k
 	c.vv[w] = d.Seq
-	for hk, h := range c.heads {
-		if hw, ok := c.wix[h.Author]; ok && hw < len(past) && past[hw] >= h.Seq {
-			delete(c.heads, hk)
-		}
+	// The heads are the deltas no applied delta names as a parent: exactly
+	// the maximal ones, since each delta names every head its author had.
+	for _, l := range d.Parents {
+		delete(c.heads, l.Cid.KeyString())
 	}
 	c.heads[k] = d.link(p.c)
 	c.stats.Applied++

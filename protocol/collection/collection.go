@@ -52,30 +52,33 @@ type Collection struct {
 	items  map[string]*itemRec
 	itemsV uint64 // bumped on every change to items
 
-	pending    map[string]*pendingRec
-	unknownP   int                 // pending deltas whose author has no index yet
-	waits      map[string]*waitRec // missing parent CID key -> children
-	wanted     map[string]wantRec
-	snaps      map[string]*snapRec  // loaded snapshots kept live, by root key
-	loading    map[string]*snapLoad // roots waiting for their chunks
-	chunkRefs  map[string]int       // chunk key -> loading roots naming it
-	chunkData  map[string][]byte    // chunks received for loading roots
-	liveChunks map[string]int       // chunk key -> loaded snapshots naming it
-	rejected   map[string]error
-	rejOrder   []string
-	retiring   []retired
-	garbage    []cid.Cid
-	evidence   []Equivocation
-	stats      Stats
+	pending     map[string]*pendingRec
+	unknownP    int                 // pending deltas whose author has no index yet
+	waits       map[string]*waitRec // missing parent CID key -> children
+	wanted      map[string]wantRec
+	snaps       map[string]*snapRec  // loaded snapshots kept live, by root key
+	loading     map[string]*snapLoad // roots waiting for their chunks
+	chunkRefs   map[string]int       // chunk key -> loading roots naming it
+	chunkData   map[string][]byte    // chunks received for loading roots
+	liveChunks  map[string]int       // chunk key -> loaded snapshots naming it
+	orphans     map[string]orphan    // chunks whose root has not come yet
+	orphanBytes int
+	rejected    map[string]error
+	rejOrder    []string
+	retiring    []retired
+	garbage     []cid.Cid
+	evidence    []Equivocation
+	stats       Stats
 
 	// membership.go and alloc.go
-	members  map[peer.ID]*member
-	live     []peer.ID
-	liveV    uint64
-	leaving  bool
-	lastBeat uint64
-	pins     map[string]*pinRec
-	alloc    *allocation
+	members   map[peer.ID]*member
+	live      []peer.ID
+	liveV     uint64
+	leaving   bool
+	requested time.Time // last HeadsRequest
+	lastBeat  uint64
+	pins      map[string]*pinRec
+	alloc     *allocation
 }
 
 type dot struct {
@@ -84,11 +87,12 @@ type dot struct {
 }
 
 type deltaRec struct {
-	c    cid.Cid
-	w    int
-	seq  uint64
-	vv   []uint64 // causal context: the delta and everything before it
-	size int
+	c       cid.Cid
+	w       int
+	seq     uint64
+	vv      []uint64 // causal context: the delta and everything before it
+	parents []Link
+	size    int
 }
 
 type grantRec struct {
@@ -206,6 +210,7 @@ func New(desc *Descriptor, key crypto.PrivKey, cfg Config, now time.Time) (*Coll
 		chunkRefs:  map[string]int{},
 		chunkData:  map[string][]byte{},
 		liveChunks: map[string]int{},
+		orphans:    map[string]orphan{},
 		rejected:   map[string]error{},
 		members:    map[peer.ID]*member{},
 		pins:       map[string]*pinRec{},

@@ -81,6 +81,31 @@
 // (repairing, then ok). When it returns it is allocated its items again,
 // finds them still pinned, and the surplus copies are released.
 //
+// # Wiring (node/)
+//
+// The collection's topic carries Heartbeat, Heads and HeadsRequest
+// messages; deltas and snapshots travel as blocks through the exchange.
+// A node that creates a collection stores and pins Descriptor.Block (its
+// CID is the ID joiners are given); a joiner fetches it and calls
+// DecodeDescriptor. Then, per collection:
+//
+//	c, _ := collection.New(desc, key, cfg, time.Now())
+//	for each stored collection block: c.AddBlock(b)    // any order
+//	c.RestorePins(items pinned for this collection)
+//	publish(c.HeadsRequest()); publish(c.Heartbeat())
+//	loop:
+//	  every second:             c.Tick(now); act(c.Plan()); unpin(c.TakeGarbage())
+//	  every HeartbeatInterval:  publish(c.Heartbeat())
+//	  every RebroadcastInterval and when heads changed: publish(c.Heads())
+//	  on a topic message m:     if reply, _ := c.HandleMessage(m); reply != nil { publish(reply) }
+//	  when len(c.Missing()) > 0: res, _ := c.Sync(ctx, getter); pin(res.Keep)
+//	  on a new topic peer:      publish(c.HeadsRequest())
+//	  if c.ShouldSnapshot():    pin(c.Snapshot())
+//	  user writes:              pin(c.Add(...)), c.Remove, c.Grant; publish(c.Heads())
+//
+// where act pins or unpins each Action and reports it with PinDone or
+// UnpinDone, and pin stores and directly pins collection blocks.
+//
 // # Concurrency
 //
 // A Collection's methods may be called from any goroutine; each holds one

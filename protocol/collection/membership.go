@@ -72,6 +72,11 @@ func (c *Collection) expire() {
 			c.dropLoad(k)
 		}
 	}
+	for k, o := range c.orphans {
+		if o.since.Before(cutoff) {
+			c.dropOrphan(k)
+		}
+	}
 	n := 0
 	for _, r := range c.retiring {
 		if !r.at.After(c.now) {

@@ -17,9 +17,12 @@ func (c *Collection) Heads() []byte {
 
 // HeadsRequest returns the encoded request node/ publishes when it joins
 // the topic or reconnects, so members answer with their heads at once.
+// For PendingTTL after it, the Recent lists of Heads messages are fetched;
+// otherwise only their heads and snapshots.
 func (c *Collection) HeadsRequest() []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.requested = c.now
 	q := HeadsRequest{Collection: c.id, Digest: headsDigest(c.snapshotCIDs(), c.headLinks())}
 	return q.Encode()
 }
@@ -96,8 +99,12 @@ func (c *Collection) HandleMessage(data []byte) (reply []byte, err error) {
 				c.wantLink(l)
 			}
 		}
-		for _, r := range h.Recent {
-			c.want(r)
+		// Recent lists are taken only as answers to a request of ours, so
+		// that no one can make us fetch thousands of blocks unasked.
+		if !c.requested.IsZero() && !c.now.After(c.requested.Add(c.cfg.PendingTTL)) {
+			for _, r := range h.Recent {
+				c.want(r)
+			}
 		}
 		return nil, nil
 	case KindHeadsRequest:

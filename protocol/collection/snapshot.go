@@ -235,8 +235,13 @@ func (c *Collection) addSnapshot(id cid.Cid, data []byte, res *Result) error {
 	delete(c.wanted, k)
 	c.loading[k] = &snapLoad{root: id, s: s, size: len(data), grants: grants, since: c.now}
 	for _, ch := range s.Chunks {
-		c.chunkRefs[ch.KeyString()]++
-		if _, have := c.chunkData[ch.KeyString()]; !have {
+		ck := ch.KeyString()
+		c.chunkRefs[ck]++
+		if o, ok := c.orphans[ck]; ok {
+			c.chunkData[ck] = o.data
+			c.dropOrphan(ck)
+		}
+		if _, have := c.chunkData[ck]; !have {
 			c.want(ch)
 		}
 	}
@@ -244,11 +249,23 @@ func (c *Collection) addSnapshot(id cid.Cid, data []byte, res *Result) error {
 	return nil
 }
 
+// maxOrphanBytes bounds the chunks kept before their root arrives (as when
+// node/ loads its stored blocks in no particular order at start).
+const maxOrphanBytes = 64 << 20
+
 func (c *Collection) addChunk(id cid.Cid, data []byte, res *Result) error {
 	k := id.KeyString()
 	if c.chunkRefs[k] == 0 {
-		// Not wanted: perhaps for a root not seen yet. Not remembered.
-		return fmt.Errorf("chunk %s: no snapshot being loaded names it", id)
+		// No root names it yet: keep it a while, within bounds.
+		if _, ok := c.orphans[k]; ok {
+			return nil
+		}
+		if c.orphanBytes+len(data) > maxOrphanBytes {
+			return fmt.Errorf("chunk %s: no snapshot being loaded names it", id)
+		}
+		c.orphans[k] = orphan{data: data, since: c.now}
+		c.orphanBytes += len(data)
+		return nil
 	}
 	delete(c.wanted, k)
 	c.chunkData[k] = data
@@ -278,6 +295,18 @@ func (c *Collection) finishLoads(res *Result) {
 				res.Rejected = append(res.Rejected, Rejection{Cid: l.root, Err: err})
 			}
 		}
+	}
+}
+
+type orphan struct {
+	data  []byte
+	since time.Time
+}
+
+func (c *Collection) dropOrphan(k string) {
+	if o, ok := c.orphans[k]; ok {
+		c.orphanBytes -= len(o.data)
+		delete(c.orphans, k)
 	}
 }
 
@@ -450,6 +479,15 @@ func (c *Collection) loadSnapshot(l *snapLoad, res *Result) error {
 		}
 	}
 	c.baseHeads = newBaseHeads
+	// The new heads are the maximal deltas of the union: a candidate is not
+	// maximal if either side folds it in without it being one of that
+	// side's heads, or if an applied delta names it as a parent.
+	named := map[string]bool{}
+	for _, r := range c.deltas {
+		for _, l := range r.parents {
+			named[l.Cid.KeyString()] = true
+		}
+	}
 	cands := map[string]Link{}
 	for k, h := range c.heads {
 		cands[k] = h
@@ -459,18 +497,7 @@ func (c *Collection) loadSnapshot(l *snapLoad, res *Result) error {
 	}
 	newHeads := map[string]Link{}
 	for k, h := range cands {
-		if under(h, svv, sHeads) || under(h, oldBase, oldBaseHeads) {
-			continue
-		}
-		hw := c.wix[h.Author]
-		dominated := false
-		for k2 := range cands {
-			if r := c.deltas[k2]; r != nil && k2 != k && hw < len(r.vv) && r.vv[hw] >= h.Seq {
-				dominated = true
-				break
-			}
-		}
-		if !dominated {
+		if !named[k] && !under(h, svv, sHeads) && !under(h, oldBase, oldBaseHeads) {
 			newHeads[k] = h
 		}
 	}

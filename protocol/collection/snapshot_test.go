@@ -225,8 +225,9 @@ func TestSnapshotByGrantedWriterAndForgeries(t *testing.T) {
 	feed(t, r, snap[0])
 	ch, _ := DecodeChunk(snap[1].RawData())
 	ch.Items = ch.Items[:1]
-	if _, err := r.AddBlock(newBlock(ch.Encode())); err == nil {
-		t.Fatal("unsolicited chunk accepted")
+	res, err := r.AddBlock(newBlock(ch.Encode()))
+	if err != nil || len(res.Loaded) != 0 || len(r.Missing()) != 1 {
+		t.Fatalf("a stray chunk must neither load nor be wanted: %v %+v", err, res)
 	}
 }
 
@@ -355,5 +356,92 @@ func TestJoinLongHistoryFast(t *testing.T) {
 	}
 	if took > 5*time.Second {
 		t.Fatalf("join took %v", took)
+	}
+}
+
+// Writers exchange partial, reordered subsets of deltas and snapshots and
+// write snapshots at random points. Replicas that receive everything in
+// any order, or only a writer's live blocks at the end, hold exactly what
+// a replica that applied the full history without any snapshot holds:
+// the same items, heads and clock.
+func TestSnapshotsMatchFullHistory(t *testing.T) {
+	seeds := 10
+	if testing.Short() {
+		seeds = 3
+	}
+	for seed := range seeds {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+			rng := rand.New(rand.NewSource(int64(100 + seed)))
+			n := 2 + seed%3
+			d, rs, gs := writerSet(t, n, fastConfig())
+			all := mapGetter{}
+			all.put(gs...)
+			var deltas, everything []blocks.Block
+			deltas = append(deltas, gs...)
+			everything = append(everything, gs...)
+			inbox := make([][]blocks.Block, n)
+			for range 80 {
+				w := rng.Intn(n)
+				rng.Shuffle(len(inbox[w]), func(i, j int) { inbox[w][i], inbox[w][j] = inbox[w][j], inbox[w][i] })
+				k := rng.Intn(len(inbox[w]) + 1)
+				for _, b := range inbox[w][:k] {
+					rs[w].AddBlock(b)
+				}
+				inbox[w] = inbox[w][k:]
+				var bs []blocks.Block
+				if rng.Intn(8) == 0 {
+					snap, err := rs[w].Snapshot()
+					if err != nil {
+						t.Fatal(err)
+					}
+					bs = snap
+				} else {
+					bs = randomOps(t, rng, rs[w], 20)
+					deltas = append(deltas, bs...)
+				}
+				all.put(bs...)
+				everything = append(everything, bs...)
+				for o := range rs {
+					if o != w {
+						inbox[o] = append(inbox[o], bs...)
+					}
+				}
+			}
+			k, _ := testKey(t, 900)
+			ref := newReplica(t, d, k, fastConfig())
+			rng.Shuffle(len(deltas), func(i, j int) { deltas[i], deltas[j] = deltas[j], deltas[i] })
+			feed(t, ref, deltas...)
+			want := fingerprint(ref)
+			if ref.Status().Pending != 0 {
+				t.Fatal("reference waits")
+			}
+			for w := range rs {
+				feed(t, rs[w], everything...)
+				if got := fingerprint(rs[w]); got != want {
+					t.Fatalf("writer %d differs from the full history:\n%s\n---\n%s", w, got, want)
+				}
+			}
+			for f := range 2 {
+				k, _ := testKey(t, int64(901+f))
+				r := newReplica(t, d, k, fastConfig())
+				order := append([]blocks.Block(nil), everything...)
+				rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+				for _, b := range order {
+					if _, err := r.AddBlock(b); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if got := fingerprint(r); got != want {
+					t.Fatalf("replica %d differs from the full history:\n%s\n---\n%s", f, got, want)
+				}
+			}
+			// A joiner that gets only a writer's live blocks.
+			k2, _ := testKey(t, 950)
+			j := newReplica(t, d, k2, fastConfig())
+			join(t, j, rs[0], liveGetter(t, rs[0], all))
+			if got := fingerprint(j); got != want {
+				t.Fatalf("joiner differs from the full history:\n%s\n---\n%s", got, want)
+			}
+		})
 	}
 }
