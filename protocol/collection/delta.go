@@ -137,8 +137,9 @@ func (d *Delta) encodeBody() []byte {
 	return e.b
 }
 
-// Sign sorts nothing and checks everything: it validates d, sets AuthorKey
-// and Author from key, and signs. d.Parents must already be sorted.
+// Sign sets AuthorKey and Author from key, checks d (parents must already
+// be sorted by CID, tags too) and signs it. It keeps the signed encoding:
+// do not change d afterwards.
 func (d *Delta) Sign(key crypto.PrivKey) error {
 	d.AuthorKey = key.GetPublic()
 	id, err := peer.IDFromPublicKey(d.AuthorKey)
@@ -181,7 +182,7 @@ func (d *Delta) Verify() error {
 	return nil
 }
 
-// Dot returns the delta's (author, seq) as a link to c.
+// link returns the link naming this delta, stored under CID c.
 func (d *Delta) link(c cid.Cid) Link { return Link{Cid: c, Author: d.Author, Seq: d.Seq} }
 
 // validate checks the rules the encoding cannot express.

@@ -105,8 +105,8 @@ func (c *Collection) inGrace(m *member) bool {
 	return !c.now.After(m.seen.Add(c.cfg.GracePeriod))
 }
 
-// updateLive recomputes the members allocation counts, bumping liveV when
-// the set changes.
+// updateLive recomputes the members the allocation counts, bumping liveV
+// when the set changes.
 func (c *Collection) updateLive() {
 	live := make([]peer.ID, 0, len(c.members)+1)
 	if !c.leaving {
@@ -136,7 +136,7 @@ func equalIDs(a, b []peer.ID) bool {
 	return true
 }
 
-// Live returns the members allocation counts now (the local member unless
+// Live returns the members the allocation counts now (the local member unless
 // it is leaving, and the members heard within GracePeriod that are not
 // leaving), sorted.
 func (c *Collection) Live() []peer.ID {

@@ -90,7 +90,12 @@ func (c *Collection) Status() Status {
 		Deltas:      len(c.deltas),
 		Stats:       c.stats,
 	}
-	self := MemberStatus{ID: c.self, Self: true, State: MemberAlive, Pinned: uint64(len(c.pins))}
+	self := MemberStatus{ID: c.self, Self: true, State: MemberAlive}
+	for _, p := range c.pins {
+		if p.state == pinPinned || p.state == pinUnpinning {
+			self.Pinned++
+		}
+	}
 	if c.leaving {
 		self.State = MemberLeaving
 	}
