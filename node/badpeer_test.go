@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -306,15 +305,9 @@ func TestFetchPastLyingPeer(t *testing.T) {
 // only provider, an honest node, has blocks in flight. Those blocks arrive
 // after their wants were cancelled; they are correct, so the provider must
 // not be counted as bad, let alone disconnected.
-//
-// Known bug, so skipped unless WEFT_TEST_KNOWN_BUGS is set: p2p.Exchange
-// counts every block that matches no current want, which includes correct
-// blocks that were wanted a moment ago (see the report of the test's author;
-// the fix is to remember, per peer, the CIDs recently asked of it).
+// p2p.Exchange remembers, per peer, the CIDs asked of it, so these blocks
+// are recognised as answers to our own (cancelled) wants.
 func TestCancelledFetchBlamesNoHonestPeer(t *testing.T) {
-	if os.Getenv("WEFT_TEST_KNOWN_BUGS") == "" {
-		t.Skip("known bug: a cancelled fetch makes the provider's in-flight blocks count as bad; set WEFT_TEST_KNOWN_BUGS=1 to run")
-	}
 	quiet := func(c *node.Config) { c.DHT.BootstrapInterval = node.Duration(time.Hour) }
 	provider := nodetest.Start(t, nodetest.Options{Tune: quiet})
 	fetcher := nodetest.Start(t, nodetest.Options{Tune: quiet})

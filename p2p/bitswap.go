@@ -1,15 +1,16 @@
 package p2p
 
 import (
-	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ipfs/boxo/bitswap"
 	bsmsg "github.com/ipfs/boxo/bitswap/message"
 	"github.com/ipfs/boxo/bitswap/network/bsnet"
 	"github.com/ipfs/boxo/blockstore"
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -20,7 +21,6 @@ import (
 // and counted against that peer).
 type Exchange struct {
 	*bitswap.Bitswap
-	bs blockstore.Blockstore
 
 	mu        sync.Mutex
 	bad       map[peer.ID]int
@@ -28,6 +28,7 @@ type Exchange struct {
 	badLimit  int
 	onBad     func(peer.ID, cid.Cid)
 	network   *Network
+	asked     *askedSet
 }
 
 // ExchangeConfig configures StartExchange.
@@ -45,7 +46,14 @@ func (n *Network) StartExchange(bs blockstore.Blockstore, cfg ExchangeConfig) *E
 	if cfg.BadPeerLimit <= 0 {
 		cfg.BadPeerLimit = 3
 	}
-	x := &Exchange{bs: bs, bad: map[peer.ID]int{}, badLimit: cfg.BadPeerLimit, onBad: cfg.OnBadBlock, network: n}
+	x := &Exchange{bad: map[peer.ID]int{}, badLimit: cfg.BadPeerLimit, onBad: cfg.OnBadBlock, network: n, asked: newAskedSet()}
+	n.Host.Network().Notify(&network.NotifyBundle{
+		DisconnectedF: func(net network.Network, c network.Conn) {
+			if net.Connectedness(c.RemotePeer()) != network.Connected {
+				x.asked.forget(c.RemotePeer())
+			}
+		},
+	})
 	net := bsnet.NewFromIpfsHost(n.Host)
 	x.Bitswap = bitswap.New(n.ctx, net, n.DHT, bs,
 		bitswap.WithTracer(x),
@@ -54,30 +62,81 @@ func (n *Network) StartExchange(bs blockstore.Blockstore, cfg ExchangeConfig) *E
 	return x
 }
 
-// MessageReceived implements bitswap's tracer: it checks every received
-// block against the wantlist.
+// MessageReceived implements bitswap's tracer: a block counts against its
+// sender unless its CID was asked of that peer recently. A peer that
+// answers a want with the wrong bytes produces a block under a CID nobody
+// asked it for; an honest peer whose blocks arrive after we cancelled the
+// want sent a CID we did ask for, and is not blamed.
 func (x *Exchange) MessageReceived(p peer.ID, msg bsmsg.BitSwapMessage) {
-	blks := msg.Blocks()
-	if len(blks) == 0 {
-		return
-	}
-	wanted := map[cid.Cid]struct{}{}
-	for _, c := range x.Bitswap.GetWantlist() {
-		wanted[c] = struct{}{}
-	}
-	for _, b := range blks {
-		if _, ok := wanted[b.Cid()]; ok {
-			continue
+	for _, b := range msg.Blocks() {
+		if !x.asked.was(p, b.Cid()) {
+			x.markBad(p, b.Cid())
 		}
-		if has, _ := x.bs.Has(context.Background(), b.Cid()); has {
-			continue // a late duplicate of a block we already got
-		}
-		x.markBad(p, b.Cid())
 	}
 }
 
-// MessageSent implements bitswap's tracer.
-func (x *Exchange) MessageSent(peer.ID, bsmsg.BitSwapMessage) {}
+// MessageSent implements bitswap's tracer: it records the CIDs asked of
+// each peer.
+func (x *Exchange) MessageSent(p peer.ID, msg bsmsg.BitSwapMessage) {
+	var cids []cid.Cid
+	for _, e := range msg.Wantlist() {
+		if !e.Cancel {
+			cids = append(cids, e.Cid)
+		}
+	}
+	if len(cids) > 0 {
+		x.asked.add(p, cids)
+	}
+}
+
+// askedSet remembers which CIDs were asked of which peer, in two
+// generations that rotate every askedWindow, so memory stays bounded by the
+// wants sent in the last two windows. A peer's entries go when it
+// disconnects.
+type askedSet struct {
+	mu       sync.Mutex
+	cur, old map[peer.ID]map[cid.Cid]struct{}
+	rotated  time.Time
+}
+
+const askedWindow = 2 * time.Minute
+
+func newAskedSet() *askedSet {
+	return &askedSet{cur: map[peer.ID]map[cid.Cid]struct{}{}, old: map[peer.ID]map[cid.Cid]struct{}{}, rotated: time.Now()}
+}
+
+func (a *askedSet) add(p peer.ID, cids []cid.Cid) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if time.Since(a.rotated) > askedWindow {
+		a.old, a.cur, a.rotated = a.cur, map[peer.ID]map[cid.Cid]struct{}{}, time.Now()
+	}
+	m := a.cur[p]
+	if m == nil {
+		m = map[cid.Cid]struct{}{}
+		a.cur[p] = m
+	}
+	for _, c := range cids {
+		m[c] = struct{}{}
+	}
+}
+
+func (a *askedSet) was(p peer.ID, c cid.Cid) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.cur[p][c]; ok {
+		return true
+	}
+	_, ok := a.old[p][c]
+	return ok
+}
+
+func (a *askedSet) forget(p peer.ID) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.cur, p)
+	delete(a.old, p)
+}
 
 func (x *Exchange) markBad(p peer.ID, c cid.Cid) {
 	x.badBlocks.Add(1)
