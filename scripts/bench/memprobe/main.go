@@ -3,7 +3,8 @@
 // only, every node bootstrapped to the first), waits for their routing
 // tables to fill, lets them idle, and then writes a heap profile and the
 // runtime's memory statistics, divided per node. The heap profile attributes
-// in-use memory to the code that allocated it:
+// in-use memory to the code that allocated it; a goroutine profile says
+// which code the goroutines (and so the stacks) belong to:
 //
 //	go run ./scripts/bench/memprobe -nodes 20 -idle 30s
 //	go tool pprof -top -sample_index=inuse_space REPORT/heap.pprof
@@ -42,6 +43,7 @@ func run() error {
 	nodes := flag.Int("nodes", 20, "nodes to run in this process")
 	idle := flag.Duration("idle", 30*time.Second, "idle time before the profile")
 	out := flag.String("out", "", "report dir (default: a new temp dir, printed)")
+	cpuProfile := flag.Bool("cpu", false, "also write a CPU profile of the idle window (cpu.pprof)")
 	var sets multiFlag
 	flag.Var(&sets, "set", "KEY=VALUE config change for every node (repeatable)")
 	flag.Parse()
@@ -121,10 +123,25 @@ func run() error {
 		}
 	}
 	fmt.Printf("%d nodes up; idling %s\n", *nodes, *idle)
+	if *cpuProfile {
+		f, err := os.Create(filepath.Join(*out, "cpu.pprof"))
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return err
+		}
+		defer f.Close()
+	}
 	select {
 	case <-time.After(*idle):
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+	if *cpuProfile {
+		pprof.StopCPUProfile()
+		fmt.Printf("CPU profile of the idle window: %s\n", filepath.Join(*out, "cpu.pprof"))
 	}
 
 	var before runtime.MemStats
@@ -139,6 +156,14 @@ func run() error {
 		return err
 	}
 	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	f.Close()
+	if f, err = os.Create(filepath.Join(*out, "goroutine.pprof")); err != nil {
+		return err
+	}
+	if err := pprof.Lookup("goroutine").WriteTo(f, 0); err != nil {
 		f.Close()
 		return err
 	}
@@ -169,6 +194,7 @@ func run() error {
 		return err
 	}
 	fmt.Printf("\nheap profile: %s\n  go tool pprof -top -sample_index=inuse_space %s\n", filepath.Join(*out, "heap.pprof"), filepath.Join(*out, "heap.pprof"))
+	fmt.Printf("goroutine profile: %s\n  go tool pprof -top %s\n", filepath.Join(*out, "goroutine.pprof"), filepath.Join(*out, "goroutine.pprof"))
 	return nil
 }
 
