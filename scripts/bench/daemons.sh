@@ -17,7 +17,13 @@
 #   WEFT_BENCH_IDLE=30s      idle window for (b) and (c)
 #   WEFT_BENCH_NODES=N       swarm size for (c) (default 20)
 #   WEFT_BENCH_RSS_DAEMONS=N isolated daemons for (b) (default 3)
+#   WEFT_BENCH_COMMIT=REV    commit to record when this is not a git checkout
 #   GOGC, GOMEMLIMIT, GODEBUG are passed on to the daemons (and recorded).
+#
+# The Go runtime's view of each daemon (heap, stacks, goroutines, next GC) is
+# read from GET /metrics after each idle window. To see which code holds the
+# memory, run scripts/bench/memprobe (a heap and goroutine profile of idle
+# in-process nodes).
 #
 # It builds weft and the benchmark into a temp dir, and on exit (normal,
 # error or signal) stops every daemon it started by PID and removes the dir.
@@ -50,10 +56,13 @@ trap 'exit 130' INT TERM
 echo "building weft and the benchmark into $WORK ..."
 go build -o "$WORK/weft" ./cmd/weft
 go build -o "$WORK/bench" ./scripts/bench/daemons
+# The commit built, recorded in the results (WEFT_BENCH_COMMIT when this is
+# not a git checkout).
 commit=$(git rev-parse --short HEAD 2>/dev/null || true)
 if [ -n "$commit" ] && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
   commit="$commit+dirty"
 fi
+commit=${commit:-${WEFT_BENCH_COMMIT:-}}
 
 mkdir -p "$WORK/repos"
 "$WORK/bench" -weft "$WORK/weft" -work "$WORK/repos" -pids "$PIDS_FILE" -commit "$commit" "$@" &
