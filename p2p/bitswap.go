@@ -1,12 +1,14 @@
 package p2p
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/boxo/bitswap"
 	bsmsg "github.com/ipfs/boxo/bitswap/message"
+	bsiface "github.com/ipfs/boxo/bitswap/network"
 	"github.com/ipfs/boxo/bitswap/network/bsnet"
 	"github.com/ipfs/boxo/blockstore"
 	"github.com/ipfs/go-cid"
@@ -54,7 +56,7 @@ func (n *Network) StartExchange(bs blockstore.Blockstore, cfg ExchangeConfig) *E
 			}
 		},
 	})
-	net := bsnet.NewFromIpfsHost(n.Host)
+	net := &recordingNet{BitSwapNetwork: bsnet.NewFromIpfsHost(n.Host), asked: x.asked}
 	x.Bitswap = bitswap.New(n.ctx, net, n.DHT, bs,
 		bitswap.WithTracer(x),
 	)
@@ -75,9 +77,43 @@ func (x *Exchange) MessageReceived(p peer.ID, msg bsmsg.BitSwapMessage) {
 	}
 }
 
-// MessageSent implements bitswap's tracer: it records the CIDs asked of
-// each peer.
-func (x *Exchange) MessageSent(p peer.ID, msg bsmsg.BitSwapMessage) {
+// MessageSent implements bitswap's tracer (only its server reports here).
+func (x *Exchange) MessageSent(peer.ID, bsmsg.BitSwapMessage) {}
+
+// recordingNet wraps the Bitswap network to record the CIDs asked of each
+// peer: Bitswap's client reports no sent messages to a tracer, so the
+// wants are taken where they leave.
+type recordingNet struct {
+	bsiface.BitSwapNetwork
+	asked *askedSet
+}
+
+func (r *recordingNet) SendMessage(ctx context.Context, p peer.ID, msg bsmsg.BitSwapMessage) error {
+	r.asked.record(p, msg)
+	return r.BitSwapNetwork.SendMessage(ctx, p, msg)
+}
+
+func (r *recordingNet) NewMessageSender(ctx context.Context, p peer.ID, opts *bsiface.MessageSenderOpts) (bsiface.MessageSender, error) {
+	ms, err := r.BitSwapNetwork.NewMessageSender(ctx, p, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &recordingSender{MessageSender: ms, p: p, asked: r.asked}, nil
+}
+
+type recordingSender struct {
+	bsiface.MessageSender
+	p     peer.ID
+	asked *askedSet
+}
+
+func (s *recordingSender) SendMsg(ctx context.Context, msg bsmsg.BitSwapMessage) error {
+	s.asked.record(s.p, msg)
+	return s.MessageSender.SendMsg(ctx, msg)
+}
+
+// record notes the wants (not cancels) of an outgoing message.
+func (a *askedSet) record(p peer.ID, msg bsmsg.BitSwapMessage) {
 	var cids []cid.Cid
 	for _, e := range msg.Wantlist() {
 		if !e.Cancel {
@@ -85,7 +121,7 @@ func (x *Exchange) MessageSent(p peer.ID, msg bsmsg.BitSwapMessage) {
 		}
 	}
 	if len(cids) > 0 {
-		x.asked.add(p, cids)
+		a.add(p, cids)
 	}
 }
 
