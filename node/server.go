@@ -20,6 +20,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/weft-p2p/weft/node/api"
+	"github.com/weft-p2p/weft/node/ui"
 )
 
 // httpError is an error with the HTTP status it should be answered with.
@@ -67,6 +68,7 @@ func (n *Node) apiHandler() http.Handler {
 	})
 	top.HandleFunc("GET /readyz", n.handleReadyz)
 	top.Handle("GET /metrics", n.authMiddleware(newMetrics(n).handler()))
+	top.Handle(ui.Prefix, ui.Handler()) // static files only; the page reads the API with the token
 	top.Handle("/", n.readyGate(n.authMiddleware(mux)))
 	return top
 }

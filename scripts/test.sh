@@ -3,5 +3,18 @@
 # go test -race over every package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The dashboard's browser test (node/dashboard_test.go) drives headless
+# Chromium; install Debian's package when it is missing and we may.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 && ! command -v google-chrome >/dev/null 2>&1; then
+	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+		echo "scripts/test.sh: installing chromium for the dashboard browser test" >&2
+		apt-get update -qq >/dev/null
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+	else
+		echo "scripts/test.sh: no Chromium, and not root: install chromium, or the dashboard browser test fails" >&2
+	fi
+fi
+
 go vet ./...
 go test -race -timeout 20m ./...
