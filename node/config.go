@@ -44,17 +44,19 @@ var PublicBootstrapPeers = []string{
 // field has a documented default (see DefaultConfig); `weft config set`
 // validates a change before it is written.
 type Config struct {
-	Profile   string          `toml:"profile" comment:"Profile the repo was made with: local (own DHT, no bootstrap) or public (IPFS Amino DHT)."`
-	PeerID    string          `toml:"peer_id" comment:"This node's peer ID, derived from identity.key. Informational; not editable."`
-	Addresses AddressesConfig `toml:"addresses"`
-	Bootstrap []string        `toml:"bootstrap" comment:"Multiaddrs (with /p2p/ID) dialled at start and whenever the node runs low on peers."`
-	Discovery DiscoveryConfig `toml:"discovery"`
-	DHT       DHTConfig       `toml:"dht"`
-	Swarm     SwarmConfig     `toml:"swarm"`
-	Pubsub    PubsubConfig    `toml:"pubsub"`
-	Store     StoreConfig     `toml:"store"`
-	Content   ContentConfig   `toml:"content"`
-	Log       LogConfig       `toml:"log"`
+	Profile    string           `toml:"profile" comment:"Profile the repo was made with: local (own DHT, no bootstrap) or public (IPFS Amino DHT)."`
+	PeerID     string           `toml:"peer_id" comment:"This node's peer ID, derived from identity.key. Informational; not editable."`
+	Addresses  AddressesConfig  `toml:"addresses"`
+	Bootstrap  []string         `toml:"bootstrap" comment:"Multiaddrs (with /p2p/ID) dialled at start and whenever the node runs low on peers."`
+	Discovery  DiscoveryConfig  `toml:"discovery"`
+	DHT        DHTConfig        `toml:"dht"`
+	Swarm      SwarmConfig      `toml:"swarm"`
+	Pubsub     PubsubConfig     `toml:"pubsub"`
+	Store      StoreConfig      `toml:"store"`
+	Content    ContentConfig    `toml:"content"`
+	Collection CollectionConfig `toml:"collection"`
+	Feed       FeedConfig       `toml:"feed"`
+	Log        LogConfig        `toml:"log"`
 }
 
 // AddressesConfig says where the node listens.
@@ -106,6 +108,14 @@ type ContentConfig struct {
 	ProvideAll        bool     `toml:"provide_all" comment:"Announce every block, not only roots (slower, lets others fetch sub-DAGs by CID)."`
 }
 
+// FeedConfig configures signed feeds (IPNS records over gossipsub and the DHT).
+type FeedConfig struct {
+	MaxRecordSize  ByteSize `toml:"max_record_size" comment:"Largest feed record accepted (at most 10KiB, the IPNS limit)."`
+	TickInterval   Duration `toml:"tick_interval" comment:"How often failed version fetches are retried when due."`
+	RetryMin       Duration `toml:"retry_min" comment:"First back-off before a failed version fetch is retried (doubles up to 10m)."`
+	CatchUpTimeout Duration `toml:"catch_up_timeout" comment:"How long a catch-up asks topic peers, and then the DHT, for the latest record."`
+}
+
 // LogConfig configures structured logging.
 type LogConfig struct {
 	Level  string `toml:"level" comment:"debug, info, warn or error."`
@@ -139,11 +149,18 @@ func DefaultConfig(profile string) (Config, error) {
 		},
 		Pubsub: PubsubConfig{MaxMessageSize: 1 << 20},
 		Store:  StoreConfig{},
+		Feed: FeedConfig{
+			MaxRecordSize:  10 << 10,
+			TickInterval:   Duration(2 * time.Second),
+			RetryMin:       Duration(30 * time.Second),
+			CatchUpTimeout: Duration(10 * time.Second),
+		},
 		Content: ContentConfig{
 			FetchTimeout:      Duration(60 * time.Second),
 			ReprovideInterval: Duration(12 * time.Hour),
 		},
-		Log: LogConfig{Level: "info", Format: "text"},
+		Collection: DefaultCollectionConfig(),
+		Log:        LogConfig{Level: "info", Format: "text"},
 	}
 	switch profile {
 	case ProfileLocal:
@@ -219,6 +236,12 @@ func (c *Config) Validate() error {
 	if c.Content.ReprovideInterval < Duration(time.Minute) {
 		bad("content.reprovide_interval", "must be at least 1m")
 	}
+	if c.Feed.MaxRecordSize < 512 || c.Feed.MaxRecordSize > 10<<10 {
+		bad("feed.max_record_size", "must be between 512B and 10KiB")
+	}
+	if c.Feed.TickInterval <= 0 || c.Feed.RetryMin <= 0 || c.Feed.CatchUpTimeout <= 0 {
+		bad("feed", "tick_interval, retry_min and catch_up_timeout must be positive")
+	}
 	if c.Store.MaxBytes < 0 {
 		bad("store.max_bytes", "must not be negative")
 	}
@@ -232,6 +255,7 @@ func (c *Config) Validate() error {
 	default:
 		bad("log.format", "%q is not text or json", c.Log.Format)
 	}
+	errs = append(errs, c.Collection.validate()...)
 	return errors.Join(errs...)
 }
 

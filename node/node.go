@@ -48,6 +48,8 @@ type Node struct {
 	store   *store.Store
 	net     *p2p.Network
 	content *content
+	colls   *collections
+	feeds   *feeds
 	topics  topics
 	started time.Time
 
@@ -136,6 +138,10 @@ func start(ctx context.Context, repo *Repo, opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	n.content = newContent(n)
+	n.colls = startCollections(ctx, n)
+	if n.feeds, err = newFeeds(n); err != nil {
+		return nil, err
+	}
 	n.ready.Store(true)
 	if err := writeFileAtomic(filepath.Join(repo.Path, APIFile), []byte(n.apiAddr+"\n"), 0o644); err != nil {
 		return nil, err
@@ -258,6 +264,12 @@ func (n *Node) closeParts() error {
 		n.apiLn.Close()
 	}
 	n.wg.Wait()
+	if n.colls != nil {
+		n.colls.close()
+	}
+	if n.feeds != nil {
+		n.feeds.close()
+	}
 	if n.content != nil {
 		n.content.close()
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -59,6 +60,8 @@ func (n *Node) apiHandler() http.Handler {
 	route("POST /api/v1/shutdown", n.handleShutdown)
 	n.contentRoutes(route, mux)
 	n.pubsubRoutes(route, mux)
+	n.collectionRoutes(route, mux)
+	n.feedRoutes(route)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, notFound("no API endpoint %s %s", r.Method, r.URL.Path))
 	})
@@ -215,8 +218,10 @@ func (n *Node) handleStatus(w http.ResponseWriter, r *http.Request) (any, error)
 		note = "private swarm: TCP only (libp2p refuses a pre-shared key on QUIC)"
 	}
 	st := n.store.Stat()
+	// The DHT answers queries (server mode) exactly when it has registered
+	// its protocol handler; Mode() only reports the configured option.
 	mode := "client"
-	if n.net.DHT.Mode() == 1 {
+	if slices.Contains(h.Mux().Protocols(), n.net.DHTProtocol()) {
 		mode = "server"
 	}
 	return api.Status{

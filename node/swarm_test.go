@@ -123,6 +123,9 @@ func TestPrivateSwarms(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if st.DHT.Mode != "server" {
+			t.Fatalf("local-profile node reports DHT mode %q, want server", st.DHT.Mode)
+		}
 		if !st.Private || len(st.Transports) != 1 || st.Transports[0] != "tcp" || st.TransportNote == "" {
 			t.Fatalf("private node status: private=%v transports=%v note=%q", st.Private, st.Transports, st.TransportNote)
 		}

@@ -215,7 +215,8 @@ func addClientCommands(root *cobra.Command) {
 	)
 	cmds = append(cmds, dhtCmd)
 	cmds = append(cmds, addContentCommands(root, o)...)
-	cmds = append(cmds, newPubsubCmd(o))
+	cmds = append(cmds, newPubsubCmd(o), newFeedCmd(o), newKeyCmd(o))
+	cmds = append(cmds, newCollectionCmd(o))
 	for _, c := range cmds {
 		o.register(c)
 		root.AddCommand(c)

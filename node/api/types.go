@@ -157,3 +157,31 @@ type PubsubMessage struct {
 	Topic string `json:"topic"`
 	Data  []byte `json:"data"`
 }
+
+// Key is a feed key: its local name and the feed name (IPNS name) it signs.
+type Key struct {
+	Name string `json:"name"`
+	Feed string `json:"feed"`
+}
+
+// FeedRecord is one version of a feed.
+type FeedRecord struct {
+	Name string    `json:"name,omitempty"`
+	Seq  uint64    `json:"seq"`
+	CID  string    `json:"cid,omitempty"`
+	EOL  time.Time `json:"eol,omitempty"`
+}
+
+// Feed is a feed this node follows or owns. Held is the newest valid record
+// seen; Pinned the newest version whose content is pinned.
+type Feed struct {
+	Name        string     `json:"name"`
+	Owned       bool       `json:"owned"`
+	Following   bool       `json:"following"`
+	Pin         bool       `json:"pin"`
+	KeepHistory bool       `json:"keep_history"`
+	Held        FeedRecord `json:"held"`
+	Pinned      FeedRecord `json:"pinned"`
+	Fetching    bool       `json:"fetching,omitempty"`
+	Error       string     `json:"error,omitempty"`
+}

@@ -1,0 +1,492 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ipfs/boxo/ipns"
+	"github.com/ipfs/boxo/path"
+	"github.com/ipfs/go-cid"
+	"github.com/ipfs/go-datastore"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/weft-p2p/weft/node/api"
+	"github.com/weft-p2p/weft/protocol/feed"
+	"github.com/weft-p2p/weft/store"
+)
+
+// FeedProtocol is the libp2p protocol of feed catch-up requests.
+const FeedProtocol = protocol.ID("/weft/feed/latest/1.0.0")
+
+// KeysDir holds the named feed keys of a repo, one file per key (0600).
+const KeysDir = "keys"
+
+// SelfKey names the node's own identity key.
+const SelfKey = "self"
+
+var keyNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// feeds wires the feed logic of protocol/feed to gossipsub, the DHT, the
+// exchange and the store.
+type feeds struct {
+	n   *Node
+	m   *feed.Manager
+	mu  sync.Mutex
+	sub map[string]*pubsub.Subscription
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	kick   chan struct{}
+}
+
+func newFeeds(n *Node) (*feeds, error) {
+	f := &feeds{n: n, sub: map[string]*pubsub.Subscription{}, kick: make(chan struct{}, 1)}
+	f.ctx, f.cancel = context.WithCancel(context.Background())
+	n.net.Host.SetStreamHandler(FeedProtocol, f.handleStream)
+	m, err := feed.New(f.ctx, feed.Config{
+		Self:           n.net.Host.ID(),
+		Topics:         f,
+		Router:         dhtRouter{n},
+		Pinner:         f,
+		Exchange:       f,
+		Store:          kvStore{ds: n.store.Datastore(), prefix: "/weft"},
+		MaxRecordSize:  int(n.cfg.Feed.MaxRecordSize),
+		FetchTimeout:   n.cfg.Content.FetchTimeout.D() * 10,
+		RetryMin:       n.cfg.Feed.RetryMin.D(),
+		CatchUpTimeout: n.cfg.Feed.CatchUpTimeout.D(),
+		Logger:         n.log.With("subsystem", "feed"),
+	})
+	if err != nil {
+		n.net.Host.RemoveStreamHandler(FeedProtocol)
+		f.cancel()
+		return nil, fmt.Errorf("start feeds: %w", err)
+	}
+	f.m = m
+	// Catch up whenever a peer connects: it may hold records published
+	// while this node was away.
+	n.net.Host.Network().Notify(&network.NotifyBundle{ConnectedF: func(network.Network, network.Conn) {
+		select {
+		case f.kick <- struct{}{}:
+		default:
+		}
+	}})
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		f.loop()
+	}()
+	return f, nil
+}
+
+// loop ticks the manager (retries) and catches up after new connections.
+func (f *feeds) loop() {
+	t := time.NewTicker(f.n.cfg.Feed.TickInterval.D())
+	defer t.Stop()
+	for {
+		select {
+		case <-f.ctx.Done():
+			return
+		case <-t.C:
+			f.m.Tick()
+		case <-f.kick:
+			// Let identify and the topic subscriptions settle first.
+			select {
+			case <-f.ctx.Done():
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			if err := f.m.CatchUpAll(f.ctx); err != nil && f.ctx.Err() == nil {
+				f.n.log.Debug("feed catch-up", "err", err)
+			}
+		}
+	}
+}
+
+func (f *feeds) close() {
+	f.cancel()
+	f.wg.Wait()
+	if err := f.m.Close(); err != nil {
+		f.n.log.Warn("close feeds", "err", err)
+	}
+	f.n.net.Host.RemoveStreamHandler(FeedProtocol)
+	f.mu.Lock()
+	for _, s := range f.sub {
+		s.Cancel()
+	}
+	f.mu.Unlock()
+}
+
+// Join implements feed.Topics: it joins the topic with the manager's
+// validator (which applies records) and drains the subscription.
+func (f *feeds) Join(topic string, validate pubsub.ValidatorEx) error {
+	t, err := f.n.topic(topic)
+	if err != nil {
+		return err
+	}
+	if err := f.n.net.PubSub.RegisterTopicValidator(topic, validate); err != nil {
+		return fmt.Errorf("register validator for %s: %w", topic, err)
+	}
+	sub, err := t.Subscribe()
+	if err != nil {
+		return fmt.Errorf("subscribe to %s: %w", topic, err)
+	}
+	f.mu.Lock()
+	f.sub[topic] = sub
+	f.mu.Unlock()
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		for {
+			if _, err := sub.Next(f.ctx); err != nil {
+				return
+			}
+		}
+	}()
+	return nil
+}
+
+// Leave implements feed.Topics.
+func (f *feeds) Leave(topic string) error {
+	f.mu.Lock()
+	sub := f.sub[topic]
+	delete(f.sub, topic)
+	f.mu.Unlock()
+	if sub != nil {
+		sub.Cancel()
+	}
+	return f.n.net.PubSub.UnregisterTopicValidator(topic)
+}
+
+// Publish implements feed.Topics.
+func (f *feeds) Publish(ctx context.Context, topic string, data []byte) error {
+	t, err := f.n.topic(topic)
+	if err != nil {
+		return err
+	}
+	return t.Publish(ctx, data)
+}
+
+func feedPinName(name ipns.Name) string { return "feed:" + name.String() }
+
+// Pin implements feed.Pinner: fetch and pin, labelled with the feed.
+func (f *feeds) Pin(ctx context.Context, name ipns.Name, c cid.Cid) error {
+	return f.n.Pin(ctx, c, true, feedPinName(name))
+}
+
+// Unpin implements feed.Pinner; it leaves pins it did not make.
+func (f *feeds) Unpin(ctx context.Context, name ipns.Name, c cid.Cid) error {
+	p, err := f.n.store.Pins().Get(ctx, c)
+	if errors.Is(err, store.ErrNotPinned) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if p.Name != feedPinName(name) {
+		return nil
+	}
+	return f.n.Unpin(ctx, c)
+}
+
+// TopicPeers implements feed.Exchange.
+func (f *feeds) TopicPeers(topic string) []peer.ID { return f.n.net.PubSub.ListPeers(topic) }
+
+// Request implements feed.Exchange: one request, one response per stream.
+func (f *feeds) Request(ctx context.Context, p peer.ID, req []byte) ([]byte, error) {
+	s, err := f.n.net.Host.NewStream(ctx, p, FeedProtocol)
+	if err != nil {
+		return nil, fmt.Errorf("open feed stream to %s: %w", p, err)
+	}
+	defer s.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = s.SetDeadline(dl)
+	}
+	if _, err := s.Write(req); err != nil {
+		s.Reset()
+		return nil, fmt.Errorf("send feed request: %w", err)
+	}
+	if err := s.CloseWrite(); err != nil {
+		s.Reset()
+		return nil, err
+	}
+	resp, err := io.ReadAll(io.LimitReader(s, int64(feed.MaxResponseSize)+1))
+	if err != nil {
+		s.Reset()
+		return nil, fmt.Errorf("read feed response: %w", err)
+	}
+	if len(resp) > feed.MaxResponseSize {
+		s.Reset()
+		return nil, fmt.Errorf("feed response from %s over %d bytes", p, feed.MaxResponseSize)
+	}
+	return resp, nil
+}
+
+func (f *feeds) handleStream(s network.Stream) {
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
+	req, err := io.ReadAll(io.LimitReader(s, int64(feed.MaxRequestSize)+1))
+	if err != nil || len(req) > feed.MaxRequestSize {
+		s.Reset()
+		return
+	}
+	resp, err := f.m.HandleRequest(s.Conn().RemotePeer(), req)
+	if err != nil {
+		s.Reset()
+		return
+	}
+	_, _ = s.Write(resp)
+}
+
+// dhtRouter puts and gets IPNS records in the DHT.
+type dhtRouter struct{ n *Node }
+
+func (d dhtRouter) PutValue(ctx context.Context, key string, value []byte) error {
+	return d.n.net.DHT.PutValue(ctx, key, value)
+}
+
+func (d dhtRouter) GetValue(ctx context.Context, key string) ([]byte, error) {
+	return d.n.net.DHT.GetValue(ctx, key)
+}
+
+// kvStore backs feed.KV with the store's datastore.
+type kvStore struct {
+	ds     datastore.Batching
+	prefix string
+}
+
+func (k kvStore) Get(ctx context.Context, key string) ([]byte, bool, error) {
+	v, err := k.ds.Get(ctx, datastore.NewKey(k.prefix+key))
+	if errors.Is(err, datastore.ErrNotFound) {
+		return nil, false, nil
+	}
+	return v, err == nil, err
+}
+
+func (k kvStore) Put(ctx context.Context, key string, value []byte) error {
+	return k.ds.Put(ctx, datastore.NewKey(k.prefix+key), value)
+}
+
+func (k kvStore) Delete(ctx context.Context, key string) error {
+	return k.ds.Delete(ctx, datastore.NewKey(k.prefix+key))
+}
+
+// Key returns the private key called name: "self" is the node's identity,
+// anything else a key made with GenKey.
+func (n *Node) Key(name string) (crypto.PrivKey, error) {
+	if name == "" || name == SelfKey {
+		return n.repo.Identity, nil
+	}
+	if !keyNameRE.MatchString(name) {
+		return nil, badRequest("bad key name %q (letters, digits, . _ -)", name)
+	}
+	b, err := os.ReadFile(filepath.Join(n.repo.Path, KeysDir, name))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, notFound("no key %q: make it with 'weft key gen %s'", name, name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read key %s: %w", name, err)
+	}
+	sk, err := crypto.UnmarshalPrivateKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("decode key %s: %w", name, err)
+	}
+	return sk, nil
+}
+
+// GenKey makes a new Ed25519 feed key called name.
+func (n *Node) GenKey(name string) (api.Key, error) {
+	if name == SelfKey || !keyNameRE.MatchString(name) {
+		return api.Key{}, badRequest("bad key name %q (letters, digits, . _ -; not %q)", name, SelfKey)
+	}
+	dir := filepath.Join(n.repo.Path, KeysDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return api.Key{}, fmt.Errorf("create keys dir: %w", err)
+	}
+	p := filepath.Join(dir, name)
+	if _, err := os.Stat(p); err == nil {
+		return api.Key{}, &httpError{http.StatusConflict, fmt.Errorf("key %q exists", name)}
+	}
+	sk, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		return api.Key{}, fmt.Errorf("generate key: %w", err)
+	}
+	b, err := crypto.MarshalPrivateKey(sk)
+	if err != nil {
+		return api.Key{}, err
+	}
+	if err := writeFileAtomic(p, b, 0o600); err != nil {
+		return api.Key{}, err
+	}
+	return keyInfo(name, sk)
+}
+
+func keyInfo(name string, sk crypto.PrivKey) (api.Key, error) {
+	fn, err := feed.NameFromKey(sk.GetPublic())
+	if err != nil {
+		return api.Key{}, err
+	}
+	return api.Key{Name: name, Feed: fn.String()}, nil
+}
+
+// Keys lists self and the named keys.
+func (n *Node) Keys() ([]api.Key, error) {
+	self, err := keyInfo(SelfKey, n.repo.Identity)
+	if err != nil {
+		return nil, err
+	}
+	out := []api.Key{self}
+	ents, err := os.ReadDir(filepath.Join(n.repo.Path, KeysDir))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("list keys: %w", err)
+	}
+	for _, e := range ents {
+		if !keyNameRE.MatchString(e.Name()) {
+			continue
+		}
+		sk, err := n.Key(e.Name())
+		if err != nil {
+			return nil, err
+		}
+		k, err := keyInfo(e.Name(), sk)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	sort.Slice(out[1:], func(i, j int) bool { return out[1+i].Name < out[1+j].Name })
+	return out, nil
+}
+
+// PublishFeed publishes c as the next version of the feed of key.
+func (n *Node) PublishFeed(ctx context.Context, key string, c cid.Cid) (api.FeedRecord, error) {
+	sk, err := n.Key(key)
+	if err != nil {
+		return api.FeedRecord{}, err
+	}
+	rec, err := n.feeds.m.Publish(ctx, sk, path.FromCid(c))
+	if err != nil {
+		return api.FeedRecord{}, fmt.Errorf("publish: %w", err)
+	}
+	return recordInfo(rec), nil
+}
+
+func recordInfo(r feed.Record) api.FeedRecord {
+	if r.IsZero() {
+		return api.FeedRecord{}
+	}
+	return api.FeedRecord{Name: r.Name.String(), Seq: r.Seq, CID: r.CID().String(), EOL: r.EOL}
+}
+
+func parseFeedName(s string) (ipns.Name, error) {
+	name, err := feed.ParseName(s)
+	if err != nil {
+		return ipns.Name{}, badRequest("bad feed name %q: %v", s, err)
+	}
+	return name, nil
+}
+
+// FollowFeed follows a feed (fetching and pinning each version with pin).
+func (n *Node) FollowFeed(ctx context.Context, s string, opts feed.FollowOptions) error {
+	name, err := parseFeedName(s)
+	if err != nil {
+		return err
+	}
+	return n.feeds.m.Follow(ctx, name, opts)
+}
+
+// Feeds lists the feeds this node follows or owns.
+func (n *Node) Feeds() []api.Feed {
+	out := []api.Feed{}
+	for _, fi := range n.feeds.m.List() {
+		f := api.Feed{Name: fi.Name.String(), Owned: fi.Owned, Following: fi.Following,
+			Pin: fi.Options.Pin, KeepHistory: fi.Options.KeepHistory,
+			Held: recordInfo(fi.Held), Pinned: recordInfo(fi.Pinned), Fetching: fi.Fetching}
+		if fi.PinErr != nil {
+			f.Error = fi.PinErr.Error()
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// FeedCounters are the feed validation and pin counters.
+func (n *Node) FeedCounters() feed.Counters { return n.feeds.m.Counters() }
+
+func (n *Node) feedRoutes(route func(string, handlerFunc)) {
+	route("POST /api/v1/feed/publish", func(w http.ResponseWriter, r *http.Request) (any, error) {
+		c, err := queryCID(r)
+		if err != nil {
+			return nil, err
+		}
+		return n.PublishFeed(r.Context(), r.URL.Query().Get("key"), c)
+	})
+	route("GET /api/v1/feed/resolve", func(w http.ResponseWriter, r *http.Request) (any, error) {
+		name, err := parseFeedName(r.URL.Query().Get("name"))
+		if err != nil {
+			return nil, err
+		}
+		rec, err := n.feeds.m.Resolve(r.Context(), name)
+		if err != nil {
+			if errors.Is(err, feed.ErrNotFound) {
+				return nil, notFound("no record found for feed %s", name)
+			}
+			return nil, err
+		}
+		return recordInfo(rec), nil
+	})
+	route("POST /api/v1/feed/follow", func(w http.ResponseWriter, r *http.Request) (any, error) {
+		q := r.URL.Query()
+		pin, _ := strconv.ParseBool(q.Get("pin"))
+		keep, _ := strconv.ParseBool(q.Get("keep-history"))
+		if err := n.FollowFeed(r.Context(), q.Get("name"), feed.FollowOptions{Pin: pin, KeepHistory: keep}); err != nil {
+			return nil, err
+		}
+		name, _ := parseFeedName(q.Get("name"))
+		fi, _ := n.feeds.m.Feed(name)
+		return api.Feed{Name: name.String(), Following: true, Pin: pin, KeepHistory: keep, Held: recordInfo(fi.Held)}, nil
+	})
+	route("POST /api/v1/feed/unfollow", func(w http.ResponseWriter, r *http.Request) (any, error) {
+		name, err := parseFeedName(r.URL.Query().Get("name"))
+		if err != nil {
+			return nil, err
+		}
+		if err := n.feeds.m.Unfollow(r.Context(), name); err != nil {
+			return nil, err
+		}
+		return map[string]string{"unfollowed": name.String()}, nil
+	})
+	route("GET /api/v1/feed/ls", func(w http.ResponseWriter, r *http.Request) (any, error) {
+		return n.Feeds(), nil
+	})
+	route("GET /api/v1/feed/counters", func(w http.ResponseWriter, r *http.Request) (any, error) {
+		return n.FeedCounters(), nil
+	})
+	route("GET /api/v1/key/ls", func(w http.ResponseWriter, r *http.Request) (any, error) {
+		return n.Keys()
+	})
+	route("POST /api/v1/key/gen", func(w http.ResponseWriter, r *http.Request) (any, error) {
+		return n.GenKey(r.URL.Query().Get("name"))
+	})
+}
+
+// HandleFeedRecord runs a record through the same validation as one
+// received on the feed's topic from an unknown peer, and returns the
+// decision (operators use it through tests and tools to check a record).
+func (n *Node) HandleFeedRecord(name ipns.Name, data []byte) feed.Decision {
+	return n.feeds.m.HandleMessage(name, "", data)
+}
