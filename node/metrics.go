@@ -65,6 +65,20 @@ func newMetrics(n *Node) *metrics {
 		}
 		return float64(len(pins))
 	})
+	dup := func(pick func(blocks, data uint64) uint64) func() float64 {
+		return func() float64 {
+			if !ready() {
+				return 0
+			}
+			st, err := n.content.x.Stat()
+			if err != nil {
+				return 0
+			}
+			return float64(pick(st.DupBlksReceived, st.DupDataReceived))
+		}
+	}
+	counter("weft_bitswap_duplicate_blocks_received_total", "Blocks received over Bitswap that were already held (wasted transfer).", dup(func(b, _ uint64) uint64 { return b }))
+	counter("weft_bitswap_duplicate_received_bytes_total", "Bytes of duplicate blocks received over Bitswap.", dup(func(_, d uint64) uint64 { return d }))
 	bitswap := func(pick func(blocksRecv, dataRecv, blocksSent, dataSent uint64) uint64) func() float64 {
 		return func() float64 {
 			if !ready() {
@@ -87,7 +101,60 @@ func newMetrics(n *Node) *metrics {
 		}
 		return float64(n.content.x.BadBlocks())
 	})
+	reg.MustRegister(&dynamicCollector{n: n})
 	return &metrics{reg: reg}
+}
+
+// dynamicCollector emits the labelled series whose label sets change at
+// run time: per-topic pubsub counters and per-feed sequences.
+type dynamicCollector struct{ n *Node }
+
+var (
+	descPSDelivered = prometheus.NewDesc("weft_pubsub_messages_delivered_total", "Pubsub messages that passed validation and were delivered locally, per topic.", []string{"topic"}, nil)
+	descPSSent      = prometheus.NewDesc("weft_pubsub_messages_sent_total", "Pubsub message copies sent to peers, per topic.", []string{"topic"}, nil)
+	descPSRejected  = prometheus.NewDesc("weft_pubsub_messages_rejected_total", "Pubsub messages dropped by validation, per topic and reason.", []string{"topic", "reason"}, nil)
+	descFeedRecords = prometheus.NewDesc("weft_feed_records_total", "Feed records handled, by result.", []string{"result"}, nil)
+	descFeedSeq     = prometheus.NewDesc("weft_feed_sequence", "Sequence number of the newest valid record held, per feed.", []string{"feed"}, nil)
+	descFeedPinned  = prometheus.NewDesc("weft_feed_pinned_sequence", "Sequence number of the newest pinned version, per followed feed.", []string{"feed"}, nil)
+	descFeedLag     = prometheus.NewDesc("weft_feed_lag", "Versions held but not yet pinned, per feed followed with pinning.", []string{"feed"}, nil)
+)
+
+func (d *dynamicCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, desc := range []*prometheus.Desc{descPSDelivered, descPSSent, descPSRejected, descFeedRecords, descFeedSeq, descFeedPinned, descFeedLag} {
+		ch <- desc
+	}
+}
+
+func (d *dynamicCollector) Collect(ch chan<- prometheus.Metric) {
+	n := d.n
+	if !n.ready.Load() {
+		return
+	}
+	for topic, ts := range n.net.PubsubStats() {
+		ch <- prometheus.MustNewConstMetric(descPSDelivered, prometheus.CounterValue, float64(ts.Delivered), topic)
+		ch <- prometheus.MustNewConstMetric(descPSSent, prometheus.CounterValue, float64(ts.Sent), topic)
+		for reason, v := range ts.Rejected {
+			ch <- prometheus.MustNewConstMetric(descPSRejected, prometheus.CounterValue, float64(v), topic, reason)
+		}
+	}
+	if n.feeds == nil {
+		return
+	}
+	c := n.feeds.m.Counters()
+	for result, v := range map[string]uint64{
+		"accepted": c.Accepted, "duplicate": c.Duplicate, "unknown_feed": c.Unknown,
+		"bad_signature": c.BadSignature, "expired": c.Expired, "stale": c.Stale,
+		"too_large": c.TooLarge, "wrong_name": c.WrongName, "malformed": c.Malformed,
+	} {
+		ch <- prometheus.MustNewConstMetric(descFeedRecords, prometheus.CounterValue, float64(v), result)
+	}
+	for _, f := range n.Feeds() {
+		ch <- prometheus.MustNewConstMetric(descFeedSeq, prometheus.GaugeValue, float64(f.Held.Seq), f.Name)
+		if f.Pin {
+			ch <- prometheus.MustNewConstMetric(descFeedPinned, prometheus.GaugeValue, float64(f.Pinned.Seq), f.Name)
+			ch <- prometheus.MustNewConstMetric(descFeedLag, prometheus.GaugeValue, float64(f.Held.Seq-f.Pinned.Seq), f.Name)
+		}
+	}
 }
 
 func (m *metrics) handler() http.Handler {

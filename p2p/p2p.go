@@ -159,7 +159,9 @@ type Network struct {
 	cm        *connmgr.BasicConnMgr
 	boot      *bootstrapper
 	exchange  *Exchange
+	psStats   *pubsubStats
 	mdns      mdns.Service
+	gate      *gate
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -210,16 +212,15 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 	if cfg.PSK != nil {
 		opts = append(opts, libp2p.PrivateNetwork(cfg.PSK))
 	}
-	if len(cfg.AllowPeers) > 0 {
-		opts = append(opts, libp2p.ConnectionGater(newAllowlistGater(cfg.AllowPeers)))
-	}
+	gate := newGate(cfg.AllowPeers) // allowlist, and the deny set of Block (partition.go)
+	opts = append(opts, libp2p.ConnectionGater(gate))
 	h, err := libp2p.New(opts...)
 	if err != nil {
 		rm.Close()
 		return nil, fmt.Errorf("p2p: start host: %w", explainListenError(err))
 	}
 
-	n := &Network{Host: h, cfg: cfg, cm: cm, listening: listen}
+	n := &Network{Host: h, cfg: cfg, cm: cm, listening: listen, gate: gate}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.prefix = protocol.ID(cfg.DHTPrefix)
 	if cfg.PSK != nil {
@@ -240,7 +241,9 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 		return nil, fmt.Errorf("p2p: start DHT: %w", err)
 	}
 
+	n.psStats = newPubsubStats()
 	n.PubSub, err = pubsub.NewGossipSub(n.ctx, h,
+		pubsub.WithRawTracer(n.psStats),
 		pubsub.WithMessageSigning(true),
 		pubsub.WithStrictSignatureVerification(true),
 		pubsub.WithMaxMessageSize(cfg.PubsubMaxMessageSize),
