@@ -164,7 +164,11 @@ func (n *Node) Add(ctx context.Context, nd files.Node, opts unixfs.Options, pin 
 	o := n.content.newOp(ctx)
 	defer o.close()
 	o.timer.Stop() // an add reads from the caller, not from peers
-	batch := ipld.NewBufferedDAG(o.ctx, o.dag)
+	// Adds write straight to the store session: no Bitswap notification
+	// per block (no peer can want blocks whose CIDs it cannot know yet) and
+	// no existence check before each write (the store skips what it has).
+	writer := merkledag.NewDAGService(blockservice.New(o.sess.Blockstore(), nil, blockservice.WriteThrough(true)))
+	batch := ipld.NewBufferedDAG(o.ctx, writer)
 	root, err := unixfs.AddNode(o.ctx, batch, nd, opts, events)
 	if err != nil {
 		return cid.Undef, n.explainStoreErr(fmt.Errorf("add: %w", err))
