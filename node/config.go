@@ -57,6 +57,12 @@ type Config struct {
 	Collection CollectionConfig `toml:"collection"`
 	Feed       FeedConfig       `toml:"feed"`
 	Log        LogConfig        `toml:"log"`
+	Debug      DebugConfig      `toml:"debug"`
+}
+
+// DebugConfig holds switches for looking inside a running daemon.
+type DebugConfig struct {
+	Pprof bool `toml:"pprof" comment:"Serve Go's pprof profiles at /debug/pprof/ on the API address (behind the API token rules)."`
 }
 
 // AddressesConfig says where the node listens.
@@ -118,8 +124,9 @@ type FeedConfig struct {
 
 // LogConfig configures structured logging.
 type LogConfig struct {
-	Level  string `toml:"level" comment:"debug, info, warn or error."`
-	Format string `toml:"format" comment:"text or json."`
+	Level      string   `toml:"level" comment:"debug, info, warn or error."`
+	Format     string   `toml:"format" comment:"text or json."`
+	Subsystems []string `toml:"subsystems" comment:"Per-subsystem levels, e.g. [\"p2p=debug\", \"store=warn\"] (p2p, store, feed, collection, api)."`
 }
 
 // DefaultConfig returns the configuration `weft init` writes for a profile.
@@ -160,7 +167,7 @@ func DefaultConfig(profile string) (Config, error) {
 			ReprovideInterval: Duration(12 * time.Hour),
 		},
 		Collection: DefaultCollectionConfig(),
-		Log:        LogConfig{Level: "info", Format: "text"},
+		Log:        LogConfig{Level: "info", Format: "text", Subsystems: []string{}},
 	}
 	switch profile {
 	case ProfileLocal:
@@ -249,6 +256,9 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		bad("log.level", "%q is not debug, info, warn or error", c.Log.Level)
+	}
+	if _, err := parseSubsystemLevels(c.Log.Subsystems); err != nil {
+		bad("log.subsystems", "%v", err)
 	}
 	switch c.Log.Format {
 	case "text", "json":

@@ -273,13 +273,16 @@ func (n *Node) Cat(ctx context.Context, c cid.Cid, offset, length int64, w io.Wr
 
 // Providers asks the DHT for up to max providers of c.
 func (n *Node) Providers(ctx context.Context, c cid.Cid, max int) ([]peer.AddrInfo, error) {
+	start := time.Now()
 	var out []peer.AddrInfo
 	for ai := range n.net.DHT.FindProvidersAsync(ctx, c, max) {
 		out = append(out, ai)
 	}
 	if err := ctx.Err(); err != nil && len(out) == 0 {
+		n.metrics.observeDHT("find_providers", start, err)
 		return nil, fmt.Errorf("find providers of %s: %w", c, err)
 	}
+	n.metrics.observeDHT("find_providers", start, nil)
 	return out, nil
 }
 
@@ -306,7 +309,10 @@ func (c *content) provide(ctx context.Context, root cid.Cid) {
 		})
 	}
 	for _, k := range keys {
-		if err := c.n.net.DHT.Provide(ctx, k, true); err != nil {
+		start := time.Now()
+		err := c.n.net.DHT.Provide(ctx, k, true)
+		c.n.metrics.observeDHT("provide", start, err)
+		if err != nil {
 			c.n.log.Debug("provide failed", "cid", k, "err", err)
 			return
 		}

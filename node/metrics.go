@@ -2,6 +2,7 @@ package node
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -12,7 +13,22 @@ import (
 // scrape time; counters come from the subsystems' own counts, so nothing is
 // counted twice.
 type metrics struct {
-	reg *prometheus.Registry
+	reg      *prometheus.Registry
+	dhtCount *prometheus.CounterVec
+	dhtTime  *prometheus.HistogramVec
+}
+
+// observeDHT records one DHT operation (find-peer, find-providers, provide).
+func (m *metrics) observeDHT(op string, start time.Time, err error) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.dhtCount.WithLabelValues(op, result).Inc()
+	m.dhtTime.WithLabelValues(op).Observe(time.Since(start).Seconds())
 }
 
 func newMetrics(n *Node) *metrics {
@@ -102,7 +118,18 @@ func newMetrics(n *Node) *metrics {
 		return float64(n.content.x.BadBlocks())
 	})
 	reg.MustRegister(&dynamicCollector{n: n})
-	return &metrics{reg: reg}
+	m := &metrics{
+		reg: reg,
+		dhtCount: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_dht_queries_total", Help: "DHT operations started by this node, by operation and result.",
+		}, []string{"op", "result"}),
+		dhtTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "weft_dht_query_duration_seconds", Help: "Duration of DHT operations started by this node.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}, []string{"op"}),
+	}
+	reg.MustRegister(m.dhtCount, m.dhtTime)
+	return m
 }
 
 // dynamicCollector emits the labelled series whose label sets change at

@@ -50,6 +50,7 @@ type Node struct {
 	content *content
 	colls   *collections
 	feeds   *feeds
+	metrics *metrics
 	topics  topics
 	started time.Time
 
@@ -284,15 +285,4 @@ func (n *Node) closeParts() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// NewLogger builds the slog logger described by a LogConfig.
-func NewLogger(w *os.File, lc LogConfig) *slog.Logger {
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(lc.Level))
-	hopts := &slog.HandlerOptions{Level: lvl}
-	if lc.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, hopts))
-	}
-	return slog.New(slog.NewTextHandler(w, hopts))
 }

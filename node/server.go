@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"sort"
 	"strings"
@@ -70,7 +71,15 @@ func (n *Node) apiHandler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	top.HandleFunc("GET /readyz", n.handleReadyz)
-	top.Handle("GET /metrics", n.authMiddleware(newMetrics(n).handler()))
+	n.metrics = newMetrics(n)
+	top.Handle("GET /metrics", n.authMiddleware(n.metrics.handler()))
+	if n.cfg.Debug.Pprof {
+		top.Handle("/debug/pprof/", n.authMiddleware(http.HandlerFunc(pprof.Index)))
+		top.Handle("/debug/pprof/cmdline", n.authMiddleware(http.HandlerFunc(pprof.Cmdline)))
+		top.Handle("/debug/pprof/profile", n.authMiddleware(http.HandlerFunc(pprof.Profile)))
+		top.Handle("/debug/pprof/symbol", n.authMiddleware(http.HandlerFunc(pprof.Symbol)))
+		top.Handle("/debug/pprof/trace", n.authMiddleware(http.HandlerFunc(pprof.Trace)))
+	}
 	top.Handle(ui.Prefix, ui.Handler()) // static files only; the page reads the API with the token
 	top.Handle("/", n.readyGate(n.authMiddleware(mux)))
 	return top
@@ -346,12 +355,14 @@ func (n *Node) handleFindPeer(w http.ResponseWriter, r *http.Request) (any, erro
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 60*time.Second)
 	defer cancel()
+	start := time.Now()
 	ai, err := n.net.DHT.FindPeer(ctx, id)
 	if errors.Is(err, routing.ErrNotFound) {
 		// A lookup can lose a race with a connection to the target that is
 		// closing as it dials; one more walk settles it.
 		ai, err = n.net.DHT.FindPeer(ctx, id)
 	}
+	n.metrics.observeDHT("find_peer", start, err)
 	if err != nil {
 		if errors.Is(err, routing.ErrNotFound) {
 			return nil, notFound("peer %s not found in the DHT", id)
