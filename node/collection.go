@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strings"
 	"sync"
@@ -188,6 +189,7 @@ type joinedRecord struct {
 // collections is the node's set of joined collections and their loop.
 type collections struct {
 	n    *Node
+	log  *slog.Logger     // subsystem "collection"
 	cfg  CollectionConfig // with defaults
 	pcfg collection.Config
 
@@ -223,8 +225,11 @@ type member struct {
 
 	// Loop state, touched only under stepMu.
 	nextBeat, nextAnn, nextCheck time.Time
+	nextRequest, requestAgain    time.Time
 	lastHeads                    string
 	peers                        map[peer.ID]struct{}
+
+	heard map[peer.ID]time.Time // last message from each peer; reader only
 
 	syncing atomic.Bool
 	request atomic.Bool // publish a HeadsRequest at the next step
@@ -240,6 +245,7 @@ func newCollections(n *Node) *collections {
 	cfg := n.cfg.Collection.withDefaults()
 	cs := &collections{
 		n:      n,
+		log:    n.log.With("subsystem", "collection"),
 		cfg:    cfg,
 		pcfg:   cfg.protocol(),
 		byID:   map[string]*member{},
@@ -257,26 +263,26 @@ func startCollections(ctx context.Context, n *Node) *collections {
 	cs := newCollections(n)
 	recs, err := cs.records(ctx)
 	if err != nil {
-		n.log.Error("collections: read joined collections", "err", err)
+		cs.log.Error("collections: read joined collections", "err", err)
 	}
 	if len(recs) > 0 {
 		byName, err := cs.pinsByName(ctx)
 		if err != nil {
-			n.log.Error("collections: list pins", "err", err)
+			cs.log.Error("collections: list pins", "err", err)
 		}
 		for _, rec := range recs {
 			id, err := cid.Decode(rec.ID)
 			if err != nil {
-				n.log.Error("collections: bad record", "id", rec.ID, "err", err)
+				cs.log.Error("collections: bad record", "id", rec.ID, "err", err)
 				continue
 			}
 			desc, err := cs.localDescriptor(ctx, id)
 			if err != nil {
-				n.log.Error("collections: rejoin", "id", id, "err", err)
+				cs.log.Error("collections: rejoin", "id", id, "err", err)
 				continue
 			}
 			if _, err := cs.open(ctx, desc, rec, byName); err != nil {
-				n.log.Error("collections: rejoin", "id", id, "err", err)
+				cs.log.Error("collections: rejoin", "id", id, "err", err)
 			}
 		}
 	}
@@ -311,7 +317,7 @@ func (cs *collections) records(ctx context.Context) ([]joinedRecord, error) {
 		}
 		var rec joinedRecord
 		if err := json.Unmarshal(r.Value, &rec); err != nil {
-			cs.n.log.Error("collections: bad record", "key", r.Key, "err", err)
+			cs.log.Error("collections: bad record", "key", r.Key, "err", err)
 			continue
 		}
 		out = append(out, rec)
@@ -395,7 +401,7 @@ func (cs *collections) open(ctx context.Context, desc *collection.Descriptor, re
 		return nil, err
 	}
 	m := &member{cs: cs, c: c, id: id, topicName: CollectionTopic(id), name: rec.Name, leaving: rec.Leaving,
-		peers: map[peer.ID]struct{}{}}
+		peers: map[peer.ID]struct{}{}, heard: map[peer.ID]time.Time{}}
 	// The collection's blocks, in any order; the descriptor is not one.
 	bstore := n.store.Blockstore()
 	for _, bc := range byName[CollectionBlockPinName(id)] {
@@ -404,11 +410,11 @@ func (cs *collections) open(ctx context.Context, desc *collection.Descriptor, re
 		}
 		b, err := bstore.Get(ctx, bc)
 		if err != nil {
-			n.log.Warn("collection: pinned block missing", "collection", id, "block", bc, "err", err)
+			cs.log.Warn("collection: pinned block missing", "collection", id, "block", bc, "err", err)
 			continue
 		}
 		if _, err := c.AddBlock(b); err != nil {
-			n.log.Warn("collection: stored block refused", "collection", id, "block", bc, "err", err)
+			cs.log.Warn("collection: stored block refused", "collection", id, "block", bc, "err", err)
 		}
 	}
 	// Unpin what the replica no longer keeps: garbage whose timer the
@@ -510,19 +516,31 @@ func (m *member) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) boo
 // read hands every topic message to the replica and publishes its replies.
 func (m *member) read() {
 	self := m.cs.n.ID()
+	absent := m.cs.pcfg.SuspectAfter
 	for {
 		msg, err := m.sub.Next(m.ctx)
 		if err != nil {
 			return
 		}
-		if msg.GetFrom() == self {
+		from := msg.GetFrom()
+		if from == self {
 			continue
 		}
+		// The first message from a peer after a silence proves the path
+		// from it works again (gossipsub may drop what is published to a
+		// peer in its first second back): ask for heads now, so that its
+		// answer, which takes that path, brings what was missed.
+		now := time.Now()
+		if last, ok := m.heard[from]; !ok || now.Sub(last) > absent {
+			m.request.Store(true)
+			m.cs.poke()
+		}
+		m.heard[from] = now
 		reply, err := m.c.HandleMessage(msg.Data)
 		if err != nil {
 			if !errors.Is(err, collection.ErrStaleHeartbeat) {
 				m.stats.badMessages.Add(1)
-				m.cs.n.log.Debug("collection: message refused", "collection", m.id, "from", msg.GetFrom(), "err", err)
+				m.cs.log.Debug("collection: message refused", "collection", m.id, "from", msg.GetFrom(), "err", err)
 			}
 			continue
 		}
@@ -537,7 +555,7 @@ func (m *member) read() {
 
 func (m *member) publish(data []byte) {
 	if err := m.topic.Publish(m.ctx, data); err != nil && m.ctx.Err() == nil {
-		m.cs.n.log.Debug("collection: publish", "collection", m.id, "err", err)
+		m.cs.log.Debug("collection: publish", "collection", m.id, "err", err)
 	}
 }
 
@@ -588,16 +606,22 @@ func (m *member) step(now time.Time, full bool) {
 		m.peers = next
 		if fresh {
 			m.request.Store(true)
+			m.requestAgain = now.Add(time.Second) // in case the new peer missed the first
+		}
+		if !m.requestAgain.IsZero() && !now.Before(m.requestAgain) {
+			m.request.Store(true)
+			m.requestAgain = time.Time{}
 		}
 	}
-	if m.request.Swap(false) {
+	if !now.Before(m.nextRequest) && m.request.Swap(false) {
 		m.publish(c.HeadsRequest())
+		m.nextRequest = now.Add(250 * time.Millisecond)
 	}
 	if full && !now.Before(m.nextBeat) {
 		if hb, err := c.Heartbeat(); err == nil {
 			m.publish(hb)
 		} else {
-			cs.n.log.Warn("collection: heartbeat", "collection", m.id, "err", err)
+			cs.log.Warn("collection: heartbeat", "collection", m.id, "err", err)
 		}
 		m.nextBeat = now.Add(cs.cfg.HeartbeatInterval.D())
 	}
@@ -614,7 +638,7 @@ func (m *member) step(now time.Time, full bool) {
 	}
 	if c.ShouldSnapshot() {
 		if _, err := m.snapshot(m.ctx); err != nil {
-			cs.n.log.Warn("collection: snapshot", "collection", m.id, "err", err)
+			cs.log.Warn("collection: snapshot", "collection", m.id, "err", err)
 		}
 	}
 	for _, a := range c.Plan() {
@@ -638,7 +662,7 @@ func (m *member) step(now time.Time, full bool) {
 			go func() {
 				defer cs.wg.Done()
 				cs.finishLeave(m)
-				cs.n.log.Info("collection: left", "collection", m.id)
+				cs.log.Info("collection: left", "collection", m.id)
 			}()
 		}
 	}
@@ -677,10 +701,10 @@ func (m *member) sync() {
 		m.stats.mu.Lock()
 		m.stats.lastSyncErr = err.Error()
 		m.stats.mu.Unlock()
-		n.log.Debug("collection: sync", "collection", m.id, "err", err)
+		m.cs.log.Debug("collection: sync", "collection", m.id, "err", err)
 	}
 	for _, r := range res.Rejected {
-		n.log.Info("collection: block rejected", "collection", m.id, "block", r.Cid, "err", r.Err)
+		m.cs.log.Info("collection: block rejected", "collection", m.id, "block", r.Cid, "err", r.Err)
 	}
 }
 
@@ -727,7 +751,7 @@ func (m *member) keepBlocks(sess *store.Session, ids []cid.Cid) {
 	pins := m.cs.n.store.Pins()
 	for _, id := range ids {
 		if err := pins.Add(context.Background(), id, store.Direct, name); err != nil {
-			m.cs.n.log.Warn("collection: pin block", "collection", m.id, "block", id, "err", err)
+			m.cs.log.Warn("collection: pin block", "collection", m.id, "block", id, "err", err)
 		}
 	}
 }
@@ -746,7 +770,7 @@ func (m *member) dropBlocks(ids []cid.Cid) {
 			continue
 		}
 		if err := pins.Remove(context.Background(), id); err != nil && !errors.Is(err, store.ErrNotPinned) {
-			m.cs.n.log.Warn("collection: unpin block", "collection", m.id, "block", id, "err", err)
+			m.cs.log.Warn("collection: unpin block", "collection", m.id, "block", id, "err", err)
 		}
 	}
 }
@@ -803,7 +827,7 @@ func (m *member) startAction(a collection.Action) {
 				m.stats.mu.Lock()
 				m.stats.lastPinErr = err.Error()
 				m.stats.mu.Unlock()
-				m.cs.n.log.Debug("collection: pin", "collection", m.id, "item", a.Item, "err", err)
+				m.cs.log.Debug("collection: pin", "collection", m.id, "item", a.Item, "err", err)
 			} else {
 				m.stats.pins.Add(1)
 			}
@@ -884,7 +908,7 @@ func (m *member) checkPins() {
 	for _, it := range m.c.Pinned() {
 		ok, err := pins.IsPinned(m.ctx, it)
 		if err == nil && !ok {
-			m.cs.n.log.Info("collection: item pin removed behind its back; pinning again if allocated", "collection", m.id, "item", it)
+			m.cs.log.Info("collection: item pin removed behind its back; pinning again if allocated", "collection", m.id, "item", it)
 			m.c.UnpinDone(it, nil)
 		}
 	}
@@ -902,20 +926,20 @@ func (cs *collections) finishLeave(m *member) {
 	ctx := context.Background()
 	byName, err := cs.pinsByName(ctx)
 	if err != nil {
-		cs.n.log.Warn("collection: leave: list pins", "collection", m.id, "err", err)
+		cs.log.Warn("collection: leave: list pins", "collection", m.id, "err", err)
 	}
 	for _, it := range byName[CollectionItemPinName(m.id)] {
 		if err := m.unpinItem(it); err != nil {
-			cs.n.log.Warn("collection: leave: unpin", "collection", m.id, "item", it, "err", err)
+			cs.log.Warn("collection: leave: unpin", "collection", m.id, "item", it, "err", err)
 		}
 	}
 	m.dropBlocks(byName[CollectionBlockPinName(m.id)])
 	if p, err := cs.n.store.Pins().Get(ctx, m.id); err == nil && p.Name == CollectionBlockPinName(m.id) {
 		if err := cs.n.store.Pins().Remove(ctx, m.id); err != nil && !errors.Is(err, store.ErrNotPinned) {
-			cs.n.log.Warn("collection: leave: unpin descriptor", "collection", m.id, "err", err)
+			cs.log.Warn("collection: leave: unpin descriptor", "collection", m.id, "err", err)
 		}
 	}
 	if err := cs.n.store.Datastore().Delete(ctx, collectionDSKey(m.id)); err != nil {
-		cs.n.log.Warn("collection: leave: delete record", "collection", m.id, "err", err)
+		cs.log.Warn("collection: leave: delete record", "collection", m.id, "err", err)
 	}
 }

@@ -232,7 +232,7 @@ func (cs *collections) join(ctx context.Context, desc *collection.Descriptor, na
 		return api.CollectionSummary{}, err
 	}
 	n.content.provideAsync(id) // joiners find a member through the descriptor's providers
-	n.log.Info("collection joined", "collection", id, "name", name, "creator", desc.Creator)
+	cs.log.Info("collection joined", "collection", id, "name", name, "creator", desc.Creator)
 	return m.summary(), nil
 }
 
