@@ -219,11 +219,16 @@ func (n *Node) fullAddrs() []string {
 
 func (n *Node) handleStatus(w http.ResponseWriter, r *http.Request) (any, error) {
 	h := n.net.Host
+	// Report the transports the host actually listens on.
 	transports := []string{"tcp"}
+	for _, a := range h.Addrs() {
+		if _, err := a.ValueForProtocol(ma.P_QUIC_V1); err == nil {
+			transports = append(transports, "quic-v1")
+			break
+		}
+	}
 	note := ""
-	if n.net.QUIC() {
-		transports = append(transports, "quic-v1")
-	} else if n.net.Private() {
+	if n.net.Private() {
 		note = "private swarm: TCP only (libp2p refuses a pre-shared key on QUIC)"
 	}
 	st := n.store.Stat()

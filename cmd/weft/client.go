@@ -136,7 +136,7 @@ func addClientCommands(root *cobra.Command) {
 				fmt.Fprintf(t, "version\t%s\n", s.Version)
 				fmt.Fprintf(t, "uptime\t%.0fs\n", s.UptimeSeconds)
 				fmt.Fprintf(t, "profile\t%s\n", s.Profile)
-				swarm := "public"
+				swarm := "open (no swarm key)"
 				if s.Private {
 					swarm = "private (pre-shared key)"
 				}
