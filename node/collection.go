@@ -231,7 +231,8 @@ type member struct {
 
 	heard map[peer.ID]time.Time // last message from each peer; reader only
 
-	syncing atomic.Bool
+	syncing  atomic.Bool
+	checking atomic.Bool // checkPins runs
 	request atomic.Bool // publish a HeadsRequest at the next step
 
 	stats struct {
@@ -536,6 +537,12 @@ func (m *member) read() {
 			m.cs.poke()
 		}
 		m.heard[from] = now
+		if len(msg.Data) > 0 && msg.Data[0] == collection.KindHeartbeat {
+			// Heartbeats are timed by the replica's clock: keep it current
+			// even when the loop runs late, or a late tick would find every
+			// member unheard for a whole loop stall.
+			m.c.Tick(now)
+		}
 		reply, err := m.c.HandleMessage(msg.Data)
 		if err != nil {
 			if !errors.Is(err, collection.ErrStaleHeartbeat) {
@@ -647,9 +654,14 @@ func (m *member) step(now time.Time, full bool) {
 	if g := c.TakeGarbage(); len(g) > 0 {
 		m.dropBlocks(g)
 	}
-	if !now.Before(m.nextCheck) {
-		m.checkPins()
+	if !now.Before(m.nextCheck) && m.checking.CompareAndSwap(false, true) {
 		m.nextCheck = now.Add(cs.cfg.RebroadcastInterval.D())
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			defer m.checking.Store(false)
+			m.checkPins()
+		}()
 	}
 	if c.Released() {
 		cs.mu.Lock()
@@ -902,12 +914,23 @@ func (cs *collections) otherHolder(m *member, item cid.Cid) *member {
 
 // checkPins forgets items the replica believes pinned whose pin is gone
 // (someone ran `weft pin rm`): Plan then pins them again if they are still
-// allocated here.
+// allocated here. The replica's list is read before the store's, so a pin
+// that completes meanwhile is not taken for a lost one.
 func (m *member) checkPins() {
-	pins := m.cs.n.store.Pins()
-	for _, it := range m.c.Pinned() {
-		ok, err := pins.IsPinned(m.ctx, it)
-		if err == nil && !ok {
+	held := m.c.Pinned()
+	if len(held) == 0 {
+		return
+	}
+	pins, err := m.cs.n.store.Pins().List(m.ctx)
+	if err != nil {
+		return
+	}
+	have := make(map[string]struct{}, len(pins))
+	for _, p := range pins {
+		have[p.Cid.KeyString()] = struct{}{}
+	}
+	for _, it := range held {
+		if _, ok := have[it.KeyString()]; !ok {
 			m.cs.log.Info("collection: item pin removed behind its back; pinning again if allocated", "collection", m.id, "item", it)
 			m.c.UnpinDone(it, nil)
 		}
