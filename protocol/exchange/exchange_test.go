@@ -11,6 +11,7 @@ import (
 	"time"
 
 	ft "github.com/ipfs/boxo/ipld/unixfs"
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -501,4 +502,51 @@ func TestServerLimits(t *testing.T) {
 		t.Fatalf("got %+v, %v", fr, err)
 	}
 	st.Close()
+}
+
+// slowGetter serves each block after a delay.
+type slowGetter struct {
+	Getter
+	delay time.Duration
+}
+
+func (s slowGetter) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	time.Sleep(s.delay)
+	return s.Getter.Get(ctx, c)
+}
+
+// TestSlowProviderPreempted: a provider far slower than another loses the
+// request it holds once the fast one runs out of work, and the fetch ends
+// long before the slow one would have finished.
+func TestSlowProviderPreempted(t *testing.T) {
+	src := newMem()
+	data := randBytes(12, 4<<20)
+	root := addFile(t, src, data, smallOpts())
+	total := len(dagBlocks(t, src, root, DAG()))
+	peers := newPipes(t)
+	peers.peers["slow"] = serverPeer(t, slowGetter{src, 200 * time.Millisecond})
+	peers.peers["fast"] = serverPeer(t, src)
+	dst := newMem()
+	f := newFetcher(t, dst, peers, func(c *Config) { c.UnitBytes = 1 << 20 })
+	start := time.Now()
+	st, err := f.Fetch(context.Background(), root, DAG(), []peer.ID{"slow", "fast"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := time.Since(start)
+	if !bytes.Equal(catFile(t, dst, root), data) {
+		t.Fatal("wrong bytes")
+	}
+	slow := st.Peers["slow"]
+	t.Logf("in %v: slow %+v, fast %+v", d, slow, st.Peers["fast"])
+	if slow.Preempted == 0 || slow.Err != nil {
+		t.Errorf("the slow provider was not preempted: %+v", slow)
+	}
+	// Its first unit alone (16 blocks of 64 KiB) would take 3.2s.
+	if d > 2*time.Second {
+		t.Errorf("fetch took %v", d)
+	}
+	if got := slow.Blocks + st.Peers["fast"].Blocks; got != int64(total) {
+		t.Errorf("%d blocks received for %d", got, total)
+	}
 }

@@ -111,6 +111,12 @@ type PeerStats struct {
 	Blocks, Bytes int64 // verified blocks received
 	Missing       int64 // blocks it said it lacks
 	Requests      int64
+	// Busy is the time its requests were outstanding; Bytes/Busy is its
+	// rate, which decides when it is preempted.
+	Busy time.Duration
+	// Preempted counts requests cut short because it was much slower than
+	// a provider left without work; their rest went to that provider.
+	Preempted int64
 	// Err is why the fetch stopped using it (nil if it did not fail).
 	Err *PeerError
 }
@@ -291,20 +297,44 @@ type run struct {
 	nReqs   int64
 	written struct{ blocks, bytes int64 } // by the writer; read after it ends
 	stopCtx func() bool
-	writing bool // the writer was started
+	writing bool                // the writer was started
+	flights map[peer.ID]*flight // requests outstanding
+	doneCh  chan struct{}       // closed when done is set
+	handoff map[peer.ID][]item  // a preempted request\'s rest, for its heir
 }
+
+// flight is one outstanding request, watched for preemption.
+type flight struct {
+	start     time.Time
+	bytes     atomic.Int64
+	preempted atomic.Bool
+	heir      peer.ID // who preempted it, and gets its rest; under run.mu
+	reset     func()
+}
+
+// Preemption: a provider left without work takes over the request of one
+// at least preemptRatio times slower than itself, once that request has
+// run for preemptAfter. Idle workers look every preemptCheck.
+const (
+	preemptRatio = 4
+	preemptAfter = 500 * time.Millisecond
+	preemptCheck = 100 * time.Millisecond
+)
 
 func newRun(ctx context.Context, f *Fetcher, providers []peer.ID) *run {
 	r := &run{
-		f:     f,
-		cfg:   &f.cfg,
-		sem:   semaphore.NewWeighted(f.cfg.MaxBuffered),
-		out:   make(chan blocks.Block, 256),
-		wdone: make(chan struct{}),
-		live:  make(map[peer.ID]bool),
-		spare: providers,
-		lacks: make(map[string][]peer.ID),
-		peers: make(map[peer.ID]*PeerStats),
+		f:       f,
+		cfg:     &f.cfg,
+		sem:     semaphore.NewWeighted(f.cfg.MaxBuffered),
+		out:     make(chan blocks.Block, 256),
+		wdone:   make(chan struct{}),
+		live:    make(map[peer.ID]bool),
+		spare:   providers,
+		lacks:   make(map[string][]peer.ID),
+		peers:   make(map[peer.ID]*PeerStats),
+		flights: make(map[peer.ID]*flight),
+		doneCh:  make(chan struct{}),
+		handoff: make(map[peer.ID][]item),
 	}
 	r.ctx, r.cancel = context.WithCancelCause(ctx)
 	r.cond = sync.NewCond(&r.mu)
@@ -320,6 +350,26 @@ func newRun(ctx context.Context, f *Fetcher, providers []peer.ID) *run {
 func (r *run) start() {
 	r.writing = true
 	go r.writeLoop()
+	if len(r.spare) > 1 {
+		r.wg.Add(1)
+		go func() { // wakes idle workers to look for a slow request to take over
+			defer r.wg.Done()
+			t := time.NewTicker(preemptCheck)
+			defer t.Stop()
+			for {
+				select {
+				case <-r.ctx.Done():
+					return
+				case <-r.doneCh:
+					return
+				case <-t.C:
+				}
+				r.mu.Lock()
+				r.cond.Broadcast()
+				r.mu.Unlock()
+			}
+		}()
+	}
 	r.mu.Lock()
 	for len(r.live) < r.cfg.MaxProviders && len(r.spare) > 0 {
 		r.startWorkerLocked()
@@ -403,9 +453,15 @@ func (r *run) take(p peer.ID) ([]item, uint64) {
 		if r.done || r.ctx.Err() != nil {
 			return nil, 0
 		}
+		one := len(r.live) == 1 && len(r.spare) == 0
+		if h := r.handoff[p]; len(h) > 0 {
+			// What p preempted is p's, as a queue of its own: the slow
+			// provider must not take it back.
+			delete(r.handoff, p)
+			r.queue = append(h, r.queue...)
+		}
 		var unit, rest []item
 		var sum, size uint64
-		one := len(r.live) == 1 && len(r.spare) == 0
 		for i, it := range r.queue {
 			full := len(unit) >= MaxWants || size+uint64(len(it.c.KeyString()))+32 > MaxRequestSize
 			if !full && !one && len(unit) > 0 && (it.est == 0 || sum+it.est > r.cfg.UnitBytes) {
@@ -432,11 +488,44 @@ func (r *run) take(p peer.ID) ([]item, uint64) {
 			}
 			return unit, limit
 		}
+		r.preemptLocked(p)
 		r.cond.Wait()
 	}
 }
 
+// preemptLocked cuts short the slowest request of another provider if it
+// is preemptRatio times slower than p has been. Its rest comes back to the
+// queue, for p.
+func (r *run) preemptLocked(p peer.ID) {
+	ps := r.peers[p]
+	if ps == nil || ps.Bytes == 0 || ps.Busy <= 0 || r.busy == 0 {
+		return
+	}
+	mine := float64(ps.Bytes) / ps.Busy.Seconds()
+	now := time.Now()
+	var slow *flight
+	var slowest float64
+	for q, fl := range r.flights {
+		el := now.Sub(fl.start)
+		if q == p || fl.preempted.Load() || el < preemptAfter {
+			continue
+		}
+		rate := float64(fl.bytes.Load()) / el.Seconds()
+		if rate*preemptRatio < mine && (slow == nil || rate < slowest) {
+			slow, slowest = fl, rate
+		}
+	}
+	if slow != nil {
+		slow.heir = p
+		slow.preempted.Store(true)
+		slow.reset()
+	}
+}
+
 func (r *run) lacksLocked(it item, p peer.ID) bool {
+	if len(r.lacks) == 0 {
+		return false
+	}
 	for _, q := range r.lacks[it.key()] {
 		if q == p {
 			return true
@@ -446,14 +535,19 @@ func (r *run) lacksLocked(it item, p peer.ID) bool {
 }
 
 // giveBack returns a unit's outcome: the wants p did not deliver (rest,
-// in walk order) and those it said it lacks, and p's failure if any.
-func (r *run) giveBack(p peer.ID, rest, missing []item, perr *PeerError) {
+// in walk order) and those it said it lacks, and p's failure if any. The
+// rest of a preempted request goes to heir, the provider that preempted it.
+func (r *run) giveBack(p peer.ID, rest, missing []item, perr *PeerError, heir peer.ID) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.busy--
 	for _, it := range missing {
 		k := it.key()
 		r.lacks[k] = append(r.lacks[k], p)
+	}
+	if heir != "" && r.live[heir] && len(rest) > 0 {
+		r.handoff[heir] = append(r.handoff[heir], rest...)
+		rest = nil
 	}
 	if len(missing)+len(rest) > 0 {
 		q := make([]item, 0, len(missing)+len(rest)+len(r.queue))
@@ -472,6 +566,10 @@ func (r *run) dropLocked(p peer.ID, perr *PeerError) {
 		return
 	}
 	delete(r.live, p)
+	if h := r.handoff[p]; len(h) > 0 {
+		delete(r.handoff, p)
+		r.queue = append(h, r.queue...)
+	}
 	r.peerStatsLocked(p).Err = perr
 	if perr.Bad() {
 		r.f.badPeers.Add(1)
@@ -493,7 +591,7 @@ func (r *run) settleLocked() {
 	if len(r.live) == 0 && len(r.spare) == 0 {
 		r.lost = append(r.lost, r.queue...)
 		r.queue = nil
-	} else if len(r.spare) == 0 {
+	} else if len(r.spare) == 0 && len(r.lacks) > 0 {
 		kept := r.queue[:0]
 		for _, it := range r.queue {
 			all := true
@@ -512,8 +610,9 @@ func (r *run) settleLocked() {
 		clear(r.queue[len(kept):])
 		r.queue = kept
 	}
-	if len(r.queue) == 0 && r.busy == 0 {
+	if len(r.queue) == 0 && len(r.handoff) == 0 && r.busy == 0 && !r.done {
 		r.done = true
+		close(r.doneCh)
 	}
 	r.cond.Broadcast()
 }
@@ -530,26 +629,22 @@ func (r *run) worker(p peer.ID) {
 	for {
 		unit, limit := r.take(p)
 		if unit == nil {
-			if c == nil {
-				r.mu.Lock()
-				delete(r.live, p)
-				r.settleLocked()
-				r.mu.Unlock()
-			}
 			return
 		}
 		if c == nil {
 			var err error
 			if c, err = r.dial(p); err != nil {
-				r.giveBack(p, unit, nil, &PeerError{Peer: p, Err: fmt.Errorf("open stream: %w", err)})
+				r.giveBack(p, unit, nil, &PeerError{Peer: p, Err: fmt.Errorf("open stream: %w", err)}, "")
 				return
 			}
 		}
-		rest, missing, perr := r.request(c, unit, limit)
-		r.giveBack(p, rest, missing, perr)
-		if perr != nil {
-			c.reset()
+		rest, missing, perr, heir := r.request(c, unit, limit)
+		r.giveBack(p, rest, missing, perr, heir)
+		if perr != nil || heir != "" {
+			c.reset() // a preempted provider gets a fresh stream next time
 			c = nil
+		}
+		if perr != nil {
 			return
 		}
 	}
@@ -605,34 +700,53 @@ func (c *conn) reset() {
 // never rests on unverified bytes; a leaf changes nothing in the walk, so
 // the reader passes it on unverified and reads on. At the first leaf that
 // fails, the verifier stops the reader and discards what came after it.
-func (r *run) request(c *conn, unit []item, limit uint64) (rest, missing []item, perr *PeerError) {
+func (r *run) request(c *conn, unit []item, limit uint64) (rest, missing []item, perr *PeerError, heir peer.ID) {
 	req := Request{Wants: make([]Want, len(unit)), Limit: limit}
 	for i, it := range unit {
 		req.Wants[i] = it.want()
 	}
+	fl := &flight{start: time.Now(), reset: func() { _ = c.st.Reset() }}
 	r.mu.Lock()
 	r.nReqs++
 	r.peerStatsLocked(c.p).Requests++
+	r.flights[c.p] = fl
 	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.flights, c.p)
+		ps := r.peerStatsLocked(c.p)
+		ps.Busy += time.Since(fl.start)
+		if fl.preempted.Load() && perr == nil {
+			ps.Preempted++
+			heir = fl.heir
+		}
+		r.mu.Unlock()
+	}()
 
 	c.dog.resume()
 	defer c.dog.pause()
 	if err := WriteRequest(c.st, req); err != nil {
-		return unit, nil, r.peerErr(c, cid.Undef, fmt.Errorf("send request: %w", err))
+		if fl.preempted.Load() {
+			return unit, nil, nil, ""
+		}
+		return unit, nil, r.peerErr(c, cid.Undef, fmt.Errorf("send request: %w", err)), ""
 	}
 	events := make(chan event, 64)
 	stop := make(chan struct{})
 	res := make(chan verdict, 1)
-	go func() { res <- r.verifyLoop(c, events, stop) }()
+	go func() { res <- r.verifyLoop(c, fl, events, stop) }()
 	rest, perr = r.readLoop(c, unit, events, stop)
 	v := <-res
 	if v.bad != nil {
-		return append(v.rest, rest...), v.missing, v.bad
+		return append(v.rest, rest...), v.missing, v.bad, ""
+	}
+	if fl.preempted.Load() && perr != nil {
+		return rest, v.missing, nil, ""
 	}
 	if perr == nil && len(rest) > 0 && v.blocks == 0 && len(v.missing) == 0 {
 		perr = r.peerErr(c, rest[0].c, fmt.Errorf("%w: ended a request without sending anything", ErrRefused))
 	}
-	return rest, v.missing, perr
+	return rest, v.missing, perr, ""
 }
 
 // event is one frame's outcome, passed from the reader to the verifier in
@@ -767,7 +881,7 @@ func (r *run) send(events chan<- event, stop <-chan struct{}, ev event) bool {
 // verifyLoop checks and commits the reader's events in order until events
 // is closed. At the first bad block it closes stop, resets the stream and
 // discards the rest.
-func (r *run) verifyLoop(c *conn, events <-chan event, stop chan<- struct{}) verdict {
+func (r *run) verifyLoop(c *conn, fl *flight, events <-chan event, stop chan<- struct{}) verdict {
 	var v verdict
 	for ev := range events {
 		if v.bad != nil {
@@ -800,6 +914,7 @@ func (r *run) verifyLoop(c *conn, events <-chan event, stop chan<- struct{}) ver
 		case r.out <- blk:
 			v.blocks++
 			v.bytes += int64(len(ev.data))
+			fl.bytes.Add(int64(len(ev.data)))
 		case <-r.ctx.Done():
 			r.sem.Release(int64(ev.reserved))
 			v.rest = append(v.rest, ev.it) // not committed

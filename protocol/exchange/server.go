@@ -266,6 +266,13 @@ func (s *Server) answer(req Request, bw *bufio.Writer) error {
 		if _, err := bw.Write(data); err != nil {
 			return err
 		}
+		// Send what is buffered once it is worth a write, rather than let
+		// it wait for the next blocks: their reads may be slow.
+		if bw.Buffered() >= flushAt {
+			if err := bw.Flush(); err != nil {
+				return err
+			}
+		}
 		sent += uint64(len(data))
 		s.nBlocks.Add(1)
 		s.nBytes.Add(int64(len(data)))
@@ -276,6 +283,10 @@ func (s *Server) answer(req Request, bw *bufio.Writer) error {
 	_, err := bw.Write(AppendFrame(hdr[:0], Frame{Type: FrameEnd}))
 	return err
 }
+
+// flushAt is how many buffered bytes make the Server flush after a block:
+// small blocks share writes, larger ones go out at once.
+const flushAt = 16 << 10
 
 // bufPool holds the buffers blocks are read into through a Viewer.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 256<<10); return &b }}
