@@ -23,7 +23,8 @@ import (
 // import: 1 MiB raw leaves) between two libp2p hosts on 127.0.0.1, with
 // in-memory blockstores, three ways:
 //
-//	BenchmarkFetchNative   this package
+//	BenchmarkFetchNative   this package, from one provider
+//	BenchmarkFetchNative3  this package, from three providers at once
 //	BenchmarkFetchBitswap  boxo Bitswap, as weft uses it with other IPFS nodes
 //	BenchmarkStreamCeiling the same bytes copied over one plain libp2p stream
 //
@@ -78,6 +79,34 @@ func BenchmarkFetchNative(b *testing.B) {
 		dst := newMem()
 		f := newFetcher(b, dst, hostStreams{h}, nil)
 		st, err := f.Fetch(context.Background(), root, DAG(), []peer.ID{a.ID()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if st.Bytes < benchSize {
+			b.Fatalf("fetched %d bytes", st.Bytes)
+		}
+	}
+}
+
+// BenchmarkFetchNative3 fetches from three providers at once, split in
+// units of the default size.
+func BenchmarkFetchNative3(b *testing.B) {
+	src, root := benchFile(b)
+	h := newHost(b)
+	var ids []peer.ID
+	for range 3 {
+		a := newHost(b)
+		serve(b, a, src)
+		connect(b, h, a)
+		ids = append(ids, a.ID())
+	}
+	b.SetBytes(benchSize)
+	b.ResetTimer()
+	defer reportCPU(b, cpuTime())
+	for range b.N {
+		dst := newMem()
+		f := newFetcher(b, dst, hostStreams{h}, nil)
+		st, err := f.Fetch(context.Background(), root, DAG(), ids)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -23,7 +23,10 @@
 //   - a (CID, scope) already visited in the same request is skipped, so a
 //     DAG that reuses subtrees costs each once and cannot blow up;
 //   - a CID with an identity multihash carries its block: it is never sent,
-//     and is expanded from the CID itself.
+//     and is expanded from the CID itself;
+//   - a CID whose hash function or digest size boxo's verifcid default
+//     allowlist refuses is neither sent nor followed: nobody could check
+//     its block (the Fetcher reports it as not delivered).
 //
 // Because the requester knows which CID comes next, a block frame carries
 // only the block's bytes: the requester hashes them with the expected CID's
@@ -73,7 +76,11 @@
 // scope through the local blockstore, so only what is missing is asked for
 // (a fetch interrupted by anything resumes where it stopped), then splits
 // the missing subtrees among providers in units of about Config.UnitBytes,
-// hands a failed or stalled provider's unfinished walk to the others, writes
-// verified blocks in batches and keeps at most Config.MaxBuffered bytes of
-// blocks in memory.
+// hands a failed or stalled provider's unfinished walk to the others, moves
+// the request of a provider far slower than the rest to one that ran out
+// of work, writes verified blocks in batches and keeps at most
+// Config.MaxBuffered bytes of blocks in memory. Each stream's blocks are
+// written in the order they arrived, a parent before its children, so a
+// fetch cut short leaves whole prefixes of subtrees behind, and the next
+// fetch's walk of held blocks finds exactly what is still missing.
 package exchange

@@ -108,7 +108,7 @@ type Stats struct {
 
 // PeerStats is one provider's part in a fetch.
 type PeerStats struct {
-	Blocks, Bytes int64 // verified blocks received
+	Blocks, Bytes int64 // blocks it sent that were verified and kept
 	Missing       int64 // blocks it said it lacks
 	Requests      int64
 	// Busy is the time its requests were outstanding; Bytes/Busy is its

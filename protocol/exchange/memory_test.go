@@ -43,9 +43,9 @@ func genChunk(b []byte, i int) {
 }
 
 type genReader struct {
-	chunk, i, off int
-	left          int64
-	buf           []byte
+	i, off int
+	left   int64
+	buf    []byte
 }
 
 func (g *genReader) Read(p []byte) (int, error) {
@@ -103,7 +103,7 @@ func newGenFile(t testing.TB, size int64) (*genFile, cid.Cid) {
 	opts := unixfs.DefaultOptions() // 1 MiB raw leaves
 	g := &genFile{chunk: int(opts.ChunkSize), inner: map[cid.Cid]blocks.Block{}, leaves: map[cid.Cid]leafRef{}}
 	root, err := unixfs.AddFile(context.Background(), collectDAG{g},
-		&genReader{chunk: g.chunk, left: size, buf: make([]byte, g.chunk), off: g.chunk}, opts, nil)
+		&genReader{left: size, buf: make([]byte, g.chunk), off: g.chunk}, opts, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
