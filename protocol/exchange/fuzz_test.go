@@ -17,6 +17,10 @@ import (
 // go test runs the seeds; fuzz with, for instance:
 //
 //	go test -run '^$' -fuzz FuzzDecodeRequest -fuzztime 30s ./protocol/exchange/
+//
+// FuzzProviderAnswer runs a Fetcher, whose goroutines make its coverage
+// vary from run to run; give it -fuzzminimizetime 0, or the fuzzer spends
+// its time minimizing instead of fuzzing.
 
 func FuzzDecodeRequest(f *testing.F) {
 	a, b := rawCid("a"), rawCid("b")
