@@ -550,3 +550,32 @@ func TestSlowProviderPreempted(t *testing.T) {
 		t.Errorf("%d blocks received for %d", got, total)
 	}
 }
+
+// viewBlocks adds boxo's Viewer to memBlocks, as weft's store has it.
+type viewBlocks struct{ *memBlocks }
+
+func (v viewBlocks) View(ctx context.Context, c cid.Cid, fn func([]byte) error) error {
+	b, err := v.Get(ctx, c)
+	if err != nil {
+		return err
+	}
+	return fn(b.RawData())
+}
+
+// TestServerViewer serves through View (the bytes are only lent to the
+// callback) and reads blocks of every size.
+func TestServerViewer(t *testing.T) {
+	src := newMem()
+	data := randBytes(13, 3<<20+17)
+	root := addFile(t, src, data, unixfs.DefaultOptions())
+	peers := newPipes(t)
+	peers.peers["v"] = serverPeer(t, viewBlocks{src})
+	dst := newMem()
+	st, err := newFetcher(t, dst, peers, nil).Fetch(context.Background(), root, DAG(), []peer.ID{"v"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Blocks != 5 || !bytes.Equal(catFile(t, dst, root), data) {
+		t.Fatalf("stats %+v", st)
+	}
+}
