@@ -90,16 +90,45 @@ func (b *blockStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
 	if isIdentity(c) {
 		return identityBlock(c)
 	}
-	var data []byte
-	err := b.view(c, func(item *badger.Item) error {
-		var err error
-		data, err = item.ValueCopy(nil)
-		return err
-	})
+	data, err := b.data(c)
 	if err != nil {
 		return nil, err
 	}
 	return blocks.NewBlockWithCid(data, c)
+}
+
+// data returns c's stored data: the value itself, or the contents of its
+// file, read after the transaction. A file found missing or corrupt makes
+// the block missing (see files.go).
+func (b *blockStore) data(c cid.Cid) ([]byte, error) {
+	var data []byte
+	file, size, version := false, 0, uint64(0)
+	err := b.view(c, func(item *badger.Item) error {
+		var err error
+		if inFile(item) {
+			file, version = true, item.Version()
+			size, err = markerSize(item)
+			return err
+		}
+		data, err = item.ValueCopy(nil)
+		return err
+	})
+	if err != nil || !file {
+		return data, err
+	}
+	if !b.s.enter() {
+		return nil, ErrClosed
+	}
+	defer b.s.leave()
+	data, err = b.s.files.read(c.Hash(), size)
+	if errors.Is(err, errBadFile) {
+		b.s.dropBadFile(blockKey(c.Hash()), version)
+		return nil, ipld.ErrNotFound{Cid: c}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", c, err)
+	}
+	return data, nil
 }
 
 func (b *blockStore) GetSize(ctx context.Context, c cid.Cid) (int, error) {
@@ -132,7 +161,22 @@ func (b *blockStore) View(ctx context.Context, c cid.Cid, fn func([]byte) error)
 		}
 		return fn(blk.RawData())
 	}
-	return b.view(c, func(item *badger.Item) error { return item.Value(fn) })
+	inline := false
+	err := b.view(c, func(item *badger.Item) error {
+		if inFile(item) {
+			return nil
+		}
+		inline = true
+		return item.Value(fn)
+	})
+	if err != nil || inline {
+		return err
+	}
+	data, err := b.data(c)
+	if err != nil {
+		return err
+	}
+	return fn(data)
 }
 
 func (b *blockStore) Put(ctx context.Context, blk blocks.Block) error {
@@ -181,55 +225,28 @@ type putEntry struct {
 // detection makes concurrent writers of the same block (and a GC deleting
 // it) serialise: exactly one of them counts it, and a Put never returns
 // having "found" a block that a concurrent deletion then removes unseen.
+//
+// Large blocks go to the file tier: their files are written after the
+// storage limit accepted the chunk and before the commit, all under
+// sweepMu held for reading, so no GC or DeleteBlock unlinks a file between
+// its rename and its key's commit (see files.go).
 func (b *blockStore) putChunk(ctx context.Context, entries []putEntry) error {
+	var files []putEntry
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		b.s.sweepMu.RLock()
 		if b.sess != nil {
-			b.s.sweepMu.RLock()
 			for _, e := range entries {
 				b.sess.holdKey(e.key)
 			}
 		}
-		txn := b.s.db.NewTransaction(true)
-		var newBytes, newBlocks int64
-		var err error
-		for _, e := range entries {
-			_, err = txn.Get(e.key)
-			if err == nil {
-				continue // stored already
-			}
-			if !errors.Is(err, badger.ErrKeyNotFound) {
-				break
-			}
-			if err = txn.Set(e.key, e.data); err != nil {
-				break
-			}
-			newBytes += int64(len(e.data))
-			newBlocks++
-		}
-		if b.sess != nil {
-			b.s.sweepMu.RUnlock()
-		}
-		if err == nil || errors.Is(err, badger.ErrKeyNotFound) {
-			err = nil
-		}
-		if err != nil || newBlocks == 0 {
-			txn.Discard()
-			return err
-		}
-		if err := b.s.reserve(newBytes); err != nil {
-			txn.Discard()
-			return err
-		}
-		err = txn.Commit()
-		if err == nil {
-			b.s.blocks.Add(newBlocks)
-			return nil
-		}
-		b.s.bytes.Add(-newBytes)
+		err := b.putAttempt(entries, &files)
+		b.s.sweepMu.RUnlock()
 		switch {
+		case err == nil:
+			return nil
 		case errors.Is(err, badger.ErrConflict):
 			// Someone wrote or deleted one of these blocks since we looked:
 			// look again.
@@ -243,6 +260,54 @@ func (b *blockStore) putChunk(ctx context.Context, entries []putEntry) error {
 	}
 }
 
+// putAttempt is one try of putChunk, run under sweepMu held for reading.
+func (b *blockStore) putAttempt(entries []putEntry, files *[]putEntry) error {
+	txn := b.s.db.NewTransaction(true)
+	defer txn.Discard()
+	*files = (*files)[:0]
+	var newBytes, newBlocks int64
+	for _, e := range entries {
+		_, err := txn.Get(e.key)
+		if err == nil {
+			continue // stored already
+		}
+		if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		h := mh.Multihash(e.key[len(blockPrefix):])
+		if b.s.files != nil && fileable(h, len(e.data)) {
+			err = txn.SetEntry(badger.NewEntry(e.key, fileMarker(len(e.data))).WithMeta(metaFile))
+			*files = append(*files, e)
+		} else {
+			err = txn.Set(e.key, e.data)
+		}
+		if err != nil {
+			return err
+		}
+		newBytes += int64(len(e.data))
+		newBlocks++
+	}
+	if newBlocks == 0 {
+		return nil
+	}
+	if err := b.s.reserve(newBytes); err != nil {
+		return err
+	}
+	for _, e := range *files {
+		if err := b.s.files.write(mh.Multihash(e.key[len(blockPrefix):]), e.data); err != nil {
+			// Files already renamed into place are orphans for GC.
+			b.s.bytes.Add(-newBytes)
+			return err
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		b.s.bytes.Add(-newBytes)
+		return err
+	}
+	b.s.blocks.Add(newBlocks)
+	return nil
+}
+
 // DeleteBlock removes a block. Deleting a missing block is not an error.
 func (b *blockStore) DeleteBlock(ctx context.Context, c cid.Cid) error {
 	if isIdentity(c) {
@@ -254,28 +319,9 @@ func (b *blockStore) DeleteBlock(ctx context.Context, c cid.Cid) error {
 	defer b.s.leave()
 	key := blockKey(c.Hash())
 	for {
-		var size int
-		found := false
-		txn := b.s.db.NewTransaction(true)
-		item, err := txn.Get(key)
-		if err == nil {
-			found = true
-			size, err = valueLen(item)
-			if err == nil {
-				err = txn.Delete(key)
-			}
-		} else if errors.Is(err, badger.ErrKeyNotFound) {
-			err = nil
-		}
-		if err != nil || !found {
-			txn.Discard()
-			return err
-		}
-		err = txn.Commit()
+		err := b.deleteAttempt(key)
 		switch {
 		case err == nil:
-			b.s.blocks.Add(-1)
-			b.s.bytes.Add(-int64(size))
 			return nil
 		case errors.Is(err, badger.ErrConflict):
 		case errors.Is(err, badger.ErrBlockedWrites):
@@ -286,6 +332,40 @@ func (b *blockStore) DeleteBlock(ctx context.Context, c cid.Cid) error {
 			return fmt.Errorf("delete block %s: %w", c, err)
 		}
 	}
+}
+
+// deleteAttempt deletes key and then unlinks its file, under sweepMu held
+// for writing so that no writer is between writing that file and committing
+// the key (see files.go).
+func (b *blockStore) deleteAttempt(key []byte) error {
+	b.s.sweepMu.Lock()
+	defer b.s.sweepMu.Unlock()
+	txn := b.s.db.NewTransaction(true)
+	defer txn.Discard()
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	file := inFile(item)
+	size, err := valueLen(item)
+	if err != nil {
+		return err
+	}
+	if err := txn.Delete(key); err != nil {
+		return err
+	}
+	if err := txn.Commit(); err != nil {
+		return err
+	}
+	b.s.blocks.Add(-1)
+	b.s.bytes.Add(-int64(size))
+	if file {
+		return b.s.files.remove(mh.Multihash(key[len(blockPrefix):]))
+	}
+	return nil
 }
 
 // AllKeysChan lists every stored block as a CIDv1 with the raw codec, the

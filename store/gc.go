@@ -9,6 +9,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	mh "github.com/multiformats/go-multihash"
 )
 
 // Garbage collection runs beside readers and writers. The argument, in
@@ -34,7 +35,13 @@ import (
 //     Badger's conflict detection makes a batch that read a key fail if
 //     anyone wrote that key after the batch's read timestamp; GC then runs
 //     the batch again, where the version check skips the key.
-//  4. Reclaim. Deleting keys frees nothing on disk: the data sits in value
+//     A batch unlinks the files of the file-tier blocks it deleted after
+//     its commit and before it releases sweepMu; writers hold sweepMu for
+//     reading from writing a file until committing its key, so no file a
+//     committed key needs is ever unlinked (see files.go). GC then removes
+//     the block files that have no key (left by a crash or a failed commit).
+//  4. Reclaim. A file-tier block's space came back at its unlink. For the
+//     small blocks in Badger, deleting keys frees nothing on disk: the data sits in value
 //     log files. Badger learns which bytes of a file are garbage only when
 //     compaction drops the old versions the deletions hide, and rewrites
 //     (or removes) a file once half of it is garbage. So GC flushes the
@@ -45,7 +52,7 @@ import (
 //
 // Readers never take sweepMu, so serving blocks never waits for GC.
 //
-// Limits of step 4: the flush compacts level 0 into Badger's base level, so
+// Limits of step 4 (for the blocks in Badger): the flush compacts level 0 into Badger's base level, so
 // the space of a deleted block comes back at once when the old key sits in
 // level 0 or the base level, which holds every key of a store up to tens of
 // GB (a block key takes under 100 bytes of LSM). Keys of older blocks in a
@@ -100,6 +107,11 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 
 	res := GCResult{DiskBefore: s.Stat().DiskBytes}
 	err := s.collect(ctx, &res)
+	if err == nil && s.files != nil {
+		if err = s.sweepOrphanFiles(ctx.Err); err != nil {
+			err = fmt.Errorf("remove orphan block files: %w", err)
+		}
+	}
 	if err == nil {
 		err = s.reclaim(ctx)
 	}
@@ -194,7 +206,10 @@ func (s *Store) mark(ctx context.Context) (map[string]struct{}, error) {
 		if err != nil {
 			return nil, err
 		}
-		data, err := item.ValueCopy(nil)
+		data, err := s.blockData(item)
+		if errors.Is(err, errBadFile) {
+			return nil, notFound(c)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -252,8 +267,10 @@ func (s *Store) sweepBatch(g *gcRun, keys [][]byte, readTs uint64) (n, freed int
 			cand = append(cand, k)
 		}
 	}
+	var files []mh.Multihash
 	for {
 		n, freed = 0, 0
+		files = files[:0]
 		txn := s.db.NewTransaction(true)
 		for _, k := range cand {
 			item, err := txn.Get(k)
@@ -276,6 +293,9 @@ func (s *Store) sweepBatch(g *gcRun, keys [][]byte, readTs uint64) (n, freed int
 				txn.Discard()
 				return 0, 0, err
 			}
+			if inFile(item) {
+				files = append(files, mh.Multihash(k[len(blockPrefix):]))
+			}
 			n++
 			freed += int64(size)
 		}
@@ -292,6 +312,13 @@ func (s *Store) sweepBatch(g *gcRun, keys [][]byte, readTs uint64) (n, freed int
 		}
 		s.blocks.Add(-n)
 		s.bytes.Add(-freed)
+		// Still under sweepMu: no writer is between writing one of these
+		// files again and committing its key.
+		for _, h := range files {
+			if err := s.files.remove(h); err != nil {
+				return n, freed, err
+			}
+		}
 		return n, freed, nil
 	}
 }

@@ -20,19 +20,26 @@
 //
 // # Layout
 //
-// All data lives in one Badger database, split by key prefix:
+// Everything but the data of large blocks lives in one Badger database,
+// split by key prefix:
 //
-//	b/<multihash>   block data. Blocks are keyed by multihash, as in Kubo, so the
+//	b/<multihash>   blocks. Blocks are keyed by multihash, as in Kubo, so the
 //	                CIDv0 and CIDv1 of the same content share one stored block.
+//	                A block under 64 KiB is the key's value; a larger one is a
+//	                file of its own, blocks/<xx>/<hex multihash>, and the key
+//	                holds only its length (see files.go).
 //	p/<cid>         pin records (mode and name).
 //	d/<key>         the datastore namespace handed to other subsystems.
 //	m/...           store metadata (usage counters written at a clean Close).
 //	x/...           scratch keys used by GC to make Badger flush its memtable.
 //
 // Writes are not fsynced one by one (Badger's SyncWrites is off): Badger's
-// write-ahead log and value log are checksummed and replayed at Open, so a
-// killed process loses at most the writes that had not returned yet and never
-// corrupts the database. A power loss can lose the last few writes too.
+// write-ahead log and value log are checksummed and replayed at Open, and a
+// block file is written under a temporary name and renamed into place before
+// its key is committed, so a killed process loses at most the writes that had
+// not returned yet and never corrupts the store. A power loss can lose the
+// last few writes too; a block file it damaged is detected by its hash when
+// read, reported missing and dropped, never served.
 //
 // # Storage limit
 //
@@ -111,8 +118,9 @@ const (
 	DefaultMemTableSize     = 16 << 20
 	DefaultBlockCacheSize   = 16 << 20
 	// DefaultValueThreshold is the size from which values go to Badger's
-	// value log instead of its LSM tree: blocks go to the value log (no
-	// compaction rewrites them), small datastore records stay in the tree.
+	// value log instead of its LSM tree: blocks (those under 64 KiB; larger
+	// ones are files) go to the value log (no compaction rewrites them),
+	// small datastore records stay in the tree.
 	DefaultValueThreshold = 1 << 10
 )
 
@@ -130,7 +138,7 @@ type Config struct {
 	// back.
 	InMemory bool
 	// ValueLogFileSize is the size of one Badger value log file, where the
-	// block data lives (default 64 MiB). GC gives disk space back a whole
+	// data of blocks under 64 KiB lives (default 64 MiB). GC gives disk space back a whole
 	// file at a time, and never the file being written, so smaller files
 	// reclaim sooner and more finely at the cost of more files.
 	ValueLogFileSize int64
@@ -237,6 +245,8 @@ type Store struct {
 	flushMu   sync.Mutex
 	flushDone chan struct{} // non-nil while GC has Badger's writes blocked
 
+	files *fileTier // nil in memory
+
 	pins *Pins
 	bs   *blockStore
 	ds   *Datastore
@@ -277,6 +287,10 @@ func open(cfg Config) (*Store, error) {
 			return nil, err
 		}
 		s.lock = lock
+		if s.files, err = openFileTier(cfg.Path); err != nil {
+			s.unlock()
+			return nil, err
+		}
 	}
 	db, err := badger.Open(cfg.badgerOptions())
 	if err != nil {
@@ -355,10 +369,14 @@ func (s *Store) loadUsage() error {
 	return nil
 }
 
-// valueLen returns the exact length of an item's value. For a value in the
-// value log this reads the entry's header (one page of the mmapped file),
-// which Item.ValueSize only estimates.
+// valueLen returns the exact length of an item's value (for a block in the
+// file tier, the length its marker records). For a value in the value log
+// this reads the entry's header (one page of the mmapped file), which
+// Item.ValueSize only estimates.
 func valueLen(item *badger.Item) (int, error) {
+	if inFile(item) {
+		return markerSize(item)
+	}
 	n := 0
 	err := item.Value(func(v []byte) error { n = len(v); return nil })
 	return n, err
