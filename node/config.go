@@ -112,6 +112,7 @@ type ContentConfig struct {
 	FetchTimeout      Duration `toml:"fetch_timeout" comment:"A fetch fails when no provider sends a needed block for this long."`
 	ReprovideInterval Duration `toml:"reprovide_interval" comment:"How often every pinned root is announced to the DHT again."`
 	ProvideAll        bool     `toml:"provide_all" comment:"Announce every block, not only roots (slower, lets others fetch sub-DAGs by CID)."`
+	Native            bool     `toml:"native" comment:"Fetch from weft peers with weft's streaming exchange (Bitswap stays on for everyone else and for what it cannot get)."`
 }
 
 // FeedConfig configures signed feeds (IPNS records over gossipsub and the DHT).
@@ -165,6 +166,7 @@ func DefaultConfig(profile string) (Config, error) {
 		Content: ContentConfig{
 			FetchTimeout:      Duration(60 * time.Second),
 			ReprovideInterval: Duration(12 * time.Hour),
+			Native:            true,
 		},
 		Collection: DefaultCollectionConfig(),
 		Log:        LogConfig{Level: "info", Format: "text", Subsystems: []string{}},

@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/weft-p2p/weft/p2p"
+	"github.com/weft-p2p/weft/protocol/exchange"
 	"github.com/weft-p2p/weft/protocol/unixfs"
 	"github.com/weft-p2p/weft/store"
 )
@@ -202,6 +203,12 @@ func (n *Node) Fetch(ctx context.Context, root cid.Cid) error {
 }
 
 func (n *Node) fetch(o *op, root cid.Cid) error {
+	// The native exchange first (one stream per weft provider, no per-block
+	// round trip); Bitswap then fetches whatever is still missing, from
+	// any IPFS peer.
+	if err := n.native.fetch(o, root, exchange.DAG()); err == nil {
+		return nil
+	}
 	err := merkledag.FetchGraph(o.ctx, root, o.dag, merkledag.Concurrency(32))
 	if err != nil {
 		return n.explainStoreErr(o.err(fmt.Errorf("fetch %s: %w", root, err)))
@@ -249,6 +256,17 @@ func (n *Node) readOp(ctx context.Context, fn func(o *op) error) error {
 // to the end).
 func (n *Node) Cat(ctx context.Context, c cid.Cid, offset, length int64, w io.Writer, onSize func(size uint64)) error {
 	return n.readOp(ctx, func(o *op) error {
+		// Fetch the bytes asked for natively if a weft peer has them; the
+		// reader below then finds them local (or falls back to Bitswap).
+		scope := exchange.DAG()
+		if offset > 0 || length >= 0 {
+			l := uint64(exchange.ToEnd)
+			if length >= 0 {
+				l = uint64(length)
+			}
+			scope = exchange.Scope{Kind: exchange.ScopeRange, Offset: uint64(offset), Length: l}
+		}
+		_ = n.native.fetch(o, c, scope)
 		r, err := unixfs.Cat(o.ctx, o.dag, c)
 		if err != nil {
 			return err

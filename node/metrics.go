@@ -111,6 +111,19 @@ func newMetrics(n *Node) *metrics {
 	counter("weft_bitswap_received_bytes_total", "Block bytes received over Bitswap.", bitswap(func(_, b, _, _ uint64) uint64 { return b }))
 	counter("weft_bitswap_blocks_sent_total", "Blocks sent over Bitswap.", bitswap(func(_, _, c, _ uint64) uint64 { return c }))
 	counter("weft_bitswap_sent_bytes_total", "Block bytes sent over Bitswap.", bitswap(func(_, _, _, d uint64) uint64 { return d }))
+	nat := func(pick func(NativeStats) int64) func() float64 {
+		return func() float64 {
+			if !ready() {
+				return 0
+			}
+			return float64(pick(n.NativeStats()))
+		}
+	}
+	counter("weft_exchange_native_blocks_received_total", "Blocks fetched through weft's native exchange (verified and stored).", nat(func(s NativeStats) int64 { return s.Blocks }))
+	counter("weft_exchange_native_received_bytes_total", "Block bytes fetched through weft's native exchange.", nat(func(s NativeStats) int64 { return s.Bytes }))
+	counter("weft_exchange_native_blocks_sent_total", "Blocks served through weft's native exchange.", nat(func(s NativeStats) int64 { return s.Served.Blocks }))
+	counter("weft_exchange_native_sent_bytes_total", "Block bytes served through weft's native exchange.", nat(func(s NativeStats) int64 { return s.Served.Bytes }))
+	counter("weft_exchange_native_rejected_blocks_total", "Blocks refused by the native exchange because they did not match their CID.", nat(func(s NativeStats) int64 { return s.BadBlocks }))
 	counter("weft_exchange_rejected_blocks_total", "Blocks from peers that matched no wanted CID (never stored).", func() float64 {
 		if !ready() {
 			return 0

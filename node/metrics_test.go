@@ -45,8 +45,9 @@ func scrape(t *testing.T, n *node.Node) map[string]float64 {
 // TestMetricsAfterFetch: a fetch moves the fetcher's received counters and
 // the provider's sent counters by exactly the DAG's blocks and bytes.
 func TestMetricsAfterFetch(t *testing.T) {
-	a := nodetest.Start(t, nodetest.Options{})
-	b := nodetest.Start(t, nodetest.Options{Bootstrap: []string{nodetest.Addr(t, a)}})
+	bitswapOnly := func(c *node.Config) { c.Content.Native = false }
+	a := nodetest.Start(t, nodetest.Options{Tune: bitswapOnly})
+	b := nodetest.Start(t, nodetest.Options{Bootstrap: []string{nodetest.Addr(t, a)}, Tune: bitswapOnly})
 	data := randomBytes(7, 3<<20+5)
 	root := addBytes(t, a, data)
 
@@ -91,6 +92,45 @@ func TestMetricsAfterFetch(t *testing.T) {
 	}
 	if afterB["weft_peers_connected"] < 1 || afterA["weft_pins"] != 1 {
 		t.Errorf("peers %v pins %v", afterB["weft_peers_connected"], afterA["weft_pins"])
+	}
+}
+
+// TestMetricsAfterNativeFetch: between weft nodes a fetch goes over the
+// native exchange; its counters move by exactly the DAG, Bitswap's not at
+// all.
+func TestMetricsAfterNativeFetch(t *testing.T) {
+	a := nodetest.Start(t, nodetest.Options{})
+	b := nodetest.Start(t, nodetest.Options{Bootstrap: []string{nodetest.Addr(t, a)}})
+	data := randomBytes(8, 3<<20+5)
+	root := addBytes(t, a, data)
+	st, err := nodetest.Client(a).Stat(context.Background(), root.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodetest.WaitFor(t, 10*time.Second, "b knows a speaks the native exchange", func() bool {
+		ps, _ := b.Network().Host.Peerstore().SupportsProtocols(a.ID(), "/weft/exchange/1.0.0")
+		return len(ps) > 0
+	})
+	beforeA, beforeB := scrape(t, a), scrape(t, b)
+	if got := catBytes(t, b, root); len(got) != len(data) {
+		t.Fatalf("fetched %d bytes", len(got))
+	}
+	afterA, afterB := scrape(t, a), scrape(t, b)
+	delta := func(m, before map[string]float64, k string) float64 { return m[k] - before[k] }
+	dataBytes := float64(len(data)) + float64(st.BlockSize)
+	for _, c := range []struct {
+		name      string
+		got, want float64
+	}{
+		{"native blocks received", delta(afterB, beforeB, "weft_exchange_native_blocks_received_total"), 5},
+		{"native bytes received", delta(afterB, beforeB, "weft_exchange_native_received_bytes_total"), dataBytes},
+		{"native blocks sent", delta(afterA, beforeA, "weft_exchange_native_blocks_sent_total"), 5},
+		{"native bytes sent", delta(afterA, beforeA, "weft_exchange_native_sent_bytes_total"), dataBytes},
+		{"bitswap bytes received", delta(afterB, beforeB, "weft_bitswap_received_bytes_total"), 0},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s moved by %v, want %v", c.name, c.got, c.want)
+		}
 	}
 }
 

@@ -50,6 +50,7 @@ type Node struct {
 	content *content
 	colls   *collections
 	feeds   *feeds
+	native  *native
 	metrics *metrics
 	topics  topics
 	started time.Time
@@ -139,6 +140,9 @@ func start(ctx context.Context, repo *Repo, opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	n.content = newContent(n)
+	if n.native, err = newNative(n); err != nil {
+		return nil, err
+	}
 	n.colls = startCollections(ctx, n)
 	if n.feeds, err = newFeeds(n); err != nil {
 		return nil, err
@@ -270,6 +274,9 @@ func (n *Node) closeParts() error {
 	}
 	if n.feeds != nil {
 		n.feeds.close()
+	}
+	if n.native != nil {
+		n.native.close()
 	}
 	if n.content != nil {
 		n.content.close()
