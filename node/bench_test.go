@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"sync/atomic"
@@ -111,15 +112,23 @@ func BenchmarkContentAdd(b *testing.B) {
 
 const benchCopyProto = protocol.ID("/weft-bench/copy/1.0.0")
 
-// BenchmarkContentFetch moves 256 MiB from node A to node B over
-// 127.0.0.1: first over a plain libp2p stream between the two hosts (the
-// ceiling: same connection, security and muxer), then as a Bitswap fetch of
-// a file A added.
+// BenchmarkContentFetch moves 256 MiB from node A over 127.0.0.1: first
+// over a plain libp2p stream to node B (the ceiling: same connection,
+// security and muxer), then as a native-exchange fetch by B ("fetch"), and
+// as a Bitswap fetch by node C, which has the native exchange switched off
+// ("bitswap"). "small" is B fetching a fresh 1 KiB file from A.
 func BenchmarkContentFetch(b *testing.B) {
 	a := nodetest.Start(b, nodetest.Options{Tune: benchTune})
 	bn := nodetest.Start(b, nodetest.Options{Tune: benchTune})
+	cn := nodetest.Start(b, nodetest.Options{Tune: func(c *node.Config) {
+		benchTune(c)
+		c.Content.Native = false
+	}})
 	ctx := context.Background()
 	if err := bn.Network().Host.Connect(ctx, nodetest.AddrInfo(a)); err != nil {
+		b.Fatal(err)
+	}
+	if err := cn.Network().Host.Connect(ctx, nodetest.AddrInfo(a)); err != nil {
 		b.Fatal(err)
 	}
 	a.Network().Host.SetStreamHandler(benchCopyProto, func(s network.Stream) {
@@ -160,6 +169,37 @@ func BenchmarkContentFetch(b *testing.B) {
 			}
 			b.StartTimer()
 			if err := bn.Fetch(ctx, root); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("bitswap", func(b *testing.B) {
+		opts := unixfs.DefaultOptions()
+		b.SetBytes(benchBytes)
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			root, err := a.Add(ctx, files.NewReaderFile(newBenchPattern(benchBytes)), opts, true, "", nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			if err := cn.Fetch(ctx, root); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("small", func(b *testing.B) {
+		opts := unixfs.DefaultOptions()
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			data := make([]byte, 1024)
+			copy(data, fmt.Sprintf("small file %d %d", i, time.Now().UnixNano()))
+			root, err := a.Add(ctx, files.NewBytesFile(data), opts, true, "", nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			if err := bn.Cat(ctx, root, 0, -1, io.Discard, nil); err != nil {
 				b.Fatal(err)
 			}
 		}

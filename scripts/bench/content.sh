@@ -2,8 +2,10 @@
 # Measures the content path on this machine, each number beside its ceiling
 # in the same run (benchmarks in node/bench_test.go, 127.0.0.1 only):
 #   add    node.Add of 256 MiB into Badger   vs  sha256  SHA-256 of the same bytes
-#   fetch  node B fetches 256 MiB over Bitswap from node A
+#   fetch    node B fetches 256 MiB from node A over weft's native exchange
+#   bitswap  node C (native exchange off) fetches 256 MiB from node A over Bitswap
 #                                           vs  stream  a plain libp2p stream of 256 MiB between the same hosts
+#   small    node B fetches a fresh 1 KiB file from node A (latency)
 # Prints benchstat's summary (if benchstat can be fetched through the Go
 # module proxy), the median throughput of each and the ratios add/sha256 and
 # fetch/stream.
@@ -61,6 +63,9 @@ fi
 echo
 echo "medians of $COUNT runs ($BENCHTIME each):"
 awk '
+  /^Benchmark/ && /small/ {
+    for (i = 2; i <= NF; i++) if ($i == "ns/op") small = small " " $(i-1)
+  }
   /^Benchmark/ && /MB\/s/ {
     name = $1; sub(/-[0-9]+$/, "", name); sub(/^BenchmarkContent(Add|Fetch)\//, "", name)
     for (i = 2; i <= NF; i++) {
@@ -76,8 +81,8 @@ awk '
     return (a[n / 2] + a[n / 2 + 1]) / 2
   }
   END {
-    split("sha256 add stream fetch", order, " ")
-    for (k = 1; k <= 4; k++) {
+    split("sha256 add stream fetch bitswap", order, " ")
+    for (k = 1; k <= 5; k++) {
       name = order[k]
       if (!(name in mbs)) { printf "  %-7s missing from the output\n", name; bad = 1; continue }
       m[name] = median(mbs[name])
@@ -87,6 +92,8 @@ awk '
     print ""
     print "ratios (throughput):"
     printf "  add / sha256     %.2f\n", m["add"] / m["sha256"]
-    printf "  fetch / stream   %.2f\n", m["fetch"] / m["stream"]
+    printf "  fetch / stream   %.2f   (native exchange)\n", m["fetch"] / m["stream"]
+    printf "  bitswap / stream %.2f\n", m["bitswap"] / m["stream"]
+    if (small != "") printf "\n1 KiB fetch from a connected peer: median %.2f ms\n", median(small) / 1e6
   }
 ' "$RAW"
