@@ -63,6 +63,7 @@ func (n *Node) apiHandler() http.Handler {
 	n.pubsubRoutes(route, mux)
 	n.collectionRoutes(route, mux)
 	n.feedRoutes(route)
+	n.partitionRoutes(route)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, notFound("no API endpoint %s %s", r.Method, r.URL.Path))
 	})

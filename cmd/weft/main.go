@@ -61,6 +61,7 @@ func newRootCmd() *cobra.Command {
 		newInitCmd(),
 		newDaemonCmd(),
 		newConfigCmd(),
+		newTestnetCmd(),
 	)
 	addClientCommands(root)
 	return root

@@ -1,0 +1,370 @@
+package testnet
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// The namespace network: a "switch" namespace holds a bridge; each node's
+// namespace has a veth (eth0) whose peer is a port of that bridge; this
+// machine gets one more veth into the bridge with the subnet's .254, so
+// the orchestrator reaches every node's API. The bridge lives in a
+// namespace of its own so that this machine's firewall (Docker's FORWARD
+// DROP with br_netfilter, say) never sees node-to-node traffic, and so that
+// deleting the namespaces removes everything. Namespaces have no route out
+// of their /24: nodes reach each other and the orchestrator, nothing else.
+
+const (
+	// SubnetPrefix is the range testnet subnets are carved from.
+	SubnetPrefix = "10.77."
+	hostOctet    = 254
+	// SwarmPort and APIPort are every node's ports inside its namespace.
+	SwarmPort = 4001
+	APIPort   = 5001
+)
+
+// nsPrefix is the prefix of every namespace of testnet id.
+func nsPrefix(id string) string { return "wt-" + id + "-" }
+
+// hostLinkName is the host veth of testnet id (at most 15 bytes).
+func hostLinkName(id string) string { return "wt" + id + "h" }
+
+// canNetns says why namespaces cannot be used, or "" if they can.
+func canNetns() string {
+	if runtime.GOOS != "linux" {
+		return "not Linux"
+	}
+	if os.Geteuid() != 0 {
+		return "not root"
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return "no 'ip' command (install iproute2)"
+	}
+	return ""
+}
+
+// run runs a command with a bounded time and returns its error with stderr.
+func run(ctx context.Context, stdin string, name string, args ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+func output(ctx context.Context, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).Output()
+	return string(out), err
+}
+
+func parseSubnet(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return p, err
+	}
+	if !strings.HasPrefix(s, SubnetPrefix) || p.Bits() != 24 || !p.Addr().Is4() {
+		return p, fmt.Errorf("%q: want a /24 inside %s0.0/16, e.g. 10.77.3.0/24", s, SubnetPrefix)
+	}
+	return p.Masked(), nil
+}
+
+// pickSubnet returns a 10.77.K.0/24 that no address or route of this
+// machine uses, starting from a hash of the testnet ID.
+func pickSubnet(ctx context.Context, id string) (string, error) {
+	addrs, _ := output(ctx, "ip", "-4", "-o", "addr", "show")
+	routes, _ := output(ctx, "ip", "-4", "route", "show", "table", "all")
+	used := addrs + "\n" + routes
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	start := int(h.Sum32() % 250)
+	for i := range 250 {
+		k := (start+i)%250 + 1
+		pfx := fmt.Sprintf("%s%d.", SubnetPrefix, k)
+		if !strings.Contains(used, pfx) {
+			return pfx + "0/24", nil
+		}
+	}
+	return "", errors.New("every 10.77.K.0/24 is in use on this machine")
+}
+
+// ipOf returns the address of host number i (1-based) in a /24.
+func ipOf(subnet string, i int) string {
+	p, _ := netip.ParsePrefix(subnet)
+	a := p.Addr().As4()
+	a[3] = byte(i)
+	return netip.AddrFrom4(a).String()
+}
+
+// setupSwitch makes the switch namespace, its bridge and this machine's
+// veth into it. Each name goes into the state before it is made.
+func (t *Testnet) setupSwitch(ctx context.Context) error {
+	st := t.st
+	st.Switch = nsPrefix(st.ID) + "sw"
+	st.HostLink = hostLinkName(st.ID)
+	st.HostIP = ipOf(st.Subnet, hostOctet)
+	st.Namespaces = append(st.Namespaces, st.Switch)
+	if err := t.save(); err != nil {
+		return err
+	}
+	steps := [][]string{
+		{"netns", "add", st.Switch},
+		{"-n", st.Switch, "link", "set", "lo", "up"},
+		{"-n", st.Switch, "link", "add", "br0", "type", "bridge"},
+		{"-n", st.Switch, "link", "set", "br0", "up"},
+		{"link", "add", st.HostLink, "type", "veth", "peer", "name", "up0", "netns", st.Switch},
+		{"-n", st.Switch, "link", "set", "up0", "master", "br0", "up"},
+		{"addr", "add", st.HostIP + "/24", "dev", st.HostLink},
+		{"link", "set", st.HostLink, "up"},
+	}
+	for _, a := range steps {
+		if err := run(ctx, "", "ip", a...); err != nil {
+			return err
+		}
+	}
+	// Bridged frames skip the switch namespace's (empty) iptables.
+	_ = run(ctx, "", "ip", "netns", "exec", st.Switch, "sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=0")
+	st.Shaping = probeShaping(ctx, st.Switch)
+	return t.save()
+}
+
+// probeShaping finds out whether this kernel has netem (latency, jitter,
+// loss) and htb (bandwidth).
+func probeShaping(ctx context.Context, ns string) string {
+	netem := run(ctx, "", "tc", "-n", ns, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms") == nil
+	if netem {
+		_ = run(ctx, "", "tc", "-n", ns, "qdisc", "del", "dev", "lo", "root")
+	}
+	htb := run(ctx, "", "tc", "-n", ns, "qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb") == nil
+	if htb {
+		_ = run(ctx, "", "tc", "-n", ns, "qdisc", "del", "dev", "lo", "root")
+	}
+	switch {
+	case netem && htb:
+		return "netem"
+	case htb:
+		return "bandwidth-only"
+	default:
+		return "none"
+	}
+}
+
+// ShapingNote explains what shaping this testnet can apply.
+func (s *State) ShapingNote() string {
+	switch {
+	case s.Mode != ModeNetns:
+		return "no link shaping on loopback (needs root for namespaces)"
+	case s.Shaping == "netem":
+		return "tc netem (latency, jitter, loss) and htb (bandwidth)"
+	case s.Shaping == "bandwidth-only":
+		return "bandwidth only (htb): this kernel has no sch_netem, so latency, jitter and loss are not applied"
+	default:
+		return "none: this kernel has neither sch_netem nor sch_htb"
+	}
+}
+
+// addNodeNS makes a node's namespace and its link to the bridge.
+func (t *Testnet) addNodeNS(ctx context.Context, n *NodeState, port int) error {
+	st := t.st
+	t.mu.Lock()
+	st.Namespaces = append(st.Namespaces, n.NS)
+	err := t.saveLocked()
+	t.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	port0 := fmt.Sprintf("p%d", port)
+	steps := [][]string{
+		{"netns", "add", n.NS},
+		{"-n", n.NS, "link", "set", "lo", "up"},
+		{"-n", st.Switch, "link", "add", port0, "type", "veth", "peer", "name", "eth0", "netns", n.NS},
+		{"-n", st.Switch, "link", "set", port0, "master", "br0", "up"},
+		{"-n", n.NS, "addr", "add", n.IP + "/24", "dev", "eth0"},
+		{"-n", n.NS, "link", "set", "eth0", "up"},
+	}
+	for _, a := range steps {
+		if err := run(ctx, "", "ip", a...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyShape shapes what a node sends to other nodes: an htb root whose
+// default class carries the shape (rate, and a netem leaf for latency,
+// jitter and loss where the kernel has it); traffic to this machine (the
+// orchestrator's API calls) goes through an unshaped class, so
+// measurements are not skewed by the shaping.
+func (t *Testnet) applyShape(ctx context.Context, n *NodeState, s Shape) error {
+	st := t.st
+	if st.Mode != ModeNetns {
+		n.Shape = s
+		return nil
+	}
+	if st.Shaping == "none" {
+		if !s.IsZero() {
+			return errors.New("this kernel has neither sch_netem nor sch_htb: links cannot be shaped")
+		}
+		return nil
+	}
+	if s.IsZero() && n.Shape.IsZero() {
+		return nil
+	}
+	tc := func(args ...string) error { return run(ctx, "", "tc", append([]string{"-n", n.NS}, args...)...) }
+	rate := "10gbit"
+	if s.Bandwidth != "" {
+		bps, err := parseBandwidth(s.Bandwidth)
+		if err != nil {
+			return err
+		}
+		rate = fmt.Sprintf("%dbit", bps)
+	}
+	if n.Shape.IsZero() {
+		// First shape on this node: build the tree.
+		_ = tc("qdisc", "del", "dev", "eth0", "root")
+		if err := tc("qdisc", "add", "dev", "eth0", "root", "handle", "1:", "htb", "default", "20"); err != nil {
+			return err
+		}
+		if err := tc("class", "add", "dev", "eth0", "parent", "1:", "classid", "1:10", "htb", "rate", "10gbit", "quantum", "200000"); err != nil {
+			return err
+		}
+		if err := tc("class", "add", "dev", "eth0", "parent", "1:", "classid", "1:20", "htb", "rate", rate, "quantum", "200000"); err != nil {
+			return err
+		}
+		if err := tc("filter", "add", "dev", "eth0", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
+			"match", "ip", "dst", st.HostIP+"/32", "flowid", "1:10"); err != nil {
+			return err
+		}
+	} else if err := tc("class", "change", "dev", "eth0", "parent", "1:", "classid", "1:20", "htb", "rate", rate, "quantum", "200000"); err != nil {
+		return err
+	}
+	if st.Shaping == "netem" {
+		if s.Latency > 0 || s.Jitter > 0 || s.LossPercent() > 0 {
+			args := []string{"qdisc", "replace", "dev", "eth0", "parent", "1:20", "handle", "20:", "netem", "limit", "10000"}
+			if s.Latency > 0 || s.Jitter > 0 {
+				args = append(args, "delay", fmt.Sprintf("%dus", s.Latency.D().Microseconds()))
+				if s.Jitter > 0 {
+					args = append(args, fmt.Sprintf("%dus", s.Jitter.D().Microseconds()))
+				}
+			}
+			if l := s.LossPercent(); l > 0 {
+				args = append(args, "loss", fmt.Sprintf("%g%%", l))
+			}
+			if err := tc(args...); err != nil {
+				return err
+			}
+		} else {
+			_ = tc("qdisc", "del", "dev", "eth0", "parent", "1:20", "handle", "20:")
+		}
+	}
+	n.Shape = s
+	return nil
+}
+
+// blackhole makes n drop everything it would send to ips (a partition),
+// or, with del, stops doing so.
+func blackhole(ctx context.Context, n *NodeState, ips []string, del bool) error {
+	if len(ips) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	verb := "add"
+	if del {
+		verb = "del"
+	}
+	for _, ip := range ips {
+		fmt.Fprintf(&b, "route %s blackhole %s/32\n", verb, ip)
+	}
+	return run(ctx, b.String(), "ip", "-n", n.NS, "-force", "-batch", "-")
+}
+
+// teardownNetns deletes every namespace and link of the testnet: those in
+// the state, and any other with its prefix (made just before a crash).
+func teardownNetns(ctx context.Context, st *State) []error {
+	var errs []error
+	names := map[string]bool{}
+	for _, ns := range st.Namespaces {
+		names[ns] = true
+	}
+	for _, ns := range Leftovers(ctx, st.ID).Namespaces {
+		names[ns] = true
+	}
+	for ns := range names {
+		if err := run(ctx, "", "ip", "netns", "del", ns); err != nil && !strings.Contains(err.Error(), "No such file") {
+			errs = append(errs, err)
+		}
+	}
+	link := hostLinkName(st.ID)
+	if st.HostLink != "" {
+		link = st.HostLink
+	}
+	// The host veth goes when its peer's namespace does; the kernel does
+	// that asynchronously, so delete it ourselves if it is still there.
+	_ = run(ctx, "", "ip", "link", "del", link)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if l := Leftovers(ctx, st.ID); l.Empty() {
+			return errs
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if l := Leftovers(ctx, st.ID); !l.Empty() {
+		errs = append(errs, fmt.Errorf("still present after teardown: %s", l))
+	}
+	return errs
+}
+
+// Leftover lists what a testnet ID still has on this machine.
+type Leftover struct {
+	Namespaces []string
+	Links      []string
+}
+
+// Empty says nothing is left.
+func (l Leftover) Empty() bool { return len(l.Namespaces) == 0 && len(l.Links) == 0 }
+
+func (l Leftover) String() string {
+	return fmt.Sprintf("namespaces %v, links %v", l.Namespaces, l.Links)
+}
+
+// Leftovers lists the namespaces and host links with testnet id's prefix.
+func Leftovers(ctx context.Context, id string) Leftover {
+	var l Leftover
+	if out, err := output(ctx, "ip", "netns", "list"); err == nil {
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Fields(line)
+			if len(f) > 0 && strings.HasPrefix(f[0], nsPrefix(id)) {
+				l.Namespaces = append(l.Namespaces, f[0])
+			}
+		}
+	}
+	if out, err := output(ctx, "ip", "-o", "link", "show"); err == nil {
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Fields(line)
+			if len(f) > 1 {
+				name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+				if strings.HasPrefix(name, "wt"+id) {
+					l.Links = append(l.Links, name)
+				}
+			}
+		}
+	}
+	return l
+}

@@ -1,0 +1,415 @@
+package testnet
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/weft-p2p/weft/node"
+)
+
+// Report is what a run leaves in its report folder as report.json; the
+// folder also holds summary.txt, latency.svg, delivery.svg (and
+// fetch.svg when the run fetched) and a copy of the scenario.
+type Report struct {
+	Scenario     string    `json:"scenario"`
+	Description  string    `json:"description,omitempty"`
+	ScenarioFile string    `json:"scenario_file,omitempty"`
+	ScenarioText string    `json:"scenario_text,omitempty"`
+	Seed         int64     `json:"seed"`
+	Rerun        string    `json:"rerun"`
+	Started      time.Time `json:"started"`
+	Duration     float64   `json:"duration_seconds"`
+	Passed       bool      `json:"passed"`
+	Error        string    `json:"error,omitempty"`
+	KeptUp       string    `json:"kept_up,omitempty"` // testnet dir left up for inspection
+
+	Build    Build     `json:"build"`
+	Settings *Scenario `json:"settings"` // the scenario with every default filled in
+	Testnet  *State    `json:"testnet,omitempty"`
+
+	Startup struct {
+		Nodes    int     `json:"nodes"`
+		Seconds  float64 `json:"seconds"`
+		RSSBytes int64   `json:"rss_bytes"` // all nodes, just after start-up
+	} `json:"startup"`
+	Steps    []StepResult `json:"steps"`
+	Waits    []Timing     `json:"waits"` // every wait-until: repair, convergence, ...
+	Fetch    Stats        `json:"fetch"` // seconds per node per fetch
+	Feeds    []FeedReport `json:"feeds"`
+	Nodes    []NodeReport `json:"nodes"`
+	TotalRSS int64        `json:"total_rss_bytes"` // sum of the nodes' last RSS
+	PeakRSS  int64        `json:"total_peak_rss_bytes"`
+	TotalCPU float64      `json:"total_cpu_seconds"`
+
+	fetchTimes []float64
+	latencies  []float64       // every delivery latency, ms
+	deliveries []deliveryPoint // for delivery.svg
+	started    time.Time
+}
+
+// Build says what ran.
+type Build struct {
+	Version   string `json:"version"`
+	Revision  string `json:"revision,omitempty"`
+	Modified  bool   `json:"modified,omitempty"`
+	GoVersion string `json:"go_version"`
+	Binary    string `json:"binary"`
+	SHA256    string `json:"sha256,omitempty"`
+	Host      string `json:"host"`
+	CPUs      int    `json:"cpus"`
+}
+
+// StepResult is one step's outcome.
+type StepResult struct {
+	Index   int     `json:"index"`
+	Action  string  `json:"action"`
+	Name    string  `json:"name,omitempty"`
+	Started float64 `json:"started_seconds"` // since the nodes were up
+	Seconds float64 `json:"seconds"`
+	OK      bool    `json:"ok"`
+	Detail  string  `json:"detail,omitempty"`
+	Error   string  `json:"error,omitempty"`
+}
+
+// Timing is how long a wait-until took to come true.
+type Timing struct {
+	Name    string  `json:"name"`
+	Seconds float64 `json:"seconds"`
+	OK      bool    `json:"ok"`
+}
+
+// Stats summarises samples.
+type Stats struct {
+	Count int     `json:"count"`
+	Mean  float64 `json:"mean"`
+	P50   float64 `json:"p50"`
+	P90   float64 `json:"p90"`
+	P95   float64 `json:"p95"`
+	P99   float64 `json:"p99"`
+	Max   float64 `json:"max"`
+}
+
+func statsOf(xs []float64) Stats {
+	if len(xs) == 0 {
+		return Stats{}
+	}
+	s := Stats{Count: len(xs), P50: percentile(xs, 50), P90: percentile(xs, 90), P95: percentile(xs, 95), P99: percentile(xs, 99)}
+	for _, x := range xs {
+		s.Mean += x
+		s.Max = math.Max(s.Max, x)
+	}
+	s.Mean /= float64(len(xs))
+	return s
+}
+
+// percentile returns the p-th percentile (nearest rank) of xs.
+func percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	k := int(math.Ceil(p/100*float64(len(s)))) - 1
+	return s[max(0, min(k, len(s)-1))]
+}
+
+// FeedReport is the delivery of one feed's updates to its followers.
+type FeedReport struct {
+	Name      string `json:"name"`
+	Publisher string `json:"publisher"`
+	Followers int    `json:"followers"`
+	Updates   int    `json:"updates"`
+	Delivery
+	LatencyMS Stats `json:"latency_ms"` // publish call to arrival on the follower's topic
+}
+
+// Delivery counts follower-updates: an update is delivered to a follower
+// that saw it on the topic or holds it (or a later one) at the end.
+type Delivery struct {
+	Expected  int     `json:"expected"`
+	Delivered int     `json:"delivered"`
+	OnTopic   int     `json:"on_topic"` // of which seen on the topic
+	Ratio     float64 `json:"ratio"`
+}
+
+type deliveryPoint struct {
+	at  float64 // seconds since the first publish
+	lat float64 // ms
+}
+
+func deliveryOf(tr *feedTrack) Delivery {
+	var d Delivery
+	for seq := range tr.Published {
+		for _, f := range tr.Followers {
+			if f == tr.Publisher {
+				continue
+			}
+			d.Expected++
+			if _, ok := tr.Seen[f][seq]; ok {
+				d.OnTopic++
+				d.Delivered++
+			} else if tr.Final[f] >= seq {
+				d.Delivered++
+			}
+		}
+	}
+	if d.Expected > 0 {
+		d.Ratio = float64(d.Delivered) / float64(d.Expected)
+	}
+	return d
+}
+
+// NodeReport is one node's resource use over the run.
+type NodeReport struct {
+	Name       string  `json:"name"`
+	IP         string  `json:"ip"`
+	PeerID     string  `json:"peer_id"`
+	Starts     int     `json:"starts"`
+	CPUSeconds float64 `json:"cpu_seconds"`
+	RSSPeak    int64   `json:"rss_peak_bytes"`
+	RSSLast    int64   `json:"rss_last_bytes"`
+	RSSMean    int64   `json:"rss_mean_bytes"`
+}
+
+func newReport(sc *Scenario, o RunOptions) *Report {
+	r := &Report{Scenario: sc.Name, Description: sc.Description, Seed: sc.Seed, Settings: sc,
+		ScenarioFile: o.ScenarioPath, ScenarioText: string(o.ScenarioText), Started: time.Now().UTC(), started: time.Now()}
+	bin := o.Bin
+	if bin == "" {
+		bin, _ = os.Executable()
+	}
+	r.Build = buildInfo(bin)
+	mode := ""
+	if o.Mode != "" {
+		mode = " --mode " + o.Mode
+	}
+	r.Rerun = fmt.Sprintf("weft testnet run %s --seed %d%s", filepath.Join(o.ReportDir, "scenario.toml"), sc.Seed, mode)
+	return r
+}
+
+func buildInfo(bin string) Build {
+	b := Build{Version: node.Version, GoVersion: runtime.Version(), Binary: bin, CPUs: runtime.NumCPU()}
+	b.Host, _ = os.Hostname()
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				b.Revision = s.Value
+			case "vcs.modified":
+				b.Modified = s.Value == "true"
+			}
+		}
+	}
+	if f, err := os.Open(bin); err == nil {
+		h := sha256.New()
+		if _, err := io.Copy(h, f); err == nil {
+			b.SHA256 = hex.EncodeToString(h.Sum(nil))
+		}
+		f.Close()
+	}
+	return b
+}
+
+// finish computes the summaries from what the runner gathered.
+func (rep *Report) finish(r *runner) {
+	rep.Passed = rep.Error == ""
+	rep.Fetch = statsOf(rep.fetchTimes)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var first time.Time
+	for _, tr := range r.feeds {
+		for _, at := range tr.Published {
+			if first.IsZero() || at.Before(first) {
+				first = at
+			}
+		}
+	}
+	names := make([]string, 0, len(r.feeds))
+	for name := range r.feeds {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		tr := r.feeds[name]
+		fr := FeedReport{Name: tr.Name, Publisher: tr.Publisher, Updates: len(tr.Published), Delivery: deliveryOf(tr)}
+		var lats []float64
+		for _, f := range tr.Followers {
+			if f == tr.Publisher {
+				continue
+			}
+			fr.Followers++
+			for seq, at := range tr.Seen[f] {
+				pub, ok := tr.Published[seq]
+				if !ok {
+					continue
+				}
+				ms := float64(at.Sub(pub).Microseconds()) / 1000
+				lats = append(lats, ms)
+				rep.deliveries = append(rep.deliveries, deliveryPoint{at: at.Sub(first).Seconds(), lat: ms})
+			}
+		}
+		fr.LatencyMS = statsOf(lats)
+		rep.latencies = append(rep.latencies, lats...)
+		rep.Feeds = append(rep.Feeds, fr)
+	}
+	if r.t != nil {
+		for _, n := range r.t.st.Nodes {
+			nr := NodeReport{Name: n.Name, IP: n.IP, PeerID: n.PeerID, Starts: n.Starts}
+			if u := r.usage[n.Name]; u != nil {
+				nr.CPUSeconds = u.cpuPrev + u.cpuLast
+				nr.RSSPeak, nr.RSSLast = u.rssPeak, u.rssLast
+				if u.samples > 0 {
+					nr.RSSMean = int64(u.rssTotal / float64(u.samples))
+				}
+			}
+			rep.TotalRSS += nr.RSSLast
+			rep.PeakRSS += nr.RSSPeak
+			rep.TotalCPU += nr.CPUSeconds
+			rep.Nodes = append(rep.Nodes, nr)
+		}
+	}
+}
+
+// Write writes the report folder.
+func (rep *Report) Write(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "report.json"), b, 0o644); err != nil {
+		return err
+	}
+	if rep.ScenarioText != "" {
+		if err := os.WriteFile(filepath.Join(dir, "scenario.toml"), []byte(rep.ScenarioText), 0o644); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "summary.txt"), []byte(rep.Summary()), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "latency.svg"), []byte(histogramSVG("Feed delivery latency (publish call to arrival on each follower)", "latency (ms)", rep.latencies)), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "delivery.svg"), []byte(deliverySVG(rep)), 0o644); err != nil {
+		return err
+	}
+	if len(rep.fetchTimes) > 0 {
+		ms := make([]float64, len(rep.fetchTimes))
+		for i, s := range rep.fetchTimes {
+			ms[i] = s * 1000
+		}
+		if err := os.WriteFile(filepath.Join(dir, "fetch.svg"), []byte(histogramSVG("Fetch time per node", "fetch time (ms)", ms)), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Summary is the readable account of the run (summary.txt).
+func (rep *Report) Summary() string {
+	var b strings.Builder
+	verdict := "PASSED"
+	if !rep.Passed {
+		verdict = "FAILED"
+	}
+	fmt.Fprintf(&b, "weft testnet run: %s — %s\n", rep.Scenario, verdict)
+	if rep.Description != "" {
+		fmt.Fprintf(&b, "%s\n", strings.TrimSpace(rep.Description))
+	}
+	if rep.Error != "" {
+		fmt.Fprintf(&b, "error: %s\n", rep.Error)
+	}
+	fmt.Fprintf(&b, "\nbuild     weft %s", rep.Build.Version)
+	if rep.Build.Revision != "" {
+		rev := rep.Build.Revision
+		if len(rev) > 12 {
+			rev = rev[:12]
+		}
+		fmt.Fprintf(&b, " (%s", rev)
+		if rep.Build.Modified {
+			b.WriteString(", modified")
+		}
+		b.WriteString(")")
+	}
+	fmt.Fprintf(&b, ", %s, %d CPUs\n", rep.Build.GoVersion, rep.Build.CPUs)
+	fmt.Fprintf(&b, "seed      %d\n", rep.Seed)
+	fmt.Fprintf(&b, "started   %s, ran %.1fs\n", rep.Started.Format(time.RFC3339), rep.Duration)
+	if t := rep.Testnet; t != nil {
+		net := "127.0.0.1 (" + t.Why + ")"
+		if t.Mode == ModeNetns {
+			net = "network namespaces on " + t.Subnet
+		}
+		fmt.Fprintf(&b, "network   %s, topology %s\n", net, t.Topology)
+		fmt.Fprintf(&b, "shaping   %s\n", t.ShapingNote())
+		if s := rep.Settings; s != nil {
+			fmt.Fprintf(&b, "link      %s\n", s.Network.Link)
+		}
+	}
+	fmt.Fprintf(&b, "start-up  %d nodes ready in %.1fs, %s RSS in all\n", rep.Startup.Nodes, rep.Startup.Seconds, mib(rep.Startup.RSSBytes))
+	fmt.Fprintf(&b, "re-run    %s\n", rep.Rerun)
+	if rep.KeptUp != "" {
+		fmt.Fprintf(&b, "kept up   %s (inspect with 'weft testnet status --dir %s'; remove with 'weft testnet down --dir %s')\n", rep.KeptUp, rep.KeptUp, rep.KeptUp)
+	}
+	b.WriteString("\nsteps\n")
+	for _, s := range rep.Steps {
+		mark := "ok  "
+		if !s.OK {
+			mark = "FAIL"
+		}
+		label := s.Action
+		if s.Name != "" {
+			label += " (" + s.Name + ")"
+		}
+		fmt.Fprintf(&b, "  %s %3d  %7.1fs %6.2fs  %-28s %s\n", mark, s.Index, s.Started, s.Seconds, label, s.Detail)
+		if s.Error != "" {
+			fmt.Fprintf(&b, "            %s\n", s.Error)
+		}
+	}
+	if len(rep.Waits) > 0 {
+		b.WriteString("\nrepair and convergence (wait-until)\n")
+		for _, w := range rep.Waits {
+			ok := "true after"
+			if !w.OK {
+				ok = "NOT true after"
+			}
+			fmt.Fprintf(&b, "  %-30s %s %.2fs\n", w.Name, ok, w.Seconds)
+		}
+	}
+	for _, f := range rep.Feeds {
+		fmt.Fprintf(&b, "\nfeed %s from %s: %d updates to %d followers\n", short(f.Name), f.Publisher, f.Updates, f.Followers)
+		fmt.Fprintf(&b, "  delivery  %d/%d (%.2f%%), %d seen on the topic\n", f.Delivered, f.Expected, 100*f.Ratio, f.OnTopic)
+		l := f.LatencyMS
+		fmt.Fprintf(&b, "  latency   p50 %.1fms  p90 %.1fms  p95 %.1fms  p99 %.1fms  max %.1fms  (n=%d)\n", l.P50, l.P90, l.P95, l.P99, l.Max, l.Count)
+	}
+	if rep.Fetch.Count > 0 {
+		f := rep.Fetch
+		fmt.Fprintf(&b, "\nfetch     p50 %.3fs  p90 %.3fs  p99 %.3fs  max %.3fs  (n=%d)\n", f.P50, f.P90, f.P99, f.Max, f.Count)
+	}
+	if len(rep.Nodes) > 0 {
+		fmt.Fprintf(&b, "\nresources total RSS %s (peak %s), CPU %.1fs over %d nodes\n", mib(rep.TotalRSS), mib(rep.PeakRSS), rep.TotalCPU, len(rep.Nodes))
+		b.WriteString("  node        starts  cpu(s)  rss-peak  rss-last\n")
+		for _, n := range rep.Nodes {
+			fmt.Fprintf(&b, "  %-10s  %6d  %6.1f  %8s  %8s\n", n.Name, n.Starts, n.CPUSeconds, mib(n.RSSPeak), mib(n.RSSLast))
+		}
+	}
+	return b.String()
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1fMiB", float64(n)/(1<<20)) }
