@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -45,6 +46,21 @@ func newNative(n *Node) (*native, error) {
 func (x *native) close() {
 	x.n.net.Host.RemoveStreamHandler(exchange.ProtocolID)
 	x.srv.Close()
+}
+
+// touchingBlocks pushes the operation's idle timeout back on every batch
+// written, so a long native fetch that keeps making progress is never cut.
+type touchingBlocks struct {
+	exchange.Blocks
+	o *op
+}
+
+func (t touchingBlocks) PutMany(ctx context.Context, bs []blocks.Block) error {
+	err := t.Blocks.PutMany(ctx, bs)
+	if err == nil {
+		t.o.touch()
+	}
+	return err
 }
 
 // streams opens exchange streams over the host.
@@ -87,7 +103,7 @@ func (x *native) fetch(o *op, root cid.Cid, scope exchange.Scope) error {
 		return errors.New("native exchange disabled")
 	}
 	f, err := exchange.NewFetcher(exchange.Config{
-		Blocks:  o.sess.Blockstore(),
+		Blocks:  touchingBlocks{o.sess.Blockstore(), o},
 		Streams: streams{x.n},
 		Logger:  x.n.log.With("subsystem", "exchange"),
 	})

@@ -244,6 +244,10 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 	n.psStats = newPubsubStats()
 	n.PubSub, err = pubsub.NewGossipSub(n.ctx, h,
 		pubsub.WithRawTracer(n.psStats),
+		// Room for bursts: gossipsub drops what does not fit a peer's
+		// outbound queue or the validation queue (defaults 32).
+		pubsub.WithPeerOutboundQueueSize(512),
+		pubsub.WithValidateQueueSize(512),
 		pubsub.WithMessageSigning(true),
 		pubsub.WithStrictSignatureVerification(true),
 		pubsub.WithMaxMessageSize(cfg.PubsubMaxMessageSize),
