@@ -231,9 +231,9 @@ type member struct {
 
 	heard map[peer.ID]time.Time // last message from each peer; reader only
 
-	syncing  atomic.Bool
+	fetch    fetches
 	checking atomic.Bool // checkPins runs
-	request atomic.Bool // publish a HeadsRequest at the next step
+	request  atomic.Bool // publish a HeadsRequest at the next step
 
 	stats struct {
 		badMessages, syncs, syncErrors, pins, pinFailures, unpins, snapshots atomic.Uint64
@@ -402,7 +402,8 @@ func (cs *collections) open(ctx context.Context, desc *collection.Descriptor, re
 		return nil, err
 	}
 	m := &member{cs: cs, c: c, id: id, topicName: CollectionTopic(id), name: rec.Name, leaving: rec.Leaving,
-		peers: map[peer.ID]struct{}{}, heard: map[peer.ID]time.Time{}}
+		peers: map[peer.ID]struct{}{}, heard: map[peer.ID]time.Time{},
+		fetch: fetches{inflight: map[string]struct{}{}, failed: map[string]failedFetch{}}}
 	// The collection's blocks, in any order; the descriptor is not one.
 	bstore := n.store.Blockstore()
 	for _, bc := range byName[CollectionBlockPinName(id)] {
@@ -637,9 +638,7 @@ func (m *member) step(now time.Time, full bool) {
 		m.lastHeads = string(h)
 		m.nextAnn = now.Add(cs.cfg.RebroadcastInterval.D())
 	}
-	if len(c.Missing()) > 0 {
-		m.startSync()
-	}
+	m.startSync(now)
 	if !full {
 		return
 	}
@@ -680,16 +679,122 @@ func (m *member) step(now time.Time, full bool) {
 	}
 }
 
-// startSync fetches what the replica is missing, unless a sync runs.
-func (m *member) startSync() {
-	if !m.syncing.CompareAndSwap(false, true) {
+// maxSyncs bounds the Syncs one collection runs at once.
+const maxSyncs = 4
+
+// fetches is what the member's Syncs ask of the block exchange: the blocks
+// in flight, and the blocks no one sent, each with the time it may be
+// asked again. A block is in at most one Sync's request at a time, so a
+// block no one has (a head a peer announced and then lost, or made up)
+// delays nothing else: later Syncs fetch around it, and it is asked again
+// only after a back-off (fetch_timeout, doubling up to 5 minutes).
+type fetches struct {
+	mu       sync.Mutex
+	running  int
+	inflight map[string]struct{}
+	failed   map[string]failedFetch
+}
+
+type failedFetch struct {
+	until time.Time
+	tries int
+}
+
+// shouldSync reports whether a new Sync would ask for something: a missing
+// block neither in flight nor backing off, with fewer than maxSyncs
+// running.
+func (f *fetches) shouldSync(missing []cid.Cid, now time.Time) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.running >= maxSyncs || len(missing) == 0 {
+		return false
+	}
+	if len(f.failed) > 4*len(missing)+64 { // forget blocks no longer wanted
+		want := make(map[string]struct{}, len(missing))
+		for _, c := range missing {
+			want[c.KeyString()] = struct{}{}
+		}
+		for k := range f.failed {
+			if _, ok := want[k]; !ok {
+				delete(f.failed, k)
+			}
+		}
+	}
+	for _, c := range missing {
+		k := c.KeyString()
+		if _, ok := f.inflight[k]; ok {
+			continue
+		}
+		if r, ok := f.failed[k]; ok && now.Before(r.until) {
+			continue
+		}
+		return true
+	}
+	return false
+}
+
+// claim returns the cids this Sync may ask for and marks them in flight.
+func (f *fetches) claim(cids []cid.Cid, now time.Time) []cid.Cid {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := cids[:0:0]
+	for _, c := range cids {
+		k := c.KeyString()
+		if _, ok := f.inflight[k]; ok {
+			continue
+		}
+		if r, ok := f.failed[k]; ok && now.Before(r.until) {
+			continue
+		}
+		f.inflight[k] = struct{}{}
+		out = append(out, c)
+	}
+	return out
+}
+
+// release ends a request: blocks not received back off. It returns how
+// many were not received.
+func (f *fetches) release(asked []cid.Cid, got map[string]bool, base time.Duration, now time.Time) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	missed := 0
+	for _, c := range asked {
+		k := c.KeyString()
+		delete(f.inflight, k)
+		if got[k] {
+			delete(f.failed, k)
+			continue
+		}
+		missed++
+		r := f.failed[k]
+		r.tries++
+		wait := base << min(r.tries-1, 16)
+		if wait > 5*time.Minute || wait <= 0 {
+			wait = 5 * time.Minute
+		}
+		r.until = now.Add(wait)
+		f.failed[k] = r
+	}
+	return missed
+}
+
+// startSync fetches what the replica is missing in a new Sync, when that
+// would ask for anything.
+func (m *member) startSync(now time.Time) {
+	f := &m.fetch
+	if !f.shouldSync(m.c.Missing(), now) {
 		return
 	}
+	f.mu.Lock()
+	f.running++
+	f.mu.Unlock()
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		defer m.syncing.Store(false)
 		m.sync()
+		f.mu.Lock()
+		f.running--
+		f.mu.Unlock()
 		m.cs.poke()
 	}()
 }
@@ -703,31 +808,42 @@ func (m *member) sync() {
 	bs := blockservice.New(sess.Blockstore(), n.content.x)
 	idle := m.cs.cfg.FetchTimeout.D()
 	getter := collection.BlockGetterFunc(func(ctx context.Context, cids []cid.Cid) <-chan blocks.Block {
-		return getManyIdle(ctx, bs, cids, idle)
+		ask := m.fetch.claim(cids, time.Now())
+		if len(ask) == 0 {
+			ch := make(chan blocks.Block)
+			close(ch)
+			return ch
+		}
+		return getManyIdle(ctx, bs, ask, idle, func(got map[string]bool) {
+			if missed := m.fetch.release(ask, got, idle, time.Now()); missed > 0 && m.ctx.Err() == nil {
+				m.stats.syncErrors.Add(1)
+				msg := fmt.Sprintf("%d of %d blocks not received within %v (asked again later)", missed, len(ask), idle)
+				m.stats.mu.Lock()
+				m.stats.lastSyncErr = msg
+				m.stats.mu.Unlock()
+				m.cs.log.Debug("collection: fetch", "collection", m.id, "err", msg)
+			}
+		})
 	})
-	res, err := m.c.Sync(m.ctx, getter)
+	res, _ := m.c.Sync(m.ctx, getter) // what it could not fetch is counted above
 	m.stats.syncs.Add(1)
 	m.keepBlocks(sess, res.Keep)
-	if err != nil && m.ctx.Err() == nil {
-		m.stats.syncErrors.Add(1)
-		m.stats.mu.Lock()
-		m.stats.lastSyncErr = err.Error()
-		m.stats.mu.Unlock()
-		m.cs.log.Debug("collection: sync", "collection", m.id, "err", err)
-	}
 	for _, r := range res.Rejected {
 		m.cs.log.Info("collection: block rejected", "collection", m.id, "block", r.Cid, "err", r.Err)
 	}
 }
 
 // getManyIdle asks the blockservice for cids at once and gives up when no
-// block arrived for idle (BlockGetter requires a bound).
-func getManyIdle(ctx context.Context, bs blockservice.BlockGetter, cids []cid.Cid, idle time.Duration) <-chan blocks.Block {
+// block arrived for idle (BlockGetter requires a bound). done is called
+// with the CIDs received, before the channel closes.
+func getManyIdle(ctx context.Context, bs blockservice.BlockGetter, cids []cid.Cid, idle time.Duration, done func(got map[string]bool)) <-chan blocks.Block {
 	ctx, cancel := context.WithCancel(ctx)
 	in := bs.GetBlocks(ctx, cids)
 	out := make(chan blocks.Block, 64)
 	go func() {
+		got := make(map[string]bool, len(cids))
 		defer close(out)
+		defer func() { done(got) }()
 		defer cancel()
 		t := time.NewTimer(idle)
 		defer t.Stop()
@@ -737,6 +853,7 @@ func getManyIdle(ctx context.Context, bs blockservice.BlockGetter, cids []cid.Ci
 				if !ok {
 					return
 				}
+				got[b.Cid().KeyString()] = true
 				out <- b // the reader (Sync) drains the channel
 				t.Reset(idle)
 			case <-t.C:

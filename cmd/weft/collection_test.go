@@ -21,8 +21,8 @@ func TestCollectionCLI(t *testing.T) {
 	tune := func(c *node.Config) {
 		c.Collection.TickInterval = node.Duration(100 * time.Millisecond)
 		c.Collection.HeartbeatInterval = node.Duration(200 * time.Millisecond)
-		c.Collection.SuspectAfter = node.Duration(700 * time.Millisecond)
-		c.Collection.GracePeriod = node.Duration(2 * time.Second)
+		c.Collection.SuspectAfter = node.Duration(3 * time.Second) // no repair here: let a loaded machine be late
+		c.Collection.GracePeriod = node.Duration(10 * time.Second)
 	}
 	a := nodetest.Start(t, nodetest.Options{Tune: tune})
 	b := nodetest.Start(t, nodetest.Options{Tune: tune})
@@ -65,12 +65,17 @@ func TestCollectionCLI(t *testing.T) {
 	nodetest.WaitFor(t, 10*time.Second, "the item on a", func() bool {
 		return strings.Contains(ok("collection", "ls", "--repo", ra, id), "hello.txt")
 	})
-	nodetest.WaitFor(t, 20*time.Second, "the item ok on both", func() bool {
-		var st api.CollectionStatus
-		if err := json.Unmarshal([]byte(ok("collection", "status", "--repo", ra, "photos", "--json")), &st); err != nil {
-			t.Fatal(err)
+	nodetest.WaitFor(t, 20*time.Second, "the item ok on both, as both see it", func() bool {
+		for _, args := range [][]string{{ra, "photos"}, {rb, id}} {
+			var st api.CollectionStatus
+			if err := json.Unmarshal([]byte(ok("collection", "status", "--repo", args[0], args[1], "--json")), &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.OK != 1 || len(st.ItemList) != 1 || len(st.ItemList[0].Pinned) != 2 {
+				return false
+			}
 		}
-		return st.OK == 1 && len(st.ItemList) == 1 && len(st.ItemList[0].Pinned) == 2
+		return true
 	})
 	out := ok("collection", "status", "--repo", rb, "pics")
 	for _, want := range []string{id, "writer", "hello.txt", " ok ", "alive", "heads"} {
