@@ -16,5 +16,14 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
 	fi
 fi
 
+# The testnet tests (cmd/weft/testnet_test.go) put each node in a network
+# namespace when root; that needs iproute2 (ip, tc). Without it they fall
+# back to 127.0.0.1.
+if [ "$(id -u)" = 0 ] && ! command -v ip >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+	echo "scripts/test.sh: installing iproute2 for the testnet tests" >&2
+	apt-get update -qq >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
+fi
+
 go vet ./...
 go test -race -timeout 20m ./...

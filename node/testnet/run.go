@@ -200,16 +200,17 @@ func (r *runner) sampleUsage() {
 		if !n.alive() {
 			continue
 		}
-		u := sampleProc(n.PID)
+		pid, _ := n.proc()
+		u := sampleProc(pid)
 		r.mu.Lock()
 		nu := r.usage[n.Name]
 		if nu == nil {
-			nu = &nodeUsage{pid: n.PID}
+			nu = &nodeUsage{pid: pid}
 			r.usage[n.Name] = nu
 		}
-		if nu.pid != n.PID {
+		if nu.pid != pid {
 			nu.cpuPrev += nu.cpuLast
-			nu.cpuLast, nu.pid = 0, n.PID
+			nu.cpuLast, nu.pid = 0, pid
 		}
 		nu.cpuLast = u.CPU
 		nu.rssLast = u.RSS
@@ -408,6 +409,8 @@ func (r *runner) step(ctx context.Context, idx int, st *Step) (string, error) {
 		if err != nil {
 			return "", err
 		}
+		// The publisher holds its own feed already.
+		ns = slices.DeleteFunc(ns, func(n *NodeState) bool { return st.Publisher != "" && n.Name == st.Publisher })
 		pin := st.Pin == nil || *st.Pin
 		tr := r.track(feedName)
 		err = t.parallel(ns, 8, func(n *NodeState) error {

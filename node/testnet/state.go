@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -69,6 +70,15 @@ type NodeState struct {
 	Starts   int    `json:"starts"`
 	Shape    Shape  `json:"shape"`
 	Token    string `json:"-"`
+
+	mu sync.Mutex // guards PID, PIDStart and Starts against readers outside Testnet.mu
+}
+
+// proc returns the node's recorded process.
+func (n *NodeState) proc() (pid int, start uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.PID, n.PIDStart
 }
 
 func newID() string {
@@ -153,14 +163,15 @@ func procStart(pid int) uint64 {
 // alive says the node's recorded process still runs (same PID, same start
 // time, not a zombie).
 func (n *NodeState) alive() bool {
-	if n.PID <= 0 {
+	pid, start := n.proc()
+	if pid <= 0 {
 		return false
 	}
-	st := procStart(n.PID)
-	if st == 0 || st != n.PIDStart {
+	st := procStart(pid)
+	if st == 0 || st != start {
 		return false
 	}
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", n.PID))
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	s := string(b)
 	if i := strings.LastIndexByte(s, ')'); i >= 0 && len(s) > i+2 && s[i+2] == 'Z' {
 		return false
@@ -173,5 +184,6 @@ func (n *NodeState) signal(sig syscall.Signal) error {
 	if !n.alive() {
 		return nil
 	}
-	return syscall.Kill(n.PID, sig)
+	pid, _ := n.proc()
+	return syscall.Kill(pid, sig)
 }

@@ -40,6 +40,7 @@ type Testnet struct {
 	conc     int
 
 	mu    sync.Mutex
+	outMu sync.Mutex
 	procs map[string]*proc // started by this process
 	rng   *rand.Rand
 }
@@ -61,6 +62,8 @@ func (t *Testnet) save() error {
 func (t *Testnet) saveLocked() error { return t.st.save() }
 
 func (t *Testnet) say(format string, args ...any) {
+	t.outMu.Lock()
+	defer t.outMu.Unlock()
 	if t.progress != nil {
 		fmt.Fprintf(t.progress, format+"\n", args...)
 	}
@@ -478,9 +481,11 @@ func (t *Testnet) startOne(ctx context.Context, n *NodeState) error {
 		close(p.done)
 	}()
 	t.mu.Lock()
+	n.mu.Lock()
 	n.PID = cmd.Process.Pid
 	n.PIDStart = procStart(n.PID)
 	n.Starts++
+	n.mu.Unlock()
 	t.procs[n.Name] = p
 	err = t.saveLocked()
 	t.mu.Unlock()
@@ -754,8 +759,9 @@ func (t *Testnet) Status(ctx context.Context) []NodeStatus {
 		i := t.index(n)
 		s := NodeStatus{Name: n.Name, IP: n.IP, API: n.API, PeerID: n.PeerID, Starts: n.Starts, Shape: n.Shape.String()}
 		if n.alive() {
-			s.Running, s.PID = true, n.PID
-			u := sampleProc(n.PID)
+			pid, _ := n.proc()
+			s.Running, s.PID = true, pid
+			u := sampleProc(pid)
 			s.RSSBytes, s.CPUSecs = u.RSS, u.CPU
 			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			peers, err := t.Client(n).Peers(cctx)
