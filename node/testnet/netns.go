@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -142,7 +143,59 @@ func (t *Testnet) setupSwitch(ctx context.Context) error {
 	// Bridged frames skip the switch namespace's (empty) iptables.
 	_ = run(ctx, "", "ip", "netns", "exec", st.Switch, "sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=0")
 	st.Shaping = probeShaping(ctx, st.Switch)
+	if err := raiseNeighTable(st, len(t.sc.NodeNames())); err != nil {
+		t.say("warning: %v", err)
+	}
 	return t.save()
+}
+
+// The kernel's ARP table is one for every namespace, and its default hard
+// limit (gc_thresh3 = 1024) is what a full mesh of about 30 nodes needs:
+// past it, new neighbours are refused ("neighbor table overflow") and
+// connections stall. raiseNeighTable lifts the limits for n nodes and
+// records the old values so that down puts them back.
+const neighDir = "/proc/sys/net/ipv4/neigh/default/"
+
+func raiseNeighTable(st *State, n int) error {
+	need := []int{n*n/2 + 128, n*n + 512, 2*n*n + 1024}
+	var old []int
+	for i, name := range []string{"gc_thresh1", "gc_thresh2", "gc_thresh3"} {
+		b, err := os.ReadFile(neighDir + name)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", name, err)
+		}
+		v, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		old = append(old, v)
+		need[i] = max(need[i], v)
+	}
+	if need[2] == old[2] {
+		return nil
+	}
+	st.NeighOld, st.NeighSet = old, need
+	for i, name := range []string{"gc_thresh1", "gc_thresh2", "gc_thresh3"} {
+		if err := os.WriteFile(neighDir+name, []byte(strconv.Itoa(need[i])), 0o644); err != nil {
+			return fmt.Errorf("raise the ARP table limit (%s) for %d nodes: %w", name, n, err)
+		}
+	}
+	return nil
+}
+
+// restoreNeighTable puts back the limits raiseNeighTable changed, unless
+// someone changed them since or another testnet still has namespaces.
+func restoreNeighTable(ctx context.Context, st *State) {
+	if len(st.NeighOld) != 3 || len(st.NeighSet) != 3 {
+		return
+	}
+	b, err := os.ReadFile(neighDir + "gc_thresh3")
+	if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(st.NeighSet[2]) {
+		return
+	}
+	if out, err := output(ctx, "ip", "netns", "list"); err != nil || strings.Contains(out, "wt-") {
+		return
+	}
+	for i, name := range []string{"gc_thresh1", "gc_thresh2", "gc_thresh3"} {
+		_ = os.WriteFile(neighDir+name, []byte(strconv.Itoa(st.NeighOld[i])), 0o644)
+	}
 }
 
 // probeShaping finds out whether this kernel has netem (latency, jitter,
@@ -321,6 +374,7 @@ func teardownNetns(ctx context.Context, st *State) []error {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		if l := Leftovers(ctx, st.ID); l.Empty() {
+			restoreNeighTable(ctx, st)
 			return errs
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -50,6 +50,8 @@ type State struct {
 	Namespaces []string   `json:"namespaces,omitempty"` // every namespace made, switch included
 	Shaping    string     `json:"shaping,omitempty"`    // what shaping the kernel allows
 	Partition  [][]string `json:"partition,omitempty"`  // groups of the current partition
+	NeighOld   []int      `json:"neigh_old,omitempty"`  // ARP table limits (gc_thresh1-3) before this testnet raised them
+	NeighSet   []int      `json:"neigh_set,omitempty"`  // and what it raised them to
 
 	Nodes []*NodeState `json:"nodes"`
 }

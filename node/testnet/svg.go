@@ -13,7 +13,7 @@ import (
 
 const (
 	svgW, svgH                     = 720, 400
-	padL, padR, padT, padB float64 = 70, 24, 48, 56
+	padL, padR, padT, padB float64 = 70, 24, 56, 70
 )
 
 func svgOpen(b *strings.Builder, title string) {
@@ -70,8 +70,8 @@ func axes(b *strings.Builder, xmax, ymax float64, xlabel, ylabel string) (func(f
 		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="middle" fill="#333">%s</text>`+"\n", X(v), padT+ph+20, fmtTick(v))
 	}
 	fmt.Fprintf(b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="none" stroke="#333"/>`+"\n", padL, padT, pw, ph)
-	fmt.Fprintf(b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", padL+pw/2, svgH-10, html.EscapeString(xlabel))
-	fmt.Fprintf(b, `<text x="18" y="%.1f" text-anchor="middle" transform="rotate(-90 18 %.1f)">%s</text>`+"\n", padT+ph/2, padT+ph/2, html.EscapeString(ylabel))
+	fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", padL+pw/2, padT+ph+40, html.EscapeString(xlabel))
+	fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="start" fill="#333">%s</text>`+"\n", padL, padT-10, html.EscapeString(ylabel))
 	return X, Y
 }
 
@@ -131,7 +131,7 @@ func histogramSVG(title, xlabel string, xs []float64) string {
 	if over > 0 {
 		note += fmt.Sprintf("; %d above the axis are in the last bar", over)
 	}
-	fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="end" fill="#555">%s</text>`+"\n", float64(svgW)-padR, svgH-10, html.EscapeString(note))
+	fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="end" fill="#555" font-size="12">%s</text>`+"\n", float64(svgW)-padR, svgH-8, html.EscapeString(note))
 	b.WriteString("</svg>\n")
 	return b.String()
 }
@@ -187,7 +187,7 @@ func deliverySVG(rep *Report) string {
 	if expected > 0 {
 		ratio = 100 * float64(delivered) / float64(expected)
 	}
-	fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="end" fill="#555">%s</text>`+"\n", float64(svgW)-padR, svgH-10,
+	fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="end" fill="#555" font-size="12">%s</text>`+"\n", float64(svgW)-padR, svgH-8,
 		html.EscapeString(fmt.Sprintf("%d seen on the topic; %d/%d delivered (%.1f%%)", seen, delivered, expected, ratio)))
 	b.WriteString("</svg>\n")
 	return b.String()
