@@ -124,6 +124,24 @@ func newMetrics(n *Node) *metrics {
 	counter("weft_exchange_native_blocks_sent_total", "Blocks served through weft's native exchange.", nat(func(s NativeStats) int64 { return s.Served.Blocks }))
 	counter("weft_exchange_native_sent_bytes_total", "Block bytes served through weft's native exchange.", nat(func(s NativeStats) int64 { return s.Served.Bytes }))
 	counter("weft_exchange_native_rejected_blocks_total", "Blocks refused by the native exchange because they did not match their CID.", nat(func(s NativeStats) int64 { return s.BadBlocks }))
+	transfer := func(received bool) func() float64 {
+		return func() float64 {
+			if !ready() {
+				return 0
+			}
+			nat := n.NativeStats()
+			st, err := n.content.x.Stat()
+			if err != nil {
+				return 0
+			}
+			if received {
+				return float64(st.DataReceived) + float64(nat.Bytes)
+			}
+			return float64(st.DataSent) + float64(nat.Served.Bytes)
+		}
+	}
+	counter("weft_transfer_received_bytes_total", "Block bytes received over either exchange (native and Bitswap).", transfer(true))
+	counter("weft_transfer_sent_bytes_total", "Block bytes sent over either exchange (native and Bitswap).", transfer(false))
 	counter("weft_exchange_rejected_blocks_total", "Blocks from peers that matched no wanted CID (never stored).", func() float64 {
 		if !ready() {
 			return 0

@@ -542,9 +542,10 @@ func TestSlowProviderPreempted(t *testing.T) {
 	if slow.Preempted == 0 || slow.Err != nil {
 		t.Errorf("the slow provider was not preempted: %+v", slow)
 	}
-	// Its first unit alone (16 blocks of 64 KiB) would take 3.2s.
-	if d > 2*time.Second {
-		t.Errorf("fetch took %v", d)
+	// The fast provider took over the slow one's work: it delivered most
+	// of the DAG (no wall-clock assertion: the machine may be loaded).
+	if fast := st.Peers["fast"]; fast.Blocks <= slow.Blocks {
+		t.Errorf("fast provider sent %d blocks, slow %d: work did not move", fast.Blocks, slow.Blocks)
 	}
 	if got := slow.Blocks + st.Peers["fast"].Blocks; got != int64(total) {
 		t.Errorf("%d blocks received for %d", got, total)

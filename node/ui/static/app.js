@@ -21,6 +21,7 @@
   // /metrics has is drawn. (A libp2p-wide byte counter, if /metrics gains
   // one, belongs at the top.)
   const BW_SOURCES = [
+    { label: 'block bytes (native exchange and Bitswap)', in: 'weft_transfer_received_bytes_total', out: 'weft_transfer_sent_bytes_total' },
     { label: 'Bitswap block bytes', in: 'weft_bitswap_received_bytes_total', out: 'weft_bitswap_sent_bytes_total' },
   ];
 
