@@ -3,8 +3,8 @@ package node_test
 import (
 	"bytes"
 	"crypto/sha256"
+	"github.com/weft-p2p/weft/protocol/unixfs/unixfstest"
 	"io"
-	"strconv"
 	"testing"
 	"time"
 
@@ -16,45 +16,6 @@ import (
 	"github.com/weft-p2p/weft/protocol/unixfs"
 	"github.com/weft-p2p/weft/store"
 )
-
-// shaStream streams the bytes of shared/testdata/make-input.py:
-// sha256(seed + ":" + k) for k = 0, 1, ..., concatenated and cut to size.
-// It holds one digest at a time, so large inputs cost no memory.
-type shaStream struct {
-	prefix []byte
-	left   int64
-	k      int64
-	block  [sha256.Size]byte
-	off    int
-	msg    []byte
-}
-
-func newSHAStream(seed string, size int64) *shaStream {
-	return &shaStream{prefix: []byte(seed + ":"), left: size, off: sha256.Size}
-}
-
-func (g *shaStream) Read(p []byte) (int, error) {
-	if g.left == 0 {
-		return 0, io.EOF
-	}
-	if int64(len(p)) > g.left {
-		p = p[:g.left]
-	}
-	n := 0
-	for n < len(p) {
-		if g.off == sha256.Size {
-			g.msg = strconv.AppendInt(append(g.msg[:0], g.prefix...), g.k, 10)
-			g.block = sha256.Sum256(g.msg)
-			g.k++
-			g.off = 0
-		}
-		c := copy(p[n:], g.block[g.off:])
-		g.off += c
-		n += c
-	}
-	g.left -= int64(n)
-	return n, nil
-}
 
 // streamSum is the sha256 of newSHAStream(seed, size).
 func streamSum(seed string, size int64) []byte {
@@ -221,3 +182,6 @@ func TestPinsSurviveRestartAndGCReclaims(t *testing.T) {
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
+
+// newSHAStream streams the kubo-cids.json input of (seed, size).
+func newSHAStream(seed string, size int64) *unixfstest.Input { return unixfstest.NewInput(seed, size) }

@@ -1,9 +1,9 @@
 package main
 
 import (
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"github.com/weft-p2p/weft/protocol/unixfs/unixfstest"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,45 +14,6 @@ import (
 
 	"github.com/weft-p2p/weft/node/nodetest"
 )
-
-// genReader streams the bytes the "generator" field of kubo-cids.json
-// describes: sha256(seed + ":" + k) for k = 0, 1, ..., concatenated and cut
-// to size. It holds one digest at a time.
-type genReader struct {
-	prefix []byte
-	left   int64
-	k      int64
-	block  [sha256.Size]byte
-	off    int
-	msg    []byte
-}
-
-func newGen(seed string, size int64) *genReader {
-	return &genReader{prefix: []byte(seed + ":"), left: size, off: sha256.Size}
-}
-
-func (g *genReader) Read(p []byte) (int, error) {
-	if g.left == 0 {
-		return 0, io.EOF
-	}
-	if int64(len(p)) > g.left {
-		p = p[:g.left]
-	}
-	n := 0
-	for n < len(p) {
-		if g.off == sha256.Size {
-			g.msg = strconv.AppendInt(append(g.msg[:0], g.prefix...), g.k, 10)
-			g.block = sha256.Sum256(g.msg)
-			g.k++
-			g.off = 0
-		}
-		c := copy(p[n:], g.block[g.off:])
-		g.off += c
-		n += c
-	}
-	g.left -= int64(n)
-	return n, nil
-}
 
 // writeGen writes the generated input (seed, size) to path.
 func writeGen(t testing.TB, path, seed string, size int64) {
@@ -280,3 +241,6 @@ func TestAddKuboVectors(t *testing.T) {
 		})
 	}
 }
+
+// newGen streams the kubo-cids.json input of (seed, size).
+func newGen(seed string, size int64) *unixfstest.Input { return unixfstest.NewInput(seed, size) }

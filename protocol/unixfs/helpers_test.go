@@ -2,56 +2,15 @@ package unixfs
 
 import (
 	"context"
-	"crypto/sha256"
-	"io"
+	"github.com/weft-p2p/weft/protocol/unixfs/unixfstest"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 
 	mdtest "github.com/ipfs/boxo/ipld/merkledag/test"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 )
-
-// genReader streams the bytes of shared/testdata/make-input.py: the
-// concatenation of sha256(seed + ":" + k) for k = 0, 1, ..., cut to size.
-// It holds one digest at a time, so a 50 MiB input costs no memory.
-type genReader struct {
-	prefix []byte // seed + ":"
-	left   int64
-	k      int64
-	block  [sha256.Size]byte
-	off    int // read offset in block; len(block) when it is used up
-	msg    []byte
-}
-
-func newGen(seed string, size int64) *genReader {
-	return &genReader{prefix: []byte(seed + ":"), left: size, off: sha256.Size}
-}
-
-func (g *genReader) Read(p []byte) (int, error) {
-	if g.left == 0 {
-		return 0, io.EOF
-	}
-	if int64(len(p)) > g.left {
-		p = p[:g.left]
-	}
-	n := 0
-	for n < len(p) {
-		if g.off == sha256.Size {
-			g.msg = strconv.AppendInt(append(g.msg[:0], g.prefix...), g.k, 10)
-			g.block = sha256.Sum256(g.msg)
-			g.k++
-			g.off = 0
-		}
-		c := copy(p[n:], g.block[g.off:])
-		g.off += c
-		n += c
-	}
-	g.left -= int64(n)
-	return n, nil
-}
 
 // nullDAG is a DAGService that keeps nothing: an import into it computes
 // CIDs only, like `ipfs add --only-hash`.
@@ -108,3 +67,6 @@ func mustCid(t testing.TB, s string) cid.Cid {
 	}
 	return c
 }
+
+// newGen streams the kubo-cids.json input of (seed, size).
+func newGen(seed string, size int64) *unixfstest.Input { return unixfstest.NewInput(seed, size) }
