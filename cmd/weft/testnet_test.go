@@ -215,3 +215,28 @@ duration = "5m"
 	}
 	assertNothingLeft(t, st)
 }
+
+// TestTestnetLoopbackScenario runs the CI scenario in the fallback mode
+// (every node on 127.0.0.1, partitions through the daemons' deny lists),
+// which a root CI run would otherwise never exercise.
+func TestTestnetLoopbackScenario(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs 5 daemons")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("not root: TestTestnetCIScenario already runs on loopback")
+	}
+	bin := buildWeft(t)
+	work := t.TempDir()
+	rep := filepath.Join(work, "report")
+	code, out, stderr := weftQuiet("testnet", "run", "../../scripts/scenarios/ci-partition-5.toml",
+		"--bin", bin, "--dir", filepath.Join(work, "tn"), "--report", rep, "--mode", "loopback")
+	if code != 0 {
+		t.Fatalf("testnet run --mode loopback: exit %d\n%s\n%s", code, out, stderr)
+	}
+	r := reportOf(t, rep)
+	if !r.Passed || r.Testnet.Mode != testnet.ModeLoopback {
+		t.Fatalf("passed=%v mode=%s", r.Passed, r.Testnet.Mode)
+	}
+	assertNothingLeft(t, r.Testnet)
+}
