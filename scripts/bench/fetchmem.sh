@@ -9,31 +9,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIZE_MIB=${1:-1024}
-WORK=$(mktemp -d -t weft-fetchmem.XXXXXX)
-BIN="$WORK/weft"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-go build -o "$BIN" ./cmd/weft
-start() { # name [bootstrap]
-  local repo="$WORK/$1"
-  local args=(init --repo "$repo" --listen /ip4/127.0.0.1/tcp/0 --api 127.0.0.1:0)
-  [ -n "${2:-}" ] && args+=(--bootstrap "$2")
-  "$BIN" "${args[@]}" >/dev/null
-  "$BIN" daemon --repo "$repo" >"$repo.log" 2>&1 &
-  PIDS+=($!)
-  for _ in $(seq 1 200); do [ -s "$repo/api" ] && return 0; sleep 0.05; done
-  echo "daemon $1 did not start" >&2; cat "$repo.log" >&2; exit 1
-}
+source scripts/bench/lib.sh
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-start a
-A_ADDR=$("$BIN" id --repo "$WORK/a" --json | sed -n 's/^ *"\(\/ip4\/127.0.0.1\/tcp\/[0-9]*\/p2p\/[^"]*\)".*/\1/p' | head -1)
-start b "$A_ADDR"
+start_daemon a
+A_ADDR=$(tcp_addr a)
+start_daemon b "$A_ADDR"
 B_PID=${PIDS[1]}
 echo "adding $SIZE_MIB MiB on A..."
 CID=$(head -c $((SIZE_MIB << 20)) /dev/urandom | "$BIN" add --repo "$WORK/a" -q -)

@@ -9,30 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${1:-21}
-WORK=$(mktemp -d -t weft-latency.XXXXXX)
-BIN="$WORK/weft"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-go build -o "$BIN" ./cmd/weft
-start() { # name [bootstrap]
-  local repo="$WORK/$1"
-  local args=(init --repo "$repo" --listen /ip4/127.0.0.1/tcp/0 --api 127.0.0.1:0)
-  [ -n "${2:-}" ] && args+=(--bootstrap "$2")
-  "$BIN" "${args[@]}" >/dev/null
-  "$BIN" daemon --repo "$repo" >"$repo.log" 2>&1 &
-  PIDS+=($!)
-  for _ in $(seq 1 200); do [ -s "$repo/api" ] && return 0; sleep 0.05; done
-  echo "daemon $1 did not start" >&2; cat "$repo.log" >&2; exit 1
-}
-start a
-A_ADDR=$("$BIN" id --repo "$WORK/a" --json | sed -n 's/^ *"\(\/ip4\/127.0.0.1\/tcp\/[0-9]*\/p2p\/[^"]*\)".*/\1/p' | head -1)
-start b "$A_ADDR"
+source scripts/bench/lib.sh
+start_daemon a
+A_ADDR=$(tcp_addr a)
+start_daemon b "$A_ADDR"
 for _ in $(seq 1 100); do "$BIN" peers --repo "$WORK/b" | grep -q 12D3 && break; sleep 0.05; done
 : >"$WORK/ms"
 for i in $(seq 1 "$ROUNDS"); do
