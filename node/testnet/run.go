@@ -847,6 +847,9 @@ func (r *runner) check(ctx context.Context, st *Step) (string, error) {
 			return "", err
 		}
 	}
+	if st.Check == "replicas" && st.Node == "" {
+		return r.pinnedReplicas(ctx, st, coll, ns)
+	}
 	if st.Check == "replicas" {
 		ns = ns[:1]
 	}
@@ -971,4 +974,50 @@ func sorted(s []string) []string {
 		return strings.Compare(a, b)
 	})
 	return out
+}
+
+// pinnedReplicas checks a collection's replication against what the nodes
+// actually hold: the items as the first node lists them, and every
+// running node's pin list.
+func (r *runner) pinnedReplicas(ctx context.Context, st *Step, coll string, ns []*NodeState) (string, error) {
+	items, err := r.t.Client(ns[0]).CollectionLs(ctx, coll)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", ns[0].Name, err)
+	}
+	if len(items) == 0 {
+		return "", errors.New("the collection lists no items")
+	}
+	var mu sync.Mutex
+	count := map[string]int{}
+	var errs []error
+	_ = r.t.parallel(ns, 8, func(n *NodeState) error {
+		pins, err := r.t.Client(n).PinLs(ctx)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", n.Name, err))
+			return nil
+		}
+		for _, p := range pins {
+			count[p.CID]++
+		}
+		return nil
+	})
+	if len(errs) > 0 {
+		return "", errors.Join(errs...)
+	}
+	var under []string
+	for _, it := range items {
+		if count[it.CID] < st.Replication {
+			under = append(under, fmt.Sprintf("%s at %d", short(it.CID), count[it.CID]))
+		}
+	}
+	detail := fmt.Sprintf("%d items on %d nodes", len(items), len(ns))
+	if (len(under) == 0) == st.Negate {
+		if st.Negate {
+			return detail, fmt.Errorf("every item is pinned on %d nodes", st.Replication)
+		}
+		return detail, fmt.Errorf("%d of %d items pinned on fewer than %d running nodes (%s)", len(under), len(items), st.Replication, strings.Join(under[:min(3, len(under))], ", "))
+	}
+	return detail, nil
 }
