@@ -174,11 +174,14 @@ var (
 	descFeedRecords = prometheus.NewDesc("weft_feed_records_total", "Feed records handled, by result.", []string{"result"}, nil)
 	descFeedSeq     = prometheus.NewDesc("weft_feed_sequence", "Sequence number of the newest valid record held, per feed.", []string{"feed"}, nil)
 	descFeedPinned  = prometheus.NewDesc("weft_feed_pinned_sequence", "Sequence number of the newest pinned version, per followed feed.", []string{"feed"}, nil)
+	descCollItems   = prometheus.NewDesc("weft_collection_items", "Items in a collection this node is a member of.", []string{"collection"}, nil)
+	descCollState   = prometheus.NewDesc("weft_collection_items_by_state", "A collection's items by replication state (ok, repairing, under_replicated).", []string{"collection", "state"}, nil)
+	descCollMembers = prometheus.NewDesc("weft_collection_members_alive", "Members of a collection heard recently, this node included.", []string{"collection"}, nil)
 	descFeedLag     = prometheus.NewDesc("weft_feed_lag", "Versions held but not yet pinned, per feed followed with pinning.", []string{"feed"}, nil)
 )
 
 func (d *dynamicCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, desc := range []*prometheus.Desc{descPSDelivered, descPSSent, descPSRejected, descFeedRecords, descFeedSeq, descFeedPinned, descFeedLag} {
+	for _, desc := range []*prometheus.Desc{descPSDelivered, descPSSent, descPSRejected, descFeedRecords, descFeedSeq, descFeedPinned, descFeedLag, descCollItems, descCollState, descCollMembers} {
 		ch <- desc
 	}
 }
@@ -193,6 +196,13 @@ func (d *dynamicCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descPSSent, prometheus.CounterValue, float64(ts.Sent), topic)
 		for reason, v := range ts.Rejected {
 			ch <- prometheus.MustNewConstMetric(descPSRejected, prometheus.CounterValue, float64(v), topic, reason)
+		}
+	}
+	for _, c := range n.CollectionList() {
+		ch <- prometheus.MustNewConstMetric(descCollItems, prometheus.GaugeValue, float64(c.Items), c.ID)
+		ch <- prometheus.MustNewConstMetric(descCollMembers, prometheus.GaugeValue, float64(c.MembersAlive), c.ID)
+		for state, v := range map[string]int{"ok": c.OK, "repairing": c.Repairing, "under_replicated": c.UnderReplicated} {
+			ch <- prometheus.MustNewConstMetric(descCollState, prometheus.GaugeValue, float64(v), c.ID, state)
 		}
 	}
 	if n.feeds == nil {

@@ -107,7 +107,9 @@ NAME is a local label; every command takes the local name or the ID.`,
 		})
 
 	status := clientCmd(o, "status NAME|ID", "Show a collection's members, heads, and each item's holders and state", cobra.ExactArgs(1),
-		func(ctx context.Context, c *api.Client, a []string) (any, error) { return c.CollectionStatus(ctx, a[0]) },
+		func(ctx context.Context, c *api.Client, a []string) (any, error) {
+			return c.CollectionStatus(ctx, a[0])
+		},
 		func(w io.Writer, v any) { printCollectionStatus(w, v.(api.CollectionStatus)) })
 
 	list := clientCmd(o, "list", "List the collections this node is a member of", cobra.NoArgs,
