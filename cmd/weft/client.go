@@ -56,6 +56,27 @@ func (o *clientOpts) client() (*api.Client, error) {
 	return api.NewClient(addr, tok), nil
 }
 
+// call runs fn with a client and a context that Ctrl-C cancels, and turns
+// API errors into what the user should do.
+func (o *clientOpts) call(fn func(ctx context.Context, c *api.Client) error) error {
+	c, err := o.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := cmdContext()
+	defer cancel()
+	return explainAPIError(fn(ctx, c))
+}
+
+// copyStream copies a streamed answer to w, closing it.
+func copyStream(w io.Writer, r io.ReadCloser, what string) error {
+	defer r.Close()
+	if _, err := io.Copy(w, r); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
 // cmdContext is cancelled by Ctrl-C, so a long client call stops cleanly.
 func cmdContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

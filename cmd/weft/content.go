@@ -203,21 +203,13 @@ func newCatCmd(o *clientOpts) *cobra.Command {
 		Short: "Write a file's bytes to stdout, fetching from the swarm if needed",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cmdContext()
-			defer cancel()
-			r, err := c.Cat(ctx, args[0], offset, length)
-			if err != nil {
-				return explainAPIError(err)
-			}
-			defer r.Close()
-			if _, err := io.Copy(cmd.OutOrStdout(), r); err != nil {
-				return fmt.Errorf("cat %s: %w", args[0], err)
-			}
-			return nil
+			return o.call(func(ctx context.Context, c *api.Client) error {
+				r, err := c.Cat(ctx, args[0], offset, length)
+				if err != nil {
+					return err
+				}
+				return copyStream(cmd.OutOrStdout(), r, "cat "+args[0])
+			})
 		},
 	}
 	cmd.Flags().Int64Var(&offset, "offset", 0, "start at this byte")
@@ -379,21 +371,13 @@ func newCarCmd(o *clientOpts) *cobra.Command {
 		Short: "Write a CARv1 of the DAG under CID to stdout",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cmdContext()
-			defer cancel()
-			r, err := c.CarExport(ctx, args[0])
-			if err != nil {
-				return explainAPIError(err)
-			}
-			defer r.Close()
-			if _, err := io.Copy(cmd.OutOrStdout(), r); err != nil {
-				return fmt.Errorf("car export: %w", err)
-			}
-			return nil
+			return o.call(func(ctx context.Context, c *api.Client) error {
+				r, err := c.CarExport(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				return copyStream(cmd.OutOrStdout(), r, "car export")
+			})
 		},
 	}
 	var noPin bool

@@ -17,19 +17,18 @@ func newPubsubCmd(o *clientOpts) *cobra.Command {
 		Short: "Publish DATA (or stdin with - or no DATA) on TOPIC",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
 			var data []byte
 			if len(args) == 2 && args[1] != "-" {
 				data = []byte(args[1])
-			} else if data, err = io.ReadAll(cmd.InOrStdin()); err != nil {
-				return fmt.Errorf("read stdin: %w", err)
+			} else {
+				var err error
+				if data, err = io.ReadAll(cmd.InOrStdin()); err != nil {
+					return fmt.Errorf("read stdin: %w", err)
+				}
 			}
-			ctx, cancel := cmdContext()
-			defer cancel()
-			return explainAPIError(c.Publish(ctx, args[0], data))
+			return o.call(func(ctx context.Context, c *api.Client) error {
+				return c.Publish(ctx, args[0], data)
+			})
 		},
 	}
 	sub := &cobra.Command{
@@ -37,22 +36,17 @@ func newPubsubCmd(o *clientOpts) *cobra.Command {
 		Short: "Print messages on TOPIC, one per line, until Ctrl-C (--json: sender, seqno, topic, data)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cmdContext()
-			defer cancel()
 			out := cmd.OutOrStdout()
-			err = c.Subscribe(ctx, args[0], func(m api.PubsubMessage) bool {
-				if o.json {
-					_ = printJSONLine(out, m)
-				} else {
-					fmt.Fprintf(out, "%s\n", m.Data)
-				}
-				return true
+			return o.call(func(ctx context.Context, c *api.Client) error {
+				return c.Subscribe(ctx, args[0], func(m api.PubsubMessage) bool {
+					if o.json {
+						_ = printJSONLine(out, m)
+					} else {
+						fmt.Fprintf(out, "%s\n", m.Data)
+					}
+					return true
+				})
 			})
-			return explainAPIError(err)
 		},
 	}
 	ls := clientCmd(o, "ls", "List subscribed topics", cobra.NoArgs,
