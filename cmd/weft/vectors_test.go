@@ -1,13 +1,11 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"github.com/weft-p2p/weft/protocol/unixfs/unixfstest"
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -34,38 +32,6 @@ func writeGen(t testing.TB, path, seed string, size int64) {
 	}
 }
 
-// kuboVectors is ../shared/testdata/kubo-cids.json.
-type kuboVectors struct {
-	KuboVersion string                  `json:"kubo_version"`
-	Generator   string                  `json:"generator"`
-	Settings    map[string]kuboSettings `json:"settings"`
-	Files       []struct {
-		Seed string            `json:"seed"`
-		Size int64             `json:"size"`
-		CIDs map[string]string `json:"cids"`
-	} `json:"files"`
-	Directories []struct {
-		Name    string `json:"name"`
-		Entries []struct {
-			Path string `json:"path"`
-			Seed string `json:"seed"`
-			Size int64  `json:"size"`
-			Dir  bool   `json:"dir"`
-		} `json:"entries"`
-		EntriesRule string            `json:"entries_rule"`
-		CIDs        map[string]string `json:"cids"`
-	} `json:"directories"`
-}
-
-type kuboSettings struct {
-	CIDVersion int    `json:"cid_version"`
-	RawLeaves  bool   `json:"raw_leaves"`
-	ChunkSize  int64  `json:"chunk_size"`
-	Hash       string `json:"hash"`
-	MaxLinks   int    `json:"max_links"`
-	KuboFlags  string `json:"kubo_flags"`
-}
-
 // profileSetting is the setting that stands for a whole import profile: it
 // maps onto no flags at all, since it is weft's default.
 const profileSetting = "unixfs-v1-2025"
@@ -78,7 +44,7 @@ const profileSetting = "unixfs-v1-2025"
 const legacyProfile = "unixfs-v0-2015"
 
 // flags turns a setting into `weft add` flags.
-func (s kuboSettings) flags(name string) []string {
+func settingFlags(s unixfstest.Settings, name string) []string {
 	if name == profileSetting {
 		return nil
 	}
@@ -90,53 +56,6 @@ func (s kuboSettings) flags(name string) []string {
 		"--max-links", strconv.Itoa(s.MaxLinks),
 		"--hash", s.Hash,
 	}
-}
-
-// moduleRoot walks up from the package directory to the one with go.mod.
-func moduleRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range 64 {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	t.Fatal("no go.mod above the package directory")
-	return ""
-}
-
-func loadKuboVectors(t testing.TB) kuboVectors {
-	t.Helper()
-	path := filepath.Join(moduleRoot(t), "..", "shared", "testdata", "kubo-cids.json")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read test vectors: %v", err)
-	}
-	var v kuboVectors
-	if err := json.Unmarshal(b, &v); err != nil {
-		t.Fatalf("parse %s: %v", path, err)
-	}
-	if len(v.Files) == 0 || len(v.Directories) == 0 || len(v.Settings) == 0 {
-		t.Fatalf("%s: no vectors", path)
-	}
-	return v
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // TestGenReader checks the generator against the example the JSON gives.
@@ -165,7 +84,7 @@ func TestGenReader(t *testing.T) {
 // through the HTTP API of a running node, under every setting listed for
 // it, and checks that `weft add` prints the CID Kubo printed.
 func TestAddKuboVectors(t *testing.T) {
-	v := loadKuboVectors(t)
+	v := unixfstest.LoadVectors(t)
 	if !strings.Contains(v.Generator, "sha256(f'{seed}:{k}'") {
 		t.Fatalf("generator changed, update genReader: %q", v.Generator)
 	}
@@ -183,7 +102,7 @@ func TestAddKuboVectors(t *testing.T) {
 		if dir {
 			args = append(args, "-r", "-q")
 		}
-		args = append(args, s.flags(setting)...)
+		args = append(args, settingFlags(s, setting)...)
 		args = append(args, path)
 		code, out, stderr := weft(t, args...)
 		if code != 0 {
@@ -207,7 +126,7 @@ func TestAddKuboVectors(t *testing.T) {
 			path := filepath.Join(inputs, "files", f.Seed)
 			writeGen(t, path, f.Seed, f.Size)
 			defer os.Remove(path)
-			for _, setting := range sortedKeys(f.CIDs) {
+			for _, setting := range unixfstest.SortedKeys(f.CIDs) {
 				check(t, setting, add(t, setting, path, false), f.CIDs[setting])
 			}
 		})
@@ -235,7 +154,7 @@ func TestAddKuboVectors(t *testing.T) {
 			default:
 				t.Fatalf("directory vector %q: unknown entries_rule %q", d.Name, d.EntriesRule)
 			}
-			for _, setting := range sortedKeys(d.CIDs) {
+			for _, setting := range unixfstest.SortedKeys(d.CIDs) {
 				check(t, setting, add(t, setting, root, true), d.CIDs[setting])
 			}
 		})

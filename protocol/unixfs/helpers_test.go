@@ -3,8 +3,6 @@ package unixfs
 import (
 	"context"
 	"github.com/weft-p2p/weft/protocol/unixfs/unixfstest"
-	"os"
-	"path/filepath"
 	"testing"
 
 	mdtest "github.com/ipfs/boxo/ipld/merkledag/test"
@@ -39,25 +37,6 @@ var _ ipld.DAGService = nullDAG{}
 // memDAG returns boxo's in-memory DAGService: merkledag over a blockservice
 // over a map blockstore.
 func memDAG() ipld.DAGService { return mdtest.Mock() }
-
-// repoRoot walks up from the package directory to the module root.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the package directory")
-		}
-		dir = parent
-	}
-}
 
 func mustCid(t testing.TB, s string) cid.Cid {
 	t.Helper()

@@ -2,12 +2,9 @@ package unixfs
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"github.com/weft-p2p/weft/protocol/unixfs/unixfstest"
 	"io"
-	"os"
-	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,44 +12,9 @@ import (
 	"github.com/ipfs/boxo/files"
 )
 
-// kuboVectors is shared/testdata/kubo-cids.json: CIDs Kubo computed for
-// deterministic inputs under several import settings.
-type kuboVectors struct {
-	KuboVersion string                  `json:"kubo_version"`
-	Settings    map[string]kuboSettings `json:"settings"`
-	Files       []struct {
-		Seed string            `json:"seed"`
-		Size int64             `json:"size"`
-		CIDs map[string]string `json:"cids"`
-	} `json:"files"`
-	Directories []struct {
-		Name    string `json:"name"`
-		Entries []struct {
-			Path string `json:"path"`
-			Seed string `json:"seed"`
-			Size int64  `json:"size"`
-			Dir  bool   `json:"dir"`
-		} `json:"entries"`
-		EntriesRule string            `json:"entries_rule"`
-		CIDs        map[string]string `json:"cids"`
-	} `json:"directories"`
-}
-
-type kuboSettings struct {
-	CIDVersion         int    `json:"cid_version"`
-	RawLeaves          bool   `json:"raw_leaves"`
-	ChunkSize          int64  `json:"chunk_size"`
-	Hash               string `json:"hash"`
-	MaxLinks           int    `json:"max_links"`
-	Layout             string `json:"layout"`
-	HAMTThreshold      string `json:"hamt_directory_size_threshold"`
-	HAMTSizeEstimation string `json:"hamt_size_estimation"`
-	HAMTFanout         int    `json:"hamt_fanout"`
-}
-
 // options maps a settings entry onto Options. Fields the entry leaves out
 // keep Kubo's defaults of the time, which are the unixfs-v0-2015 ones.
-func (s kuboSettings) options(t *testing.T) Options {
+func settingOptions(t *testing.T, s unixfstest.Settings) Options {
 	t.Helper()
 	o, err := Profile(ProfileV0_2015)
 	if err != nil {
@@ -92,23 +54,6 @@ func parseBytes(t *testing.T, s string) int {
 	return n * mult
 }
 
-func loadVectors(t *testing.T) kuboVectors {
-	t.Helper()
-	path := filepath.Join(repoRoot(t), "..", "shared", "testdata", "kubo-cids.json")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read test vectors: %v", err)
-	}
-	var v kuboVectors
-	if err := json.Unmarshal(b, &v); err != nil {
-		t.Fatalf("parse %s: %v", path, err)
-	}
-	if len(v.Files) == 0 || len(v.Directories) == 0 || len(v.Settings) == 0 {
-		t.Fatalf("%s: no vectors", path)
-	}
-	return v
-}
-
 func TestGenerator(t *testing.T) {
 	// The example the JSON's "generator" field gives.
 	b, err := io.ReadAll(newGen("one", 1))
@@ -135,11 +80,11 @@ func TestGenerator(t *testing.T) {
 // TestKuboVectors checks that every input in kubo-cids.json, added with
 // every setting listed for it, gives the CID Kubo gave.
 func TestKuboVectors(t *testing.T) {
-	v := loadVectors(t)
+	v := unixfstest.LoadVectors(t)
 	ctx := context.Background()
 	opts := make(map[string]Options)
 	for name, s := range v.Settings {
-		opts[name] = s.options(t)
+		opts[name] = settingOptions(t, s)
 	}
 	optsFor := func(t *testing.T, setting string) Options {
 		o, ok := opts[setting]
@@ -152,7 +97,7 @@ func TestKuboVectors(t *testing.T) {
 	for _, f := range v.Files {
 		t.Run(fmt.Sprintf("file/%s-%d", f.Seed, f.Size), func(t *testing.T) {
 			t.Parallel()
-			for _, setting := range sortedKeys(f.CIDs) {
+			for _, setting := range unixfstest.SortedKeys(f.CIDs) {
 				want := f.CIDs[setting]
 				got, err := AddFile(ctx, nullDAG{}, newGen(f.Seed, f.Size), optsFor(t, setting), nil)
 				if err != nil {
@@ -168,7 +113,7 @@ func TestKuboVectors(t *testing.T) {
 	for _, d := range v.Directories {
 		t.Run("dir/"+d.Name, func(t *testing.T) {
 			t.Parallel()
-			for _, setting := range sortedKeys(d.CIDs) {
+			for _, setting := range unixfstest.SortedKeys(d.CIDs) {
 				want := d.CIDs[setting]
 				var root files.Directory
 				switch {
@@ -254,13 +199,4 @@ func (tr *tree) node() files.Directory {
 		m[name] = sub.node()
 	}
 	return files.NewMapDirectory(m)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
