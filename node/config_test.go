@@ -1,8 +1,11 @@
 package node
 
 import (
+	"net"
+
 	"bytes"
 	"errors"
+	ma "github.com/multiformats/go-multiaddr"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -104,7 +107,7 @@ func TestConfigDefaults(t *testing.T) {
 				t.Errorf("PeerID = %q before init, want empty", c.PeerID)
 			}
 			for _, a := range c.Addresses.Swarm {
-				all := strings.HasPrefix(a, "/ip4/0.0.0.0/") || strings.HasPrefix(a, "/ip6/::/")
+				all := listensOnEveryInterface(t, a)
 				if all != tt.wildcard {
 					t.Errorf("listen address %s: listens on every interface = %v, want %v", a, all, tt.wildcard)
 				}
@@ -523,4 +526,21 @@ func TestInitRepoConfig(t *testing.T) {
 			t.Fatalf("failed InitRepo left %s behind (%v)", dir, err)
 		}
 	})
+}
+
+// listensOnEveryInterface reports whether a listen multiaddr names the
+// unspecified address (every interface). The config is only read here;
+// nothing listens.
+func listensOnEveryInterface(t *testing.T, s string) bool {
+	t.Helper()
+	a, err := ma.NewMultiaddr(s)
+	if err != nil {
+		t.Fatalf("bad listen multiaddr %q: %v", s, err)
+	}
+	for _, code := range []int{ma.P_IP4, ma.P_IP6} {
+		if v, err := a.ValueForProtocol(code); err == nil {
+			return net.ParseIP(v).IsUnspecified()
+		}
+	}
+	return false
 }
