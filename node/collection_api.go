@@ -23,55 +23,27 @@ import (
 const DefaultCollectionReplication = 3
 
 func (n *Node) collectionRoutes(route func(string, handlerFunc), mux *http.ServeMux) {
-	route("POST /api/v1/collection/create", func(w http.ResponseWriter, r *http.Request) (any, error) {
-		var req api.CollectionCreateRequest
-		if err := decodeBody(r, &req); err != nil {
-			return nil, err
-		}
+	route("POST /api/v1/collection/create", withBody(func(r *http.Request, req api.CollectionCreateRequest) (any, error) {
 		return n.CollectionCreate(r.Context(), req.Name, req.Replication)
-	})
-	route("POST /api/v1/collection/join", func(w http.ResponseWriter, r *http.Request) (any, error) {
-		var req api.CollectionJoinRequest
-		if err := decodeBody(r, &req); err != nil {
-			return nil, err
-		}
+	}))
+	route("POST /api/v1/collection/join", withBody(func(r *http.Request, req api.CollectionJoinRequest) (any, error) {
 		return n.CollectionJoin(r.Context(), req.ID, req.Name)
-	})
-	route("POST /api/v1/collection/leave", func(w http.ResponseWriter, r *http.Request) (any, error) {
-		var req api.CollectionLeaveRequest
-		if err := decodeBody(r, &req); err != nil {
-			return nil, err
-		}
+	}))
+	route("POST /api/v1/collection/leave", withBody(func(r *http.Request, req api.CollectionLeaveRequest) (any, error) {
 		return n.CollectionLeave(r.Context(), req.Collection, req.Force)
-	})
-	route("POST /api/v1/collection/add", func(w http.ResponseWriter, r *http.Request) (any, error) {
-		var req api.CollectionAddRequest
-		if err := decodeBody(r, &req); err != nil {
-			return nil, err
-		}
+	}))
+	route("POST /api/v1/collection/add", withBody(func(r *http.Request, req api.CollectionAddRequest) (any, error) {
 		return n.CollectionAdd(r.Context(), req.Collection, req.CIDs, req.Replication, req.Label)
-	})
-	route("POST /api/v1/collection/rm", func(w http.ResponseWriter, r *http.Request) (any, error) {
-		var req api.CollectionRmRequest
-		if err := decodeBody(r, &req); err != nil {
-			return nil, err
-		}
+	}))
+	route("POST /api/v1/collection/rm", withBody(func(r *http.Request, req api.CollectionRmRequest) (any, error) {
 		return n.CollectionRemove(r.Context(), req.Collection, req.CIDs)
-	})
-	route("POST /api/v1/collection/grant", func(w http.ResponseWriter, r *http.Request) (any, error) {
-		var req api.CollectionGrantRequest
-		if err := decodeBody(r, &req); err != nil {
-			return nil, err
-		}
+	}))
+	route("POST /api/v1/collection/grant", withBody(func(r *http.Request, req api.CollectionGrantRequest) (any, error) {
 		return n.CollectionGrant(r.Context(), req.Collection, req.Peers)
-	})
-	route("POST /api/v1/collection/snapshot", func(w http.ResponseWriter, r *http.Request) (any, error) {
-		var req api.CollectionRef
-		if err := decodeBody(r, &req); err != nil {
-			return nil, err
-		}
+	}))
+	route("POST /api/v1/collection/snapshot", withBody(func(r *http.Request, req api.CollectionRef) (any, error) {
 		return n.CollectionSnapshot(r.Context(), req.Collection)
-	})
+	}))
 	route("GET /api/v1/collection/ls", func(w http.ResponseWriter, r *http.Request) (any, error) {
 		return n.CollectionItems(r.URL.Query().Get("collection"))
 	})

@@ -180,6 +180,17 @@ func decodeBody(r *http.Request, v any) error {
 	return nil
 }
 
+// withBody is a handler that decodes the JSON request body into a T first.
+func withBody[T any](fn func(r *http.Request, req T) (any, error)) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) (any, error) {
+		var req T
+		if err := decodeBody(r, &req); err != nil {
+			return nil, err
+		}
+		return fn(r, req)
+	}
+}
+
 func addrStrings(addrs []ma.Multiaddr) []string {
 	out := make([]string, 0, len(addrs))
 	for _, a := range addrs {
