@@ -97,21 +97,40 @@ func (b *blockStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
 	return blocks.NewBlockWithCid(data, c)
 }
 
-// data returns c's stored data: the value itself, or the contents of its
-// file, read after the transaction. A file found missing or corrupt makes
-// the block missing (see files.go).
-func (b *blockStore) data(c cid.Cid) ([]byte, error) {
+// data returns c's stored data in a new slice (see dataInto).
+func (b *blockStore) data(c cid.Cid) ([]byte, error) { return b.dataInto(c, nil) }
+
+// ReadInto returns c's data in buf's array if it fits there (for a file
+// read with direct I/O: if buf is aligned too), else in a new slice. It
+// keeps nothing of buf.
+func (b *blockStore) ReadInto(ctx context.Context, c cid.Cid, buf []byte) ([]byte, error) {
+	if isIdentity(c) {
+		blk, err := identityBlock(c)
+		if err != nil {
+			return nil, err
+		}
+		return append(buf[:0], blk.RawData()...), nil
+	}
+	return b.dataInto(c, buf)
+}
+
+// dataInto returns c's stored data: the value itself, copied into buf, or
+// the contents of its file, read after the transaction into buf if it fits.
+// A file found missing or corrupt makes the block missing (see files.go).
+func (b *blockStore) dataInto(c cid.Cid, buf []byte) ([]byte, error) {
 	var data []byte
-	file, size, version := false, 0, uint64(0)
+	file, size, version, gen := false, 0, uint64(0), uint64(0)
 	err := b.view(c, func(item *badger.Item) error {
 		var err error
 		if inFile(item) {
 			file, version = true, item.Version()
-			size, err = markerSize(item)
+			size, gen, err = marker(item)
 			return err
 		}
-		data, err = item.ValueCopy(nil)
-		return err
+		return item.Value(func(v []byte) error {
+			data = append(buf[:0], v...)
+			return nil
+		})
 	})
 	if err != nil || !file {
 		return data, err
@@ -120,7 +139,7 @@ func (b *blockStore) data(c cid.Cid) ([]byte, error) {
 		return nil, ErrClosed
 	}
 	defer b.s.leave()
-	data, err = b.s.files.read(c.Hash(), size)
+	data, err = b.s.files.read(c.Hash(), size, gen, buf)
 	if errors.Is(err, errBadFile) {
 		b.s.dropBadFile(blockKey(c.Hash()), version)
 		return nil, ipld.ErrNotFound{Cid: c}
@@ -276,7 +295,7 @@ func (b *blockStore) putAttempt(entries []putEntry, files *[]putEntry) error {
 		}
 		h := mh.Multihash(e.key[len(blockPrefix):])
 		if b.s.files != nil && fileable(h, len(e.data)) {
-			err = txn.SetEntry(badger.NewEntry(e.key, fileMarker(len(e.data))).WithMeta(metaFile))
+			err = txn.SetEntry(badger.NewEntry(e.key, fileMarker(len(e.data), b.s.files.gen)).WithMeta(metaFile))
 			*files = append(*files, e)
 		} else {
 			err = txn.Set(e.key, e.data)

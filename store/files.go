@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -33,14 +34,25 @@ import (
 // (uvarint): Has, GetSize, the counters and GC's listing never touch the
 // files.
 //
-// Writing: the data goes to a new file in blocks/.tmp with one write(2),
+// Writing: the data goes to a new file in blocks/.tmp (see direct.go),
 // which is then renamed into place, and then the key is committed. Nothing is
 // fsynced (as with Badger's SyncWrites off): a killed process loses nothing it
 // acknowledged, but after a machine crash the most recent files may be
-// missing, short or zeroed although their keys survived. So a read checks the
-// data against the multihash, and a file that is missing, short or does not
-// hash right is reported as a missing block (never served); the read then
-// deletes the key, so that the block can be fetched or added again.
+// missing, short or zeroed although their keys survived.
+//
+// Generations: so every store session has a number, its generation, and a
+// file's marker records the generation that wrote it. A clean Close syncs
+// the filesystem before it records the clean stop, so the files of a
+// generation that ended cleanly are known whole. The generations that did
+// not (the process was killed, or the machine went down) are listed as
+// untrusted when the next session opens. A read checks a file against its
+// multihash only when its generation is untrusted (or unknown: markers
+// from before generations); the files of this session and of cleanly
+// closed ones are read without hashing, which spares a provider hashing
+// every block it serves (the requester verifies every block anyway). A file
+// that is missing, short or does not hash right is reported as a missing
+// block (never served); the read then deletes the key, so that the block
+// can be fetched or added again.
 //
 // Deleting: the key's deletion is committed first, then the file unlinked. A
 // reader that found the key either opened the file before the unlink (and
@@ -79,11 +91,23 @@ type fileTier struct {
 	dir string // Config.Path/blocks
 	tmp string // Config.Path/blocks/.tmp
 	seq atomic.Uint64
+	// direct is whether block files are written and read with direct I/O
+	// (see direct.go): on unless Config.BufferedFiles, and off for good once
+	// the filesystem refuses it.
+	direct atomic.Bool
+	// gen is this session's generation; untrusted holds the generations
+	// whose files a read must check (set at open, read-only after).
+	gen       uint64
+	untrusted map[uint64]bool
 }
+
+// trusted reports whether the files of generation g can be read without
+// checking their hash.
+func (f *fileTier) trusted(g uint64) bool { return g != 0 && !f.untrusted[g] }
 
 // openFileTier prepares the directories and removes the temporary files a
 // crash left. The store's directory lock must be held.
-func openFileTier(path string) (*fileTier, error) {
+func openFileTier(path string, direct bool) (*fileTier, error) {
 	dir := filepath.Join(path, blocksDirName)
 	tmp := filepath.Join(dir, tmpDirName)
 	if err := os.RemoveAll(tmp); err != nil {
@@ -92,7 +116,9 @@ func openFileTier(path string) (*fileTier, error) {
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return nil, err
 	}
-	return &fileTier{dir: dir, tmp: tmp}, nil
+	f := &fileTier{dir: dir, tmp: tmp}
+	f.direct.Store(direct && oDirect != 0)
+	return f, nil
 }
 
 // fileable reports whether a block of this size and multihash goes to a
@@ -120,14 +146,7 @@ func (f *fileTier) path(h mh.Multihash) string {
 // of a machine crash, which reads detect).
 func (f *fileTier) write(h mh.Multihash, data []byte) error {
 	tmp := filepath.Join(f.tmp, strconv.FormatUint(f.seq.Add(1), 36))
-	fd, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("write block file: %w", err)
-	}
-	_, err = fd.Write(data)
-	if cerr := fd.Close(); err == nil {
-		err = cerr
-	}
+	err := f.createFile(tmp, data)
 	if err == nil {
 		final := f.path(h)
 		err = os.Rename(tmp, final)
@@ -144,24 +163,20 @@ func (f *fileTier) write(h mh.Multihash, data []byte) error {
 	return nil
 }
 
-// read returns the data of h's file, checked against h. It returns
+// read returns the data of h's file, written by generation gen and checked
+// against h unless gen is trusted, in buf's array if it fits. It returns
 // errBadFile when the file is missing, shorter than size or does not hash
 // to h.
-func (f *fileTier) read(h mh.Multihash, size int) ([]byte, error) {
-	fd, err := os.Open(f.path(h))
-	if errors.Is(err, fs.ErrNotExist) {
+func (f *fileTier) read(h mh.Multihash, size int, gen uint64, buf []byte) ([]byte, error) {
+	data, err := f.readFile(f.path(h), size, buf)
+	switch {
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 		return nil, errBadFile
-	}
-	if err != nil {
+	case err != nil:
 		return nil, fmt.Errorf("read block file: %w", err)
 	}
-	defer fd.Close()
-	data := make([]byte, size)
-	if _, err := io.ReadFull(fd, data); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return nil, errBadFile
-		}
-		return nil, fmt.Errorf("read block file: %w", err)
+	if f.trusted(gen) {
+		return data, nil
 	}
 	dh, err := mh.Decode(h)
 	if err != nil {
@@ -183,22 +198,41 @@ func (f *fileTier) remove(h mh.Multihash) error {
 	return err
 }
 
-func fileMarker(size int) []byte { return binary.AppendUvarint(nil, uint64(size)) }
+// fileMarker is the value of a file-tier key: the block's length and the
+// generation that wrote its file, as uvarints. (Markers written before
+// generations hold the length alone: generation 0, always checked.)
+func fileMarker(size int, gen uint64) []byte {
+	return binary.AppendUvarint(binary.AppendUvarint(nil, uint64(size)), gen)
+}
 
 func inFile(item *badger.Item) bool { return item.UserMeta() == metaFile }
 
 // markerSize returns the block length a file-tier key records.
 func markerSize(item *badger.Item) (int, error) {
-	var size uint64
-	err := item.Value(func(v []byte) error {
+	size, _, err := marker(item)
+	return size, err
+}
+
+// marker returns the block length and the generation a file-tier key
+// records.
+func marker(item *badger.Item) (size int, gen uint64, err error) {
+	err = item.Value(func(v []byte) error {
 		n, k := binary.Uvarint(v)
-		if k <= 0 || k != len(v) {
+		if k <= 0 || n > math.MaxInt32 {
 			return fmt.Errorf("bad file marker for block key %x", item.Key())
 		}
-		size = n
+		size = int(n)
+		if k == len(v) {
+			return nil // from before generations
+		}
+		g, k2 := binary.Uvarint(v[k:])
+		if k2 <= 0 || k+k2 != len(v) {
+			return fmt.Errorf("bad file marker for block key %x", item.Key())
+		}
+		gen = g
 		return nil
 	})
-	return int(size), err
+	return size, gen, err
 }
 
 // blockData returns the data of a block key's item: the value itself, or
@@ -207,11 +241,11 @@ func (s *Store) blockData(item *badger.Item) ([]byte, error) {
 	if !inFile(item) {
 		return item.ValueCopy(nil)
 	}
-	size, err := markerSize(item)
+	size, gen, err := marker(item)
 	if err != nil {
 		return nil, err
 	}
-	return s.files.read(mh.Multihash(item.Key()[len(blockPrefix):]), size)
+	return s.files.read(mh.Multihash(item.Key()[len(blockPrefix):]), size, gen, nil)
 }
 
 // dropBadFile deletes a file-tier block whose file a read found missing or

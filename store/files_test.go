@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/dgraph-io/badger/v4"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -125,13 +126,16 @@ func TestFileTierCrashLeftovers(t *testing.T) {
 }
 
 // TestFileTierCorruptFileIsMissing: a block file that is short, altered or
-// gone is never served; the block reads as missing, its key is dropped (the
-// counters follow), and putting the block again repairs it.
+// gone is never served when its generation is untrusted (here: written
+// before an unclean stop); the block reads as missing, its key is dropped
+// (the counters follow), and putting the block again repairs it. A short or
+// missing file is caught in any generation.
 func TestFileTierCorruptFileIsMissing(t *testing.T) {
 	ctx := t.Context()
 	s := openStore(t, Config{})
 	blks := distinctBlocks(t, 51, 3, 256<<10)
 	putAll(t, s, blks...)
+	s = reopenAfterCrash(t, s)
 	path := blockFile(s, blks[0])
 	data, _ := os.ReadFile(path)
 	if err := os.WriteFile(path, data[:len(data)/2], 0o600); err != nil { // torn
@@ -155,7 +159,7 @@ func TestFileTierCorruptFileIsMissing(t *testing.T) {
 	if st := s.Stat(); st.Blocks != 0 || st.BlockBytes != 0 {
 		t.Fatalf("Stat after dropping the damaged blocks = %+v", st)
 	}
-	// View does not serve a damaged file either.
+	// View does not serve a damaged file either, even one of this session.
 	putAll(t, s, blks[0])
 	if err := os.WriteFile(blockFile(s, blks[0]), data[:10], 0o600); err != nil {
 		t.Fatal(err)
@@ -173,8 +177,58 @@ func TestFileTierCorruptFileIsMissing(t *testing.T) {
 	}
 }
 
-// TestFileTierDeleteUnlinks: DeleteBlock and GC unlink the files, and the
-// disk space comes back at once.
+// TestFileTierGenerations: each session writes its files under a new
+// generation; the generations of sessions that ended without a clean Close
+// stay untrusted (their files are checked on every read) across later
+// sessions, clean ones are trusted, and markers from before generations
+// (generation 0) are always checked.
+func TestFileTierGenerations(t *testing.T) {
+	s := openStore(t, Config{})
+	check := func(step string, gen uint64, trusted, untrusted []uint64) {
+		t.Helper()
+		if s.files.gen != gen {
+			t.Errorf("%s: generation %d, want %d", step, s.files.gen, gen)
+		}
+		for _, g := range trusted {
+			if !s.files.trusted(g) {
+				t.Errorf("%s: generation %d untrusted, want trusted", step, g)
+			}
+		}
+		for _, g := range append(untrusted, 0) {
+			if s.files.trusted(g) {
+				t.Errorf("%s: generation %d trusted, want checked", step, g)
+			}
+		}
+	}
+	check("new store", 1, []uint64{1}, nil)
+	s = reopen(t, s)
+	check("after a clean stop", 2, []uint64{1, 2}, nil)
+	s = reopenAfterCrash(t, s)
+	check("after a crash", 3, []uint64{1, 3}, []uint64{2})
+	s = reopen(t, s)
+	check("clean again", 4, []uint64{1, 3, 4}, []uint64{2})
+	s = reopenAfterCrash(t, s)
+	check("second crash", 5, []uint64{1, 3, 5}, []uint64{2, 4})
+
+	// A block written in an untrusted generation is checked, one written
+	// now is not; the marker records which.
+	blk := distinctBlocks(t, 53, 1, 128<<10)[0]
+	putAll(t, s, blk)
+	var gen uint64
+	if err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(blockKey(blk.Cid().Hash()))
+		if err != nil {
+			return err
+		}
+		_, gen, err = marker(item)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if gen != 5 {
+		t.Fatalf("marker records generation %d, want 5", gen)
+	}
+}
 func TestFileTierDeleteUnlinks(t *testing.T) {
 	ctx := t.Context()
 	s := openStore(t, Config{})

@@ -42,6 +42,24 @@ func reopen(t testing.TB, s *Store) *Store {
 	return openStore(t, s.cfg)
 }
 
+// reopenAfterCrash stops s as a killed process leaves its store (Badger
+// closed, so its writes are on disk, but no clean-stop record and nothing
+// synced on purpose) and opens the same directory again.
+func reopenAfterCrash(t testing.TB, s *Store) *Store {
+	t.Helper()
+	s.closeOnce.Do(func() {
+		s.cancel()
+		s.life.Lock()
+		s.closed = true
+		s.life.Unlock()
+		if err := s.db.Close(); err != nil {
+			t.Fatalf("close Badger: %v", err)
+		}
+		s.unlock()
+	})
+	return openStore(t, s.cfg)
+}
+
 // rawBlock returns a raw-codec block of size pseudo-random bytes.
 func rawBlock(t testing.TB, rng *rand.Rand, size int) blocks.Block {
 	t.Helper()

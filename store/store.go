@@ -89,6 +89,9 @@ var (
 	pinPrefix   = []byte("p/")
 	dsPrefix    = []byte("d") // datastore keys start with "/", so these are "d/..."
 	usageKey    = []byte("m/usage")
+	// filesKey holds the file tier's generations (see files.go): the last
+	// one opened, then those that did not end cleanly, as uvarints.
+	filesKey    = []byte("m/files")
 	flushKey    = []byte("x/flush")
 	flushPrefix = flushKey
 )
@@ -146,6 +149,13 @@ type Config struct {
 	// block data in the value log, a memtable holds keys and small records
 	// only, so a small one is enough and keeps an idle node's memory low.
 	MemTableSize int64
+	// BufferedFiles makes the file tier (blocks of 64 KiB and more) write and
+	// read through the page cache. By default it uses direct I/O where the
+	// filesystem allows it (see direct.go): a large block then costs no copy
+	// into fresh page-cache pages, which is what limits adds and fetches on
+	// small machines. Set it where repeated reads of the same large blocks
+	// should come from memory.
+	BufferedFiles bool
 	// BlockCacheSize is Badger's cache of LSM table blocks (default 16 MiB).
 	BlockCacheSize int64
 	// Logger receives Badger's warnings and errors (its informational
@@ -287,7 +297,7 @@ func open(cfg Config) (*Store, error) {
 			return nil, err
 		}
 		s.lock = lock
-		if s.files, err = openFileTier(cfg.Path); err != nil {
+		if s.files, err = openFileTier(cfg.Path, !cfg.BufferedFiles); err != nil {
 			s.unlock()
 			return nil, err
 		}
@@ -298,10 +308,16 @@ func open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s.db = db
-	if err := s.loadUsage(); err != nil {
+	clean, err := s.loadUsage()
+	if err != nil {
 		db.Close()
 		s.unlock()
 		return nil, fmt.Errorf("count stored blocks: %w", err)
+	}
+	if err := s.openGeneration(clean); err != nil {
+		db.Close()
+		s.unlock()
+		return nil, fmt.Errorf("record store generation: %w", err)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.pins = &Pins{s: s}
@@ -318,11 +334,12 @@ func (s *Store) unlock() {
 }
 
 // loadUsage sets the block counters: from the record a clean Close left, or
-// by counting the blocks after an unclean stop. The record is deleted (and
-// the deletion synced) so that a crash from now on leads to a recount.
-func (s *Store) loadUsage() error {
+// by counting the blocks after an unclean stop, and reports whether the
+// last stop was clean. The record is deleted (and the deletion synced) so
+// that a crash from now on leads to a recount.
+func (s *Store) loadUsage() (clean bool, err error) {
 	var rec []byte
-	err := s.db.View(func(txn *badger.Txn) error {
+	err = s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(usageKey)
 		if err != nil {
 			return err
@@ -335,14 +352,14 @@ func (s *Store) loadUsage() error {
 		s.blocks.Store(int64(binary.BigEndian.Uint64(rec[0:8])))
 		s.bytes.Store(int64(binary.BigEndian.Uint64(rec[8:16])))
 		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(usageKey) }); err != nil {
-			return err
+			return false, err
 		}
 		if s.cfg.InMemory {
-			return nil
+			return true, nil
 		}
-		return s.db.Sync()
+		return true, s.db.Sync()
 	case err != nil && !errors.Is(err, badger.ErrKeyNotFound):
-		return err
+		return false, err
 	}
 	var n, total int64
 	err = s.db.View(func(txn *badger.Txn) error {
@@ -362,10 +379,65 @@ func (s *Store) loadUsage() error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return false, err
 	}
 	s.blocks.Store(n)
 	s.bytes.Store(total)
+	return false, nil
+}
+
+// openGeneration starts this session's file-tier generation: the last one
+// plus one, and if the last stop was not clean, the last generation joins
+// the untrusted ones. The record is synced before any file of the new
+// generation is written.
+func (s *Store) openGeneration(clean bool) error {
+	if s.files == nil {
+		return nil
+	}
+	var rec []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(filesKey)
+		if err != nil {
+			return err
+		}
+		rec, err = item.ValueCopy(nil)
+		return err
+	})
+	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+		return err
+	}
+	var gens []uint64
+	for len(rec) > 0 {
+		g, k := binary.Uvarint(rec)
+		if k <= 0 {
+			return fmt.Errorf("bad generation record %x", rec)
+		}
+		gens = append(gens, g)
+		rec = rec[k:]
+	}
+	var last uint64
+	untrusted := make(map[uint64]bool)
+	if len(gens) > 0 {
+		last = gens[0]
+		for _, g := range gens[1:] {
+			untrusted[g] = true
+		}
+		if !clean && last != 0 {
+			untrusted[last] = true
+		}
+	}
+	gen := last + 1
+	out := binary.AppendUvarint(nil, gen)
+	for g := range untrusted {
+		out = binary.AppendUvarint(out, g)
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(filesKey, out) }); err != nil {
+		return err
+	}
+	if err := s.db.Sync(); err != nil {
+		return err
+	}
+	s.files.gen, s.files.untrusted = gen, untrusted
 	return nil
 }
 
@@ -392,10 +464,21 @@ func (s *Store) Close() error {
 		s.closed = true
 		s.life.Unlock()
 		var errs []error
+		// The usage record says the stop was clean, which vouches for the
+		// block files this session wrote: sync them first (see files.go).
+		synced := true
+		if s.files != nil {
+			if err := syncFS(s.files.dir); err != nil {
+				errs = append(errs, fmt.Errorf("sync block files: %w", err))
+				synced = false
+			}
+		}
 		var rec [usageRecordSz]byte
 		binary.BigEndian.PutUint64(rec[0:8], uint64(s.blocks.Load()))
 		binary.BigEndian.PutUint64(rec[8:16], uint64(s.bytes.Load()))
-		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(usageKey, rec[:]) }); err != nil {
+		if !synced {
+			// not recorded: the next open counts again and checks the files
+		} else if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(usageKey, rec[:]) }); err != nil {
 			errs = append(errs, fmt.Errorf("record usage: %w", err))
 		}
 		if err := s.db.Close(); err != nil {

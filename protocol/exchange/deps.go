@@ -29,6 +29,16 @@ type Viewer interface {
 	View(ctx context.Context, c cid.Cid, callback func([]byte) error) error
 }
 
+// BlockReader is optional on a Getter, and preferred to Viewer: the Server
+// reads each block into a buffer it reuses, sparing the copy out of a View
+// and the allocation of a Get. ReadInto returns c's data, in buf's array if
+// it fits there and in a new one otherwise (the Server keeps that one for
+// reuse), and holds nothing of buf once it returns. A missing block is an
+// error matching go-ipld-format's IsNotFound.
+type BlockReader interface {
+	ReadInto(ctx context.Context, c cid.Cid, buf []byte) ([]byte, error)
+}
+
 // Blocks is what a Fetcher reads and writes: a subset of boxo's
 // blockstore.Blockstore. Has and Get find what is already held, so only
 // the rest is asked for; PutMany receives verified blocks in batches, in

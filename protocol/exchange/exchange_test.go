@@ -47,8 +47,10 @@ func TestRoundTrip(t *testing.T) {
 			if st.Blocks != int64(len(want)) || dst.len() != len(want) {
 				t.Fatalf("fetched %d blocks (store has %d), want %d", st.Blocks, dst.len(), len(want))
 			}
-			if st.Requests != 1 {
-				t.Errorf("%d requests, want 1 (one stream, no per-block round trip)", st.Requests)
+			// 20 MiB in units of 16 MiB over two streams: no per-block
+			// round trip.
+			if st.Requests > 3 {
+				t.Errorf("%d requests for %d blocks, want at most 3", st.Requests, len(want))
 			}
 			if !bytes.Equal(catFile(t, dst, root), data) {
 				t.Fatal("fetched file differs")

@@ -43,6 +43,12 @@ type Config struct {
 	// MaxProviders bounds the providers a fetch uses at once (0: 8); the
 	// others replace those that fail.
 	MaxProviders int
+	// StreamsPerProvider is how many streams a fetch opens to each provider
+	// (0: 2), each carrying its own requests for a part of the DAG, so that
+	// the provider's reads, both sides' hashing and the writes of one part
+	// overlap those of the others even when a single provider serves the
+	// whole fetch. 1 keeps one stream and one request per provider.
+	StreamsPerProvider int
 	// StallTimeout gives up on a provider that sends nothing for this long
 	// while a request is outstanding, or whose stream takes this long to
 	// open (0: 15s). Its unfinished work goes to the other providers.
@@ -50,6 +56,11 @@ type Config struct {
 	// MaxPending bounds the blocks pending in one walk (0:
 	// DefaultMaxPending); a wider DAG fails the fetch with ErrTooLarge.
 	MaxPending int
+	// PutCopies says that Blocks.PutMany keeps no reference to a block's
+	// data once it returns (it copies it or writes it out, as a disk store
+	// does), so the Fetcher may reuse the buffers blocks arrive in. Leave it
+	// off for a store that keeps the slices it is given (an in-memory one).
+	PutCopies bool
 	// Logger receives the package's logs (nil: slog.Default()).
 	Logger *slog.Logger
 }
@@ -66,6 +77,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxProviders == 0 {
 		c.MaxProviders = 8
+	}
+	if c.StreamsPerProvider == 0 {
+		c.StreamsPerProvider = 2
 	}
 	if c.StallTimeout == 0 {
 		c.StallTimeout = 15 * time.Second
@@ -86,8 +100,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: Streams is required", ErrInvalidConfig)
 	case c.MaxBuffered < MaxBlockSize:
 		return fmt.Errorf("%w: MaxBuffered %d below MaxBlockSize %d", ErrInvalidConfig, c.MaxBuffered, MaxBlockSize)
-	case c.BatchBytes < 0, c.MaxProviders < 0, c.MaxPending < 0:
-		return fmt.Errorf("%w: negative BatchBytes, MaxProviders or MaxPending", ErrInvalidConfig)
+	case c.BatchBytes < 0, c.MaxProviders < 0, c.MaxPending < 0, c.StreamsPerProvider < 0:
+		return fmt.Errorf("%w: negative BatchBytes, MaxProviders, MaxPending or StreamsPerProvider", ErrInvalidConfig)
 	case c.StallTimeout < 0:
 		return fmt.Errorf("%w: negative StallTimeout", ErrInvalidConfig)
 	}
@@ -270,8 +284,9 @@ func verify(c cid.Cid, data []byte) error {
 	return nil
 }
 
-// run is one Fetch in progress: a queue of wants in walk order, one worker
-// goroutine per provider pulling units of work from it, and one writer
+// run is one Fetch in progress: a queue of wants in walk order, worker
+// goroutines pulling units of work from it (one per lane: a stream to a
+// provider, StreamsPerProvider of them per provider), and one writer
 // goroutine. Fetch owns all of them and waits for them in finish.
 type run struct {
 	f      *Fetcher
@@ -288,6 +303,7 @@ type run struct {
 	queue   []item               // wants not yet handed out, in walk order
 	busy    int                  // units handed out, not given back
 	live    map[peer.ID]bool     // providers working or waiting for work
+	lanes   int                  // workers per provider
 	spare   []peer.ID            // providers not started yet
 	lacks   map[string][]peer.ID // want key -> providers that said Missing
 	lost    []item               // wants no provider delivered
@@ -297,10 +313,10 @@ type run struct {
 	nReqs   int64
 	written struct{ blocks, bytes int64 } // by the writer; read after it ends
 	stopCtx func() bool
-	writing bool                // the writer was started
-	flights map[peer.ID]*flight // requests outstanding
-	doneCh  chan struct{}       // closed when done is set
-	handoff map[peer.ID][]item  // a preempted request\'s rest, for its heir
+	writing bool             // the writer was started
+	flights map[lane]*flight // requests outstanding
+	doneCh  chan struct{}    // closed when done is set
+	handoff map[lane][]item  // a preempted request's rest, for its heir
 }
 
 // flight is one outstanding request, watched for preemption.
@@ -308,7 +324,7 @@ type flight struct {
 	start     time.Time
 	bytes     atomic.Int64
 	preempted atomic.Bool
-	heir      peer.ID // who preempted it, and gets its rest; under run.mu
+	heir      lane // who preempted it, and gets its rest; under run.mu
 	reset     func()
 }
 
@@ -332,9 +348,10 @@ func newRun(ctx context.Context, f *Fetcher, providers []peer.ID) *run {
 		spare:   providers,
 		lacks:   make(map[string][]peer.ID),
 		peers:   make(map[peer.ID]*PeerStats),
-		flights: make(map[peer.ID]*flight),
+		flights: make(map[lane]*flight),
 		doneCh:  make(chan struct{}),
-		handoff: make(map[peer.ID][]item),
+		handoff: make(map[lane][]item),
+		lanes:   f.cfg.StreamsPerProvider,
 	}
 	r.ctx, r.cancel = context.WithCancelCause(ctx)
 	r.cond = sync.NewCond(&r.mu)
@@ -350,7 +367,7 @@ func newRun(ctx context.Context, f *Fetcher, providers []peer.ID) *run {
 func (r *run) start() {
 	r.writing = true
 	go r.writeLoop()
-	if len(r.spare) > 1 {
+	if len(r.spare)*r.lanes > 1 {
 		r.wg.Add(1)
 		go func() { // wakes idle workers to look for a slow request to take over
 			defer r.wg.Done()
@@ -377,15 +394,27 @@ func (r *run) start() {
 	r.mu.Unlock()
 }
 
+// lane is one worker's stream to a provider: the provider and the
+// number of the stream.
+type lane struct {
+	p peer.ID
+	n int
+}
+
+func (l lane) none() bool { return l.p == "" }
+
+// startWorkerLocked starts the workers of the next spare provider.
 func (r *run) startWorkerLocked() {
 	p := r.spare[0]
 	r.spare = r.spare[1:]
 	r.live[p] = true
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		r.worker(p)
-	}()
+	for n := range r.lanes {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.worker(lane{p, n})
+		}()
+	}
 }
 
 // finish waits for the workers and the writer and makes the outcome.
@@ -446,18 +475,19 @@ func (r *run) peerStatsLocked(p peer.ID) *PeerStats {
 // UnitBytes by the parents' link sizes, and the limit makes the provider
 // stop there even when the sizes are wrong or unknown. It returns nil when
 // the fetch is over.
-func (r *run) take(p peer.ID) ([]item, uint64) {
+func (r *run) take(l lane) ([]item, uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	p := l.p
 	for {
-		if r.done || r.ctx.Err() != nil {
+		if r.done || r.ctx.Err() != nil || !r.live[p] {
 			return nil, 0
 		}
-		one := len(r.live) == 1 && len(r.spare) == 0
-		if h := r.handoff[p]; len(h) > 0 {
-			// What p preempted is p's, as a queue of its own: the slow
+		one := len(r.live) == 1 && len(r.spare) == 0 && r.lanes == 1
+		if h := r.handoff[l]; len(h) > 0 {
+			// What l preempted is l's, as a queue of its own: the slow
 			// provider must not take it back.
-			delete(r.handoff, p)
+			delete(r.handoff, l)
 			r.queue = append(h, r.queue...)
 		}
 		var unit, rest []item
@@ -488,15 +518,16 @@ func (r *run) take(p peer.ID) ([]item, uint64) {
 			}
 			return unit, limit
 		}
-		r.preemptLocked(p)
+		r.preemptLocked(l)
 		r.cond.Wait()
 	}
 }
 
 // preemptLocked cuts short the slowest request of another provider if it
-// is preemptRatio times slower than p has been. Its rest comes back to the
-// queue, for p.
-func (r *run) preemptLocked(p peer.ID) {
+// is preemptRatio times slower than l's provider has been. Its rest comes
+// back to the queue, for l.
+func (r *run) preemptLocked(l lane) {
+	p := l.p
 	ps := r.peers[p]
 	if ps == nil || ps.Bytes == 0 || ps.Busy <= 0 || r.busy == 0 {
 		return
@@ -507,7 +538,7 @@ func (r *run) preemptLocked(p peer.ID) {
 	var slowest float64
 	for q, fl := range r.flights {
 		el := now.Sub(fl.start)
-		if q == p || fl.preempted.Load() || el < preemptAfter {
+		if q.p == p || fl.preempted.Load() || el < preemptAfter {
 			continue
 		}
 		rate := float64(fl.bytes.Load()) / el.Seconds()
@@ -516,7 +547,7 @@ func (r *run) preemptLocked(p peer.ID) {
 		}
 	}
 	if slow != nil {
-		slow.heir = p
+		slow.heir = l
 		slow.preempted.Store(true)
 		slow.reset()
 	}
@@ -536,16 +567,17 @@ func (r *run) lacksLocked(it item, p peer.ID) bool {
 
 // giveBack returns a unit's outcome: the wants p did not deliver (rest,
 // in walk order) and those it said it lacks, and p's failure if any. The
-// rest of a preempted request goes to heir, the provider that preempted it.
-func (r *run) giveBack(p peer.ID, rest, missing []item, perr *PeerError, heir peer.ID) {
+// rest of a preempted request goes to heir, the lane that preempted it.
+func (r *run) giveBack(l lane, rest, missing []item, perr *PeerError, heir lane) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	p := l.p
 	r.busy--
 	for _, it := range missing {
 		k := it.key()
 		r.lacks[k] = append(r.lacks[k], p)
 	}
-	if heir != "" && r.live[heir] && len(rest) > 0 {
+	if !heir.none() && r.live[heir.p] && len(rest) > 0 {
 		r.handoff[heir] = append(r.handoff[heir], rest...)
 		rest = nil
 	}
@@ -566,9 +598,11 @@ func (r *run) dropLocked(p peer.ID, perr *PeerError) {
 		return
 	}
 	delete(r.live, p)
-	if h := r.handoff[p]; len(h) > 0 {
-		delete(r.handoff, p)
-		r.queue = append(h, r.queue...)
+	for l, h := range r.handoff {
+		if l.p == p {
+			delete(r.handoff, l)
+			r.queue = append(h, r.queue...)
+		}
 	}
 	r.peerStatsLocked(p).Err = perr
 	if perr.Bad() {
@@ -617,9 +651,9 @@ func (r *run) settleLocked() {
 	r.cond.Broadcast()
 }
 
-// worker serves the fetch from p until there is no work left for it or it
-// fails.
-func (r *run) worker(p peer.ID) {
+// worker serves the fetch from l's provider until there is no work left
+// for it or the provider fails.
+func (r *run) worker(l lane) {
 	var c *conn
 	defer func() {
 		if c != nil {
@@ -627,20 +661,20 @@ func (r *run) worker(p peer.ID) {
 		}
 	}()
 	for {
-		unit, limit := r.take(p)
+		unit, limit := r.take(l)
 		if unit == nil {
 			return
 		}
 		if c == nil {
 			var err error
-			if c, err = r.dial(p); err != nil {
-				r.giveBack(p, unit, nil, &PeerError{Peer: p, Err: fmt.Errorf("open stream: %w", err)}, "")
+			if c, err = r.dial(l); err != nil {
+				r.giveBack(l, unit, nil, &PeerError{Peer: l.p, Err: fmt.Errorf("open stream: %w", err)}, lane{})
 				return
 			}
 		}
 		rest, missing, perr, heir := r.request(c, unit, limit)
-		r.giveBack(p, rest, missing, perr, heir)
-		if perr != nil || heir != "" {
+		r.giveBack(l, rest, missing, perr, heir)
+		if perr != nil || !heir.none() {
 			c.reset() // a preempted provider gets a fresh stream next time
 			c = nil
 		}
@@ -652,6 +686,7 @@ func (r *run) worker(p peer.ID) {
 
 // conn is a worker's stream to its provider.
 type conn struct {
+	l    lane
 	p    peer.ID
 	st   Stream
 	br   *bufio.Reader
@@ -659,7 +694,8 @@ type conn struct {
 	stop func() bool
 }
 
-func (r *run) dial(p peer.ID) (*conn, error) {
+func (r *run) dial(l lane) (*conn, error) {
+	p := l.p
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.StallTimeout)
 	defer cancel()
 	st, err := r.cfg.Streams.NewStream(ctx, p)
@@ -669,7 +705,7 @@ func (r *run) dial(p peer.ID) (*conn, error) {
 		}
 		return nil, err
 	}
-	c := &conn{p: p, st: st}
+	c := &conn{l: l, p: p, st: st}
 	c.dog = newWatchdog(r.cfg.StallTimeout, func() { _ = st.Reset() })
 	c.dog.pause() // running only while a request is outstanding
 	c.br = bufio.NewReaderSize(&kickReader{st, c.dog}, 64<<10)
@@ -700,7 +736,7 @@ func (c *conn) reset() {
 // never rests on unverified bytes; a leaf changes nothing in the walk, so
 // the reader passes it on unverified and reads on. At the first leaf that
 // fails, the verifier stops the reader and discards what came after it.
-func (r *run) request(c *conn, unit []item, limit uint64) (rest, missing []item, perr *PeerError, heir peer.ID) {
+func (r *run) request(c *conn, unit []item, limit uint64) (rest, missing []item, perr *PeerError, heir lane) {
 	req := Request{Wants: make([]Want, len(unit)), Limit: limit}
 	for i, it := range unit {
 		req.Wants[i] = it.want()
@@ -709,11 +745,11 @@ func (r *run) request(c *conn, unit []item, limit uint64) (rest, missing []item,
 	r.mu.Lock()
 	r.nReqs++
 	r.peerStatsLocked(c.p).Requests++
-	r.flights[c.p] = fl
+	r.flights[c.l] = fl
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
-		delete(r.flights, c.p)
+		delete(r.flights, c.l)
 		ps := r.peerStatsLocked(c.p)
 		ps.Busy += time.Since(fl.start)
 		if fl.preempted.Load() && perr == nil {
@@ -727,9 +763,9 @@ func (r *run) request(c *conn, unit []item, limit uint64) (rest, missing []item,
 	defer c.dog.pause()
 	if err := WriteRequest(c.st, req); err != nil {
 		if fl.preempted.Load() {
-			return unit, nil, nil, ""
+			return unit, nil, nil, lane{}
 		}
-		return unit, nil, r.peerErr(c, cid.Undef, fmt.Errorf("send request: %w", err)), ""
+		return unit, nil, r.peerErr(c, cid.Undef, fmt.Errorf("send request: %w", err)), lane{}
 	}
 	events := make(chan event, 64)
 	stop := make(chan struct{})
@@ -738,15 +774,15 @@ func (r *run) request(c *conn, unit []item, limit uint64) (rest, missing []item,
 	rest, perr = r.readLoop(c, unit, events, stop)
 	v := <-res
 	if v.bad != nil {
-		return append(v.rest, rest...), v.missing, v.bad, ""
+		return append(v.rest, rest...), v.missing, v.bad, lane{}
 	}
 	if fl.preempted.Load() && perr != nil {
-		return rest, v.missing, nil, ""
+		return rest, v.missing, nil, lane{}
 	}
 	if perr == nil && len(rest) > 0 && v.blocks == 0 && len(v.missing) == 0 {
 		perr = r.peerErr(c, rest[0].c, fmt.Errorf("%w: ended a request without sending anything", ErrRefused))
 	}
-	return rest, v.missing, perr, ""
+	return rest, v.missing, perr, lane{}
 }
 
 // event is one frame's outcome, passed from the reader to the verifier in
@@ -794,18 +830,21 @@ func (r *run) readLoop(c *conn, unit []item, events chan<- event, stop <-chan st
 			pending = &it
 		}
 		reserved := 0
-		fr, err := ReadFrame(c.br, func(n int) error {
+		fr, err := ReadFrameBuf(c.br, func(n int) ([]byte, error) {
 			if !ok {
-				return fmt.Errorf("%w: a block after the walk ended", ErrProtocol)
+				return nil, fmt.Errorf("%w: a block after the walk ended", ErrProtocol)
 			}
 			c.dog.pause()
 			err := r.sem.Acquire(r.ctx, int64(n))
 			c.dog.resume()
 			if err != nil {
-				return context.Cause(r.ctx)
+				return nil, context.Cause(r.ctx)
 			}
 			reserved = n
-			return nil
+			if r.cfg.PutCopies {
+				return getBlockBuf(n), nil
+			}
+			return make([]byte, n), nil
 		})
 		if err != nil {
 			if reserved > 0 {
@@ -964,7 +1003,13 @@ func (r *run) writeLoop() {
 			}
 		}
 		if !failed {
-			if err := r.cfg.Blocks.PutMany(r.ctx, batch); err != nil {
+			err := r.cfg.Blocks.PutMany(r.ctx, batch)
+			if r.cfg.PutCopies {
+				for _, blk := range batch {
+					putBlockBuf(blk.RawData())
+				}
+			}
+			if err != nil {
 				failed = true
 				if r.ctx.Err() == nil {
 					r.fail(fmt.Errorf("exchange: store blocks: %w", err))

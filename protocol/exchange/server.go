@@ -12,16 +12,17 @@ import (
 	"sync/atomic"
 	"time"
 
-	blocks "github.com/ipfs/go-block-format"
 	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/sync/semaphore"
 )
 
 // ServerConfig configures a Server. Optional fields' zero values are the
 // defaults noted beside them.
 type ServerConfig struct {
 	// Blocks is where served blocks come from (required). If it also
-	// implements Viewer, blocks are read through View.
+	// implements BlockReader or Viewer, blocks are read through ReadInto or
+	// View.
 	Blocks Getter
 	// MaxStreams bounds the streams served at once (0: 64); a stream over
 	// the bound is answered with CodeBusy.
@@ -32,6 +33,10 @@ type ServerConfig struct {
 	// MaxPending bounds the blocks pending in one request's walk (0:
 	// DefaultMaxPending).
 	MaxPending int
+	// ReadAheadBytes bounds the block bytes all streams together hold read
+	// ahead of their writes (0: 16 MiB), besides the one block each
+	// stream's reader may hold while it waits for room.
+	ReadAheadBytes int64
 	// Logger receives the package's logs (nil: slog.Default()).
 	Logger *slog.Logger
 }
@@ -51,6 +56,9 @@ func (c *ServerConfig) setDefaults() {
 	if c.MaxPending == 0 {
 		c.MaxPending = DefaultMaxPending
 	}
+	if c.ReadAheadBytes == 0 {
+		c.ReadAheadBytes = 16 << 20
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -66,6 +74,8 @@ func (c *ServerConfig) validate() error {
 		return fmt.Errorf("%w: negative IdleTimeout", ErrInvalidConfig)
 	case c.MaxPending < 0:
 		return fmt.Errorf("%w: negative MaxPending", ErrInvalidConfig)
+	case c.ReadAheadBytes < 0:
+		return fmt.Errorf("%w: negative ReadAheadBytes", ErrInvalidConfig)
 	}
 	return nil
 }
@@ -84,7 +94,9 @@ type ServerStats struct {
 // goroutines at once (one per stream); Close stops all of them.
 type Server struct {
 	cfg    ServerConfig
+	reader BlockReader
 	viewer Viewer
+	ahead  *semaphore.Weighted // ReadAheadBytes
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -103,7 +115,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, streams: make(map[Stream]struct{})}
+	s.reader, _ = cfg.Blocks.(BlockReader)
 	s.viewer, _ = cfg.Blocks.(Viewer)
+	s.ahead = semaphore.NewWeighted(cfg.ReadAheadBytes)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -202,68 +216,48 @@ func (s *Server) serve(st Stream, dog *watchdog) error {
 	}
 }
 
-// answer walks req and writes its frames to bw, ending with End.
+// answer walks req and writes its frames to bw, ending with End. A reader
+// goroutine walks and reads the blocks ahead of the writes (bounded by
+// ReadAheadBytes across the Server), so reading the next blocks from disk
+// overlaps sending this one; answer owns it and waits for it to end.
 func (s *Server) answer(req Request, bw *bufio.Writer) error {
-	wants := make([]item, len(req.Wants))
-	for i, w := range req.Wants {
-		wants[i] = item{c: w.Cid, scope: w.Scope}
-	}
-	wk := newWalk(wants, s.cfg.MaxPending)
-	var sent uint64
-	var hdr [binary.MaxVarintLen64 + 1]byte
-	var buf *[]byte
-	defer func() {
-		if buf != nil {
-			bufPool.Put(buf)
-		}
+	ctx, cancel := context.WithCancel(s.ctx)
+	ahead := make(chan readBlock, readAheadBlocks)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.readBlocks(ctx, req, ahead)
 	}()
-	for req.Limit == 0 || sent < req.Limit {
-		it, ok, err := wk.next()
-		if err != nil {
-			return s.fail(bw, CodeInternal, err)
+	defer func() {
+		cancel()
+		for rb := range ahead { // the reader stops at ctx's end; free what it read
+			s.release(rb)
 		}
-		if !ok {
-			break
-		}
-		// Read the block before writing it: a View holds store locks that
-		// must not wait on the network.
-		var data []byte
-		if s.viewer != nil {
-			if buf == nil {
-				buf = bufPool.Get().(*[]byte)
-			}
-			err = s.viewer.View(s.ctx, it.c, func(b []byte) error {
-				*buf = append((*buf)[:0], b...)
-				return nil
-			})
-			data = *buf
-		} else {
-			var blk blocks.Block
-			if blk, err = s.cfg.Blocks.Get(s.ctx, it.c); err == nil {
-				data = blk.RawData()
-			}
-		}
+		<-done
+	}()
+	var hdr [binary.MaxVarintLen64 + 1]byte
+	for rb := range ahead {
 		switch {
-		case ipld.IsNotFound(err):
+		case rb.err != nil && rb.code == 0:
+			return rb.err
+		case rb.err != nil:
+			return s.fail(bw, rb.code, rb.err)
+		case rb.data == nil:
 			s.nMissing.Add(1)
-			if _, err := bw.Write(AppendFrame(hdr[:0], Frame{Type: FrameMissing, Cid: it.c})); err != nil {
+			if _, err := bw.Write(AppendFrame(hdr[:0], Frame{Type: FrameMissing, Cid: rb.it.c})); err != nil {
 				return err
 			}
 			continue
-		case err != nil:
-			if s.ctx.Err() != nil {
-				return err
-			}
-			return s.fail(bw, CodeInternal, fmt.Errorf("read block %s: %w", it.c, err))
-		case len(data) > MaxBlockSize:
-			return s.fail(bw, CodeInternal, fmt.Errorf("block %s of %d bytes exceeds %d", it.c, len(data), MaxBlockSize))
 		}
-		h := binary.AppendUvarint(hdr[:0], uint64(1+len(data)))
+		h := binary.AppendUvarint(hdr[:0], uint64(1+len(rb.data)))
 		h = append(h, byte(FrameBlock))
-		if _, err := bw.Write(h); err != nil {
-			return err
+		_, err := bw.Write(h)
+		if err == nil {
+			_, err = bw.Write(rb.data)
 		}
-		if _, err := bw.Write(data); err != nil {
+		n := len(rb.data)
+		s.release(rb)
+		if err != nil {
 			return err
 		}
 		// Send what is buffered once it is worth a write, rather than let
@@ -273,23 +267,142 @@ func (s *Server) answer(req Request, bw *bufio.Writer) error {
 				return err
 			}
 		}
-		sent += uint64(len(data))
 		s.nBlocks.Add(1)
-		s.nBytes.Add(int64(len(data)))
-		if err := wk.expand(it, data); err != nil {
-			return s.fail(bw, CodeInternal, err)
-		}
+		s.nBytes.Add(int64(n))
 	}
 	_, err := bw.Write(AppendFrame(hdr[:0], Frame{Type: FrameEnd}))
 	return err
 }
 
+// readBlock is one step of a request's walk, read ahead of its write: a
+// block (data, held in buf if buf is not nil, and counted in the Server's
+// read-ahead budget as held), a want the store lacks (data nil), or the
+// error that ends the answer (with an Error frame of code, or none if code
+// is 0).
+type readBlock struct {
+	it   item
+	data []byte
+	buf  *[]byte
+	held int64
+	err  error
+	code ErrorCode
+}
+
+// readAheadBlocks bounds the blocks one stream reads ahead of its writes.
+const readAheadBlocks = 4
+
+// release gives back rb's buffer and read-ahead budget.
+func (s *Server) release(rb readBlock) {
+	if rb.buf != nil {
+		bufPool.Put(rb.buf)
+	}
+	if rb.held > 0 {
+		s.ahead.Release(rb.held)
+	}
+}
+
+// readBlocks walks req, reading each block, and passes the steps to out in
+// walk order; it closes out when the walk ends, fails, or ctx ends.
+func (s *Server) readBlocks(ctx context.Context, req Request, out chan<- readBlock) {
+	defer close(out)
+	send := func(rb readBlock) bool {
+		select {
+		case out <- rb:
+			return true
+		case <-ctx.Done():
+			s.release(rb)
+			return false
+		}
+	}
+	wants := make([]item, len(req.Wants))
+	for i, w := range req.Wants {
+		wants[i] = item{c: w.Cid, scope: w.Scope}
+	}
+	wk := newWalk(wants, s.cfg.MaxPending)
+	var sent uint64
+	for req.Limit == 0 || sent < req.Limit {
+		it, ok, err := wk.next()
+		if err != nil {
+			send(readBlock{err: err, code: CodeInternal})
+			return
+		}
+		if !ok {
+			return
+		}
+		rb := readBlock{it: it}
+		rb.data, rb.buf, err = s.read(it)
+		switch {
+		case ipld.IsNotFound(err):
+			if !send(rb) {
+				return
+			}
+			continue
+		case err != nil:
+			rb.err = err
+			if s.ctx.Err() == nil {
+				rb.err, rb.code = fmt.Errorf("read block %s: %w", it.c, err), CodeInternal
+			}
+		case len(rb.data) > MaxBlockSize:
+			rb.err, rb.code = fmt.Errorf("block %s of %d bytes exceeds %d", it.c, len(rb.data), MaxBlockSize), CodeInternal
+		default:
+			err = wk.expand(it, rb.data)
+		}
+		if err != nil && rb.err == nil {
+			rb.err, rb.code = err, CodeInternal
+		}
+		if rb.err != nil {
+			s.release(rb)
+			send(readBlock{err: rb.err, code: rb.code})
+			return
+		}
+		rb.held = min(int64(len(rb.data)), s.cfg.ReadAheadBytes)
+		if err := s.ahead.Acquire(ctx, rb.held); err != nil {
+			rb.held = 0
+			s.release(rb)
+			return
+		}
+		sent += uint64(len(rb.data))
+		if !send(rb) {
+			return
+		}
+	}
+}
+
+// read returns c's data: read through the BlockReader or the Viewer into a
+// pooled buffer (returned too), or as Get returns it.
+func (s *Server) read(it item) ([]byte, *[]byte, error) {
+	if s.reader != nil {
+		buf := bufPool.Get().(*[]byte)
+		data, err := s.reader.ReadInto(s.ctx, it.c, (*buf)[:0])
+		if err != nil {
+			bufPool.Put(buf)
+			return nil, nil, err
+		}
+		*buf = data[:0]
+		return data, buf, nil
+	}
+	if s.viewer == nil {
+		blk, err := s.cfg.Blocks.Get(s.ctx, it.c)
+		if err != nil {
+			return nil, nil, err
+		}
+		return blk.RawData(), nil, nil
+	}
+	buf := bufPool.Get().(*[]byte)
+	err := s.viewer.View(s.ctx, it.c, func(b []byte) error {
+		*buf = append((*buf)[:0], b...)
+		return nil
+	})
+	if err != nil {
+		bufPool.Put(buf)
+		return nil, nil, err
+	}
+	return *buf, buf, nil
+}
+
 // flushAt is how many buffered bytes make the Server flush after a block:
 // small blocks share writes, larger ones go out at once.
 const flushAt = 16 << 10
-
-// bufPool holds the buffers blocks are read into through a Viewer.
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 256<<10); return &b }}
 
 // fail sends an Error frame and returns err.
 func (s *Server) fail(bw *bufio.Writer, code ErrorCode, err error) error {

@@ -471,6 +471,20 @@ func WriteRequest(w io.Writer, r Request) error {
 // block's size, and returns reserve's error if it fails; a provider cannot
 // make ReadFrame allocate more than MaxFrameSize.
 func ReadFrame(r *bufio.Reader, reserve func(n int) error) (Frame, error) {
+	return ReadFrameBuf(r, func(n int) ([]byte, error) {
+		if reserve != nil {
+			if err := reserve(n); err != nil {
+				return nil, err
+			}
+		}
+		return make([]byte, n), nil
+	})
+}
+
+// ReadFrameBuf is ReadFrame with the buffer of a FrameBlock's Data from
+// alloc, which is called with the block's size (at most MaxFrameSize) and
+// returns a slice of that length or an error, which ReadFrameBuf returns.
+func ReadFrameBuf(r *bufio.Reader, alloc func(n int) ([]byte, error)) (Frame, error) {
 	n, err := readLength(r, MaxFrameSize)
 	if err != nil {
 		return Frame{}, noEOF(err)
@@ -480,12 +494,13 @@ func ReadFrame(r *bufio.Reader, reserve func(n int) error) (Frame, error) {
 		return Frame{}, fmt.Errorf("read frame: %w", noEOF(err))
 	}
 	if FrameType(t) == FrameBlock {
-		if reserve != nil {
-			if err := reserve(n - 1); err != nil {
-				return Frame{}, err
-			}
+		data, err := alloc(n - 1)
+		if err != nil {
+			return Frame{}, err
 		}
-		data := make([]byte, n-1)
+		if len(data) != n-1 {
+			return Frame{}, fmt.Errorf("read block: buffer of %d bytes for %d", len(data), n-1)
+		}
 		if _, err := io.ReadFull(r, data); err != nil {
 			return Frame{}, fmt.Errorf("read block: %w", noEOF(err))
 		}
