@@ -106,6 +106,9 @@ func (x *native) fetch(o *op, root cid.Cid, scope exchange.Scope) error {
 		Blocks:  touchingBlocks{o.sess.Blockstore(), o},
 		Streams: streams{x.n},
 		Logger:  x.n.log.With("subsystem", "exchange"),
+		// The store copies small blocks into Badger and writes large ones
+		// out before PutMany returns.
+		PutCopies: true,
 	})
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"runtime"
 	"strings"
 
 	chunker "github.com/ipfs/boxo/chunker"
@@ -172,8 +173,17 @@ func (a *adder) add(path string, nd files.Node) (ipld.Node, uint64, error) {
 }
 
 func (a *adder) addFile(path string, r io.Reader) (ipld.Node, uint64, error) {
+	var src chunker.Splitter = chunker.NewSizeSplitter(r, a.opts.ChunkSize)
+	var builder cid.Builder = a.prefix
+	// Raw leaves of a useful size are hashed ahead, on the other cores (see
+	// prehash.go).
+	if a.opts.RawLeaves && a.opts.ChunkSize >= 16<<10 && runtime.GOMAXPROCS(0) > 1 {
+		ph := newPrehash(src, a.prefix, a.opts.ChunkSize)
+		defer ph.close()
+		src, builder = ph, prehashBuilder{inner: a.prefix, p: ph}
+	}
 	spl := &progressSplitter{
-		Splitter: chunker.NewSizeSplitter(r, a.opts.ChunkSize),
+		Splitter: src,
 		a:        a,
 		path:     path,
 	}
@@ -181,7 +191,7 @@ func (a *adder) addFile(path string, r io.Reader) (ipld.Node, uint64, error) {
 		Dagserv:    a.dag,
 		RawLeaves:  a.opts.RawLeaves,
 		Maxlinks:   a.opts.MaxLinks,
-		CidBuilder: a.prefix,
+		CidBuilder: builder,
 	}
 	db, err := params.New(spl)
 	if err != nil {
