@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,14 +22,20 @@ import (
 	"github.com/weft-p2p/weft/protocol/unixfs"
 )
 
-// Benchmarks of the content path, each beside its ceiling in the same run:
+// Benchmarks of the content path, each beside its ceiling in the same run.
+// This machine is shared and noisy, so every iteration measures the ceiling
+// and the thing measured back to back, and the benchmarks report, beside
+// the median throughput of each, the median of the per-iteration ratios:
 //
-//	BenchmarkContentAdd/sha256   SHA-256 over the bytes an add reads
-//	BenchmarkContentAdd/add      node.Add of those bytes into Badger
-//	BenchmarkContentFetch/stream a plain libp2p stream of the same size between the two hosts
-//	BenchmarkContentFetch/fetch  node B fetches over Bitswap what node A added
+//	BenchmarkContentAdd    per iteration: SHA-256 over 256 MiB, then node.Add
+//	                       of 256 MiB into the store (add/sha256)
+//	BenchmarkContentFetch  per iteration: a plain libp2p stream of 256 MiB
+//	                       between the two hosts, then node B fetching 256 MiB
+//	                       over the native exchange, then node C (native off)
+//	                       over Bitswap (native/stream, bitswap/stream)
+//	BenchmarkContentSmall  B fetching a fresh 1 KiB file from a connected A
 //
-// scripts/bench/content.sh runs them and prints medians and ratios.
+// scripts/bench/content.sh runs them and prints the medians.
 
 const benchBytes = 256 << 20
 
@@ -83,53 +91,172 @@ func benchTune(c *node.Config) {
 	c.Content.FetchTimeout = node.Duration(2 * time.Minute)
 }
 
-// BenchmarkContentAdd adds 256 MiB to a node (Badger on disk, pinned, as
-// `weft add` does) beside SHA-256 over the same bytes from the same reader.
+// pairs collects per-iteration timings of named steps over the same number
+// of bytes and reports their median throughput, their median CPU time per
+// MiB (both nodes' work: they share the process), and the median of each
+// step's per-iteration ratio to the first (the ceiling).
+type pairs struct {
+	bytes int64
+	names []string
+	secs  map[string][]float64
+	cpu   map[string][]float64 // CPU seconds of the whole process
+}
+
+func newPairs(bytes int64, names ...string) *pairs {
+	return &pairs{bytes: bytes, names: names, secs: make(map[string][]float64), cpu: make(map[string][]float64)}
+}
+
+// time runs fn as the named step of this iteration, recording its wall
+// time and the process's CPU time.
+func (p *pairs) time(b *testing.B, name string, fn func() error) {
+	b.Helper()
+	t0 := time.Now()
+	var r0, r1 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &r0)
+	if err := fn(); err != nil {
+		b.Fatalf("%s: %v", name, err)
+	}
+	el := time.Since(t0).Seconds()
+	syscall.Getrusage(syscall.RUSAGE_SELF, &r1)
+	cpu := float64(r1.Utime.Nano()+r1.Stime.Nano()-r0.Utime.Nano()-r0.Stime.Nano()) / 1e9
+	p.secs[name] = append(p.secs[name], el)
+	p.cpu[name] = append(p.cpu[name], cpu)
+}
+
+func (p *pairs) report(b *testing.B) {
+	base := p.secs[p.names[0]]
+	for _, n := range p.names {
+		var rates, ratios []float64
+		for i, s := range p.secs[n] {
+			rates = append(rates, float64(p.bytes)/s/1e6)
+			ratios = append(ratios, base[i]/s)
+		}
+		b.ReportMetric(median(rates), n+"-MB/s")
+		b.ReportMetric(median(p.cpu[n])*1e3/float64(p.bytes>>20), n+"-cpu-ms/MiB")
+		if n != p.names[0] {
+			b.ReportMetric(median(ratios), n+"/"+p.names[0])
+		}
+	}
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// BenchmarkContentAdd adds 256 MiB to a node (on disk, pinned, as `weft
+// add` does), each time right after SHA-256 over the same bytes from the
+// same kind of reader.
 func BenchmarkContentAdd(b *testing.B) {
-	b.Run("sha256", func(b *testing.B) {
-		b.SetBytes(benchBytes)
-		buf := make([]byte, 1<<20)
-		for i := 0; i < b.N; i++ {
+	n := nodetest.Start(b, nodetest.Options{Tune: benchTune})
+	opts := unixfs.DefaultOptions()
+	buf := make([]byte, 1<<20)
+	p := newPairs(benchBytes, "sha256", "add")
+	b.SetBytes(benchBytes)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		p.time(b, "sha256", func() error {
 			h := sha256.New()
-			if _, err := io.CopyBuffer(h, newBenchPattern(benchBytes), buf); err != nil {
-				b.Fatal(err)
-			}
+			_, err := io.CopyBuffer(h, newBenchPattern(benchBytes), buf)
 			h.Sum(nil)
-		}
-	})
-	b.Run("add", func(b *testing.B) {
-		n := nodetest.Start(b, nodetest.Options{Tune: benchTune})
-		opts := unixfs.DefaultOptions()
-		b.SetBytes(benchBytes)
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			if _, err := n.Add(context.Background(), files.NewReaderFile(newBenchPattern(benchBytes)), opts, true, "", nil); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+			return err
+		})
+		p.time(b, "add", func() error {
+			_, err := n.Add(context.Background(), files.NewReaderFile(newBenchPattern(benchBytes)), opts, true, "", nil)
+			return err
+		})
+	}
+	p.report(b)
 }
 
 const benchCopyProto = protocol.ID("/weft-bench/copy/1.0.0")
 
-// BenchmarkContentFetch moves 256 MiB from node A over 127.0.0.1: first
-// over a plain libp2p stream to node B (the ceiling: same connection,
-// security and muxer), then as a native-exchange fetch by B ("fetch"), and
-// as a Bitswap fetch by node C, which has the native exchange switched off
-// ("bitswap"). "small" is B fetching a fresh 1 KiB file from A.
+// BenchmarkContentFetch moves 256 MiB from node A over 127.0.0.1, three
+// ways per iteration: over a plain libp2p stream to node B (the ceiling:
+// same connection, security and muxer; the bytes are discarded), as a
+// native-exchange fetch by B ("native"), and as a Bitswap fetch by node C,
+// which has the native exchange switched off ("bitswap"). Each fetch is of
+// a fresh file A added beforehand (untimed).
 func BenchmarkContentFetch(b *testing.B) {
-	a := nodetest.Start(b, nodetest.Options{Tune: benchTune})
-	bn := nodetest.Start(b, nodetest.Options{Tune: benchTune})
-	cn := nodetest.Start(b, nodetest.Options{Tune: func(c *node.Config) {
+	a, bn, cn := benchTrio(b)
+	ctx := context.Background()
+	opts := unixfs.DefaultOptions()
+	p := newPairs(benchBytes, "stream", "native", "bitswap")
+	buf := make([]byte, 1<<20)
+	b.SetBytes(benchBytes)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		p.time(b, "stream", func() error {
+			s, err := bn.Network().Host.NewStream(ctx, a.ID(), benchCopyProto)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			n, err := io.CopyBuffer(io.Discard, s, buf)
+			if err == nil && n != benchBytes {
+				err = fmt.Errorf("stream copied %d bytes", n)
+			}
+			return err
+		})
+		for _, step := range []struct {
+			name string
+			dst  *node.Node
+		}{{"native", bn}, {"bitswap", cn}} {
+			b.StopTimer()
+			root, err := a.Add(ctx, files.NewReaderFile(newBenchPattern(benchBytes)), opts, true, "", nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			p.time(b, step.name, func() error { return step.dst.Fetch(ctx, root) })
+		}
+	}
+	p.report(b)
+}
+
+// BenchmarkContentSmall is node B fetching a fresh 1 KiB file that a
+// connected node A added (in-process: no CLI).
+func BenchmarkContentSmall(b *testing.B) {
+	a, bn, _ := benchTrio(b)
+	ctx := context.Background()
+	opts := unixfs.DefaultOptions()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		data := make([]byte, 1024)
+		copy(data, fmt.Sprintf("small file %d %d", i, time.Now().UnixNano()))
+		root, err := a.Add(ctx, files.NewBytesFile(data), opts, true, "", nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if err := bn.Cat(ctx, root, 0, -1, io.Discard, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// benchTrio starts node A, which serves the stream ceiling's bytes, node B
+// and node C (native exchange off), both connected to A.
+func benchTrio(b *testing.B) (a, bn, cn *node.Node) {
+	b.Helper()
+	a = nodetest.Start(b, nodetest.Options{Tune: benchTune})
+	bn = nodetest.Start(b, nodetest.Options{Tune: benchTune})
+	cn = nodetest.Start(b, nodetest.Options{Tune: func(c *node.Config) {
 		benchTune(c)
 		c.Content.Native = false
 	}})
 	ctx := context.Background()
-	if err := bn.Network().Host.Connect(ctx, nodetest.AddrInfo(a)); err != nil {
-		b.Fatal(err)
-	}
-	if err := cn.Network().Host.Connect(ctx, nodetest.AddrInfo(a)); err != nil {
-		b.Fatal(err)
+	for _, n := range []*node.Node{bn, cn} {
+		if err := n.Network().Host.Connect(ctx, nodetest.AddrInfo(a)); err != nil {
+			b.Fatal(err)
+		}
 	}
 	a.Network().Host.SetStreamHandler(benchCopyProto, func(s network.Stream) {
 		defer s.Close()
@@ -142,57 +269,5 @@ func BenchmarkContentFetch(b *testing.B) {
 		io.Copy(io.Discard, s) // until B closes its side
 	})
 	b.Cleanup(func() { a.Network().Host.RemoveStreamHandler(benchCopyProto) })
-
-	b.Run("stream", func(b *testing.B) {
-		b.SetBytes(benchBytes)
-		buf := make([]byte, 1<<20)
-		for i := 0; i < b.N; i++ {
-			s, err := bn.Network().Host.NewStream(ctx, a.ID(), benchCopyProto)
-			if err != nil {
-				b.Fatal(err)
-			}
-			n, err := io.CopyBuffer(io.Discard, s, buf)
-			s.Close()
-			if err != nil || n != benchBytes {
-				b.Fatalf("stream copied %d bytes: %v", n, err)
-			}
-		}
-	})
-	// fetchBy fetches b.N fresh 256 MiB files that A adds, timing only the
-	// fetches by dst.
-	fetchBy := func(dst *node.Node) func(b *testing.B) {
-		return func(b *testing.B) {
-			opts := unixfs.DefaultOptions()
-			b.SetBytes(benchBytes)
-			for i := 0; i < b.N; i++ {
-				b.StopTimer()
-				root, err := a.Add(ctx, files.NewReaderFile(newBenchPattern(benchBytes)), opts, true, "", nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.StartTimer()
-				if err := dst.Fetch(ctx, root); err != nil {
-					b.Fatal(err)
-				}
-			}
-		}
-	}
-	b.Run("fetch", fetchBy(bn))
-	b.Run("bitswap", fetchBy(cn))
-	b.Run("small", func(b *testing.B) {
-		opts := unixfs.DefaultOptions()
-		for i := 0; i < b.N; i++ {
-			b.StopTimer()
-			data := make([]byte, 1024)
-			copy(data, fmt.Sprintf("small file %d %d", i, time.Now().UnixNano()))
-			root, err := a.Add(ctx, files.NewBytesFile(data), opts, true, "", nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.StartTimer()
-			if err := bn.Cat(ctx, root, 0, -1, io.Discard, nil); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+	return a, bn, cn
 }
