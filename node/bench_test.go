@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -100,6 +103,32 @@ type pairs struct {
 	names []string
 	secs  map[string][]float64
 	cpu   map[string][]float64 // CPU seconds of the whole process
+	steal []float64            // the machine's steal share per step, if known
+}
+
+// cpuTicks returns the machine's total and steal CPU ticks from /proc/stat
+// (zeros where it is missing): on a VM, steal is time the host gave to
+// others, the usual cause of a noisy run.
+func cpuTicks() (total, steal uint64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0
+	}
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseUint(v, 10, 64)
+		if i < 8 { // user nice system idle iowait irq softirq steal
+			total += n
+		}
+		if i == 7 {
+			steal = n
+		}
+	}
+	return total, steal
 }
 
 func newPairs(bytes int64, names ...string) *pairs {
@@ -113,6 +142,7 @@ func (p *pairs) time(b *testing.B, name string, fn func() error) {
 	t0 := time.Now()
 	var r0, r1 syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &r0)
+	t0s, s0 := cpuTicks()
 	if err := fn(); err != nil {
 		b.Fatalf("%s: %v", name, err)
 	}
@@ -121,9 +151,15 @@ func (p *pairs) time(b *testing.B, name string, fn func() error) {
 	cpu := float64(r1.Utime.Nano()+r1.Stime.Nano()-r0.Utime.Nano()-r0.Stime.Nano()) / 1e9
 	p.secs[name] = append(p.secs[name], el)
 	p.cpu[name] = append(p.cpu[name], cpu)
+	if t1s, s1 := cpuTicks(); t1s > t0s {
+		p.steal = append(p.steal, float64(s1-s0)/float64(t1s-t0s))
+	}
 }
 
 func (p *pairs) report(b *testing.B) {
+	if len(p.steal) > 0 {
+		b.ReportMetric(100*median(p.steal), "steal-%")
+	}
 	base := p.secs[p.names[0]]
 	for _, n := range p.names {
 		var rates, ratios []float64
