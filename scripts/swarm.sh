@@ -22,7 +22,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "building weft..."
-go build -o "$BIN" ./cmd/weft
+CGO_ENABLED=0 go build -o "$BIN" ./cmd/weft
 
 wait_ready() { # repo
   for _ in $(seq 1 200); do

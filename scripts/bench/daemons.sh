@@ -54,7 +54,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "building weft and the benchmark into $WORK ..."
-go build -o "$WORK/weft" ./cmd/weft
+CGO_ENABLED=0 go build -o "$WORK/weft" ./cmd/weft
 go build -o "$WORK/bench" ./scripts/bench/daemons
 # The commit built, recorded in the results (WEFT_BENCH_COMMIT when this is
 # not a git checkout).

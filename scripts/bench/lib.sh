@@ -11,7 +11,7 @@ bench_cleanup() {
 }
 trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
-go build -o "$BIN" ./cmd/weft
+CGO_ENABLED=0 go build -o "$BIN" ./cmd/weft
 
 # start_daemon NAME [BOOTSTRAP]: init a repo at $WORK/NAME and run its daemon
 # until it writes REPO/api.
