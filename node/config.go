@@ -104,7 +104,8 @@ type PubsubConfig struct {
 
 // StoreConfig configures the Badger store.
 type StoreConfig struct {
-	MaxBytes ByteSize `toml:"max_bytes" comment:"Storage limit for blocks; past it adds and fetches fail with \"store full\". 0 = unlimited."`
+	MaxBytes      ByteSize `toml:"max_bytes" comment:"Storage limit for blocks; past it adds and fetches fail with \"store full\". 0 = unlimited."`
+	BufferedFiles bool     `toml:"buffered_files" comment:"Write and read blocks of 64 KiB and more through the page cache. By default they use direct I/O where the filesystem allows it: no copy into fresh page-cache pages, which is what limits adds and fetches on small machines. Set it where the same large blocks are read again and again and should come from memory."`
 }
 
 // ContentConfig configures fetching and providing content.
