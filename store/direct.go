@@ -53,33 +53,27 @@ func alignedBuf(n int) []byte {
 // refused reports whether err is the filesystem refusing direct I/O.
 func refused(err error) bool { return oDirect != 0 && errors.Is(err, syscall.EINVAL) }
 
-// createFile creates name and writes data to it, directly where possible.
-func (f *fileTier) createFile(name string, data []byte) error {
-	const flags = os.O_WRONLY | os.O_CREATE | os.O_EXCL
+// writeTemp writes data to a new file in blocks/.tmp, directly where
+// possible, and returns its name (also on error, when a file was made).
+func (f *fileTier) writeTemp(data []byte) (string, error) {
+	sf, err := f.takeFile()
+	if err != nil {
+		return "", err
+	}
 	head := 0
-	if f.direct.Load() {
+	if sf.direct && f.direct.Load() {
 		head = len(data) &^ (directAlign - 1)
 	}
-	var fd *os.File
-	var err error
-	if head > 0 {
-		fd, err = os.OpenFile(name, flags|oDirect, 0o600)
-		if refused(err) {
-			f.direct.Store(false)
-			head = 0
-		}
+	if sf.direct && head == 0 {
+		err = setDirect(sf.fd, false)
 	}
-	if head == 0 {
-		fd, err = os.OpenFile(name, flags, 0o600)
+	if err == nil {
+		err = f.writeData(sf.fd, data, head)
 	}
-	if err != nil {
-		return err
-	}
-	err = f.writeData(fd, data, head)
-	if cerr := fd.Close(); err == nil {
+	if cerr := sf.fd.Close(); err == nil {
 		err = cerr
 	}
-	return err
+	return sf.name, err
 }
 
 // writeData writes data[:head] to fd, which was opened for direct I/O if

@@ -11,7 +11,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
@@ -99,6 +98,7 @@ type fileTier struct {
 	// whose files a read must check (set at open, read-only after).
 	gen       uint64
 	untrusted map[uint64]bool
+	spares    spares // see spares.go
 }
 
 // trusted reports whether the files of generation g can be read without
@@ -145,8 +145,7 @@ func (f *fileTier) path(h mh.Multihash) string {
 // renamed into place, so the final name never holds a partial block (short
 // of a machine crash, which reads detect).
 func (f *fileTier) write(h mh.Multihash, data []byte) error {
-	tmp := filepath.Join(f.tmp, strconv.FormatUint(f.seq.Add(1), 36))
-	err := f.createFile(tmp, data)
+	tmp, err := f.writeTemp(data)
 	if err == nil {
 		final := f.path(h)
 		err = os.Rename(tmp, final)
@@ -157,7 +156,9 @@ func (f *fileTier) write(h mh.Multihash, data []byte) error {
 		}
 	}
 	if err != nil {
-		os.Remove(tmp)
+		if tmp != "" {
+			os.Remove(tmp)
+		}
 		return fmt.Errorf("write block file: %w", err)
 	}
 	return nil

@@ -52,6 +52,9 @@ func reopenAfterCrash(t testing.TB, s *Store) *Store {
 		s.life.Lock()
 		s.closed = true
 		s.life.Unlock()
+		if s.files != nil {
+			s.files.close() // a killed process's spares are removed at the next open
+		}
 		if err := s.db.Close(); err != nil {
 			t.Fatalf("close Badger: %v", err)
 		}

@@ -468,6 +468,7 @@ func (s *Store) Close() error {
 		// block files this session wrote: sync them first (see files.go).
 		synced := true
 		if s.files != nil {
+			s.files.close()
 			if err := syncFS(s.files.dir); err != nil {
 				errs = append(errs, fmt.Errorf("sync block files: %w", err))
 				synced = false
