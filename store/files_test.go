@@ -371,3 +371,41 @@ func TestFileTierConcurrentGC(t *testing.T) {
 		t.Fatalf("Stat = %+v", st)
 	}
 }
+
+// TestFileTierSpares: after the first large write the tier keeps empty
+// files ready in blocks/.tmp; writes use them, and Close removes the ones
+// left.
+func TestFileTierSpares(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Config{Path: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(dir, blocksDirName, tmpDirName)
+	count := func() int {
+		ents, err := os.ReadDir(tmp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	blks := distinctBlocks(t, 61, 40, 128<<10)
+	putAll(t, s, blks[:1]...)
+	deadline := time.Now().Add(10 * time.Second)
+	for count() < spareFiles {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d spare files after 10 s, want %d", count(), spareFiles)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	putAll(t, s, blks[1:]...)
+	mustHave(t, s, true, blks...)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("%d files left in blocks/.tmp after Close", n)
+	}
+	s = openStore(t, Config{Path: dir})
+	mustHave(t, s, true, blks...)
+}
