@@ -77,6 +77,6 @@ awk '
     printf "  native / stream   %.2f\n", v["Fetch", "native/stream"]
     printf "  bitswap / stream  %.2f\n", v["Fetch", "bitswap/stream"]
     if (("Fetch", "steal-%") in v) printf "\nsteal (CPU time the VM host gave to others) during the steps: median %.0f%% (add), %.0f%% (fetch)\n", v["Add", "steal-%"], v["Fetch", "steal-%"]
-    if (("Small", "ns/op") in v) printf "\n1 KiB fetch from a connected peer (in-process): %.2f ms per fetch\n", v["Small", "ns/op"] / 1e6
+    if (("Small", "ms/fetch") in v) printf "\n1 KiB fetch from a connected peer (in-process): median %.2f ms\n", v["Small", "ms/fetch"]
   }
 ' "$RAW"
