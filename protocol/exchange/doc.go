@@ -71,11 +71,16 @@
 //
 // # Roles
 //
-// Server answers requests from a block getter (the node's blockstore).
-// Fetcher fetches a scope from one or more providers: it first walks the
-// scope through the local blockstore, so only what is missing is asked for
-// (a fetch interrupted by anything resumes where it stopped), then splits
-// the missing subtrees among providers in units of about Config.UnitBytes,
+// Server answers requests from a block getter (the node's blockstore),
+// reading each request's blocks ahead of its writes (ServerConfig.ReadAheadBytes
+// across all streams), so a block's read from disk overlaps the previous
+// one's send. Fetcher fetches a scope from one or more providers: it first
+// walks the scope through the local blockstore, so only what is missing is
+// asked for (a fetch interrupted by anything resumes where it stopped), then
+// splits the missing subtrees among providers, over
+// Config.StreamsPerProvider streams to each (so reading, hashing and
+// writing overlap even with a single provider), in units of about
+// Config.UnitBytes,
 // hands a failed or stalled provider's unfinished walk to the others, moves
 // the request of a provider far slower than the rest to one that ran out
 // of work, writes verified blocks in batches and keeps at most
