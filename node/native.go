@@ -94,18 +94,55 @@ func (x *native) nativePeers(prefer []peer.ID) []peer.ID {
 	return out
 }
 
+// nativeBatch is how many providers one Fetcher.Fetch call is given (and
+// its MaxProviders): one. Two behaviours of the Fetcher with several
+// providers made fetch-swarm-30 (29 nodes fetching a file one node added,
+// at once) hang until the operation's idle timeout:
+//
+//   - It uses MaxProviders of the providers at once and starts a spare only
+//     when one fails, not when it answers Missing: when every provider in
+//     use lacked the file when asked (they were fetching it too), its
+//     workers waited for work for ever while the holder went unasked.
+//   - A provider left without work preempts a request of another provider
+//     whose rate is a quarter of its own, and a request's rate counts only
+//     whole blocks: a peer that had sent a small block (the root) and
+//     lacked the rest preempted the holder's requests every 500 ms while a
+//     1 MiB block was still on its way over a busy link, and took back work
+//     it could not do. No block ever arrived.
+//
+// With one provider per call neither can happen (lanes to the same provider
+// never preempt each other): a call whose provider lacks a block ends at
+// once with ErrIncomplete, keeping what arrived, and the next call asks the
+// next peer. The provider's StreamsPerProvider lanes still overlap its
+// reads with our writes; what is lost is splitting one fetch over several
+// holders at once.
+const nativeBatch = 1
+
+// nativeRetries is how many more passes over the peers a native fetch
+// makes after a pass that brought nothing, nativeBackoff apart (doubling):
+// in a swarm fetching the same content at once, a peer that lacked it a
+// moment ago, or refused a stream while busy, has it or room soon after. A
+// pass that brought blocks is followed by another at once.
+const (
+	nativeRetries = 2
+	nativeBackoff = 500 * time.Millisecond
+)
+
 // fetch tries to make the scope under root local through the native
-// protocol: first from connected weft peers, then from weft peers the DHT
-// names as providers. It returns nil when everything is held; otherwise the
-// caller falls back to Bitswap, which only fetches what is still missing.
+// protocol: from connected weft peers, one after the other, then from
+// weft peers the DHT names as providers (first) and the connected ones
+// again. It returns nil when everything is held; otherwise the caller falls
+// back to Bitswap, which only fetches what is still missing.
 func (x *native) fetch(o *op, root cid.Cid, scope exchange.Scope) error {
 	if !x.n.cfg.Content.Native {
 		return errors.New("native exchange disabled")
 	}
+	log := x.n.log.With("subsystem", "exchange")
 	f, err := exchange.NewFetcher(exchange.Config{
-		Blocks:  touchingBlocks{o.sess.Blockstore(), o},
-		Streams: streams{x.n},
-		Logger:  x.n.log.With("subsystem", "exchange"),
+		Blocks:       touchingBlocks{o.sess.Blockstore(), o},
+		Streams:      streams{x.n},
+		MaxProviders: nativeBatch,
+		Logger:       log,
 		// The store copies small blocks into Badger and writes large ones
 		// out before PutMany returns.
 		PutCopies: true,
@@ -121,41 +158,89 @@ func (x *native) fetch(o *op, root cid.Cid, scope exchange.Scope) error {
 		x.badBlocks.Add(t.BadBlocks)
 		x.badPeers.Add(t.BadPeers)
 	}()
-	try := func(ps []peer.ID) error {
+	// pass asks ps, nativeBatch at a time, until one call gets everything;
+	// it reports whether any call brought blocks.
+	pass := func(ps []peer.ID) (progress bool, err error) {
 		if len(ps) == 0 {
-			return exchange.ErrNoProviders
+			return false, exchange.ErrNoProviders
 		}
-		_, err := f.Fetch(o.ctx, root, scope, ps)
-		if err == nil {
-			o.touch()
+		for len(ps) > 0 {
+			batch := ps[:min(nativeBatch, len(ps))]
+			ps = ps[len(batch):]
+			var st exchange.Stats
+			start := time.Now()
+			st, err = f.Fetch(o.ctx, root, scope, batch)
+			progress = progress || st.Blocks > 0
+			if err == nil {
+				o.touch()
+				log.Debug("native fetch: done", "cid", root, "peers", batch, "blocks", st.Blocks,
+					"requests", st.Requests, "took", time.Since(start))
+				return progress, nil
+			}
+			if o.ctx.Err() != nil {
+				return progress, err
+			}
+			log.Debug("native fetch: these peers could not deliver everything", "cid", root,
+				"peers", batch, "blocks", st.Blocks, "took", time.Since(start), "err", err)
 		}
-		return err
+		return progress, err
 	}
-	err = try(x.nativePeers(nil))
-	if err == nil || o.ctx.Err() != nil {
-		return err
-	}
-	// Ask the DHT who provides root, connect to them, and try the weft
-	// peers among them.
-	ctx, cancel := context.WithTimeout(o.ctx, 5*time.Second)
-	defer cancel()
 	var found []peer.ID
-	for ai := range x.n.net.DHT.FindProvidersAsync(ctx, root, 8) {
-		if ai.ID == x.n.net.Host.ID() {
+	looked := false
+	idle, wait := 0, nativeBackoff
+	for {
+		peers := x.nativePeers(found)
+		progress, err := pass(peers)
+		if err == nil || o.ctx.Err() != nil {
+			return err
+		}
+		if !looked {
+			// Ask the DHT who provides root, connect to them, and ask the
+			// weft peers among them first from now on.
+			looked = true
+			found = x.dhtProviders(o.ctx, root)
+			if len(found) > 0 {
+				continue
+			}
+		}
+		if progress {
+			idle, wait = 0, nativeBackoff
 			continue
 		}
-		if x.n.net.Host.Network().Connectedness(ai.ID) != network.Connected {
-			if err := x.n.net.Host.Connect(ctx, ai); err != nil {
+		if idle++; idle > nativeRetries || len(peers) == 0 {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-o.ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		wait *= 2
+	}
+}
+
+// dhtProviders asks the DHT for up to 8 providers of root (for at most 5 s)
+// and connects to them; Connect waits for identify, which the protocol
+// check in nativePeers needs.
+func (x *native) dhtProviders(ctx context.Context, root cid.Cid) []peer.ID {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	h := x.n.net.Host
+	var found []peer.ID
+	for ai := range x.n.net.DHT.FindProvidersAsync(ctx, root, 8) {
+		if ai.ID == h.ID() {
+			continue
+		}
+		if h.Network().Connectedness(ai.ID) != network.Connected {
+			if err := h.Connect(ctx, ai); err != nil {
 				continue
 			}
 		}
 		found = append(found, ai.ID)
 	}
-	if len(found) == 0 {
-		return err
-	}
-	// Identify must have run for the protocol check; Connect waits for it.
-	return try(x.nativePeers(found))
+	return found
 }
 
 // NativeStats reports what the native exchange moved.
