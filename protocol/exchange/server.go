@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/sync/semaphore"
@@ -303,8 +304,64 @@ func (s *Server) release(rb readBlock) {
 
 // readBlocks walks req, reading each block, and passes the steps to out in
 // walk order; it closes out when the walk ends, fails, or ctx ends.
+//
+// Leaves (blocks the walk does not descend into: raw blocks, and any block
+// under ScopeBlock) are read up to readAheadBlocks at a time, each on a
+// goroutine of its own, so a disk serves several reads at once; an inner
+// node is read before the walk goes on, since its links decide what comes
+// next. Blocks read past a request's Limit are dropped unsent.
 func (s *Server) readBlocks(ctx context.Context, req Request, out chan<- readBlock) {
 	defer close(out)
+	type future struct {
+		rb   readBlock
+		done chan struct{}
+	}
+	var window []*future
+	defer func() { // reads still running end on their own; free what they read
+		for _, f := range window {
+			<-f.done
+			s.release(f.rb)
+		}
+	}()
+	wants := make([]item, len(req.Wants))
+	for i, w := range req.Wants {
+		wants[i] = item{c: w.Cid, scope: w.Scope}
+	}
+	wk := newWalk(wants, s.cfg.MaxPending)
+	var walkErr error
+	walked := false
+	fill := func() {
+		for !walked && walkErr == nil && len(window) < readAheadBlocks {
+			it, ok, err := wk.next()
+			if err != nil {
+				walkErr = err
+				return
+			}
+			if !ok {
+				walked = true
+				return
+			}
+			f := &future{rb: readBlock{it: it}, done: make(chan struct{})}
+			window = append(window, f)
+			leaf := it.scope.Kind == ScopeBlock || it.c.Type() != cid.DagProtobuf
+			if est := int64(it.est); leaf && len(window) > 1 && est > 0 && est <= MaxBlockSize && s.ahead.TryAcquire(est) {
+				f.rb.held = est // its budget, taken now from the link's size
+				go func() {
+					defer close(f.done)
+					f.rb.data, f.rb.buf, f.rb.err = s.read(it)
+				}()
+				continue
+			}
+			f.rb.data, f.rb.buf, f.rb.err = s.read(it)
+			close(f.done)
+			if !leaf && f.rb.err == nil && len(f.rb.data) <= MaxBlockSize {
+				f.rb.err = wk.expand(it, f.rb.data)
+				if f.rb.err != nil {
+					f.rb.code = CodeInternal
+				}
+			}
+		}
+	}
 	send := func(rb readBlock) bool {
 		select {
 		case out <- rb:
@@ -314,52 +371,47 @@ func (s *Server) readBlocks(ctx context.Context, req Request, out chan<- readBlo
 			return false
 		}
 	}
-	wants := make([]item, len(req.Wants))
-	for i, w := range req.Wants {
-		wants[i] = item{c: w.Cid, scope: w.Scope}
-	}
-	wk := newWalk(wants, s.cfg.MaxPending)
 	var sent uint64
 	for req.Limit == 0 || sent < req.Limit {
-		it, ok, err := wk.next()
-		if err != nil {
-			send(readBlock{err: err, code: CodeInternal})
+		fill()
+		if len(window) == 0 {
+			if walkErr != nil {
+				send(readBlock{err: walkErr, code: CodeInternal})
+			}
 			return
 		}
-		if !ok {
-			return
-		}
-		rb := readBlock{it: it}
-		rb.data, rb.buf, err = s.read(it)
+		f := window[0]
+		window[0] = nil
+		window = window[1:]
+		<-f.done
+		rb := f.rb
 		switch {
-		case ipld.IsNotFound(err):
-			if !send(rb) {
+		case ipld.IsNotFound(rb.err):
+			s.release(rb)
+			if !send(readBlock{it: rb.it}) {
 				return
 			}
 			continue
-		case err != nil:
-			rb.err = err
+		case rb.err != nil && rb.code != 0: // the walk failed on this block
+		case rb.err != nil:
 			if s.ctx.Err() == nil {
-				rb.err, rb.code = fmt.Errorf("read block %s: %w", it.c, err), CodeInternal
+				rb.err, rb.code = fmt.Errorf("read block %s: %w", rb.it.c, rb.err), CodeInternal
 			}
 		case len(rb.data) > MaxBlockSize:
-			rb.err, rb.code = fmt.Errorf("block %s of %d bytes exceeds %d", it.c, len(rb.data), MaxBlockSize), CodeInternal
-		default:
-			err = wk.expand(it, rb.data)
-		}
-		if err != nil && rb.err == nil {
-			rb.err, rb.code = err, CodeInternal
+			rb.err, rb.code = fmt.Errorf("block %s of %d bytes exceeds %d", rb.it.c, len(rb.data), MaxBlockSize), CodeInternal
 		}
 		if rb.err != nil {
 			s.release(rb)
 			send(readBlock{err: rb.err, code: rb.code})
 			return
 		}
-		rb.held = min(int64(len(rb.data)), s.cfg.ReadAheadBytes)
-		if err := s.ahead.Acquire(ctx, rb.held); err != nil {
-			rb.held = 0
-			s.release(rb)
-			return
+		if rb.held == 0 {
+			rb.held = min(int64(len(rb.data)), s.cfg.ReadAheadBytes)
+			if err := s.ahead.Acquire(ctx, rb.held); err != nil {
+				rb.held = 0
+				s.release(rb)
+				return
+			}
 		}
 		sent += uint64(len(rb.data))
 		if !send(rb) {
