@@ -337,6 +337,30 @@ func TestMissing(t *testing.T) {
 	}
 }
 
+// TestMissingStartsSpare: with one provider in use at a time, a provider
+// that lacks blocks brings in the next one, which has them.
+func TestMissingStartsSpare(t *testing.T) {
+	src := newMem()
+	data := randBytes(9, 1<<20)
+	root := addFile(t, src, data, smallOpts())
+	order := dagBlocks(t, src, root, DAG())
+	partial := src.clone()
+	partial.drop(func(c cid.Cid) bool { return !c.Equals(order[0]) }) // the root only
+
+	peers := newPipes(t)
+	peers.peers["partial"] = serverPeer(t, partial)
+	peers.peers["full"] = serverPeer(t, src)
+	dst := newMem()
+	f := newFetcher(t, dst, peers, func(c *Config) { c.MaxProviders = 1 })
+	st, err := f.Fetch(context.Background(), root, DAG(), []peer.ID{"partial", "full"})
+	if err != nil {
+		t.Fatalf("fetch: %v (stats %+v)", err, st)
+	}
+	if !bytes.Equal(catFile(t, dst, root), data) {
+		t.Fatal("wrong bytes")
+	}
+}
+
 // TestStall: a provider that goes quiet loses its work to the others.
 func TestStall(t *testing.T) {
 	src := newMem()

@@ -330,11 +330,16 @@ type flight struct {
 
 // Preemption: a provider left without work takes over the request of one
 // at least preemptRatio times slower than itself, once that request has
-// run for preemptAfter. Idle workers look every preemptCheck.
+// run for preemptAfter. Idle workers look every preemptCheck. A provider
+// must have delivered preemptMinBytes before its rate counts: one that sent
+// a small block and lacked the rest would otherwise look fast beside a
+// provider whose first large blocks are still on their way, preempt it
+// again and again, and take work it cannot do.
 const (
-	preemptRatio = 4
-	preemptAfter = 500 * time.Millisecond
-	preemptCheck = 100 * time.Millisecond
+	preemptRatio    = 4
+	preemptAfter    = 500 * time.Millisecond
+	preemptCheck    = 100 * time.Millisecond
+	preemptMinBytes = 4 << 20
 )
 
 func newRun(ctx context.Context, f *Fetcher, providers []peer.ID) *run {
@@ -529,7 +534,7 @@ func (r *run) take(l lane) ([]item, uint64) {
 func (r *run) preemptLocked(l lane) {
 	p := l.p
 	ps := r.peers[p]
-	if ps == nil || ps.Bytes == 0 || ps.Busy <= 0 || r.busy == 0 {
+	if ps == nil || ps.Bytes < preemptMinBytes || ps.Busy <= 0 || r.busy == 0 {
 		return
 	}
 	mine := float64(ps.Bytes) / ps.Busy.Seconds()
@@ -576,6 +581,11 @@ func (r *run) giveBack(l lane, rest, missing []item, perr *PeerError, heir lane)
 	for _, it := range missing {
 		k := it.key()
 		r.lacks[k] = append(r.lacks[k], p)
+	}
+	if len(missing) > 0 && len(r.spare) > 0 && r.ctx.Err() == nil {
+		// What p lacks may be with a provider not asked yet: ask one more
+		// (the providers in use may all lack it, and would wait for ever).
+		r.startWorkerLocked()
 	}
 	if !heir.none() && r.live[heir.p] && len(rest) > 0 {
 		r.handoff[heir] = append(r.handoff[heir], rest...)
