@@ -331,7 +331,8 @@ type flight struct {
 // Preemption: a provider left without work takes over the request of one
 // at least preemptRatio times slower than itself, once that request has
 // run for preemptAfter. Idle workers look every preemptCheck. A provider
-// must have delivered preemptMinBytes before its rate counts: one that sent
+// must have delivered preemptMinBytes (or a unit, if smaller) before its
+// rate counts: one that sent
 // a small block and lacked the rest would otherwise look fast beside a
 // provider whose first large blocks are still on their way, preempt it
 // again and again, and take work it cannot do.
@@ -534,7 +535,7 @@ func (r *run) take(l lane) ([]item, uint64) {
 func (r *run) preemptLocked(l lane) {
 	p := l.p
 	ps := r.peers[p]
-	if ps == nil || ps.Bytes < preemptMinBytes || ps.Busy <= 0 || r.busy == 0 {
+	if ps == nil || ps.Bytes < min(preemptMinBytes, int64(r.cfg.UnitBytes)) || ps.Busy <= 0 || r.busy == 0 {
 		return
 	}
 	mine := float64(ps.Bytes) / ps.Busy.Seconds()
