@@ -95,28 +95,17 @@ func (x *native) nativePeers(prefer []peer.ID) []peer.ID {
 }
 
 // nativeBatch is how many providers one Fetcher.Fetch call is given (and
-// its MaxProviders): one. Two behaviours of the Fetcher with several
-// providers made fetch-swarm-30 (29 nodes fetching a file one node added,
-// at once) hang until the operation's idle timeout:
-//
-//   - It uses MaxProviders of the providers at once and starts a spare only
-//     when one fails, not when it answers Missing: when every provider in
-//     use lacked the file when asked (they were fetching it too), its
-//     workers waited for work for ever while the holder went unasked.
-//   - A provider left without work preempts a request of another provider
-//     whose rate is a quarter of its own, and a request's rate counts only
-//     whole blocks: a peer that had sent a small block (the root) and
-//     lacked the rest preempted the holder's requests every 500 ms while a
-//     1 MiB block was still on its way over a busy link, and took back work
-//     it could not do. No block ever arrived.
-//
-// With one provider per call neither can happen (lanes to the same provider
-// never preempt each other): a call whose provider lacks a block ends at
-// once with ErrIncomplete, keeping what arrived, and the next call asks the
-// next peer. The provider's StreamsPerProvider lanes still overlap its
-// reads with our writes; what is lost is splitting one fetch over several
-// holders at once.
-const nativeBatch = 1
+// its MaxProviders). Several, so one fetch draws from several holders at
+// once; a few at a time, so a pass over a large swarm moves on quickly when
+// the peers asked lack the file (they are fetching it too). Two Fetcher
+// behaviours once made fetch-swarm-30 (29 nodes fetching one file at once)
+// hang until the idle timeout: providers in use that all answered Missing
+// waited for ever while the holder went unasked (a Missing answer now
+// brings in a spare provider), and a provider that had sent only the small
+// root looked fast and preempted the holder again and again (preemption
+// now needs a provider that delivered a few MiB). TestSwarmFetchAtOnce
+// covers both.
+const nativeBatch = 4
 
 // nativeRetries is how many more passes over the peers a native fetch
 // makes after a pass that brought nothing, nativeBackoff apart (doubling):
