@@ -35,8 +35,9 @@ type ServerConfig struct {
 	// DefaultMaxPending).
 	MaxPending int
 	// ReadAheadBytes bounds the block bytes all streams together hold read
-	// ahead of their writes (0: 16 MiB), besides the one block each
-	// stream's reader may hold while it waits for room.
+	// ahead of their writes (0: 16 MiB), besides the few blocks (at most
+	// readAheadBlocks) each stream's reader reads while there is no room:
+	// inner nodes, and leaves once the budget is taken.
 	ReadAheadBytes int64
 	// Logger receives the package's logs (nil: slog.Default()).
 	Logger *slog.Logger
