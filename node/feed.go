@@ -38,7 +38,11 @@ const KeysDir = "keys"
 // SelfKey names the node's own identity key.
 const SelfKey = "self"
 
-var keyNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+// keyNameRE is compiled on first use, not at package init, which every CLI
+// command would pay for.
+var keyNameRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+})
 
 // feeds wires the feed logic of protocol/feed to gossipsub, the DHT, the
 // exchange and the store.
@@ -291,7 +295,7 @@ func (n *Node) Key(name string) (crypto.PrivKey, error) {
 	if name == "" || name == SelfKey {
 		return n.repo.Identity, nil
 	}
-	if !keyNameRE.MatchString(name) {
+	if !keyNameRE().MatchString(name) {
 		return nil, badRequest("bad key name %q (letters, digits, . _ -)", name)
 	}
 	b, err := os.ReadFile(filepath.Join(n.repo.Path, KeysDir, name))
@@ -310,7 +314,7 @@ func (n *Node) Key(name string) (crypto.PrivKey, error) {
 
 // GenKey makes a new Ed25519 feed key called name.
 func (n *Node) GenKey(name string) (api.Key, error) {
-	if name == SelfKey || !keyNameRE.MatchString(name) {
+	if name == SelfKey || !keyNameRE().MatchString(name) {
 		return api.Key{}, badRequest("bad key name %q (letters, digits, . _ -; not %q)", name, SelfKey)
 	}
 	dir := filepath.Join(n.repo.Path, KeysDir)
@@ -355,7 +359,7 @@ func (n *Node) Keys() ([]api.Key, error) {
 		return nil, fmt.Errorf("list keys: %w", err)
 	}
 	for _, e := range ents {
-		if !keyNameRE.MatchString(e.Name()) {
+		if !keyNameRE().MatchString(e.Name()) {
 			continue
 		}
 		sk, err := n.Key(e.Name())

@@ -148,7 +148,7 @@ func newMetrics(n *Node) *metrics {
 		}
 		return float64(n.content.x.BadBlocks())
 	})
-	reg.MustRegister(&dynamicCollector{n: n})
+	reg.MustRegister(newDynamicCollector(n))
 	m := &metrics{
 		reg: reg,
 		dhtCount: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -164,24 +164,35 @@ func newMetrics(n *Node) *metrics {
 }
 
 // dynamicCollector emits the labelled series whose label sets change at
-// run time: per-topic pubsub counters and per-feed sequences.
-type dynamicCollector struct{ n *Node }
+// run time: per-topic pubsub counters and per-feed sequences. Its
+// descriptors are built by newDynamicCollector rather than at package init,
+// which every CLI command would pay for.
+type dynamicCollector struct {
+	n *Node
 
-var (
-	descPSDelivered = prometheus.NewDesc("weft_pubsub_messages_delivered_total", "Pubsub messages that passed validation and were delivered locally, per topic.", []string{"topic"}, nil)
-	descPSSent      = prometheus.NewDesc("weft_pubsub_messages_sent_total", "Pubsub message copies sent to peers, per topic.", []string{"topic"}, nil)
-	descPSRejected  = prometheus.NewDesc("weft_pubsub_messages_rejected_total", "Pubsub messages dropped by validation, per topic and reason.", []string{"topic", "reason"}, nil)
-	descFeedRecords = prometheus.NewDesc("weft_feed_records_total", "Feed records handled, by result.", []string{"result"}, nil)
-	descFeedSeq     = prometheus.NewDesc("weft_feed_sequence", "Sequence number of the newest valid record held, per feed.", []string{"feed"}, nil)
-	descFeedPinned  = prometheus.NewDesc("weft_feed_pinned_sequence", "Sequence number of the newest pinned version, per followed feed.", []string{"feed"}, nil)
-	descCollItems   = prometheus.NewDesc("weft_collection_items", "Items in a collection this node is a member of.", []string{"collection"}, nil)
-	descCollState   = prometheus.NewDesc("weft_collection_items_by_state", "A collection's items by replication state (ok, repairing, under_replicated).", []string{"collection", "state"}, nil)
-	descCollMembers = prometheus.NewDesc("weft_collection_members_alive", "Members of a collection heard recently, this node included.", []string{"collection"}, nil)
-	descFeedLag     = prometheus.NewDesc("weft_feed_lag", "Versions held but not yet pinned, per feed followed with pinning.", []string{"feed"}, nil)
-)
+	psDelivered, psSent, psRejected           *prometheus.Desc
+	feedRecords, feedSeq, feedPinned, feedLag *prometheus.Desc
+	collItems, collState, collMembers         *prometheus.Desc
+}
+
+func newDynamicCollector(n *Node) *dynamicCollector {
+	return &dynamicCollector{
+		n:           n,
+		psDelivered: prometheus.NewDesc("weft_pubsub_messages_delivered_total", "Pubsub messages that passed validation and were delivered locally, per topic.", []string{"topic"}, nil),
+		psSent:      prometheus.NewDesc("weft_pubsub_messages_sent_total", "Pubsub message copies sent to peers, per topic.", []string{"topic"}, nil),
+		psRejected:  prometheus.NewDesc("weft_pubsub_messages_rejected_total", "Pubsub messages dropped by validation, per topic and reason.", []string{"topic", "reason"}, nil),
+		feedRecords: prometheus.NewDesc("weft_feed_records_total", "Feed records handled, by result.", []string{"result"}, nil),
+		feedSeq:     prometheus.NewDesc("weft_feed_sequence", "Sequence number of the newest valid record held, per feed.", []string{"feed"}, nil),
+		feedPinned:  prometheus.NewDesc("weft_feed_pinned_sequence", "Sequence number of the newest pinned version, per followed feed.", []string{"feed"}, nil),
+		feedLag:     prometheus.NewDesc("weft_feed_lag", "Versions held but not yet pinned, per feed followed with pinning.", []string{"feed"}, nil),
+		collItems:   prometheus.NewDesc("weft_collection_items", "Items in a collection this node is a member of.", []string{"collection"}, nil),
+		collState:   prometheus.NewDesc("weft_collection_items_by_state", "A collection's items by replication state (ok, repairing, under_replicated).", []string{"collection", "state"}, nil),
+		collMembers: prometheus.NewDesc("weft_collection_members_alive", "Members of a collection heard recently, this node included.", []string{"collection"}, nil),
+	}
+}
 
 func (d *dynamicCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, desc := range []*prometheus.Desc{descPSDelivered, descPSSent, descPSRejected, descFeedRecords, descFeedSeq, descFeedPinned, descFeedLag, descCollItems, descCollState, descCollMembers} {
+	for _, desc := range []*prometheus.Desc{d.psDelivered, d.psSent, d.psRejected, d.feedRecords, d.feedSeq, d.feedPinned, d.feedLag, d.collItems, d.collState, d.collMembers} {
 		ch <- desc
 	}
 }
@@ -192,17 +203,17 @@ func (d *dynamicCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	for topic, ts := range n.net.PubsubStats() {
-		ch <- prometheus.MustNewConstMetric(descPSDelivered, prometheus.CounterValue, float64(ts.Delivered), topic)
-		ch <- prometheus.MustNewConstMetric(descPSSent, prometheus.CounterValue, float64(ts.Sent), topic)
+		ch <- prometheus.MustNewConstMetric(d.psDelivered, prometheus.CounterValue, float64(ts.Delivered), topic)
+		ch <- prometheus.MustNewConstMetric(d.psSent, prometheus.CounterValue, float64(ts.Sent), topic)
 		for reason, v := range ts.Rejected {
-			ch <- prometheus.MustNewConstMetric(descPSRejected, prometheus.CounterValue, float64(v), topic, reason)
+			ch <- prometheus.MustNewConstMetric(d.psRejected, prometheus.CounterValue, float64(v), topic, reason)
 		}
 	}
 	for _, c := range n.CollectionList() {
-		ch <- prometheus.MustNewConstMetric(descCollItems, prometheus.GaugeValue, float64(c.Items), c.ID)
-		ch <- prometheus.MustNewConstMetric(descCollMembers, prometheus.GaugeValue, float64(c.MembersAlive), c.ID)
+		ch <- prometheus.MustNewConstMetric(d.collItems, prometheus.GaugeValue, float64(c.Items), c.ID)
+		ch <- prometheus.MustNewConstMetric(d.collMembers, prometheus.GaugeValue, float64(c.MembersAlive), c.ID)
 		for state, v := range map[string]int{"ok": c.OK, "repairing": c.Repairing, "under_replicated": c.UnderReplicated} {
-			ch <- prometheus.MustNewConstMetric(descCollState, prometheus.GaugeValue, float64(v), c.ID, state)
+			ch <- prometheus.MustNewConstMetric(d.collState, prometheus.GaugeValue, float64(v), c.ID, state)
 		}
 	}
 	if n.feeds == nil {
@@ -214,13 +225,13 @@ func (d *dynamicCollector) Collect(ch chan<- prometheus.Metric) {
 		"bad_signature": c.BadSignature, "expired": c.Expired, "stale": c.Stale,
 		"too_large": c.TooLarge, "wrong_name": c.WrongName, "malformed": c.Malformed,
 	} {
-		ch <- prometheus.MustNewConstMetric(descFeedRecords, prometheus.CounterValue, float64(v), result)
+		ch <- prometheus.MustNewConstMetric(d.feedRecords, prometheus.CounterValue, float64(v), result)
 	}
 	for _, f := range n.Feeds() {
-		ch <- prometheus.MustNewConstMetric(descFeedSeq, prometheus.GaugeValue, float64(f.Held.Seq), f.Name)
+		ch <- prometheus.MustNewConstMetric(d.feedSeq, prometheus.GaugeValue, float64(f.Held.Seq), f.Name)
 		if f.Pin {
-			ch <- prometheus.MustNewConstMetric(descFeedPinned, prometheus.GaugeValue, float64(f.Pinned.Seq), f.Name)
-			ch <- prometheus.MustNewConstMetric(descFeedLag, prometheus.GaugeValue, float64(f.Held.Seq-f.Pinned.Seq), f.Name)
+			ch <- prometheus.MustNewConstMetric(d.feedPinned, prometheus.GaugeValue, float64(f.Pinned.Seq), f.Name)
+			ch <- prometheus.MustNewConstMetric(d.feedLag, prometheus.GaugeValue, float64(f.Held.Seq-f.Pinned.Seq), f.Name)
 		}
 	}
 }

@@ -35,8 +35,11 @@ func newConfigCmd() *cobra.Command {
 	}
 	get := &cobra.Command{
 		Use:   "get KEY",
-		Short: "Print one value (keys: " + strings.Join(node.ConfigKeys(), ", ") + ")",
+		Short: "Print one value (the keys are listed by 'weft config get --help')",
 		Args:  cobra.ExactArgs(1),
+		ValidArgsFunction: func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+			return node.ConfigKeys(), cobra.ShellCompDirectiveNoFileComp
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := node.ReadConfig(repoPath(repo))
 			if err != nil {
@@ -71,6 +74,12 @@ func newConfigCmd() *cobra.Command {
 			return nil
 		},
 	}
+	// The key list is built when help is shown, not every time the command
+	// tree is (that is, on every command).
+	get.SetHelpFunc(func(c *cobra.Command, args []string) {
+		c.Long = "Print one value. Keys: " + strings.Join(node.ConfigKeys(), ", ")
+		c.Parent().HelpFunc()(c, args)
+	})
 	cmd.AddCommand(show, get, set)
 	return cmd
 }

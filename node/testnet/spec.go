@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	toml "github.com/pelletier/go-toml/v2"
@@ -218,7 +219,9 @@ var checks = map[string]bool{
 	"delivery": true, "running": true,
 }
 
-var nameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,15}$`)
+// nameRE is compiled on first use, not at package init, which every CLI
+// command would pay for.
+var nameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z][a-z0-9-]{0,15}$`) })
 
 // ParseScenario reads a scenario from TOML. Unknown keys are errors, so a
 // misspelt field is never silently ignored.
@@ -412,7 +415,7 @@ func (s *Scenario) Validate() error {
 	seen := map[string]bool{}
 	total := 0
 	for i, g := range s.Groups {
-		if !nameRE.MatchString(g.Name) {
+		if !nameRE().MatchString(g.Name) {
 			bad("groups[%d]: name %q must be lower-case letters, digits and '-', at most 16, starting with a letter", i, g.Name)
 		}
 		if seen[g.Name] {
