@@ -27,7 +27,8 @@ import (
 // cache; a buffer that is not aligned is copied first. Filesystems without
 // direct I/O (tmpfs, some network filesystems) refuse the flag with EINVAL:
 // the tier then goes on through the page cache for good. Config.BufferedFiles
-// turns direct I/O off.
+// turns direct I/O off. On Linux the direct reads and writes are submitted
+// asynchronously (aio_linux.go).
 
 // directAlign is the alignment direct I/O needs.
 const directAlign = 4096
@@ -85,7 +86,7 @@ func (f *fileTier) writeData(fd *os.File, data []byte, head int) error {
 			src = alignedBuf(head)
 			copy(src, data)
 		}
-		n, err := fd.Write(src)
+		n, err := f.writeHead(fd, src, len(data))
 		if err != nil && !(refused(err) && n == 0) {
 			return err
 		}
@@ -102,8 +103,39 @@ func (f *fileTier) writeData(fd *os.File, data []byte, head int) error {
 	if head == len(data) {
 		return nil
 	}
-	_, err := fd.Write(data[head:])
+	_, err := fd.WriteAt(data[head:], int64(head))
 	return err
+}
+
+// writeHead writes the aligned src at the start of fd, a new file opened
+// for direct I/O that will hold size bytes: asynchronously where the tier
+// can, after giving the file its size (see aio_linux.go), else with a
+// plain write.
+func (f *fileTier) writeHead(fd *os.File, src []byte, size int) (int, error) {
+	if a := f.asyncIO(); a != nil {
+		_ = preallocate(fd, int64(size)) // without it the write is synchronous, not wrong
+		n, err := a.pwrite(fd, src, 0)
+		if !errors.Is(err, errAIOClosed) {
+			return n, err
+		}
+	}
+	return fd.WriteAt(src, 0)
+}
+
+// readAt reads into b from off of fd, opened for direct I/O: through
+// asynchronous I/O where the tier can. As with ReadAt, fewer bytes than
+// len(b) come with io.EOF.
+func (f *fileTier) readAt(fd *os.File, b []byte, off int64) (int, error) {
+	if a := f.asyncIO(); a != nil {
+		n, err := a.pread(fd, b, off)
+		if !errors.Is(err, errAIOClosed) {
+			if err == nil && n < len(b) {
+				err = io.EOF
+			}
+			return n, err
+		}
+	}
+	return fd.ReadAt(b, off)
 }
 
 // readFile reads the size bytes of name, directly where possible, into
@@ -146,7 +178,7 @@ func (f *fileTier) readFile(name string, size int, buf []byte) ([]byte, error) {
 	buf = data[:cap(data)]
 	n := 0
 	for n < size {
-		k, err := fd.Read(buf[n:])
+		k, err := f.readAt(fd, buf[n:], int64(n))
 		n += k
 		if err == io.EOF || (err == nil && k == 0) {
 			break

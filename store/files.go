@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
@@ -99,6 +100,26 @@ type fileTier struct {
 	gen       uint64
 	untrusted map[uint64]bool
 	spares    spares // see spares.go
+	// aio submits direct reads and writes asynchronously (aio_linux.go).
+	// It is set up at the first direct I/O (setting one up is cheap, but
+	// freeing it takes the kernel tens of milliseconds, which a store that
+	// never reads or writes a file should not pay at Close) and stays nil
+	// where the kernel refuses it, with buffered files, or with
+	// Config.SyncFileIO.
+	async   bool
+	aioOnce sync.Once
+	aio     *asyncIO
+}
+
+// asyncIO returns the tier's AIO context, setting it up at the first call;
+// nil means plain system calls.
+func (f *fileTier) asyncIO() *asyncIO {
+	f.aioOnce.Do(func() {
+		if f.async {
+			f.aio, _ = newAsyncIO()
+		}
+	})
+	return f.aio
 }
 
 // trusted reports whether the files of generation g can be read without
@@ -107,7 +128,7 @@ func (f *fileTier) trusted(g uint64) bool { return g != 0 && !f.untrusted[g] }
 
 // openFileTier prepares the directories and removes the temporary files a
 // crash left. The store's directory lock must be held.
-func openFileTier(path string, direct bool) (*fileTier, error) {
+func openFileTier(path string, direct, async bool) (*fileTier, error) {
 	dir := filepath.Join(path, blocksDirName)
 	tmp := filepath.Join(dir, tmpDirName)
 	if err := os.RemoveAll(tmp); err != nil {
@@ -118,6 +139,7 @@ func openFileTier(path string, direct bool) (*fileTier, error) {
 	}
 	f := &fileTier{dir: dir, tmp: tmp}
 	f.direct.Store(direct && oDirect != 0)
+	f.async = async && f.direct.Load()
 	return f, nil
 }
 

@@ -114,6 +114,10 @@ func (f *fileTier) fillSpares() {
 // close stops the filler and removes the spares. The tier must not be
 // written after.
 func (f *fileTier) close() {
+	f.aioOnce.Do(func() {}) // none set up after this
+	if f.aio != nil {
+		defer f.aio.close() // after the spares: waits for I/O in flight
+	}
 	sp := &f.spares
 	started := true
 	sp.once.Do(func() { started = false })

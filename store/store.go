@@ -156,6 +156,12 @@ type Config struct {
 	// small machines. Set it where repeated reads of the same large blocks
 	// should come from memory.
 	BufferedFiles bool
+	// SyncFileIO makes the file tier's direct reads and writes plain
+	// blocking system calls. By default, on Linux, they are submitted with
+	// the kernel's asynchronous I/O, so a goroutine waiting on the disk does
+	// not hold one of the runtime's Ps meanwhile (see aio_linux.go); where
+	// the kernel refuses it the tier falls back to system calls by itself.
+	SyncFileIO bool
 	// BlockCacheSize is Badger's cache of LSM table blocks (default 16 MiB).
 	BlockCacheSize int64
 	// Logger receives Badger's warnings and errors (its informational
@@ -297,7 +303,7 @@ func open(cfg Config) (*Store, error) {
 			return nil, err
 		}
 		s.lock = lock
-		if s.files, err = openFileTier(cfg.Path, !cfg.BufferedFiles); err != nil {
+		if s.files, err = openFileTier(cfg.Path, !cfg.BufferedFiles, !cfg.SyncFileIO); err != nil {
 			s.unlock()
 			return nil, err
 		}
