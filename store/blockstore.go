@@ -11,6 +11,7 @@ import (
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 	mh "github.com/multiformats/go-multihash"
+	"golang.org/x/sync/errgroup"
 )
 
 // maxPutChunk bounds the blocks written in one Badger transaction. With
@@ -312,12 +313,10 @@ func (b *blockStore) putAttempt(entries []putEntry, files *[]putEntry) error {
 	if err := b.s.reserve(newBytes); err != nil {
 		return err
 	}
-	for _, e := range *files {
-		if err := b.s.files.write(mh.Multihash(e.key[len(blockPrefix):]), e.data); err != nil {
-			// Files already renamed into place are orphans for GC.
-			b.s.bytes.Add(-newBytes)
-			return err
-		}
+	if err := b.writeFiles(*files); err != nil {
+		// Files already renamed into place are orphans for GC.
+		b.s.bytes.Add(-newBytes)
+		return err
 	}
 	if err := txn.Commit(); err != nil {
 		b.s.bytes.Add(-newBytes)
@@ -325,6 +324,24 @@ func (b *blockStore) putAttempt(entries []putEntry, files *[]putEntry) error {
 	}
 	b.s.blocks.Add(newBlocks)
 	return nil
+}
+
+// parallelFileWrites is how many of a chunk's block files are written at
+// once: direct writes wait on the disk (asynchronously, see aio_linux.go),
+// so several in flight keep it busy while the caller's goroutines go on.
+const parallelFileWrites = 4
+
+// writeFiles writes the block files of a chunk, a few at once.
+func (b *blockStore) writeFiles(files []putEntry) error {
+	if len(files) == 1 {
+		return b.s.files.write(mh.Multihash(files[0].key[len(blockPrefix):]), files[0].data)
+	}
+	var g errgroup.Group
+	g.SetLimit(parallelFileWrites)
+	for _, e := range files {
+		g.Go(func() error { return b.s.files.write(mh.Multihash(e.key[len(blockPrefix):]), e.data) })
+	}
+	return g.Wait()
 }
 
 // DeleteBlock removes a block. Deleting a missing block is not an error.
