@@ -123,6 +123,7 @@ func start(ctx context.Context, repo *Repo, opts Options) (_ *Node, err error) {
 		Path:          filepath.Join(repo.Path, StoreDir),
 		MaxBytes:      int64(cfg.Store.MaxBytes),
 		BufferedFiles: cfg.Store.BufferedFiles,
+		SyncFileIO:    cfg.Store.SyncFileIO,
 		// Small value-log files: a running daemon cannot give back the file
 		// Badger is writing, so this bounds what a GC leaves on disk.
 		ValueLogFileSize: 16 << 20,

@@ -67,9 +67,10 @@ type ioEvent struct {
 	res2 int64
 }
 
-// errAIOClosed is returned by operations submitted after close; callers
-// fall back to plain system calls.
-var errAIOClosed = errors.New("store: async I/O closed")
+// errNoAIO is returned by operations submitted after close, or that the
+// kernel would not take (no room, or a filter that allows io_setup but
+// not io_submit); callers fall back to plain system calls.
+var errNoAIO = errors.New("store: async I/O not available")
 
 // asyncIO is one AIO context, its eventfd and the goroutine that reaps
 // completions.
@@ -184,7 +185,7 @@ func (a *asyncIO) submitAndWait(fd uintptr, opcode uint16, buf []byte, off int64
 	a.mu.Lock()
 	if a.closed {
 		a.mu.Unlock()
-		return 0, errAIOClosed
+		return 0, errNoAIO
 	}
 	a.inflight.Add(1)
 	defer a.inflight.Done()
@@ -203,21 +204,24 @@ func (a *asyncIO) submitAndWait(fd uintptr, opcode uint16, buf []byte, off int64
 		resfd:  a.efdNum,
 	}
 	cbs := [1]*iocb{&c.cb}
-	for {
+	for try := 0; ; try++ {
 		n, _, e := unix.Syscall(unix.SYS_IO_SUBMIT, a.ctx, 1, uintptr(unsafe.Pointer(&cbs[0])))
-		if e == unix.EINTR || e == unix.EAGAIN {
+		if e == 0 && n == 1 {
+			break
+		}
+		if e == unix.EINTR || (e == unix.EAGAIN && try < 3) {
 			continue
 		}
-		if e != 0 || n != 1 {
-			a.mu.Lock()
-			delete(a.calls, id)
-			a.mu.Unlock()
-			if e == 0 {
-				e = unix.EIO
-			}
-			return 0, fmt.Errorf("io_submit: %w", e)
+		a.mu.Lock()
+		delete(a.calls, id)
+		a.mu.Unlock()
+		switch e {
+		case unix.EAGAIN, unix.ENOSYS, unix.EPERM:
+			return 0, errNoAIO
+		case 0:
+			e = unix.EIO
 		}
-		break
+		return 0, fmt.Errorf("io_submit: %w", e)
 	}
 	<-c.done
 	if c.res < 0 {
@@ -242,7 +246,7 @@ func (a *asyncIO) pwrite(fd *os.File, buf []byte, off int64) (int, error) {
 }
 
 // close waits for the I/Os in flight, stops the reaper and frees the
-// context. Later operations return errAIOClosed.
+// context. Later operations return errNoAIO.
 func (a *asyncIO) close() {
 	a.mu.Lock()
 	if a.closed {

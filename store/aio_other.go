@@ -11,7 +11,7 @@ import (
 // plain system calls.
 type asyncIO struct{}
 
-var errAIOClosed = errors.New("store: async I/O closed")
+var errNoAIO = errors.New("store: async I/O not available")
 
 func newAsyncIO() (*asyncIO, error) { return nil, errors.ErrUnsupported }
 

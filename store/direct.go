@@ -115,7 +115,7 @@ func (f *fileTier) writeHead(fd *os.File, src []byte, size int) (int, error) {
 	if a := f.asyncIO(); a != nil {
 		_ = preallocate(fd, int64(size)) // without it the write is synchronous, not wrong
 		n, err := a.pwrite(fd, src, 0)
-		if !errors.Is(err, errAIOClosed) {
+		if !errors.Is(err, errNoAIO) {
 			return n, err
 		}
 	}
@@ -128,7 +128,7 @@ func (f *fileTier) writeHead(fd *os.File, src []byte, size int) (int, error) {
 func (f *fileTier) readAt(fd *os.File, b []byte, off int64) (int, error) {
 	if a := f.asyncIO(); a != nil {
 		n, err := a.pread(fd, b, off)
-		if !errors.Is(err, errAIOClosed) {
+		if !errors.Is(err, errNoAIO) {
 			if err == nil && n < len(b) {
 				err = io.EOF
 			}
