@@ -111,8 +111,9 @@ func (f *fileTier) fillSpares() {
 	}
 }
 
-// close stops the filler and removes the spares. The tier must not be
-// written after.
+// close stops the filler, removes the spares and frees the tier's AIO
+// context once the I/O in flight is done. The tier must not be written
+// after.
 func (f *fileTier) close() {
 	f.aioOnce.Do(func() {}) // none set up after this
 	if f.aio != nil {
