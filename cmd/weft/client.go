@@ -53,7 +53,7 @@ func (o *clientOpts) client() (*api.Client, error) {
 	} else if tok == "" && o.repo != "" {
 		tok = node.ReadToken(o.repo)
 	}
-	return api.NewClient(addr, tok), nil
+	return api.NewOneShotClient(addr, tok), nil
 }
 
 // call runs fn with a client and a context that Ctrl-C cancels, and turns
