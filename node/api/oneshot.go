@@ -16,8 +16,9 @@ import (
 // net/http's pooled transport starts goroutines (a dialer, a reader and a
 // writer per connection), which in a process that has just started means
 // new threads, about half a millisecond of a 1 KiB `weft cat`. Requests
-// with a body, and non-http URLs, still use the pooled transport: it reads
-// the answer while the body is being sent, which streaming uploads need.
+// with a body, non-http URLs and hosts reached through a proxy ($HTTP_PROXY)
+// still use the pooled transport: it reads the answer while the body is
+// being sent, which streaming uploads need.
 func NewOneShotClient(addr, token string) *Client {
 	c := NewClient(addr, token)
 	if strings.HasPrefix(c.base, "http://") {
@@ -32,6 +33,9 @@ type oneShotTransport struct{}
 func (oneShotTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Scheme != "http" || (req.Body != nil && req.Body != http.NoBody) {
 		return http.DefaultTransport.RoundTrip(req)
+	}
+	if proxy, err := http.ProxyFromEnvironment(req); err != nil || proxy != nil {
+		return http.DefaultTransport.RoundTrip(req) // HTTP_PROXY names one for this host
 	}
 	ctx := req.Context()
 	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", canonicalAddr(req.URL.Host))
