@@ -44,7 +44,7 @@ type Config struct {
 	// others replace those that fail.
 	MaxProviders int
 	// StreamsPerProvider is how many streams a fetch opens to each provider
-	// (0: 2), each carrying its own requests for a part of the DAG, so that
+	// (0: 3), each carrying its own requests for a part of the DAG, so that
 	// the provider's reads, both sides' hashing and the writes of one part
 	// overlap those of the others even when a single provider serves the
 	// whole fetch. 1 keeps one stream and one request per provider.
@@ -79,7 +79,7 @@ func (c *Config) setDefaults() {
 		c.MaxProviders = 8
 	}
 	if c.StreamsPerProvider == 0 {
-		c.StreamsPerProvider = 2
+		c.StreamsPerProvider = 3
 	}
 	if c.StallTimeout == 0 {
 		c.StallTimeout = 15 * time.Second
