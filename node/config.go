@@ -106,7 +106,7 @@ type PubsubConfig struct {
 type StoreConfig struct {
 	MaxBytes      ByteSize `toml:"max_bytes" comment:"Storage limit for blocks; past it adds and fetches fail with \"store full\". 0 = unlimited."`
 	BufferedFiles bool     `toml:"buffered_files" comment:"Write and read blocks of 64 KiB and more through the page cache. By default they use direct I/O where the filesystem allows it: no copy into fresh page-cache pages, which is what limits adds and fetches on small machines. Set it where the same large blocks are read again and again and should come from memory."`
-	SyncFileIO    bool     `toml:"sync_file_io" comment:"Make the direct reads and writes of block files plain blocking system calls. By default, on Linux, they go through the kernel's asynchronous I/O, so goroutines waiting on the disk leave the CPU to the others; weft falls back by itself where the kernel refuses it."`
+	SyncFileIO    bool     `toml:"sync_file_io" comment:"Make the direct reads and writes of large blocks (in pack files) plain blocking system calls. By default, on Linux, they go through the kernel's asynchronous I/O, so goroutines waiting on the disk leave the CPU to the others; weft falls back by itself where the kernel refuses it."`
 }
 
 // ContentConfig configures fetching and providing content.

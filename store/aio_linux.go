@@ -30,9 +30,10 @@ import (
 //
 // Only direct I/O is submitted this way: buffered I/O through the kernel's
 // AIO interface is synchronous anyway. A write that would extend its file
-// is synchronous in ext4 too, so writes first give the file its size with
-// fallocate. Where the kernel refuses AIO (io_setup fails: no AIO, a
-// seccomp filter, aio-max-nr reached), the tier uses plain system calls.
+// is synchronous in ext4 too, so the writing pack is given its disk space
+// ahead of the writes (fallocate, see packs.go). Where the kernel refuses
+// AIO (io_setup fails: no AIO, a seccomp filter, aio-max-nr reached), the
+// tier uses plain system calls.
 
 // aioDepth bounds the I/Os in flight on one store.
 const aioDepth = 64
@@ -259,18 +260,4 @@ func (a *asyncIO) close() {
 	a.efd.Close()
 	<-a.done
 	unix.Syscall(unix.SYS_IO_DESTROY, a.ctx, 0, 0)
-}
-
-// preallocate gives fd its final size before a direct write, so the write
-// does not extend the file (which ext4 does synchronously, in io_submit).
-func preallocate(fd *os.File, size int64) error {
-	raw, err := fd.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var ferr error
-	if err := raw.Control(func(d uintptr) { ferr = unix.Fallocate(int(d), 0, 0, size) }); err != nil {
-		return err
-	}
-	return ferr
 }

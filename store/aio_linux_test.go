@@ -62,8 +62,8 @@ func TestAsyncIORoundTrip(t *testing.T) {
 				return
 			}
 			defer w.Close()
-			if err := preallocate(w, size); err != nil {
-				errs <- fmt.Errorf("preallocate: %w", err)
+			if err := allocateRange(w, 0, int64(size)); err != nil {
+				errs <- fmt.Errorf("allocateRange: %w", err)
 				return
 			}
 			if n, err := a.pwrite(w, want, 0); err != nil || n != size {

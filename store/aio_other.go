@@ -18,5 +18,3 @@ func newAsyncIO() (*asyncIO, error) { return nil, errors.ErrUnsupported }
 func (*asyncIO) pread(*os.File, []byte, int64) (int, error)  { return 0, errors.ErrUnsupported }
 func (*asyncIO) pwrite(*os.File, []byte, int64) (int, error) { return 0, errors.ErrUnsupported }
 func (*asyncIO) close()                                      {}
-
-func preallocate(*os.File, int64) error { return errors.ErrUnsupported }

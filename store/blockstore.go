@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/ipfs/boxo/blockstore"
@@ -116,15 +117,44 @@ func (b *blockStore) ReadInto(ctx context.Context, c cid.Cid, buf []byte) ([]byt
 }
 
 // dataInto returns c's stored data: the value itself, copied into buf, or
-// the contents of its file, read after the transaction into buf if it fits.
-// A file found missing or corrupt makes the block missing (see files.go).
+// its data in a pack (or file), read after the transaction into buf if it
+// fits. Data found missing or corrupt makes the block missing (see
+// files.go).
 func (b *blockStore) dataInto(c cid.Cid, buf []byte) ([]byte, error) {
-	var data []byte
-	file, size, version, gen := false, 0, uint64(0), uint64(0)
-	err := b.view(c, func(item *badger.Item) error {
+	var holes *sync.RWMutex
+	if b.s.files != nil {
+		// From the lookup to the end of the read: no hole is punched where
+		// the key said the block is (see packs.go).
+		holes = &b.s.files.packs.holes
+		holes.RLock()
+	}
+	data, bad, version, err := b.dataLocked(c, buf)
+	if holes != nil {
+		holes.RUnlock()
+	}
+	if bad {
+		b.s.dropBadFile(blockKey(c.Hash()), version)
+		return nil, ipld.ErrNotFound{Cid: c}
+	}
+	return data, err
+}
+
+// dataLocked is dataInto under packs.holes; bad reports data found missing
+// or corrupt, in the key's version.
+func (b *blockStore) dataLocked(c cid.Cid, buf []byte) (data []byte, bad bool, version uint64, err error) {
+	var kind byte
+	var size int
+	var gen uint64
+	var loc packLoc
+	err = b.view(c, func(item *badger.Item) error {
 		var err error
-		if inFile(item) {
-			file, version = true, item.Version()
+		switch {
+		case inPack(item):
+			kind, version = metaPack, item.Version()
+			size, gen, loc, err = packEntry(item)
+			return err
+		case inFile(item):
+			kind, version = metaFile, item.Version()
 			size, gen, err = marker(item)
 			return err
 		}
@@ -133,22 +163,25 @@ func (b *blockStore) dataInto(c cid.Cid, buf []byte) ([]byte, error) {
 			return nil
 		})
 	})
-	if err != nil || !file {
-		return data, err
+	if err != nil || kind == 0 {
+		return data, false, 0, err
 	}
 	if !b.s.enter() {
-		return nil, ErrClosed
+		return nil, false, 0, ErrClosed
 	}
 	defer b.s.leave()
-	data, err = b.s.files.read(c.Hash(), size, gen, buf)
+	if kind == metaPack {
+		data, err = b.s.files.readBlock(c.Hash(), size, gen, loc, buf, false)
+	} else {
+		data, err = b.s.files.read(c.Hash(), size, gen, buf)
+	}
 	if errors.Is(err, errBadFile) {
-		b.s.dropBadFile(blockKey(c.Hash()), version)
-		return nil, ipld.ErrNotFound{Cid: c}
+		return nil, true, version, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("get %s: %w", c, err)
+		return nil, false, 0, fmt.Errorf("get %s: %w", c, err)
 	}
-	return data, nil
+	return data, false, 0, nil
 }
 
 func (b *blockStore) GetSize(ctx context.Context, c cid.Cid) (int, error) {
@@ -183,7 +216,7 @@ func (b *blockStore) View(ctx context.Context, c cid.Cid, fn func([]byte) error)
 	}
 	inline := false
 	err := b.view(c, func(item *badger.Item) error {
-		if inFile(item) {
+		if inFile(item) || inPack(item) {
 			return nil
 		}
 		inline = true
@@ -246,10 +279,9 @@ type putEntry struct {
 // it) serialise: exactly one of them counts it, and a Put never returns
 // having "found" a block that a concurrent deletion then removes unseen.
 //
-// Large blocks go to the file tier: their files are written after the
+// Large blocks go to the file tier: they are written to a pack after the
 // storage limit accepted the chunk and before the commit, all under
-// sweepMu held for reading, so no GC or DeleteBlock unlinks a file between
-// its rename and its key's commit (see files.go).
+// sweepMu held for reading (see files.go).
 func (b *blockStore) putChunk(ctx context.Context, entries []putEntry) error {
 	var files []putEntry
 	for {
@@ -281,6 +313,9 @@ func (b *blockStore) putChunk(ctx context.Context, entries []putEntry) error {
 }
 
 // putAttempt is one try of putChunk, run under sweepMu held for reading.
+// The large blocks' data is written to the writing pack before their keys
+// are set, as a key records where its data is; if the attempt fails after
+// that, it gives their space back.
 func (b *blockStore) putAttempt(entries []putEntry, files *[]putEntry) error {
 	txn := b.s.db.NewTransaction(true)
 	defer txn.Discard()
@@ -296,12 +331,8 @@ func (b *blockStore) putAttempt(entries []putEntry, files *[]putEntry) error {
 		}
 		h := mh.Multihash(e.key[len(blockPrefix):])
 		if b.s.files != nil && fileable(h, len(e.data)) {
-			err = txn.SetEntry(badger.NewEntry(e.key, fileMarker(len(e.data), b.s.files.gen)).WithMeta(metaFile))
 			*files = append(*files, e)
-		} else {
-			err = txn.Set(e.key, e.data)
-		}
-		if err != nil {
+		} else if err := txn.Set(e.key, e.data); err != nil {
 			return err
 		}
 		newBytes += int64(len(e.data))
@@ -313,35 +344,68 @@ func (b *blockStore) putAttempt(entries []putEntry, files *[]putEntry) error {
 	if err := b.s.reserve(newBytes); err != nil {
 		return err
 	}
-	if err := b.writeFiles(*files); err != nil {
-		// Files already renamed into place are orphans for GC.
-		b.s.bytes.Add(-newBytes)
-		return err
+	locs, err := b.writePacked(*files)
+	if err == nil {
+		for i, e := range *files {
+			m := packMarker(len(e.data), b.s.files.gen, locs[i])
+			if err = txn.SetEntry(badger.NewEntry(e.key, m).WithMeta(metaPack)); err != nil {
+				break
+			}
+		}
 	}
-	if err := txn.Commit(); err != nil {
+	if err == nil {
+		err = txn.Commit()
+	}
+	if err != nil {
 		b.s.bytes.Add(-newBytes)
+		b.unwrite(*files, locs)
 		return err
 	}
 	b.s.blocks.Add(newBlocks)
 	return nil
 }
 
-// parallelFileWrites is how many of a chunk's block files are written at
+// parallelFileWrites is how many of a chunk's large blocks are written at
 // once: direct writes wait on the disk (asynchronously, see aio_linux.go),
 // so several in flight keep it busy while the caller's goroutines go on.
 const parallelFileWrites = 4
 
-// writeFiles writes the block files of a chunk, a few at once.
-func (b *blockStore) writeFiles(files []putEntry) error {
+// writePacked writes the large blocks of a chunk to the writing pack, a few
+// at once, and returns where each went (the zero packLoc for those not
+// written, on error).
+func (b *blockStore) writePacked(files []putEntry) ([]packLoc, error) {
+	locs := make([]packLoc, len(files))
 	if len(files) == 1 {
-		return b.s.files.write(mh.Multihash(files[0].key[len(blockPrefix):]), files[0].data)
+		var err error
+		locs[0], err = b.s.files.writeBlock(files[0].data)
+		return locs, err
 	}
 	var g errgroup.Group
 	g.SetLimit(parallelFileWrites)
-	for _, e := range files {
-		g.Go(func() error { return b.s.files.write(mh.Multihash(e.key[len(blockPrefix):]), e.data) })
+	for i, e := range files {
+		g.Go(func() error {
+			var err error
+			locs[i], err = b.s.files.writeBlock(e.data)
+			return err
+		})
 	}
-	return g.Wait()
+	return locs, g.Wait()
+}
+
+// unwrite gives back the space of blocks written by an attempt whose keys
+// were not committed: nothing points to them, so nothing reads them.
+func (b *blockStore) unwrite(files []putEntry, locs []packLoc) {
+	for i, loc := range locs {
+		if loc.id == 0 {
+			continue
+		}
+		p, err := b.s.files.acquire(loc.id)
+		if err != nil {
+			continue
+		}
+		b.s.files.punch(p, loc.off, len(files[i].data))
+		b.s.files.release(p)
+	}
 }
 
 // DeleteBlock removes a block. Deleting a missing block is not an error.
@@ -370,10 +434,15 @@ func (b *blockStore) DeleteBlock(ctx context.Context, c cid.Cid) error {
 	}
 }
 
-// deleteAttempt deletes key and then unlinks its file, under sweepMu held
-// for writing so that no writer is between writing that file and committing
-// the key (see files.go).
-func (b *blockStore) deleteAttempt(key []byte) error {
+// deleteAttempt deletes key and then gives its data's space back (see
+// Store.unlinkFiles).
+func (b *blockStore) deleteAttempt(key []byte) (err error) {
+	var gone deleted
+	defer func() { // after sweepMu's release
+		if err == nil {
+			err = b.s.punchRegions(gone)
+		}
+	}()
 	b.s.sweepMu.Lock()
 	defer b.s.sweepMu.Unlock()
 	txn := b.s.db.NewTransaction(true)
@@ -385,9 +454,7 @@ func (b *blockStore) deleteAttempt(key []byte) error {
 	if err != nil {
 		return err
 	}
-	file := inFile(item)
-	size, err := valueLen(item)
-	if err != nil {
+	if err := gone.add(item); err != nil {
 		return err
 	}
 	if err := txn.Delete(key); err != nil {
@@ -397,11 +464,8 @@ func (b *blockStore) deleteAttempt(key []byte) error {
 		return err
 	}
 	b.s.blocks.Add(-1)
-	b.s.bytes.Add(-int64(size))
-	if file {
-		return b.s.files.remove(mh.Multihash(key[len(blockPrefix):]))
-	}
-	return nil
+	b.s.bytes.Add(-gone.bytes)
+	return b.s.unlinkFiles(gone)
 }
 
 // AllKeysChan lists every stored block as a CIDv1 with the raw codec, the

@@ -10,9 +10,9 @@ import (
 
 // Direct I/O for the file tier.
 //
-// Block files are written and read with O_DIRECT where the filesystem
-// allows it: the bytes go between the block's buffer and the disk without
-// a copy into the page cache. A fetch or an add moves each large block
+// Packs (and the block files of stores from before packs) are written and
+// read with O_DIRECT where the filesystem allows it: the bytes go between
+// the block's buffer and the disk without a copy into the page cache. A fetch or an add moves each large block
 // through the node once; caching it on the way costs a copy and, worse,
 // fresh page-cache pages for every byte: measured on the 2-core VM this
 // project is built on, a buffered write of 1 GiB costs 2.45 s of CPU (the
@@ -22,11 +22,13 @@ import (
 //
 // Direct I/O wants the file offset, the length and the buffer's address
 // aligned (to the logical block size of the disk; directAlign covers the
-// usual ones). A block's aligned head is written directly and its tail (a
-// block whose size is not a multiple of directAlign) through the page
-// cache; a buffer that is not aligned is copied first. Filesystems without
-// direct I/O (tmpfs, some network filesystems) refuse the flag with EINVAL:
-// the tier then goes on through the page cache for good. Config.BufferedFiles
+// usual ones): a pack holds each block at an aligned offset, padded to a
+// whole number of pages, so a block is written with its aligned head
+// straight from its buffer and the rest copied into a padded page (all of
+// it copied when the buffer is not aligned), and read back whole.
+// Filesystems without direct I/O (tmpfs, some network filesystems) refuse
+// the flag with EINVAL: the tier then goes on through the page cache for
+// good. Config.BufferedFiles
 // turns direct I/O off. On Linux the direct reads and writes are submitted
 // asynchronously (aio_linux.go).
 
@@ -53,74 +55,6 @@ func alignedBuf(n int) []byte {
 
 // refused reports whether err is the filesystem refusing direct I/O.
 func refused(err error) bool { return oDirect != 0 && errors.Is(err, syscall.EINVAL) }
-
-// writeTemp writes data to a new file in blocks/.tmp, directly where
-// possible, and returns its name (also on error, when a file was made).
-func (f *fileTier) writeTemp(data []byte) (string, error) {
-	sf, err := f.takeFile()
-	if err != nil {
-		return "", err
-	}
-	head := 0
-	if sf.direct && f.direct.Load() {
-		head = len(data) &^ (directAlign - 1)
-	}
-	if sf.direct && head == 0 {
-		err = setDirect(sf.fd, false)
-	}
-	if err == nil {
-		err = f.writeData(sf.fd, data, head)
-	}
-	if cerr := sf.fd.Close(); err == nil {
-		err = cerr
-	}
-	return sf.name, err
-}
-
-// writeData writes data[:head] to fd, which was opened for direct I/O if
-// head > 0, and the rest through the page cache.
-func (f *fileTier) writeData(fd *os.File, data []byte, head int) error {
-	if head > 0 {
-		src := data[:head]
-		if !aligned(src) {
-			src = alignedBuf(head)
-			copy(src, data)
-		}
-		n, err := f.writeHead(fd, src, len(data))
-		if err != nil && !(refused(err) && n == 0) {
-			return err
-		}
-		if err != nil { // refused at the first write: no direct I/O here
-			f.direct.Store(false)
-			head = 0
-		}
-		if head < len(data) {
-			if err := setDirect(fd, false); err != nil {
-				return err
-			}
-		}
-	}
-	if head == len(data) {
-		return nil
-	}
-	_, err := fd.WriteAt(data[head:], int64(head))
-	return err
-}
-
-// writeHead writes the aligned src at the start of fd, a new file opened
-// for direct I/O that will hold size bytes: asynchronously where the tier
-// can, after giving the file its size (see aio_linux.go), else with a
-// plain write.
-func (f *fileTier) writeHead(fd *os.File, src []byte, size int) (int, error) {
-	if a := f.asyncIO(); a != nil {
-		_ = preallocate(fd, int64(size)) // without it the write is synchronous, not wrong
-		n, err := a.pwrite(fd, src, 0)
-		if !errors.Is(err, errNoAIO) {
-			return n, err
-		}
-	}
-	return fd.WriteAt(src, 0)
-}
 
 // readAt reads into b from off of fd, opened for direct I/O: through
 // asynchronous I/O where the tier can. As with ReadAt, fewer bytes than

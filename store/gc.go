@@ -9,7 +9,6 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
-	mh "github.com/multiformats/go-multihash"
 )
 
 // Garbage collection runs beside readers and writers. The argument, in
@@ -35,12 +34,14 @@ import (
 //     Badger's conflict detection makes a batch that read a key fail if
 //     anyone wrote that key after the batch's read timestamp; GC then runs
 //     the batch again, where the version check skips the key.
-//     A batch unlinks the files of the file-tier blocks it deleted after
-//     its commit and before it releases sweepMu; writers hold sweepMu for
-//     reading from writing a file until committing its key, so no file a
-//     committed key needs is ever unlinked (see files.go). GC then removes
-//     the block files that have no key (left by a crash or a failed commit).
-//  4. Reclaim. A file-tier block's space came back at its unlink. For the
+//     A batch gives back the space of the file-tier blocks it deleted
+//     (punches their packs, unlinks their files) after its commit and
+//     before it releases sweepMu; writers hold sweepMu for reading from
+//     writing a block until committing its key, so no data a committed key
+//     needs is ever given back (see files.go). GC then gives back the pack
+//     space and removes the block files that no key points to (left by a
+//     crash).
+//  4. Reclaim. A file-tier block's space came back at its punch. For the
 //     small blocks in Badger, deleting keys frees nothing on disk: the data sits in value
 //     log files. Badger learns which bytes of a file are garbage only when
 //     compaction drops the old versions the deletions hide, and rewrites
@@ -108,7 +109,9 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 	res := GCResult{DiskBefore: s.Stat().DiskBytes}
 	err := s.collect(ctx, &res)
 	if err == nil && s.files != nil {
-		if err = s.sweepOrphanFiles(ctx.Err); err != nil {
+		if err = s.sweepOrphanPacks(ctx.Err); err != nil {
+			err = fmt.Errorf("give back orphan pack space: %w", err)
+		} else if err = s.sweepOrphanFiles(ctx.Err); err != nil {
 			err = fmt.Errorf("remove orphan block files: %w", err)
 		}
 	}
@@ -249,6 +252,12 @@ func (s *Store) mark(ctx context.Context) (map[string]struct{}, error) {
 // sweepBatch deletes the keys that no Session holds and that nobody wrote
 // since readTs, in one transaction, and reports what it freed.
 func (s *Store) sweepBatch(g *gcRun, keys [][]byte, readTs uint64) (n, freed int64, err error) {
+	var gone deleted
+	defer func() { // after sweepMu's release
+		if err == nil {
+			err = s.punchRegions(gone)
+		}
+	}()
 	s.sweepMu.Lock()
 	defer s.sweepMu.Unlock()
 	s.sessMu.Lock()
@@ -267,10 +276,8 @@ func (s *Store) sweepBatch(g *gcRun, keys [][]byte, readTs uint64) (n, freed int
 			cand = append(cand, k)
 		}
 	}
-	var files []mh.Multihash
 	for {
-		n, freed = 0, 0
-		files = files[:0]
+		n, gone = 0, deleted{}
 		txn := s.db.NewTransaction(true)
 		for _, k := range cand {
 			item, err := txn.Get(k)
@@ -284,8 +291,7 @@ func (s *Store) sweepBatch(g *gcRun, keys [][]byte, readTs uint64) (n, freed int
 			if item.Version() > readTs {
 				continue // written since GC started
 			}
-			size, err := valueLen(item)
-			if err != nil {
+			if err := gone.add(item); err != nil {
 				txn.Discard()
 				return 0, 0, err
 			}
@@ -293,11 +299,7 @@ func (s *Store) sweepBatch(g *gcRun, keys [][]byte, readTs uint64) (n, freed int
 				txn.Discard()
 				return 0, 0, err
 			}
-			if inFile(item) {
-				files = append(files, mh.Multihash(k[len(blockPrefix):]))
-			}
 			n++
-			freed += int64(size)
 		}
 		if n == 0 {
 			txn.Discard()
@@ -311,15 +313,13 @@ func (s *Store) sweepBatch(g *gcRun, keys [][]byte, readTs uint64) (n, freed int
 			return 0, 0, err
 		}
 		s.blocks.Add(-n)
-		s.bytes.Add(-freed)
+		s.bytes.Add(-gone.bytes)
 		// Still under sweepMu: no writer is between writing one of these
-		// files again and committing its key.
-		for _, h := range files {
-			if err := s.files.remove(h); err != nil {
-				return n, freed, err
-			}
+		// blocks' files again and committing its key.
+		if err := s.unlinkFiles(gone); err != nil {
+			return n, gone.bytes, err
 		}
-		return n, freed, nil
+		return n, gone.bytes, nil
 	}
 }
 

@@ -53,7 +53,18 @@ func reopenAfterCrash(t testing.TB, s *Store) *Store {
 		s.closed = true
 		s.life.Unlock()
 		if s.files != nil {
-			s.files.close() // a killed process's spares are removed at the next open
+			// Unlike Close, nothing trims the writing pack.
+			ps := &s.files.packs
+			ps.mu.Lock()
+			for _, p := range ps.open {
+				p.fd.Close()
+			}
+			ps.open, ps.cur = nil, nil
+			ps.mu.Unlock()
+			s.files.aioOnce.Do(func() {})
+			if s.files.aio != nil {
+				s.files.aio.close()
+			}
 		}
 		if err := s.db.Close(); err != nil {
 			t.Fatalf("close Badger: %v", err)

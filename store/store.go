@@ -452,6 +452,10 @@ func (s *Store) openGeneration(clean bool) error {
 // this reads the entry's header (one page of the mmapped file), which
 // Item.ValueSize only estimates.
 func valueLen(item *badger.Item) (int, error) {
+	if inPack(item) {
+		size, _, _, err := packEntry(item)
+		return size, err
+	}
 	if inFile(item) {
 		return markerSize(item)
 	}
