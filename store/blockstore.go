@@ -368,7 +368,11 @@ func (b *blockStore) putAttempt(entries []putEntry, files *[]putEntry) error {
 // parallelFileWrites is how many of a chunk's large blocks are written at
 // once: direct writes wait on the disk (asynchronously, see aio_linux.go),
 // so several in flight keep it busy while the caller's goroutines go on.
-const parallelFileWrites = 4
+// (A/B on the 2-core build machine, native fetch of 256 MiB with the
+// fetcher's 8 MiB batches: 8 at once was 7-10% faster than 4 in 3 of 3
+// interleaved pairs; the disk there reads and writes at the same time
+// best with several I/Os queued.)
+const parallelFileWrites = 8
 
 // writePacked writes the large blocks of a chunk to the writing pack, a few
 // at once, and returns where each went (the zero packLoc for those not

@@ -415,8 +415,11 @@ func TestProvidersKilled(t *testing.T) {
 			victim = bs
 			var once sync.Once
 			bs.onGet = func(cid.Cid) {
-				if dst.written.Load() >= int64(total/2) {
-					once.Do(func() { go h.Close() }) // killed half way
+				// Killed half way through its share (a third of the DAG),
+				// so half way through the fetch: counted on its side, as
+				// the requester writes in batches of several MiB.
+				if bs.gets.Load() >= int64(total/6) {
+					once.Do(func() { go h.Close() })
 				}
 			}
 		}
@@ -553,7 +556,12 @@ func TestSlowProviderPreempted(t *testing.T) {
 	peers.peers["slow"] = serverPeer(t, slowGetter{src, 200 * time.Millisecond})
 	peers.peers["fast"] = serverPeer(t, src)
 	dst := newMem()
-	f := newFetcher(t, dst, peers, func(c *Config) { c.UnitBytes = 1 << 20 })
+	f := newFetcher(t, dst, peers, func(c *Config) {
+		c.UnitBytes = 1 << 20
+		// One lane each: with several, the fast provider's lanes can take
+		// every unit before the slow one's first request.
+		c.StreamsPerProvider = 1
+	})
 	start := time.Now()
 	st, err := f.Fetch(context.Background(), root, DAG(), []peer.ID{"slow", "fast"})
 	if err != nil {

@@ -32,7 +32,7 @@ type Config struct {
 	// read but not yet written (0: 32 MiB; at least MaxBlockSize). Reading
 	// from providers waits while the store catches up.
 	MaxBuffered int64
-	// BatchBytes is the most block bytes written in one PutMany (0: 4 MiB).
+	// BatchBytes is the most block bytes written in one PutMany (0: 8 MiB).
 	// A batch is written as soon as no further verified block is waiting,
 	// so small content is never delayed to fill one.
 	BatchBytes int
@@ -70,7 +70,7 @@ func (c *Config) setDefaults() {
 		c.MaxBuffered = 32 << 20
 	}
 	if c.BatchBytes == 0 {
-		c.BatchBytes = 4 << 20
+		c.BatchBytes = 8 << 20
 	}
 	if c.UnitBytes == 0 {
 		c.UnitBytes = 16 << 20
