@@ -30,8 +30,9 @@ type native struct {
 
 func newNative(n *Node) (*native, error) {
 	srv, err := exchange.NewServer(exchange.ServerConfig{
-		Blocks: n.store.Blockstore(),
-		Logger: n.log.With("subsystem", "exchange"),
+		Blocks:  n.store.Blockstore(),
+		Buffers: n.store.Buffers(),
+		Logger:  n.log.With("subsystem", "exchange"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start exchange server: %w", err)
@@ -135,6 +136,7 @@ func (x *native) fetch(o *op, root cid.Cid, scope exchange.Scope) error {
 		// The store copies small blocks into Badger and writes large ones
 		// out before PutMany returns.
 		PutCopies: true,
+		Buffers:   x.n.store.Buffers(),
 	})
 	if err != nil {
 		return err

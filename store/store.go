@@ -233,6 +233,7 @@ type Store struct {
 	cfg  Config
 	db   *badger.DB
 	lock *os.File // our own directory lock, held until Close
+	bufs Buffers
 
 	// life guards against use after Close: every operation holds it for
 	// reading; Close takes it for writing once ctx is cancelled, so
@@ -529,6 +530,11 @@ func (s *Store) Blockstore() blockstore.Blockstore { return s.bs }
 
 // Pins returns the store's pin set.
 func (s *Store) Pins() *Pins { return s.pins }
+
+// Buffers returns the memory to read large blocks into and to hand to
+// PutMany: the disk reads and writes it fastest (see Buffers). It outlives
+// Close.
+func (s *Store) Buffers() *Buffers { return &s.bufs }
 
 // Stat describes what a store holds.
 type Stat struct {

@@ -9,7 +9,8 @@ import (
 // of 64 KiB or more into a buffer from these pools and gives the buffer back
 // once PutMany has returned, so a long fetch reuses a few dozen buffers
 // instead of allocating (and zeroing, and collecting) one per block. A
-// Server reads blocks through a Viewer or BlockReader into bufPool's.
+// Server reads blocks through a Viewer or BlockReader into buffers from
+// them too. Config.Buffers and ServerConfig.Buffers replace them.
 
 const (
 	minPooled   = 64 << 10 // smaller blocks are allocated as they come
@@ -43,5 +44,8 @@ func putBlockBuf(b []byte) {
 	blockBufs[bits.Len(uint(c-1))].Put(&b)
 }
 
-// bufPool holds the buffers a Server reads blocks into.
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 256<<10); return &b }}
+// heapBuffers is the Buffers of a Fetcher or Server given none.
+type heapBuffers struct{}
+
+func (heapBuffers) Get(n int) []byte { return getBlockBuf(n) }
+func (heapBuffers) Put(b []byte)     { putBlockBuf(b) }

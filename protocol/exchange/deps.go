@@ -32,8 +32,8 @@ type Viewer interface {
 // BlockReader is optional on a Getter, and preferred to Viewer: the Server
 // reads each block into a buffer it reuses, sparing the copy out of a View
 // and the allocation of a Get. ReadInto returns c's data, in buf's array if
-// it fits there and in a new one otherwise (the Server keeps that one for
-// reuse), and holds nothing of buf once it returns. A missing block is an
+// it fits there and in a new one otherwise, and holds nothing of buf once
+// it returns. A missing block is an
 // error matching go-ipld-format's IsNotFound.
 type BlockReader interface {
 	ReadInto(ctx context.Context, c cid.Cid, buf []byte) ([]byte, error)
@@ -66,4 +66,16 @@ type Stream interface {
 // used (unreachable, or it does not speak the protocol).
 type Streams interface {
 	NewStream(ctx context.Context, p peer.ID) (Stream, error)
+}
+
+// Buffers is optional: where a Fetcher gets the buffers it reads blocks of
+// 64 KiB and more into (when Config.PutCopies allows reuse), and where a
+// Server gets those it reads blocks into through a BlockReader. Get returns
+// a slice of length n (contents undefined); Put takes back a slice from
+// Get, or any other slice, which it may drop. node/ passes the store's,
+// memory its direct I/O is fastest with; without one, buffers come from
+// pools on the Go heap.
+type Buffers interface {
+	Get(n int) []byte
+	Put(b []byte)
 }

@@ -61,6 +61,9 @@ type Config struct {
 	// does), so the Fetcher may reuse the buffers blocks arrive in. Leave it
 	// off for a store that keeps the slices it is given (an in-memory one).
 	PutCopies bool
+	// Buffers gives the buffers blocks are read into when PutCopies is set
+	// (nil: pools on the Go heap).
+	Buffers Buffers
 	// Logger receives the package's logs (nil: slog.Default()).
 	Logger *slog.Logger
 }
@@ -86,6 +89,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxPending == 0 {
 		c.MaxPending = DefaultMaxPending
+	}
+	if c.Buffers == nil {
+		c.Buffers = heapBuffers{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -841,6 +847,7 @@ func (r *run) readLoop(c *conn, unit []item, events chan<- event, stop <-chan st
 			pending = &it
 		}
 		reserved := 0
+		var got []byte
 		fr, err := ReadFrameBuf(c.br, func(n int) ([]byte, error) {
 			if !ok {
 				return nil, fmt.Errorf("%w: a block after the walk ended", ErrProtocol)
@@ -853,7 +860,8 @@ func (r *run) readLoop(c *conn, unit []item, events chan<- event, stop <-chan st
 			}
 			reserved = n
 			if r.cfg.PutCopies {
-				return getBlockBuf(n), nil
+				got = r.cfg.Buffers.Get(n)
+				return got, nil
 			}
 			return make([]byte, n), nil
 		})
@@ -861,6 +869,7 @@ func (r *run) readLoop(c *conn, unit []item, events chan<- event, stop <-chan st
 			if reserved > 0 {
 				r.sem.Release(int64(reserved))
 			}
+			r.drop(got)
 			select {
 			case <-stop:
 				return wk.remaining(pending), nil // the verifier reports why
@@ -885,6 +894,7 @@ func (r *run) readLoop(c *conn, unit []item, events chan<- event, stop <-chan st
 			if len(kids) > 0 {
 				if err := verify(it.c, fr.Data); err != nil {
 					r.sem.Release(int64(reserved))
+					r.drop(fr.Data)
 					// Blocks before this one may still be in the verifier;
 					// it reports the first bad one, which is this one
 					// unless an earlier leaf was bad too.
@@ -896,6 +906,7 @@ func (r *run) readLoop(c *conn, unit []item, events chan<- event, stop <-chan st
 				ev.verified = true
 				if err := wk.push(it, kids); err != nil {
 					r.sem.Release(int64(reserved))
+					r.drop(fr.Data)
 					r.fail(err)
 					return nil, nil
 				}
@@ -913,8 +924,17 @@ func (r *run) readLoop(c *conn, unit []item, events chan<- event, stop <-chan st
 			if ev.reserved > 0 {
 				r.sem.Release(int64(ev.reserved))
 			}
+			r.drop(ev.data)
 			return wk.remaining(&it), nil
 		}
+	}
+}
+
+// drop gives back the buffer of a block that was written or discarded,
+// when the fetch reads blocks into reused buffers.
+func (r *run) drop(data []byte) {
+	if r.cfg.PutCopies && data != nil {
+		r.cfg.Buffers.Put(data)
 	}
 }
 
@@ -939,6 +959,7 @@ func (r *run) verifyLoop(c *conn, fl *flight, events <-chan event, stop chan<- s
 			if ev.reserved > 0 {
 				r.sem.Release(int64(ev.reserved))
 			}
+			r.drop(ev.data)
 			continue
 		}
 		if ev.data == nil && ev.reserved == 0 {
@@ -955,6 +976,7 @@ func (r *run) verifyLoop(c *conn, fl *flight, events <-chan event, stop chan<- s
 			if ev.reserved > 0 {
 				r.sem.Release(int64(ev.reserved))
 			}
+			r.drop(ev.data)
 			close(stop)
 			_ = c.st.Reset()
 			continue
@@ -967,6 +989,7 @@ func (r *run) verifyLoop(c *conn, fl *flight, events <-chan event, stop chan<- s
 			fl.bytes.Add(int64(len(ev.data)))
 		case <-r.ctx.Done():
 			r.sem.Release(int64(ev.reserved))
+			r.drop(ev.data)
 			v.rest = append(v.rest, ev.it) // not committed
 		}
 	}
@@ -1015,11 +1038,6 @@ func (r *run) writeLoop() {
 		}
 		if !failed {
 			err := r.cfg.Blocks.PutMany(r.ctx, batch)
-			if r.cfg.PutCopies {
-				for _, blk := range batch {
-					putBlockBuf(blk.RawData())
-				}
-			}
 			if err != nil {
 				failed = true
 				if r.ctx.Err() == nil {
@@ -1031,6 +1049,9 @@ func (r *run) writeLoop() {
 				r.f.nBlocks.Add(int64(len(batch)))
 				r.f.nBytes.Add(int64(size))
 			}
+		}
+		for _, blk := range batch {
+			r.drop(blk.RawData())
 		}
 		r.sem.Release(int64(size))
 		clear(batch)

@@ -39,6 +39,9 @@ type ServerConfig struct {
 	// readAheadBlocks) each stream's reader reads while there is no room:
 	// inner nodes, and leaves once the budget is taken.
 	ReadAheadBytes int64
+	// Buffers gives the buffers blocks are read into through a
+	// BlockReader (nil: pools on the Go heap).
+	Buffers Buffers
 	// Logger receives the package's logs (nil: slog.Default()).
 	Logger *slog.Logger
 }
@@ -60,6 +63,9 @@ func (c *ServerConfig) setDefaults() {
 	}
 	if c.ReadAheadBytes == 0 {
 		c.ReadAheadBytes = 16 << 20
+	}
+	if c.Buffers == nil {
+		c.Buffers = heapBuffers{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -284,7 +290,7 @@ func (s *Server) answer(req Request, bw *bufio.Writer) error {
 type readBlock struct {
 	it   item
 	data []byte
-	buf  *[]byte
+	buf  []byte
 	held int64
 	err  error
 	code ErrorCode
@@ -296,7 +302,7 @@ const readAheadBlocks = 4
 // release gives back rb's buffer and read-ahead budget.
 func (s *Server) release(rb readBlock) {
 	if rb.buf != nil {
-		bufPool.Put(rb.buf)
+		s.cfg.Buffers.Put(rb.buf)
 	}
 	if rb.held > 0 {
 		s.ahead.Release(rb.held)
@@ -421,36 +427,41 @@ func (s *Server) readBlocks(ctx context.Context, req Request, out chan<- readBlo
 	}
 }
 
+// readBufSize is the buffer a Server reads a block into: enough for the
+// leaves of the usual chunkings (a larger block comes in a buffer of the
+// reader's own).
+const readBufSize = 1 << 20
+
 // read returns c's data: read through the BlockReader or the Viewer into a
-// pooled buffer (returned too), or as Get returns it.
-func (s *Server) read(it item) ([]byte, *[]byte, error) {
-	if s.reader != nil {
-		buf := bufPool.Get().(*[]byte)
-		data, err := s.reader.ReadInto(s.ctx, it.c, (*buf)[:0])
-		if err != nil {
-			bufPool.Put(buf)
-			return nil, nil, err
-		}
-		*buf = data[:0]
-		return data, buf, nil
-	}
-	if s.viewer == nil {
+// buffer from Buffers (returned too, to give back; nil if the data is in
+// another), or as Get returns it.
+func (s *Server) read(it item) ([]byte, []byte, error) {
+	if s.reader == nil && s.viewer == nil {
 		blk, err := s.cfg.Blocks.Get(s.ctx, it.c)
 		if err != nil {
 			return nil, nil, err
 		}
 		return blk.RawData(), nil, nil
 	}
-	buf := bufPool.Get().(*[]byte)
-	err := s.viewer.View(s.ctx, it.c, func(b []byte) error {
-		*buf = append((*buf)[:0], b...)
-		return nil
-	})
+	buf := s.cfg.Buffers.Get(readBufSize)
+	var data []byte
+	var err error
+	if s.reader != nil {
+		data, err = s.reader.ReadInto(s.ctx, it.c, buf[:0])
+	} else {
+		err = s.viewer.View(s.ctx, it.c, func(b []byte) error {
+			data = append(buf[:0], b...)
+			return nil
+		})
+	}
+	if err != nil || (cap(data) > 0 && &data[:1][0] != &buf[0]) {
+		s.cfg.Buffers.Put(buf) // unused: the data is elsewhere
+		buf = nil
+	}
 	if err != nil {
-		bufPool.Put(buf)
 		return nil, nil, err
 	}
-	return *buf, buf, nil
+	return data, buf, nil
 }
 
 // flushAt is how many buffered bytes make the Server flush after a block:

@@ -1,0 +1,151 @@
+package exchange
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// countingBuffers is a Buffers that tracks what it handed out.
+type countingBuffers struct {
+	mu   sync.Mutex
+	live map[*byte]bool
+	gets int
+	bad  error
+}
+
+func newCountingBuffers() *countingBuffers { return &countingBuffers{live: make(map[*byte]bool)} }
+
+func (b *countingBuffers) Get(n int) []byte {
+	buf := make([]byte, n, max(n, 1))
+	b.mu.Lock()
+	b.live[&buf[:1][0]] = true
+	b.gets++
+	b.mu.Unlock()
+	return buf
+}
+
+func (b *countingBuffers) Put(buf []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	k := &buf[:1][0]
+	if !b.live[k] && b.bad == nil {
+		b.bad = fmt.Errorf("Put of a %d-byte slice not from Get, or given back twice", len(buf))
+	}
+	delete(b.live, k)
+}
+
+// check fails t if a slice is still out or one came back wrongly.
+func (b *countingBuffers) outstanding() (int, int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.live), b.gets, b.bad
+}
+
+// readerBlocks serves blocks through ReadInto, as the node's store does;
+// it corrupts the data of the blocks lie picks.
+type readerBlocks struct {
+	*memBlocks
+	lie func(c cid.Cid, data []byte) bool
+}
+
+func (r readerBlocks) ReadInto(ctx context.Context, c cid.Cid, buf []byte) ([]byte, error) {
+	blk, err := r.Get(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	data := append(buf[:0], blk.RawData()...)
+	if r.lie != nil && r.lie(c, data) {
+		data[len(data)/2] ^= 1
+	}
+	return data, nil
+}
+
+// copyingBlocks keeps copies of what PutMany is given, as a disk store does
+// (so the fetch may reuse its buffers).
+type copyingBlocks struct{ *memBlocks }
+
+func (c copyingBlocks) PutMany(ctx context.Context, bs []blocks.Block) error {
+	cp := make([]blocks.Block, len(bs))
+	for i, b := range bs {
+		blk, err := blocks.NewBlockWithCid(bytes.Clone(b.RawData()), b.Cid())
+		if err != nil {
+			return err
+		}
+		cp[i] = blk
+	}
+	return c.memBlocks.PutMany(ctx, cp)
+}
+
+// TestBuffersGivenBack: a Fetcher and a Server that read blocks into
+// Buffers give every buffer back, on success and when a provider sends a
+// bad block (the fetch moves to the other provider and discards what the
+// liar sent after it).
+func TestBuffersGivenBack(t *testing.T) {
+	src := newMem()
+	data := randBytes(21, 8<<20)
+	root := addFile(t, src, data, smallOpts())
+	order := dagBlocks(t, src, root, DAG())
+	for _, tc := range []struct {
+		name string
+		lie  func(c cid.Cid, data []byte) bool
+	}{
+		{"all good", nil},
+		// Caught at an inner node (checked as it arrives, for its links)
+		// or at a leaf (checked by the verifier).
+		{"a liar", func(c cid.Cid, _ []byte) bool { return !c.Equals(root) }},
+		{"a liar of leaves", func(_ cid.Cid, d []byte) bool { return len(d) > 32<<10 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			peers := newPipes(t)
+			var srvBufs []*countingBuffers
+			for _, p := range []peer.ID{"liar", "good"} {
+				bs := readerBlocks{memBlocks: src}
+				if p == "liar" {
+					bs.lie = tc.lie
+				}
+				sb := newCountingBuffers()
+				srvBufs = append(srvBufs, sb)
+				s, err := NewServer(ServerConfig{Blocks: bs, Buffers: sb})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { s.Close() })
+				peers.peers[p] = func(st Stream) { s.Handle(st, "fetcher") }
+			}
+			fb := newCountingBuffers()
+			dst := copyingBlocks{newMem()}
+			f := newFetcher(t, dst, peers, func(c *Config) {
+				c.PutCopies = true
+				c.Buffers = fb
+				c.UnitBytes = 1 << 20
+			})
+			st, err := f.Fetch(context.Background(), root, DAG(), []peer.ID{"liar", "good"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(catFile(t, dst.memBlocks, root), data) {
+				t.Fatal("wrong bytes")
+			}
+			if tc.lie != nil && st.Peers["liar"].Err == nil {
+				t.Fatalf("the liar was not caught: %+v", st.Peers["liar"])
+			}
+			if n, gets, err := fb.outstanding(); n != 0 || err != nil || gets < len(order) {
+				t.Fatalf("fetcher: %d buffers not given back of %d, %v", n, gets, err)
+			}
+			for i, sb := range srvBufs {
+				waitFor(t, 5*time.Second, func() bool { n, _, _ := sb.outstanding(); return n == 0 })
+				if _, _, err := sb.outstanding(); err != nil {
+					t.Fatalf("server %d: %v", i, err)
+				}
+			}
+		})
+	}
+}

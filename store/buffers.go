@@ -1,0 +1,148 @@
+package store
+
+import (
+	"sync"
+	"unsafe"
+)
+
+// Buffers hands out memory for the data of large blocks that go to or come
+// from the disk with direct I/O: a fetch's received blocks before they are
+// written, a provider's blocks read to be sent. Where the system allows, the
+// memory is in 2 MiB transparent huge pages (see buffers_linux.go), so a
+// block of up to 1 MiB is one physically contiguous piece: the kernel then
+// passes a direct read or write of it to the disk as one request instead of
+// one segment per 4 KiB page. On the virtio disk of this project's build
+// machine that made 1 MiB direct reads 2.7 times as fast (1.3 -> 3.5-3.9
+// GB/s, four at a time) and writes 1.5 times (3.0-3.2 -> 4.5-4.8 GB/s):
+// with 4 KiB pages, a 1 MiB I/O exceeds the disk's 254 segments and is split
+// in two requests.
+//
+// A slab of huge pages holds one block of up to 2 MiB or two of up to 1
+// MiB. Get falls back to the Go heap for small blocks, for larger ones, and
+// once maxBufferSlabs are in use; Put takes back any slice (and drops the
+// ones Get did not make from a slab). Slabs are never unmapped, so a slice
+// used after its Put reads garbage, never faults; the memory of slabs left
+// free beyond keepFreeSlabs is given back to the system.
+type Buffers struct {
+	mu    sync.Mutex
+	slabs map[uintptr]*slab // by address
+	// free are the slabs with nothing handed out; half those with one half
+	// of 1 MiB handed out.
+	free, half []*slab
+	huge       bool // slabs can be made (set at the first Get)
+	tried      bool
+}
+
+const (
+	slabSize = 2 << 20
+	halfSize = slabSize / 2
+	// minSlabBuffer is the smallest request served from a slab: the file
+	// tier's threshold.
+	minSlabBuffer = 64 << 10
+	// maxBufferSlabs bounds the slabs of a store (256 MiB of address
+	// space; only what is in use or kept free is resident).
+	maxBufferSlabs = 128
+	// keepFreeSlabs is how many free slabs keep their memory.
+	keepFreeSlabs = 8
+)
+
+// slab is 2 MiB of memory, handed out whole or as two halves.
+type slab struct {
+	mem   []byte
+	whole bool    // handed out whole
+	used  [2]bool // halves handed out
+}
+
+// Get returns a slice of length n, from a slab if n fits one. Its contents
+// are whatever the last user left.
+func (b *Buffers) Get(n int) []byte {
+	if n < minSlabBuffer || n > slabSize {
+		return alignedBuf(n)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.tried {
+		b.tried = true
+		b.huge = hugePagesOK()
+		b.slabs = make(map[uintptr]*slab)
+	}
+	if !b.huge {
+		return alignedBuf(n)
+	}
+	if n <= halfSize && len(b.half) > 0 {
+		s := b.half[len(b.half)-1]
+		b.half = b.half[:len(b.half)-1]
+		i := 0
+		if s.used[0] {
+			i = 1
+		}
+		s.used[i] = true
+		return s.mem[i*halfSize : i*halfSize+n : (i+1)*halfSize]
+	}
+	var s *slab
+	if len(b.free) > 0 {
+		s = b.free[len(b.free)-1]
+		b.free = b.free[:len(b.free)-1]
+	} else if len(b.slabs) < maxBufferSlabs {
+		mem, err := mapSlab()
+		if err != nil {
+			b.huge = len(b.slabs) > 0 // no slabs at all: stop trying
+			return alignedBuf(n)
+		}
+		s = &slab{mem: mem}
+		b.slabs[slabAddr(mem)] = s
+	} else {
+		return alignedBuf(n)
+	}
+	if n > halfSize {
+		s.whole = true
+		return s.mem[:n:slabSize]
+	}
+	s.used[0] = true
+	b.half = append(b.half, s)
+	return s.mem[:n:halfSize]
+}
+
+// Put takes back a slice Get returned; nothing may use it after. Slices
+// that are not from a slab are left to the garbage collector.
+func (b *Buffers) Put(buf []byte) {
+	if cap(buf) < minSlabBuffer {
+		return
+	}
+	p := uintptr(unsafe.Pointer(unsafe.SliceData(buf)))
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.slabs[p&^(slabSize-1)]
+	if s == nil {
+		return
+	}
+	switch {
+	case s.whole:
+		s.whole = false
+	case s.used[0] && s.used[1]:
+		s.used[(p-slabAddr(s.mem))/halfSize] = false
+		b.half = append(b.half, s)
+		return
+	default:
+		s.used = [2]bool{}
+		b.half = removeSlab(b.half, s)
+	}
+	if len(b.free) >= keepFreeSlabs {
+		releaseSlab(s.mem)
+		// Released slabs go to the front: the resident ones are reused first.
+		b.free = append([]*slab{s}, b.free...)
+		return
+	}
+	b.free = append(b.free, s)
+}
+
+func removeSlab(ss []*slab, s *slab) []*slab {
+	for i, x := range ss {
+		if x == s {
+			return append(ss[:i], ss[i+1:]...)
+		}
+	}
+	return ss
+}
+
+func slabAddr(mem []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(mem))) }
