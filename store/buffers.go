@@ -2,6 +2,7 @@ package store
 
 import (
 	"sync"
+	"time"
 	"unsafe"
 )
 
@@ -21,8 +22,10 @@ import (
 // MiB. Get falls back to the Go heap for small blocks, for larger ones, and
 // once maxBufferSlabs are in use; Put takes back any slice (and drops the
 // ones Get did not make from a slab). Slabs are never unmapped, so a slice
-// used after its Put reads garbage, never faults; the memory of slabs left
-// free beyond keepFreeSlabs is given back to the system.
+// used after its Put reads garbage, never faults. The memory of slabs left
+// free for trimAfter beyond keepFreeSlabs is given back to the system (a
+// timer does it): a fetch that keeps handing buffers back and taking them
+// again never waits for fresh zeroed pages.
 type Buffers struct {
 	mu    sync.Mutex
 	slabs map[uintptr]*slab // by address
@@ -31,6 +34,7 @@ type Buffers struct {
 	free, half []*slab
 	huge       bool // slabs can be made (set at the first Get)
 	tried      bool
+	trimming   bool // a trim is scheduled
 }
 
 const (
@@ -42,15 +46,19 @@ const (
 	// maxBufferSlabs bounds the slabs of a store (256 MiB of address
 	// space; only what is in use or kept free is resident).
 	maxBufferSlabs = 128
-	// keepFreeSlabs is how many free slabs keep their memory.
+	// keepFreeSlabs is how many free slabs keep their memory for good.
 	keepFreeSlabs = 8
+	// trimAfter is how long a free slab beyond those keeps its memory.
+	trimAfter = 5 * time.Second
 )
 
 // slab is 2 MiB of memory, handed out whole or as two halves.
 type slab struct {
 	mem   []byte
-	whole bool    // handed out whole
-	used  [2]bool // halves handed out
+	whole    bool    // handed out whole
+	used     [2]bool // halves handed out
+	freed    time.Time
+	released bool // its memory was given back
 }
 
 // Get returns a slice of length n, from a slab if n fits one. Its contents
@@ -81,8 +89,9 @@ func (b *Buffers) Get(n int) []byte {
 	}
 	var s *slab
 	if len(b.free) > 0 {
-		s = b.free[len(b.free)-1]
+		s = b.free[len(b.free)-1] // the last freed: likely still resident
 		b.free = b.free[:len(b.free)-1]
+		s.released = false
 	} else if len(b.slabs) < maxBufferSlabs {
 		mem, err := mapSlab()
 		if err != nil {
@@ -127,13 +136,46 @@ func (b *Buffers) Put(buf []byte) {
 		s.used = [2]bool{}
 		b.half = removeSlab(b.half, s)
 	}
-	if len(b.free) >= keepFreeSlabs {
-		releaseSlab(s.mem)
-		// Released slabs go to the front: the resident ones are reused first.
-		b.free = append([]*slab{s}, b.free...)
-		return
-	}
+	s.freed = time.Now()
 	b.free = append(b.free, s)
+	if len(b.free) > keepFreeSlabs && !b.trimming {
+		b.trimming = true
+		time.AfterFunc(trimAfter, b.trim)
+	}
+}
+
+// trim gives back the memory of the slabs free for trimAfter, oldest first,
+// down to keepFreeSlabs resident free ones, and comes again while more are
+// free.
+func (b *Buffers) trim() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.trimming = false
+	resident := 0
+	for _, s := range b.free {
+		if !s.released {
+			resident++
+		}
+	}
+	now := time.Now()
+	for _, s := range b.free { // oldest first
+		if resident <= keepFreeSlabs {
+			break
+		}
+		if s.released {
+			continue
+		}
+		if now.Sub(s.freed) < trimAfter {
+			break // and so are those after it
+		}
+		releaseSlab(s.mem)
+		s.released = true
+		resident--
+	}
+	if resident > keepFreeSlabs {
+		b.trimming = true
+		time.AfterFunc(trimAfter, b.trim)
+	}
 }
 
 func removeSlab(ss []*slab, s *slab) []*slab {

@@ -69,8 +69,8 @@ func TestBuffers(t *testing.T) {
 }
 
 // TestBuffersBounded: past maxBufferSlabs slabs in use, Get falls back to
-// the heap, and slabs freed beyond keepFreeSlabs give their memory back and
-// are reused later.
+// the heap; slabs free for trimAfter beyond keepFreeSlabs give their memory
+// back, and are reused later.
 func TestBuffersBounded(t *testing.T) {
 	var b Buffers
 	var got [][]byte
@@ -88,6 +88,30 @@ func TestBuffersBounded(t *testing.T) {
 	}
 	if len(b.free) != maxBufferSlabs {
 		t.Fatalf("%d free slabs after every Put, want %d", len(b.free), maxBufferSlabs)
+	}
+	released := func() int {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		n := 0
+		for _, s := range b.free {
+			if s.released {
+				n++
+			}
+		}
+		return n
+	}
+	b.trim() // too early: everything was just freed
+	if n := released(); n != 0 {
+		t.Fatalf("%d slabs released right after their Put", n)
+	}
+	b.mu.Lock()
+	for _, s := range b.free {
+		s.freed = s.freed.Add(-trimAfter)
+	}
+	b.mu.Unlock()
+	b.trim()
+	if n := released(); n != maxBufferSlabs-keepFreeSlabs {
+		t.Fatalf("%d slabs released after trimAfter, want %d", n, maxBufferSlabs-keepFreeSlabs)
 	}
 	buf := b.Get(2 << 20)
 	for i := range buf {
