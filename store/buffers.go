@@ -54,7 +54,7 @@ const (
 
 // slab is 2 MiB of memory, handed out whole or as two halves.
 type slab struct {
-	mem   []byte
+	mem      []byte
 	whole    bool    // handed out whole
 	used     [2]bool // halves handed out
 	freed    time.Time
