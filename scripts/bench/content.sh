@@ -10,13 +10,16 @@
 #                                                  vs  stream  a plain libp2p stream of
 #                                                      256 MiB between the same hosts
 #   small    node B fetches a fresh 1 KiB file from node A (latency, in-process)
+#   cli      then scripts/bench/latency.sh: a fresh 1 KiB file fetched through
+#            `weft cat` between two daemons (process start included), 21
+#            runs, beside the CLI's own baseline
 # Also printed: CPU milliseconds per MiB of each (both nodes share the
 # process, so it is the work of both sides).
 #
 #   scripts/bench/content.sh
 #
 # Environment:
-#   WEFT_BENCH_ITERS=5      iterations (pairs) per benchmark
+#   WEFT_BENCH_ITERS=5      iterations (pairs) per benchmark (at least 3)
 #   WEFT_BENCH_OUT=PATH     also keep the raw `go test -bench` output there
 #
 # The benchmarks start their nodes in-process and close them themselves; on
@@ -80,3 +83,7 @@ awk '
     if (("Small", "ms/fetch") in v) printf "\n1 KiB fetch from a connected peer (in-process): median %.2f ms\n", v["Small", "ms/fetch"]
   }
 ' "$RAW"
+
+echo
+echo "1 KiB through the CLI (scripts/bench/latency.sh):"
+scripts/bench/latency.sh | tail -2 | sed 's/^/  /'
