@@ -195,15 +195,23 @@ func (f *fileTier) read(h mh.Multihash, size int, gen uint64, buf []byte) ([]byt
 	if f.trusted(gen) {
 		return data, nil
 	}
+	if err := checkHash(h, data); err != nil {
+		return nil, err
+	}
+	return data, nil
+}
+
+// checkHash returns errBadFile if data does not hash to h.
+func checkHash(h mh.Multihash, data []byte) error {
 	dh, err := mh.Decode(h)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	sum, err := mh.Sum(data, dh.Code, dh.Length)
 	if err != nil || !bytes.Equal(sum, h) {
-		return nil, errBadFile
+		return errBadFile
 	}
-	return data, nil
+	return nil
 }
 
 // deleted collects what deleted block keys held, to give back once their

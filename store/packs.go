@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -374,13 +373,8 @@ func (f *fileTier) readBlock(h mh.Multihash, size int, gen uint64, loc packLoc, 
 	if f.trusted(gen) && !check {
 		return data, nil
 	}
-	dh, err := mh.Decode(h)
-	if err != nil {
+	if err := checkHash(h, data); err != nil {
 		return nil, err
-	}
-	sum, err := mh.Sum(data, dh.Code, dh.Length)
-	if err != nil || !bytes.Equal(sum, h) {
-		return nil, errBadFile
 	}
 	return data, nil
 }
