@@ -279,13 +279,9 @@ func (f *fileTier) remove(h mh.Multihash) error {
 	return err
 }
 
-// fileMarker is the value of a file-tier key: the block's length and the
-// generation that wrote its file, as uvarints. (Markers written before
-// generations hold the length alone: generation 0, always checked.)
-func fileMarker(size int, gen uint64) []byte {
-	return binary.AppendUvarint(binary.AppendUvarint(nil, uint64(size)), gen)
-}
-
+// A block file's key holds the block's length and the generation that
+// wrote its file, as uvarints (markers written before generations hold the
+// length alone: generation 0, always checked).
 func inFile(item *badger.Item) bool { return item.UserMeta() == metaFile }
 
 // markerSize returns the block length a file-tier key records.
