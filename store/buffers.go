@@ -1,6 +1,7 @@
 package store
 
 import (
+	"math/bits"
 	"sync"
 	"time"
 	"unsafe"
@@ -19,9 +20,9 @@ import (
 // in two requests.
 //
 // A slab of huge pages holds one block of up to 2 MiB or two of up to 1
-// MiB. Get falls back to the Go heap for small blocks, for larger ones, and
-// once maxBufferSlabs are in use; Put takes back any slice (and drops the
-// ones Get did not make from a slab). Slabs are never unmapped, so a slice
+// MiB. Get falls back to the Go heap for small blocks, for larger ones, where
+// there are no huge pages, and once maxBufferSlabs are in use (heap buffers
+// of 64 KiB to 4 MiB are pooled too); Put takes back any slice. Slabs are never unmapped, so a slice
 // used after its Put reads garbage, never faults. The memory of slabs left
 // free for trimAfter beyond keepFreeSlabs is given back to the system (a
 // timer does it): a fetch that keeps handing buffers back and taking them
@@ -65,7 +66,7 @@ type slab struct {
 // are whatever the last user left.
 func (b *Buffers) Get(n int) []byte {
 	if n < minSlabBuffer || n > slabSize {
-		return alignedBuf(n)
+		return heapGet(n)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -75,7 +76,7 @@ func (b *Buffers) Get(n int) []byte {
 		b.slabs = make(map[uintptr]*slab)
 	}
 	if !b.huge {
-		return alignedBuf(n)
+		return heapGet(n)
 	}
 	if n <= halfSize && len(b.half) > 0 {
 		s := b.half[len(b.half)-1]
@@ -96,12 +97,12 @@ func (b *Buffers) Get(n int) []byte {
 		mem, err := mapSlab()
 		if err != nil {
 			b.huge = len(b.slabs) > 0 // no slabs at all: stop trying
-			return alignedBuf(n)
+			return heapGet(n)
 		}
 		s = &slab{mem: mem}
 		b.slabs[slabAddr(mem)] = s
 	} else {
-		return alignedBuf(n)
+		return heapGet(n)
 	}
 	if n > halfSize {
 		s.whole = true
@@ -113,7 +114,8 @@ func (b *Buffers) Get(n int) []byte {
 }
 
 // Put takes back a slice Get returned; nothing may use it after. Slices
-// that are not from a slab are left to the garbage collector.
+// that are neither from a slab nor poolable are left to the garbage
+// collector.
 func (b *Buffers) Put(buf []byte) {
 	if cap(buf) < minSlabBuffer {
 		return
@@ -123,6 +125,7 @@ func (b *Buffers) Put(buf []byte) {
 	defer b.mu.Unlock()
 	s := b.slabs[p&^(slabSize-1)]
 	if s == nil {
+		heapPut(buf)
 		return
 	}
 	switch {
@@ -188,3 +191,31 @@ func removeSlab(ss []*slab, s *slab) []*slab {
 }
 
 func slabAddr(mem []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(mem))) }
+
+// heapBufs[k] pools heap buffers of capacity 1<<k, aligned for direct I/O.
+var heapBufs [maxHeapBits + 1]sync.Pool
+
+const maxHeapBits = 22 // 4 MiB
+
+// heapGet returns an aligned heap slice of length n, pooled if n is from
+// minSlabBuffer to 4 MiB.
+func heapGet(n int) []byte {
+	if n < minSlabBuffer || n > 1<<maxHeapBits {
+		return alignedBuf(n)
+	}
+	k := bits.Len(uint(n - 1)) // the least k with 1<<k >= n
+	if p, ok := heapBufs[k].Get().(*[]byte); ok {
+		return (*p)[:n]
+	}
+	return alignedBuf(1 << k)[:n]
+}
+
+// heapPut pools buf if heapGet could have made it.
+func heapPut(buf []byte) {
+	c := cap(buf)
+	if c < minSlabBuffer || c > 1<<maxHeapBits || c&(c-1) != 0 || !aligned(buf[:1]) {
+		return
+	}
+	buf = buf[:c]
+	heapBufs[bits.Len(uint(c-1))].Put(&buf)
+}

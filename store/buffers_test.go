@@ -158,3 +158,22 @@ func TestBuffersDirectIO(t *testing.T) {
 		s.Buffers().Put(buf)
 	}
 }
+
+// TestBuffersWithoutHugePages: where there are no huge pages, Get hands out
+// aligned heap slices of the asked length and Put pools them.
+func TestBuffersWithoutHugePages(t *testing.T) {
+	b := Buffers{tried: true} // as if hugePagesOK said no
+	for _, n := range []int{1000, 64 << 10, 1 << 20, 1<<20 + 1, 3 << 20, 5 << 20} {
+		buf := b.Get(n)
+		if len(buf) != n || (n >= minSlabBuffer && !aligned(buf)) {
+			t.Fatalf("Get(%d): %d bytes, aligned %v", n, len(buf), aligned(buf))
+		}
+		if n >= minSlabBuffer && n <= 1<<maxHeapBits && cap(buf)&(cap(buf)-1) != 0 {
+			t.Fatalf("Get(%d): capacity %d is not a pool class", n, cap(buf))
+		}
+		b.Put(buf)
+	}
+	if len(b.slabs) != 0 {
+		t.Fatalf("%d slabs made without huge pages", len(b.slabs))
+	}
+}
