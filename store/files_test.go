@@ -72,6 +72,11 @@ func packFiles(t testing.TB, s *Store) map[uint64]int64 {
 	return out
 }
 
+// packMetaSlack is the disk space a pack may take beyond its blocks': the
+// filesystem's own blocks for a file whose extents holes have split (ext4
+// charges its extent tree blocks to the file).
+const packMetaSlack = 16 << 10
+
 // spans returns the pack space blks take.
 func spans(blks ...blocks.Block) int64 {
 	var n int64
@@ -175,7 +180,7 @@ func TestPackCrashLeftovers(t *testing.T) {
 	if _, ok := got[loc.id+1]; ok {
 		t.Fatal("GC left a pack no key points into")
 	}
-	if got[loc.id] > spans(keep[:2]...) {
+	if got[loc.id] > spans(keep[:2]...)+packMetaSlack {
 		t.Fatalf("pack %d takes %d bytes after GC; its live blocks %d", loc.id, got[loc.id], spans(keep[:2]...))
 	}
 	mustHave(t, s, true, keep[:2]...)
@@ -222,7 +227,7 @@ func TestPackRotation(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("packs after GC: %v; want the two that hold pinned blocks", got)
 	}
-	if got[keepPack.id] > spans(first[0]) {
+	if got[keepPack.id] > spans(first[0])+packMetaSlack {
 		t.Fatalf("pack %d takes %d bytes after GC, its one live block %d", keepPack.id, got[keepPack.id], spans(first[0]))
 	}
 	if after := s.Stat().DiskBytes; before-after < 10*(300<<10) {
@@ -550,6 +555,7 @@ func TestFileTierConcurrentGC(t *testing.T) {
 	for id, n := range packFiles(t, s) {
 		if p := s.files.packs.cur; p == nil || id != p.id {
 			held += n
+			live += packMetaSlack
 		}
 	}
 	if held > live {
