@@ -426,8 +426,8 @@ func TestFileTierDeleteGivesSpaceBack(t *testing.T) {
 	if err := s.Blockstore().DeleteBlock(ctx, blks[0].Cid()); err != nil {
 		t.Fatal(err)
 	}
-	if after := packFiles(t, s)[loc.id]; before-after != span(512<<10) && !s.files.packs.noPunch.Load() {
-		t.Fatalf("DeleteBlock gave back %d bytes, want %d", before-after, span(512<<10))
+	if after := packFiles(t, s)[loc.id]; before-after < span(512<<10)-packMetaSlack && !s.files.packs.noPunch.Load() {
+		t.Fatalf("DeleteBlock gave back %d bytes, want %d (less the filesystem's own)", before-after, span(512<<10))
 	}
 	mustHave(t, s, false, blks[0])
 	before = s.Stat().DiskBytes
