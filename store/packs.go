@@ -130,11 +130,12 @@ type packSet struct {
 	holes   sync.RWMutex
 	noPunch atomic.Bool // the filesystem cannot punch holes
 
-	mu   sync.Mutex
-	max  int64 // packMaxBytes, unless a test set another
-	next uint64
-	cur  *pack // the writing pack, nil until the first write
-	open map[uint64]*pack
+	mu      sync.Mutex
+	noAlloc bool  // the filesystem cannot allocate ahead (fallocate)
+	max     int64 // packMaxBytes, unless a test set another
+	next    uint64
+	cur     *pack // the writing pack, nil until the first write
+	open    map[uint64]*pack
 }
 
 func (f *fileTier) packPath(id uint64) string {
@@ -266,13 +267,13 @@ func (f *fileTier) reserve(n int) (*pack, int64, error) {
 	}
 	p := ps.cur
 	off := p.end
-	if off+sp > p.size {
+	if off+sp > p.size && !ps.noAlloc {
 		grow := max(int64(packGrowBytes), off+sp-p.size)
 		switch err := allocateRange(p.fd, p.size, grow); {
 		case err == nil:
 			p.size += grow
 		case errors.Is(err, errors.ErrUnsupported):
-			// Writes extend the file instead.
+			ps.noAlloc = true // writes extend the file instead
 		default:
 			return nil, 0, fmt.Errorf("reserve space in pack %d: %w", p.id, err)
 		}
