@@ -3,7 +3,9 @@ package exchange
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -69,10 +71,17 @@ func (r readerBlocks) ReadInto(ctx context.Context, c cid.Cid, buf []byte) ([]by
 }
 
 // copyingBlocks keeps copies of what PutMany is given, as a disk store does
-// (so the fetch may reuse its buffers).
-type copyingBlocks struct{ *memBlocks }
+// (so the fetch may reuse its buffers); onPut, if set, runs after each
+// PutMany.
+type copyingBlocks struct {
+	*memBlocks
+	onPut func()
+}
 
 func (c copyingBlocks) PutMany(ctx context.Context, bs []blocks.Block) error {
+	if c.onPut != nil {
+		defer c.onPut()
+	}
 	cp := make([]blocks.Block, len(bs))
 	for i, b := range bs {
 		blk, err := blocks.NewBlockWithCid(bytes.Clone(b.RawData()), b.Cid())
@@ -121,7 +130,7 @@ func TestBuffersGivenBack(t *testing.T) {
 				peers.peers[p] = func(st Stream) { s.Handle(st, "fetcher") }
 			}
 			fb := newCountingBuffers()
-			dst := copyingBlocks{newMem()}
+			dst := copyingBlocks{memBlocks: newMem()}
 			f := newFetcher(t, dst, peers, func(c *Config) {
 				c.PutCopies = true
 				c.Buffers = fb
@@ -148,4 +157,69 @@ func TestBuffersGivenBack(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBuffersGivenBackOnFailures: the buffers of blocks cut short by a
+// broken stream, and of a fetch cancelled midway, come back too.
+func TestBuffersGivenBackOnFailures(t *testing.T) {
+	src := newMem()
+	data := randBytes(22, 8<<20)
+	root := addFile(t, src, data, smallOpts())
+	t.Run("a stream broken inside a block", func(t *testing.T) {
+		peers := newPipes(t)
+		peers.peers["cut"] = scriptedPeer(func(_ Request, w io.Writer) {
+			// A block frame announcing 64 KiB, a part of it, then the end.
+			hdr := binary.AppendUvarint(nil, 1+64<<10)
+			w.Write(append(hdr, byte(FrameBlock)))
+			w.Write(make([]byte, 1000))
+			w.(Stream).Reset()
+		})
+		peers.peers["good"] = serverPeer(t, src)
+		fb := newCountingBuffers()
+		dst := copyingBlocks{memBlocks: newMem()}
+		f := newFetcher(t, dst, peers, func(c *Config) {
+			c.PutCopies = true
+			c.Buffers = fb
+		})
+		// The cut peer alone: the fetch fails, having read into a buffer.
+		if _, err := f.Fetch(context.Background(), root, DAG(), []peer.ID{"cut"}); err == nil {
+			t.Fatal("a fetch from a peer that broke its stream succeeded")
+		}
+		if n, gets, err := fb.outstanding(); n != 0 || err != nil || gets == 0 {
+			t.Fatalf("%d of %d buffers not given back, %v", n, gets, err)
+		}
+		if _, err := f.Fetch(context.Background(), root, DAG(), []peer.ID{"good"}); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(catFile(t, dst.memBlocks, root), data) {
+			t.Fatal("wrong bytes")
+		}
+		if n, _, err := fb.outstanding(); n != 0 || err != nil {
+			t.Fatalf("%d buffers not given back, %v", n, err)
+		}
+	})
+	t.Run("a cancelled fetch", func(t *testing.T) {
+		peers := newPipes(t)
+		peers.peers["p"] = serverPeer(t, src)
+		fb := newCountingBuffers()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		dst := copyingBlocks{memBlocks: newMem()}
+		dst.onPut = func() {
+			if dst.len() >= 20 {
+				cancel()
+			}
+		}
+		f := newFetcher(t, dst, peers, func(c *Config) {
+			c.PutCopies = true
+			c.Buffers = fb
+			c.BatchBytes = 64 << 10 // a batch per block: the cancel lands midway
+		})
+		if _, err := f.Fetch(ctx, root, DAG(), []peer.ID{"p"}); err == nil {
+			t.Fatal("a cancelled fetch succeeded")
+		}
+		if n, _, err := fb.outstanding(); n != 0 || err != nil {
+			t.Fatalf("%d buffers not given back, %v", n, err)
+		}
+	})
 }
