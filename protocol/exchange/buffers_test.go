@@ -223,3 +223,35 @@ func TestBuffersGivenBackOnFailures(t *testing.T) {
 		}
 	})
 }
+
+// TestServerBufferGrows: once a block does not fit the Server's read
+// buffer, it asks Buffers for buffers as large, and gives them all back.
+func TestServerBufferGrows(t *testing.T) {
+	src := newMem()
+	opts := smallOpts()
+	opts.ChunkSize = 1<<20 + 100<<10 // dag-pb leaves a little over 1 MiB
+	data := randBytes(23, 4<<20)
+	root := addFile(t, src, data, opts)
+	sb := newCountingBuffers()
+	s, err := NewServer(ServerConfig{Blocks: readerBlocks{memBlocks: src}, Buffers: sb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	peers := newPipes(t)
+	peers.peers["p"] = func(st Stream) { s.Handle(st, "fetcher") }
+	dst := newMem()
+	if _, err := newFetcher(t, dst, peers, nil).Fetch(context.Background(), root, DAG(), []peer.ID{"p"}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(catFile(t, dst, root), data) {
+		t.Fatal("wrong bytes")
+	}
+	if got := s.bufSize.Load(); got <= readBufSize {
+		t.Fatalf("read buffer of %d bytes after blocks over 1 MiB", got)
+	}
+	waitFor(t, 5*time.Second, func() bool { n, _, _ := sb.outstanding(); return n == 0 })
+	if _, _, err := sb.outstanding(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -105,8 +105,11 @@ type Server struct {
 	reader BlockReader
 	viewer Viewer
 	ahead  *semaphore.Weighted // ReadAheadBytes
-	ctx    context.Context
-	cancel context.CancelFunc
+	// bufSize is the buffer read asks Buffers for: readBufSize, or the
+	// largest block that did not fit one.
+	bufSize atomic.Int64
+	ctx     context.Context
+	cancel  context.CancelFunc
 
 	mu      sync.Mutex
 	streams map[Stream]struct{}
@@ -123,6 +126,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, streams: make(map[Stream]struct{})}
+	s.bufSize.Store(readBufSize)
 	s.reader, _ = cfg.Blocks.(BlockReader)
 	s.viewer, _ = cfg.Blocks.(Viewer)
 	s.ahead = semaphore.NewWeighted(cfg.ReadAheadBytes)
@@ -427,9 +431,9 @@ func (s *Server) readBlocks(ctx context.Context, req Request, out chan<- readBlo
 	}
 }
 
-// readBufSize is the buffer a Server reads a block into: enough for the
-// leaves of the usual chunkings (a larger block comes in a buffer of the
-// reader's own).
+// readBufSize is the least buffer a Server reads a block into: enough for
+// the leaves of the usual chunkings. Once a block does not fit (a dag-pb
+// leaf of a 1 MiB chunk, say), later reads ask for one as large.
 const readBufSize = 1 << 20
 
 // read returns c's data: read through the BlockReader or the Viewer into a
@@ -443,7 +447,7 @@ func (s *Server) read(it item) ([]byte, []byte, error) {
 		}
 		return blk.RawData(), nil, nil
 	}
-	buf := s.cfg.Buffers.Get(readBufSize)
+	buf := s.cfg.Buffers.Get(int(s.bufSize.Load()))
 	var data []byte
 	var err error
 	if s.reader != nil {
@@ -460,6 +464,12 @@ func (s *Server) read(it item) ([]byte, []byte, error) {
 	}
 	if err != nil {
 		return nil, nil, err
+	}
+	for n := int64(len(data)); n <= MaxFrameSize; {
+		cur := s.bufSize.Load()
+		if n <= cur || s.bufSize.CompareAndSwap(cur, n) {
+			break
+		}
 	}
 	return data, buf, nil
 }
