@@ -200,7 +200,10 @@ const maxHeapBits = 22 // 4 MiB
 // heapGet returns an aligned heap slice of length n, pooled if n is from
 // minSlabBuffer to 4 MiB.
 func heapGet(n int) []byte {
-	if n < minSlabBuffer || n > 1<<maxHeapBits {
+	if n < minSlabBuffer {
+		return make([]byte, n) // a block of the file tier's size never is
+	}
+	if n > 1<<maxHeapBits {
 		return alignedBuf(n)
 	}
 	k := bits.Len(uint(n - 1)) // the least k with 1<<k >= n

@@ -129,6 +129,9 @@ type packSet struct {
 	// while holes are punched (see above).
 	holes   sync.RWMutex
 	noPunch atomic.Bool // the filesystem cannot punch holes
+	// swept is set once GC has trimmed the earlier sessions' packs: this
+	// session adds nothing to them for a later GC to give back.
+	swept atomic.Bool
 
 	mu      sync.Mutex
 	noAlloc bool  // the filesystem cannot allocate ahead (fallocate)
@@ -497,9 +500,13 @@ func (f *fileTier) closePacks() {
 // sweepOrphanPacks gives back the space in earlier sessions' packs that no
 // key points to (left by a crash: blocks whose keys were never committed,
 // space reserved ahead of writes), and removes those packs no key points
-// into.
+// into. Once per session: deletions punch their own holes, so nothing
+// new is left to give back there.
 func (s *Store) sweepOrphanPacks(stop func() error) error {
 	f := s.files
+	if f.packs.swept.Load() {
+		return nil
+	}
 	ids, err := f.packIDs()
 	if err != nil {
 		return err
@@ -544,6 +551,7 @@ func (s *Store) sweepOrphanPacks(stop func() error) error {
 			return fmt.Errorf("pack %d: %w", id, err)
 		}
 	}
+	f.packs.swept.Store(true)
 	return nil
 }
 

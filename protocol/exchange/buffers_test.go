@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -17,10 +18,11 @@ import (
 
 // countingBuffers is a Buffers that tracks what it handed out.
 type countingBuffers struct {
-	mu   sync.Mutex
-	live map[*byte]bool
-	gets int
-	bad  error
+	mu    sync.Mutex
+	live  map[*byte]bool
+	gets  int
+	sizes []int // asked for, in order
+	bad   error
 }
 
 func newCountingBuffers() *countingBuffers { return &countingBuffers{live: make(map[*byte]bool)} }
@@ -30,6 +32,7 @@ func (b *countingBuffers) Get(n int) []byte {
 	b.mu.Lock()
 	b.live[&buf[:1][0]] = true
 	b.gets++
+	b.sizes = append(b.sizes, n)
 	b.mu.Unlock()
 	return buf
 }
@@ -224,9 +227,10 @@ func TestBuffersGivenBackOnFailures(t *testing.T) {
 	})
 }
 
-// TestServerBufferGrows: once a block does not fit the Server's read
-// buffer, it asks Buffers for buffers as large, and gives them all back.
-func TestServerBufferGrows(t *testing.T) {
+// TestServerBuffersFitBlocks: a Server whose Getter tells block sizes
+// asks Buffers for buffers of each block's size (larger than 1 MiB for big
+// leaves, small for inner nodes), and gives them all back.
+func TestServerBuffersFitBlocks(t *testing.T) {
 	src := newMem()
 	opts := smallOpts()
 	opts.ChunkSize = 1<<20 + 100<<10 // dag-pb leaves a little over 1 MiB
@@ -247,11 +251,13 @@ func TestServerBufferGrows(t *testing.T) {
 	if !bytes.Equal(catFile(t, dst, root), data) {
 		t.Fatal("wrong bytes")
 	}
-	if got := s.bufSize.Load(); got <= readBufSize {
-		t.Fatalf("read buffer of %d bytes after blocks over 1 MiB", got)
-	}
 	waitFor(t, 5*time.Second, func() bool { n, _, _ := sb.outstanding(); return n == 0 })
-	if _, _, err := sb.outstanding(); err != nil {
-		t.Fatal(err)
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	if sb.bad != nil {
+		t.Fatal(sb.bad)
+	}
+	if len(sb.sizes) == 0 || slices.Max(sb.sizes) <= readBufSize || slices.Min(sb.sizes) >= 64<<10 {
+		t.Fatalf("buffers asked for: %v; want each block's size", sb.sizes)
 	}
 }

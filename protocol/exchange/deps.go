@@ -39,6 +39,13 @@ type BlockReader interface {
 	ReadInto(ctx context.Context, c cid.Cid, buf []byte) ([]byte, error)
 }
 
+// Sizer is optional on a Getter read through a BlockReader or Viewer: the
+// Server asks Buffers for a buffer of the block's size (boxo's
+// blockstore.Blockstore has GetSize).
+type Sizer interface {
+	GetSize(ctx context.Context, c cid.Cid) (int, error)
+}
+
 // Blocks is what a Fetcher reads and writes: a subset of boxo's
 // blockstore.Blockstore. Has and Get find what is already held, so only
 // the rest is asked for; PutMany receives verified blocks in batches, in

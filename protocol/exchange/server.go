@@ -105,11 +105,9 @@ type Server struct {
 	reader BlockReader
 	viewer Viewer
 	ahead  *semaphore.Weighted // ReadAheadBytes
-	// bufSize is the buffer read asks Buffers for: readBufSize, or the
-	// largest block that did not fit one.
-	bufSize atomic.Int64
-	ctx     context.Context
-	cancel  context.CancelFunc
+	sizer  Sizer
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu      sync.Mutex
 	streams map[Stream]struct{}
@@ -126,8 +124,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, streams: make(map[Stream]struct{})}
-	s.bufSize.Store(readBufSize)
 	s.reader, _ = cfg.Blocks.(BlockReader)
+	s.sizer, _ = cfg.Blocks.(Sizer)
 	s.viewer, _ = cfg.Blocks.(Viewer)
 	s.ahead = semaphore.NewWeighted(cfg.ReadAheadBytes)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -431,9 +429,9 @@ func (s *Server) readBlocks(ctx context.Context, req Request, out chan<- readBlo
 	}
 }
 
-// readBufSize is the least buffer a Server reads a block into: enough for
-// the leaves of the usual chunkings. Once a block does not fit (a dag-pb
-// leaf of a 1 MiB chunk, say), later reads ask for one as large.
+// readBufSize is the buffer a Server reads a block into when its Getter
+// cannot tell the block's size: enough for the leaves of the usual
+// chunkings (a larger block comes in a buffer of the reader's own).
 const readBufSize = 1 << 20
 
 // read returns c's data: read through the BlockReader or the Viewer into a
@@ -447,7 +445,16 @@ func (s *Server) read(it item) ([]byte, []byte, error) {
 		}
 		return blk.RawData(), nil, nil
 	}
-	buf := s.cfg.Buffers.Get(int(s.bufSize.Load()))
+	n := readBufSize
+	if s.sizer != nil {
+		// A buffer of the block's size: large blocks get one for direct
+		// I/O, small ones do not tie one up. (An error here is the read's
+		// to report.)
+		if size, err := s.sizer.GetSize(s.ctx, it.c); err == nil && size >= 0 && size <= MaxBlockSize {
+			n = size
+		}
+	}
+	buf := s.cfg.Buffers.Get(n)
 	var data []byte
 	var err error
 	if s.reader != nil {
@@ -458,18 +465,12 @@ func (s *Server) read(it item) ([]byte, []byte, error) {
 			return nil
 		})
 	}
-	if err != nil || (cap(data) > 0 && &data[:1][0] != &buf[0]) {
+	if err != nil || (cap(data) > 0 && cap(buf) > 0 && &data[:1][0] != &buf[:1][0]) {
 		s.cfg.Buffers.Put(buf) // unused: the data is elsewhere
 		buf = nil
 	}
 	if err != nil {
 		return nil, nil, err
-	}
-	for n := int64(len(data)); n <= MaxFrameSize; {
-		cur := s.bufSize.Load()
-		if n <= cur || s.bufSize.CompareAndSwap(cur, n) {
-			break
-		}
 	}
 	return data, buf, nil
 }
