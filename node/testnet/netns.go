@@ -268,7 +268,7 @@ func (t *Testnet) addNodeNS(ctx context.Context, n *NodeState, port int) error {
 func (t *Testnet) applyShape(ctx context.Context, n *NodeState, s Shape) error {
 	st := t.st
 	if st.Mode != ModeNetns {
-		n.Shape = s
+		t.setShape(n, s)
 		return nil
 	}
 	if st.Shaping == "none" {
@@ -327,8 +327,16 @@ func (t *Testnet) applyShape(ctx context.Context, n *NodeState, s Shape) error {
 			_ = tc("qdisc", "del", "dev", "eth0", "parent", "1:20", "handle", "20:")
 		}
 	}
-	n.Shape = s
+	t.setShape(n, s)
 	return nil
+}
+
+// setShape records n's shape under t.mu: other nodes' goroutines save the
+// state (which reads every node) while this one is shaped.
+func (t *Testnet) setShape(n *NodeState, s Shape) {
+	t.mu.Lock()
+	n.Shape = s
+	t.mu.Unlock()
 }
 
 // blackhole makes n drop everything it would send to ips (a partition),
