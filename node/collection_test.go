@@ -27,12 +27,15 @@ import (
 )
 
 // collTune runs collections fast: a 100ms loop, 200ms heartbeats, and the
-// given grace period.
+// given grace period. SuspectAfter is 1.5s, not 3 heartbeats: under -race,
+// beside other packages' tests on a 2-core CI machine, heartbeats were seen
+// late by more than 700ms often enough that no member could confirm its
+// holders and over-replicated items were kept for over 40s.
 func collTune(grace time.Duration) func(*node.Config) {
 	return func(c *node.Config) {
 		c.Collection.TickInterval = node.Duration(100 * time.Millisecond)
 		c.Collection.HeartbeatInterval = node.Duration(200 * time.Millisecond)
-		c.Collection.SuspectAfter = node.Duration(700 * time.Millisecond)
+		c.Collection.SuspectAfter = node.Duration(1500 * time.Millisecond)
 		c.Collection.GracePeriod = node.Duration(grace)
 		c.Collection.RebroadcastInterval = node.Duration(time.Second)
 		c.Collection.PinRetry = node.Duration(500 * time.Millisecond)
