@@ -12,7 +12,8 @@
 #   small    node B fetches a fresh 1 KiB file from node A (latency, in-process)
 #   cli      then scripts/bench/latency.sh: a fresh 1 KiB file fetched through
 #            `weft cat` between two daemons (process start included), 21
-#            runs, beside the CLI's own baseline
+#            runs, beside the CLI's own baseline, the binary's start alone,
+#            and the same fetch through the API from a running client
 # Also printed: CPU milliseconds per MiB of each (both nodes share the
 # process, so it is the work of both sides).
 #
@@ -86,4 +87,4 @@ awk '
 
 echo
 echo "1 KiB through the CLI (scripts/bench/latency.sh):"
-scripts/bench/latency.sh | tail -2 | sed 's/^/  /'
+scripts/bench/latency.sh | tail -5 | sed 's/^/  /'
