@@ -98,7 +98,16 @@ func TestPrivateSwarms(t *testing.T) {
 	a, b := swarm(keyA), swarm(keyB)
 	public := nodetest.Start(t, nodetest.Options{})
 
-	// Inside each swarm the members find each other through the DHT.
+	// Inside each swarm the members find each other through the DHT, once
+	// their routing tables hold their swarm (peers enter a table only after
+	// identify, a little after the bootstrap connection is up).
+	for _, s := range [][]*node.Node{a, b} {
+		for _, x := range s {
+			nodetest.WaitFor(t, 20*time.Second, "routing tables hold the swarm", func() bool {
+				return x.Network().DHT.RoutingTable().Size() == len(s)-1
+			})
+		}
+	}
 	for _, s := range [][]*node.Node{a, b} {
 		for _, x := range s[1:] {
 			for _, y := range s[1:] {
