@@ -28,7 +28,10 @@ import (
 // it copied when the buffer is not aligned), and read back whole.
 // Filesystems without direct I/O (tmpfs, some network filesystems) refuse
 // the flag with EINVAL: the tier then goes on through the page cache for
-// good. Config.BufferedFiles
+// good. One that takes the flag at open but refuses the reads and writes
+// (a disk whose logical blocks are larger than directAlign) does the same
+// at its first refusal: the pack goes to buffered I/O and the I/O is done
+// again (packs.go, dropDirect). Config.BufferedFiles
 // turns direct I/O off. On Linux the direct reads and writes are submitted
 // asynchronously (aio_linux.go).
 

@@ -101,6 +101,10 @@ type fileTier struct {
 	// (see direct.go): on unless Config.BufferedFiles, and off for good once
 	// the filesystem refuses it.
 	direct atomic.Bool
+	// refuseDirect makes the packs' direct reads and writes fail as a
+	// filesystem that takes O_DIRECT at open but refuses the I/O does
+	// (tests only).
+	refuseDirect atomic.Bool
 	// gen is this session's generation; untrusted holds the generations
 	// whose files a read must check (set at open, read-only after).
 	gen       uint64

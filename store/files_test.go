@@ -597,3 +597,48 @@ func TestFileTierIOPaths(t *testing.T) {
 		})
 	}
 }
+
+// TestPackDirectRefusedAfterOpen: a filesystem that takes O_DIRECT at open
+// but refuses the direct reads and writes themselves (EINVAL, as on a disk
+// whose logical blocks are larger than a page) turns the tier to the page
+// cache: blocks written before read back, new ones are written, nothing is
+// lost, and all of them read back after a reopen.
+func TestPackDirectRefusedAfterOpen(t *testing.T) {
+	for _, first := range []string{"read", "write"} {
+		t.Run(first+" refused first", func(t *testing.T) {
+			s := openStore(t, Config{})
+			if !s.files.direct.Load() {
+				t.Skip("the temp dir's filesystem has no direct I/O, so it cannot refuse it after open")
+			}
+			before := append(distinctBlocks(t, 81, 3, 1<<20), distinctBlocks(t, 82, 2, 300001)...)
+			putAll(t, s, before...)
+			s.files.refuseDirect.Store(true)
+			after := append(distinctBlocks(t, 83, 3, 1<<20), distinctBlocks(t, 84, 2, 300001)...)
+			if first == "read" {
+				mustHave(t, s, true, before...)
+				putAll(t, s, after...)
+			} else {
+				putAll(t, s, after...)
+				mustHave(t, s, true, before...)
+			}
+			mustHave(t, s, true, after...)
+			if s.files.direct.Load() {
+				t.Error("the tier still opens packs for direct I/O after a refusal")
+			}
+			ps := &s.files.packs
+			ps.mu.Lock()
+			if ps.cur != nil && ps.cur.direct.Load() {
+				t.Error("the writing pack is still in direct I/O after a refusal")
+			}
+			ps.mu.Unlock()
+			// A deleted block's space still comes back (its hole is punched).
+			if err := s.Blockstore().DeleteBlock(context.Background(), after[0].Cid()); err != nil {
+				t.Fatal(err)
+			}
+			mustHave(t, s, false, after[0])
+			s = reopen(t, s)
+			mustHave(t, s, true, before...)
+			mustHave(t, s, true, after[1:]...)
+		})
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/dgraph-io/badger/v4"
 	mh "github.com/multiformats/go-multihash"
@@ -110,9 +111,11 @@ func packEntry(item *badger.Item) (size int, gen uint64, loc packLoc, err error)
 
 // pack is an open pack file.
 type pack struct {
-	id     uint64
-	fd     *os.File
-	direct bool
+	id uint64
+	fd *os.File
+	// direct is whether fd is in direct I/O; it goes off for good when the
+	// filesystem refuses a direct read or write (dropDirect).
+	direct atomic.Bool
 	refs   int // users of fd besides the cache (under packSet.mu)
 	// The writing pack's next free offset and allocated size (under
 	// packSet.mu).
@@ -198,7 +201,9 @@ func (f *fileTier) openPackFile(id uint64, create bool) (*pack, error) {
 	if f.direct.Load() {
 		fd, err := os.OpenFile(name, flags|oDirect, 0o600)
 		if err == nil {
-			return &pack{id: id, fd: fd, direct: true}, nil
+			p := &pack{id: id, fd: fd}
+			p.direct.Store(true)
+			return p, nil
 		}
 		if !refused(err) {
 			return nil, err
@@ -300,13 +305,41 @@ func (f *fileTier) writeBlock(data []byte) (packLoc, error) {
 	return packLoc{id: p.id, off: off}, nil
 }
 
-// writeAt writes data at off of p: with direct I/O a whole number of
-// aligned pages, the last one padded with zeros.
+// writeAt writes data at off of p: directly if p is in direct I/O, and
+// through the page cache if it is not or the filesystem refuses.
 func (f *fileTier) writeAt(p *pack, data []byte, off int64) error {
-	if !p.direct {
-		_, err := p.fd.WriteAt(data, off)
-		return err
+	if p.direct.Load() {
+		err := f.writeDirect(p, data, off)
+		if !refused(err) {
+			return err
+		}
+		if err := f.dropDirect(p); err != nil {
+			return err
+		}
 	}
+	_, err := p.fd.WriteAt(data, off)
+	return err
+}
+
+// dropDirect turns direct I/O off for p and for the packs opened after it:
+// the filesystem took O_DIRECT at open but refused a direct read or write
+// (EINVAL), as one on a disk whose logical blocks are larger than
+// directAlign does. The I/O is then done again through the page cache.
+func (f *fileTier) dropDirect(p *pack) error {
+	f.direct.Store(false)
+	if !p.direct.Load() {
+		return nil
+	}
+	if err := setDirect(p.fd, false); err != nil {
+		return fmt.Errorf("turn direct I/O off on pack %d: %w", p.id, err)
+	}
+	p.direct.Store(false)
+	return nil
+}
+
+// writeDirect is writeAt for a pack in direct I/O: whole aligned pages, the
+// last one padded with zeros.
+func (f *fileTier) writeDirect(p *pack, data []byte, off int64) error {
 	head := len(data) &^ (directAlign - 1)
 	if !aligned(data) {
 		head = 0 // copy it all
@@ -328,6 +361,9 @@ func (f *fileTier) writeAt(p *pack, data []byte, off int64) error {
 // directWrite writes the aligned buf at off of p, opened for direct I/O:
 // asynchronously where the tier can.
 func (f *fileTier) directWrite(p *pack, buf []byte, off int64) error {
+	if f.refuseDirect.Load() {
+		return syscall.EINVAL
+	}
 	if a := f.asyncIO(); a != nil {
 		_, err := a.pwrite(p.fd, buf, off)
 		if !errors.Is(err, errNoAIO) {
@@ -353,13 +389,21 @@ func (f *fileTier) readBlock(h mh.Multihash, size int, gen uint64, loc packLoc, 
 	}
 	defer f.release(p)
 	var data []byte
-	if p.direct {
+	if p.direct.Load() {
 		sp := int(span(size))
 		data = buf[:0]
 		if cap(buf) < sp || !aligned(buf[:1]) {
 			data = alignedBuf(size)
 		}
-		data, err = f.directRead(p, data[:sp], loc.off, size)
+		into := data[:sp]
+		data, err = f.directRead(p, into, loc.off, size)
+		if refused(err) {
+			if err := f.dropDirect(p); err != nil {
+				return nil, err
+			}
+			data = into[:size]
+			_, err = p.fd.ReadAt(data, loc.off)
+		}
 	} else {
 		data = buf[:0]
 		if cap(data) < size {
@@ -387,6 +431,9 @@ func (f *fileTier) readBlock(h mh.Multihash, size int, gen uint64, loc packLoc, 
 // I/O, and returns the first size bytes; a pack ending before size gives
 // io.ErrUnexpectedEOF.
 func (f *fileTier) directRead(p *pack, buf []byte, off int64, size int) ([]byte, error) {
+	if f.refuseDirect.Load() {
+		return nil, syscall.EINVAL
+	}
 	n := 0
 	for n < size {
 		var k int
