@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -101,6 +102,7 @@ type fileTier struct {
 	// (see direct.go): on unless Config.BufferedFiles, and off for good once
 	// the filesystem refuses it.
 	direct atomic.Bool
+	log    *slog.Logger
 	// refuseDirect makes the packs' direct reads and writes fail as a
 	// filesystem that takes O_DIRECT at open but refuses the I/O does
 	// (tests only).
@@ -139,13 +141,13 @@ func (f *fileTier) trusted(g uint64) bool { return g != 0 && !f.untrusted[g] }
 // openFileTier prepares the directories and removes the temporary block
 // files a crash of a version from before packs left. The store's directory
 // lock must be held.
-func openFileTier(path string, direct, async bool) (*fileTier, error) {
+func openFileTier(path string, direct, async bool, log *slog.Logger) (*fileTier, error) {
 	dir := filepath.Join(path, blocksDirName)
 	tmp := filepath.Join(dir, tmpDirName)
 	if err := os.RemoveAll(tmp); err != nil {
 		return nil, fmt.Errorf("remove temporary block files: %w", err)
 	}
-	f := &fileTier{dir: dir}
+	f := &fileTier{dir: dir, log: log}
 	f.direct.Store(direct && oDirect != 0)
 	f.async = async && f.direct.Load()
 	if err := f.openPacks(); err != nil {

@@ -326,7 +326,10 @@ func (f *fileTier) writeAt(p *pack, data []byte, off int64) error {
 // (EINVAL), as one on a disk whose logical blocks are larger than
 // directAlign does. The I/O is then done again through the page cache.
 func (f *fileTier) dropDirect(p *pack) error {
-	f.direct.Store(false)
+	if f.direct.Swap(false) {
+		f.log.Warn("the filesystem refuses direct I/O on block packs: going on through the page cache",
+			"pack", p.id, "component", "store")
+	}
 	if !p.direct.Load() {
 		return nil
 	}

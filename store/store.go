@@ -304,7 +304,7 @@ func open(cfg Config) (*Store, error) {
 			return nil, err
 		}
 		s.lock = lock
-		if s.files, err = openFileTier(cfg.Path, !cfg.BufferedFiles, !cfg.SyncFileIO); err != nil {
+		if s.files, err = openFileTier(cfg.Path, !cfg.BufferedFiles, !cfg.SyncFileIO, cfg.Logger); err != nil {
 			s.unlock()
 			return nil, err
 		}
