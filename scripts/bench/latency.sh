@@ -7,9 +7,9 @@
 # of a block B already holds, and starting the binary alone (`weft --help`).
 # Then scripts/bench/apilat times the same fetch through the HTTP API from a
 # client that is already running, which shows weft's part apart from the
-# machine's cost of starting a process. The clock is bash's $EPOCHREALTIME, read just
-# before and after the command, so the time does not include starting a
-# `date` process. Daemons are stopped by PID and the temp dir removed on
+# machine's cost of starting a process. The clock is bash's $EPOCHREALTIME,
+# read just before and after the command, so the time does not include
+# starting a `date` process. Daemons are stopped by PID and the temp dir removed on
 # exit.
 #
 #   scripts/bench/latency.sh [ROUNDS]     (default 21)
