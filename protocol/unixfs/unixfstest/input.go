@@ -1,5 +1,5 @@
 // Package unixfstest makes the deterministic inputs of
-// shared/testdata/kubo-cids.json for tests and benchmarks.
+// testdata/kubo-cids.json for tests and benchmarks.
 package unixfstest
 
 import (
@@ -9,7 +9,7 @@ import (
 )
 
 // Input streams the bytes the "generator" field of kubo-cids.json
-// describes (shared/testdata/make-input.py): sha256(seed + ":" + k) for
+// describes (testdata/make-input.py): sha256(seed + ":" + k) for
 // k = 0, 1, ..., concatenated and cut to size. It holds one digest at a
 // time, so large inputs cost no memory.
 type Input struct {

@@ -1,14 +1,13 @@
 package unixfstest
 
 import (
+	_ "embed"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"sort"
 	"testing"
 )
 
-// Vectors is shared/testdata/kubo-cids.json: CIDs Kubo computed for
+// Vectors is testdata/kubo-cids.json: CIDs Kubo computed for
 // deterministic inputs under several import settings.
 type Vectors struct {
 	KuboVersion string              `json:"kubo_version"`
@@ -46,36 +45,21 @@ type Settings struct {
 	KuboFlags          string `json:"kubo_flags"`
 }
 
-// LoadVectors reads the vectors from ../shared/testdata beside the module
-// root (the directory holding go.mod, found by walking up from the test's
-// working directory).
+// kuboCIDs is testdata/kubo-cids.json, copied into the repository so that a
+// clone runs its tests with nothing beside it.
+//
+//go:embed testdata/kubo-cids.json
+var kuboCIDs []byte
+
+// LoadVectors parses the embedded vectors (testdata/kubo-cids.json).
 func LoadVectors(t testing.TB) Vectors {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the package directory")
-		}
-		dir = parent
-	}
-	path := filepath.Join(dir, "..", "shared", "testdata", "kubo-cids.json")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read test vectors: %v", err)
-	}
 	var v Vectors
-	if err := json.Unmarshal(b, &v); err != nil {
-		t.Fatalf("parse %s: %v", path, err)
+	if err := json.Unmarshal(kuboCIDs, &v); err != nil {
+		t.Fatalf("parse testdata/kubo-cids.json: %v", err)
 	}
 	if len(v.Files) == 0 || len(v.Directories) == 0 || len(v.Settings) == 0 {
-		t.Fatalf("%s: no vectors", path)
+		t.Fatal("testdata/kubo-cids.json: no vectors")
 	}
 	return v
 }
