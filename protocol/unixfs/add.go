@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"runtime"
-	"strings"
 
 	chunker "github.com/ipfs/boxo/chunker"
 	"github.com/ipfs/boxo/files"
@@ -259,7 +258,7 @@ func (a *adder) addDir(path string, d files.Directory) (ipld.Node, uint64, error
 		if path != "" {
 			childPath = path + "/" + name // not path.Join, which would clean a bad name away
 		}
-		if err := checkName(name); err != nil {
+		if err := ValidName(name); err != nil {
 			it.Node().Close()
 			return nil, 0, &fs.PathError{Op: "add", Path: childPath, Err: err}
 		}
@@ -283,15 +282,4 @@ func (a *adder) addDir(path string, d files.Directory) (ipld.Node, uint64, error
 		return nil, 0, err
 	}
 	return nd, size, nil
-}
-
-// errBadName is wrapped for directory entry names no file system could
-// hold: they would break paths when fetched.
-var errBadName = errors.New("invalid entry name")
-
-func checkName(name string) error {
-	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
-		return fmt.Errorf("%w %q", errBadName, name)
-	}
-	return nil
 }

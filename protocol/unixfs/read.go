@@ -6,13 +6,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
+	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
-	"github.com/ipfs/boxo/files"
 	mdag "github.com/ipfs/boxo/ipld/merkledag"
 	ft "github.com/ipfs/boxo/ipld/unixfs"
-	unixfile "github.com/ipfs/boxo/ipld/unixfs/file"
 	uio "github.com/ipfs/boxo/ipld/unixfs/io"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
@@ -49,28 +51,147 @@ func Cat(ctx context.Context, dag ipld.DAGService, c cid.Cid) (FileReader, error
 }
 
 // Get writes the file, directory tree or symlink at c to outPath, which
-// must not exist yet. Files are streamed to disk; entry names that could
-// escape outPath ("..", names with a slash) are refused. After an error,
-// what was written so far stays.
-func Get(ctx context.Context, dag ipld.DAGService, c cid.Cid, outPath string) error {
+// must not exist yet. Files are streamed to disk. Every entry name is
+// checked with ValidName before anything is made from it, all writes go
+// through an os.Root on outPath's parent, and each entry is created new
+// (O_EXCL, Mkdir) inside a directory this call made, so nothing is ever
+// written through a symlink, whatever the DAG holds. Symlinks are recreated
+// as symlinks with their target as stored (it is only text; Get never
+// follows it). After an error, Get removes what it wrote.
+func Get(ctx context.Context, dag ipld.DAGService, c cid.Cid, outPath string) (err error) {
 	ctx, cancel := context.WithCancel(ctx) // stops boxo's directory walkers on return
 	defer cancel()
-	nd, err := dag.Get(ctx, c)
+	parent, base := filepath.Split(filepath.Clean(outPath))
+	if err := ValidName(base); err != nil {
+		return fmt.Errorf("get %s to %s: output path: %w", c, outPath, err)
+	}
+	if parent == "" {
+		parent = "."
+	}
+	root, err := os.OpenRoot(parent)
 	if err != nil {
-		return fmt.Errorf("get %s: %w", c, err)
+		return fmt.Errorf("get %s to %s: %w", c, outPath, err)
 	}
-	if _, err := kind(nd); err != nil {
-		return fmt.Errorf("get %s: %w", c, err)
-	}
-	f, err := unixfile.NewUnixfsFile(ctx, dag, nd)
-	if err != nil {
-		return fmt.Errorf("get %s: %w", c, err)
-	}
-	defer f.Close()
-	if err := files.WriteTo(f, outPath); err != nil {
+	defer root.Close()
+	g := &getter{ctx: ctx, dag: dag, root: root}
+	defer func() {
+		if err != nil && g.made {
+			_ = root.RemoveAll(base) // removes symlinks, never follows them
+		}
+	}()
+	if err := g.write(c, base, ""); err != nil {
 		return fmt.Errorf("get %s to %s: %w", c, outPath, err)
 	}
 	return nil
+}
+
+// getter writes a DAG below an os.Root. Paths are slash-separated and
+// relative to the root.
+type getter struct {
+	ctx  context.Context
+	dag  ipld.DAGService
+	root *os.Root
+	made bool // the output path exists: remove it on error
+}
+
+// write writes the DAG at c to rel; entry is rel below the output path,
+// for errors ("" for the output path itself).
+func (g *getter) write(c cid.Cid, rel, entry string) error {
+	where := func(err error) error {
+		if err == nil || entry == "" {
+			return err
+		}
+		return fmt.Errorf("entry %s: %w", QuoteName(entry), err)
+	}
+	nd, err := g.dag.Get(g.ctx, c)
+	if err != nil {
+		return where(err)
+	}
+	fsn, err := kind(nd)
+	if err != nil {
+		return where(err)
+	}
+	switch {
+	case fsn != nil && fsn.Type() == ft.TSymlink:
+		target, err := symlinkTarget(fsn)
+		if err != nil {
+			return where(err)
+		}
+		if err := g.root.Symlink(target, rel); err != nil {
+			return where(err)
+		}
+		g.made = true
+		return nil
+	case fsn != nil && (fsn.Type() == ft.TDirectory || fsn.Type() == ft.THAMTShard):
+		dir, err := uio.NewDirectoryFromNode(g.dag, nd)
+		if err != nil {
+			return where(err)
+		}
+		if err := g.root.Mkdir(rel, 0o755); err != nil {
+			return where(err)
+		}
+		g.made = true
+		return dir.ForEachLink(g.ctx, func(l *ipld.Link) error {
+			if err := ValidName(l.Name); err != nil {
+				if entry == "" {
+					return err
+				}
+				return fmt.Errorf("in %s: %w", QuoteName(entry), err)
+			}
+			return g.write(l.Cid, rel+"/"+l.Name, path.Join(entry, l.Name))
+		})
+	default: // a file or a raw block
+		r, err := uio.NewDagReader(g.ctx, nd, g.dag)
+		if err != nil {
+			return where(err)
+		}
+		defer r.Close()
+		f, err := g.root.OpenFile(rel, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if err != nil {
+			return where(err)
+		}
+		g.made = true
+		_, err = r.WriteTo(f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return where(err)
+	}
+}
+
+// Readlink returns the target of the symlink at c, as stored: it may be
+// absolute or point anywhere, so a caller must never write through it.
+// Anything but a symlink gives ErrNotSymlink.
+func Readlink(ctx context.Context, dag ipld.NodeGetter, c cid.Cid) (string, error) {
+	nd, err := dag.Get(ctx, c)
+	if err != nil {
+		return "", fmt.Errorf("readlink %s: %w", c, err)
+	}
+	fsn, err := kind(nd)
+	if err != nil {
+		return "", fmt.Errorf("readlink %s: %w", c, err)
+	}
+	if fsn == nil || fsn.Type() != ft.TSymlink {
+		return "", fmt.Errorf("readlink %s: %w", c, ErrNotSymlink)
+	}
+	target, err := symlinkTarget(fsn)
+	if err != nil {
+		return "", fmt.Errorf("readlink %s: %w", c, err)
+	}
+	return target, nil
+}
+
+// maxSymlinkTarget is PATH_MAX on Linux: no file system takes a longer one.
+const maxSymlinkTarget = 4096
+
+// symlinkTarget checks a symlink node's target: one no file system could
+// hold (empty, with a NUL, longer than PATH_MAX) is refused.
+func symlinkTarget(fsn *ft.FSNode) (string, error) {
+	t := string(fsn.Data())
+	if t == "" || len(t) > maxSymlinkTarget || strings.ContainsRune(t, 0) {
+		return "", fmt.Errorf("%w %s", ErrBadSymlink, QuoteName(t))
+	}
+	return t, nil
 }
 
 // Entry is one entry of a directory.
@@ -105,6 +226,11 @@ func Ls(ctx context.Context, dag ipld.DAGService, c cid.Cid) ([]Entry, error) {
 	links, err := dir.Links(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("ls %s: %w", c, err)
+	}
+	for _, l := range links {
+		if err := ValidName(l.Name); err != nil {
+			return nil, fmt.Errorf("ls %s: %w", c, err)
+		}
 	}
 
 	type info struct {
@@ -211,8 +337,26 @@ func stat(nd ipld.Node) (StatResult, error) {
 		st.Size = fsn.FileSize()
 	case ft.TDirectory:
 		st.Type = TypeDirectory
+		for _, l := range nd.Links() {
+			if err := ValidName(l.Name); err != nil {
+				return StatResult{}, err
+			}
+		}
 	case ft.THAMTShard:
 		st.Type, st.Sharded = TypeDirectory, true
+		// A shard's links are named by a hex prefix of fixed width, the
+		// entry's name after it; a link of just the prefix is a sub-shard.
+		if fo := fsn.Fanout(); fo > 1 {
+			pad := len(strconv.FormatUint(fo-1, 16))
+			for _, l := range nd.Links() {
+				if len(l.Name) <= pad {
+					continue
+				}
+				if err := ValidName(l.Name[pad:]); err != nil {
+					return StatResult{}, err
+				}
+			}
+		}
 	case ft.TSymlink:
 		st.Type, st.Size = TypeSymlink, uint64(len(fsn.Data()))
 	}

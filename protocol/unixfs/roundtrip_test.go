@@ -440,8 +440,8 @@ func TestBadNames(t *testing.T) {
 	ctx := context.Background()
 	for _, name := range []string{"..", ".", "a/b", ""} {
 		dir := files.NewSliceDirectory([]files.DirEntry{files.FileEntry(name, files.NewBytesFile([]byte("x")))})
-		if _, err := AddNode(ctx, nullDAG{}, dir, DefaultOptions(), nil); !errors.Is(err, errBadName) {
-			t.Errorf("add entry %q: %v, want errBadName", name, err)
+		if _, err := AddNode(ctx, nullDAG{}, dir, DefaultOptions(), nil); !errors.Is(err, ErrBadName) {
+			t.Errorf("add entry %q: %v, want ErrBadName", name, err)
 		}
 	}
 
