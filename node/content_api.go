@@ -10,7 +10,6 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
-	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -271,11 +270,15 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 	if name == "" {
 		name = c.String()
 	}
+	if err := unixfs.ValidName(name); err != nil { // it heads every tar path
+		writeError(w, badRequest("bad name: %v", err))
+		return
+	}
 	w.Header().Set("Trailer", "X-Stream-Error")
 	tw := &trackingWriter{w: w}
 	err = n.readOp(r.Context(), func(o *op) error {
 		t := tar.NewWriter(tw)
-		if err := n.writeTar(o, t, c, path.Clean(name)); err != nil {
+		if err := n.writeTar(o, t, c, name); err != nil {
 			return err
 		}
 		return t.Close()
@@ -321,6 +324,12 @@ func (n *Node) writeTar(o *op, t *tar.Writer, c cid.Cid, name string) error {
 		}
 		_, err = io.Copy(t, f)
 		return err
+	case unixfs.TypeSymlink:
+		target, err := unixfs.Readlink(o.ctx, o.dag, c)
+		if err != nil {
+			return err
+		}
+		return t.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeSymlink, Linkname: target, Mode: 0o777, ModTime: now})
 	default:
 		return fmt.Errorf("%s: %w: %s entries cannot be exported", name, unixfs.ErrUnsupported, st.Type)
 	}

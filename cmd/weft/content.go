@@ -3,10 +3,12 @@ package main
 import (
 	"archive/tar"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
+	stdpath "path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/weft-p2p/weft/node/api"
+	"github.com/weft-p2p/weft/protocol/unixfs"
 )
 
 // progress draws a one-line progress bar on stderr when it is a terminal,
@@ -243,7 +246,7 @@ func newGetCmd(o *clientOpts) *cobra.Command {
 			}
 			defer r.Close()
 			bar := newProgress(cmd.ErrOrStderr(), "fetching "+args[0], 0)
-			n, err := extractTar(r, filepath.Dir(out), bar.set)
+			n, err := extractTar(r, out, bar.set)
 			bar.done()
 			if err != nil {
 				return fmt.Errorf("get %s: %w", args[0], err)
@@ -256,37 +259,81 @@ func newGetCmd(o *clientOpts) *cobra.Command {
 	return cmd
 }
 
-// extractTar writes a tar stream under dir, refusing entries that would
-// land outside it. It returns the file bytes written.
-func extractTar(r io.Reader, dir string, onBytes func(int64)) (int64, error) {
-	tr := tar.NewReader(r)
-	var total int64
-	base, err := filepath.Abs(dir)
+// extractTar writes the tar stream of `weft get` to out, which must not
+// exist: the first entry is out itself (named by its base name), every
+// later one lies below it. The stream is hostile until checked: each path
+// element must pass unixfs.ValidName, each entry's parent must be a
+// directory this call made, and every entry is created new (Mkdir, O_EXCL,
+// Symlink) through an os.Root on out, so nothing lands outside out and
+// nothing is written through a symlink (one is recreated as a symlink; its
+// target is only text). On error, out is removed: a failed get leaves
+// nothing behind. It returns the file bytes written.
+func extractTar(r io.Reader, out string, onBytes func(int64)) (total int64, err error) {
+	out = filepath.Clean(out)
+	base := filepath.Base(out)
+	parent, err := os.OpenRoot(filepath.Dir(out))
 	if err != nil {
 		return 0, err
 	}
-	for {
+	defer parent.Close()
+	var root *os.Root // out, once it is a directory this call made
+	made := false
+	defer func() {
+		if root != nil {
+			root.Close()
+		}
+		if err != nil && made {
+			_ = parent.RemoveAll(base) // removes a symlink, never follows one
+		}
+	}()
+	dirs := map[string]bool{} // directories made, relative to out ("" is out)
+	tr := tar.NewReader(r)
+	for first := true; ; first = false {
 		h, err := tr.Next()
 		if err == io.EOF {
+			if first {
+				return 0, errors.New("empty archive")
+			}
 			return total, nil
 		}
 		if err != nil {
 			return total, err
 		}
-		target := filepath.Join(base, filepath.FromSlash(h.Name))
-		if target != base && !strings.HasPrefix(target, base+string(os.PathSeparator)) {
-			return total, fmt.Errorf("refusing entry %q outside %s", h.Name, dir)
+		rel, err := tarEntryPath(h.Name, base)
+		if err != nil {
+			return total, err
+		}
+		if first != (rel == "") {
+			return total, fmt.Errorf("refusing entry %s: out of order", unixfs.QuoteName(h.Name))
+		}
+		if !first && !dirs[parentDir(rel)] {
+			return total, fmt.Errorf("refusing entry %s: its parent is not a directory this get made", unixfs.QuoteName(h.Name))
 		}
 		switch h.Typeflag {
 		case tar.TypeDir:
-			if err := os.MkdirAll(target, 0o755); err != nil {
+			if first {
+				if err := parent.Mkdir(base, 0o755); err != nil {
+					return total, err
+				}
+				made = true
+				if root, err = parent.OpenRoot(base); err != nil {
+					return total, err
+				}
+			} else if err := root.Mkdir(rel, 0o755); err != nil {
 				return total, err
 			}
+			dirs[rel] = true
 		case tar.TypeReg:
-			f, err := os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+			var f *os.File
+			if first {
+				f, err = parent.OpenFile(base, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+			} else {
+				f, err = root.OpenFile(rel, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+			}
 			if err != nil {
 				return total, err
 			}
+			made = true
 			n, err := io.Copy(f, tr)
 			total += n
 			if onBytes != nil {
@@ -298,10 +345,47 @@ func extractTar(r io.Reader, dir string, onBytes func(int64)) (int64, error) {
 			if err != nil {
 				return total, err
 			}
+		case tar.TypeSymlink:
+			if first {
+				err = parent.Symlink(h.Linkname, base)
+			} else {
+				err = root.Symlink(h.Linkname, rel)
+			}
+			if err != nil {
+				return total, err
+			}
+			made = true
 		default:
-			return total, fmt.Errorf("unsupported tar entry %q", h.Name)
+			return total, fmt.Errorf("refusing entry %s: unsupported tar type %q", unixfs.QuoteName(h.Name), h.Typeflag)
 		}
 	}
+}
+
+// parentDir is the directory of a slash path, "" at the top.
+func parentDir(rel string) string {
+	if d := stdpath.Dir(rel); d != "." {
+		return d
+	}
+	return ""
+}
+
+// tarEntryPath checks a tar entry's name, which must be base or lie below
+// it, and returns its slash path below base ("" for base itself).
+func tarEntryPath(name, base string) (string, error) {
+	name = strings.TrimSuffix(name, "/")
+	if name == base {
+		return "", nil
+	}
+	rest, ok := strings.CutPrefix(name, base+"/")
+	if !ok {
+		return "", fmt.Errorf("refusing entry %s: not under %s", unixfs.QuoteName(name), unixfs.QuoteName(base))
+	}
+	for _, el := range strings.Split(rest, "/") {
+		if err := unixfs.ValidName(el); err != nil {
+			return "", fmt.Errorf("refusing entry %s: %w", unixfs.QuoteName(name), err)
+		}
+	}
+	return rest, nil
 }
 
 func newLsCmd(o *clientOpts) *cobra.Command {

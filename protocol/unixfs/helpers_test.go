@@ -2,12 +2,16 @@ package unixfs
 
 import (
 	"context"
-	"github.com/weft-p2p/weft/protocol/unixfs/unixfstest"
+	"fmt"
 	"testing"
 
+	mdag "github.com/ipfs/boxo/ipld/merkledag"
 	mdtest "github.com/ipfs/boxo/ipld/merkledag/test"
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
+
+	"github.com/weft-p2p/weft/protocol/unixfs/unixfstest"
 )
 
 // nullDAG is a DAGService that keeps nothing: an import into it computes
@@ -49,3 +53,14 @@ func mustCid(t testing.TB, s string) cid.Cid {
 
 // newGen streams the kubo-cids.json input of (seed, size).
 func newGen(seed string, size int64) *unixfstest.Input { return unixfstest.NewInput(seed, size) }
+
+// decodeAny decodes a dag-pb or raw block, the codecs UnixFS uses.
+func decodeAny(b blocks.Block) (ipld.Node, error) {
+	switch b.Cid().Prefix().Codec {
+	case cid.Raw:
+		return mdag.DecodeRawBlock(b)
+	case cid.DagProtobuf:
+		return mdag.DecodeProtobufBlock(b)
+	}
+	return nil, fmt.Errorf("codec %#x", b.Cid().Prefix().Codec)
+}

@@ -131,13 +131,19 @@ func (g *getter) write(c cid.Cid, rel, entry string) error {
 			return where(err)
 		}
 		g.made = true
+		seen := map[string]struct{}{}
 		return dir.ForEachLink(g.ctx, func(l *ipld.Link) error {
-			if err := ValidName(l.Name); err != nil {
+			err := ValidName(l.Name)
+			if _, dup := seen[l.Name]; dup && err == nil {
+				err = fmt.Errorf("%w %s: it comes twice", ErrBadName, QuoteName(l.Name))
+			}
+			if err != nil {
 				if entry == "" {
 					return err
 				}
 				return fmt.Errorf("in %s: %w", QuoteName(entry), err)
 			}
+			seen[l.Name] = struct{}{}
 			return g.write(l.Cid, rel+"/"+l.Name, path.Join(entry, l.Name))
 		})
 	default: // a file or a raw block
@@ -227,10 +233,8 @@ func Ls(ctx context.Context, dag ipld.DAGService, c cid.Cid) ([]Entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ls %s: %w", c, err)
 	}
-	for _, l := range links {
-		if err := ValidName(l.Name); err != nil {
-			return nil, fmt.Errorf("ls %s: %w", c, err)
-		}
+	if err := validNames(links, 0); err != nil {
+		return nil, fmt.Errorf("ls %s: %w", c, err)
 	}
 
 	type info struct {
@@ -305,10 +309,31 @@ func Stat(ctx context.Context, dag ipld.DAGService, c cid.Cid) (StatResult, erro
 		return StatResult{}, fmt.Errorf("stat %s: %w", c, err)
 	}
 	st, err := stat(nd)
+	if err == nil && st.Type == TypeDirectory {
+		err = rootNames(nd, st.Sharded)
+	}
 	if err != nil {
 		return StatResult{}, fmt.Errorf("stat %s: %w", c, err)
 	}
 	return st, nil
+}
+
+// rootNames checks the entry names a directory's root block holds: all of
+// a basic directory's, the top level of a sharded one. A shard's links are
+// named by a hex index of fixed width, the entry's name after it; a link
+// of just the index is a sub-shard.
+func rootNames(nd ipld.Node, sharded bool) error {
+	prefix := 0
+	if sharded {
+		fsn, err := kind(nd)
+		if err != nil {
+			return err
+		}
+		if fo := fsn.Fanout(); fo > 1 {
+			prefix = len(strconv.FormatUint(fo-1, 16))
+		}
+	}
+	return validNames(nd.Links(), prefix)
 }
 
 func stat(nd ipld.Node) (StatResult, error) {
@@ -337,30 +362,34 @@ func stat(nd ipld.Node) (StatResult, error) {
 		st.Size = fsn.FileSize()
 	case ft.TDirectory:
 		st.Type = TypeDirectory
-		for _, l := range nd.Links() {
-			if err := ValidName(l.Name); err != nil {
-				return StatResult{}, err
-			}
-		}
 	case ft.THAMTShard:
 		st.Type, st.Sharded = TypeDirectory, true
-		// A shard's links are named by a hex prefix of fixed width, the
-		// entry's name after it; a link of just the prefix is a sub-shard.
-		if fo := fsn.Fanout(); fo > 1 {
-			pad := len(strconv.FormatUint(fo-1, 16))
-			for _, l := range nd.Links() {
-				if len(l.Name) <= pad {
-					continue
-				}
-				if err := ValidName(l.Name[pad:]); err != nil {
-					return StatResult{}, err
-				}
-			}
-		}
 	case ft.TSymlink:
 		st.Type, st.Size = TypeSymlink, uint64(len(fsn.Data()))
 	}
 	return st, nil
+}
+
+// validNames checks a directory's entry names, each after a prefix of
+// prefix bytes (a HAMT shard's hex index; links of just the prefix are
+// sub-shards and skipped): each must pass ValidName, and no name may come
+// twice, since the second would be written over or through the first.
+func validNames(links []*ipld.Link, prefix int) error {
+	seen := make(map[string]struct{}, len(links))
+	for _, l := range links {
+		if prefix > 0 && len(l.Name) <= prefix {
+			continue
+		}
+		name := l.Name[prefix:]
+		if err := ValidName(name); err != nil {
+			return err
+		}
+		if _, dup := seen[name]; dup {
+			return fmt.Errorf("%w %s: it comes twice", ErrBadName, QuoteName(name))
+		}
+		seen[name] = struct{}{}
+	}
+	return nil
 }
 
 // kind checks that nd is a UnixFS node of a type this package reads and
