@@ -270,23 +270,20 @@ func newGetCmd(o *clientOpts) *cobra.Command {
 // nothing behind. It returns the file bytes written.
 func extractTar(r io.Reader, out string, onBytes func(int64)) (total int64, err error) {
 	out = filepath.Clean(out)
-	base := filepath.Base(out)
 	parent, err := os.OpenRoot(filepath.Dir(out))
 	if err != nil {
 		return 0, err
 	}
 	defer parent.Close()
-	var root *os.Root // out, once it is a directory this call made
-	made := false
+	x := &extractor{parent: parent, base: filepath.Base(out), dirs: map[string]bool{}, onBytes: onBytes}
 	defer func() {
-		if root != nil {
-			root.Close()
+		if x.root != nil {
+			x.root.Close()
 		}
-		if err != nil && made {
-			_ = parent.RemoveAll(base) // removes a symlink, never follows one
+		if err != nil && x.made {
+			_ = parent.RemoveAll(x.base) // removes a symlink, never follows one
 		}
 	}()
-	dirs := map[string]bool{} // directories made, relative to out ("" is out)
 	tr := tar.NewReader(r)
 	for first := true; ; first = false {
 		h, err := tr.Next()
@@ -294,71 +291,92 @@ func extractTar(r io.Reader, out string, onBytes func(int64)) (total int64, err 
 			if first {
 				return 0, errors.New("empty archive")
 			}
-			return total, nil
+			return x.total, nil
 		}
 		if err != nil {
-			return total, err
+			return x.total, err
 		}
-		rel, err := tarEntryPath(h.Name, base)
+		name := strings.TrimSuffix(h.Name, "/")
+		rel, err := tarEntryPath(name, x.base)
 		if err != nil {
-			return total, err
+			return x.total, err
 		}
 		if first != (rel == "") {
-			return total, fmt.Errorf("refusing entry %s: out of order", unixfs.QuoteName(h.Name))
+			return x.total, fmt.Errorf("refusing entry %s: out of order", unixfs.QuoteName(name))
 		}
-		if !first && !dirs[parentDir(rel)] {
-			return total, fmt.Errorf("refusing entry %s: its parent is not a directory this get made", unixfs.QuoteName(h.Name))
+		if !first && !x.dirs[parentDir(rel)] {
+			return x.total, fmt.Errorf("refusing entry %s: its parent is not a directory this get made", unixfs.QuoteName(name))
 		}
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if first {
-				if err := parent.Mkdir(base, 0o755); err != nil {
-					return total, err
-				}
-				made = true
-				if root, err = parent.OpenRoot(base); err != nil {
-					return total, err
-				}
-			} else if err := root.Mkdir(rel, 0o755); err != nil {
-				return total, err
-			}
-			dirs[rel] = true
-		case tar.TypeReg:
-			var f *os.File
-			if first {
-				f, err = parent.OpenFile(base, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-			} else {
-				f, err = root.OpenFile(rel, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-			}
-			if err != nil {
-				return total, err
-			}
-			made = true
-			n, err := io.Copy(f, tr)
-			total += n
-			if onBytes != nil {
-				onBytes(total)
-			}
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return total, err
-			}
-		case tar.TypeSymlink:
-			if first {
-				err = parent.Symlink(h.Linkname, base)
-			} else {
-				err = root.Symlink(h.Linkname, rel)
-			}
-			if err != nil {
-				return total, err
-			}
-			made = true
-		default:
-			return total, fmt.Errorf("refusing entry %s: unsupported tar type %q", unixfs.QuoteName(h.Name), h.Typeflag)
+		if err := x.entry(h, tr, rel, first); err != nil {
+			return x.total, fmt.Errorf("entry %s: %w", unixfs.QuoteName(name), err)
 		}
 	}
+}
+
+// extractor is the state of one extractTar.
+type extractor struct {
+	parent, root *os.Root // -o's parent; -o once it is a directory made here
+	base         string   // -o's name in parent
+	made         bool     // -o exists: remove it on error
+	dirs         map[string]bool
+	total        int64
+	onBytes      func(int64)
+}
+
+// entry creates one checked entry: rel is its slash path below -o ("" and
+// first for -o itself), its parent a directory made here.
+func (x *extractor) entry(h *tar.Header, r io.Reader, rel string, first bool) error {
+	switch h.Typeflag {
+	case tar.TypeDir:
+		if first {
+			if err := x.parent.Mkdir(x.base, 0o755); err != nil {
+				return err
+			}
+			x.made = true
+			var err error
+			if x.root, err = x.parent.OpenRoot(x.base); err != nil {
+				return err
+			}
+		} else if err := x.root.Mkdir(rel, 0o755); err != nil {
+			return err
+		}
+		x.dirs[rel] = true
+	case tar.TypeReg:
+		var f *os.File
+		var err error
+		if first {
+			f, err = x.parent.OpenFile(x.base, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		} else {
+			f, err = x.root.OpenFile(rel, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		}
+		if err != nil {
+			return err
+		}
+		x.made = true
+		n, err := io.Copy(f, r)
+		x.total += n
+		if x.onBytes != nil {
+			x.onBytes(x.total)
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	case tar.TypeSymlink:
+		var err error
+		if first {
+			err = x.parent.Symlink(h.Linkname, x.base)
+		} else {
+			err = x.root.Symlink(h.Linkname, rel)
+		}
+		if err != nil {
+			return err
+		}
+		x.made = true
+	default:
+		return fmt.Errorf("unsupported tar type %q", h.Typeflag)
+	}
+	return nil
 }
 
 // parentDir is the directory of a slash path, "" at the top.
@@ -369,10 +387,9 @@ func parentDir(rel string) string {
 	return ""
 }
 
-// tarEntryPath checks a tar entry's name, which must be base or lie below
-// it, and returns its slash path below base ("" for base itself).
+// tarEntryPath checks a tar entry's name (without a trailing slash), which
+// must be base or lie below it, and returns its slash path below base ("" for base itself).
 func tarEntryPath(name, base string) (string, error) {
-	name = strings.TrimSuffix(name, "/")
 	if name == base {
 		return "", nil
 	}
