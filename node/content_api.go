@@ -248,7 +248,8 @@ func classifyContentErr(err error) error {
 		return err
 	case errors.Is(err, ErrFetchTimeout):
 		return &httpError{http.StatusGatewayTimeout, err}
-	case errors.Is(err, unixfs.ErrNotFile), errors.Is(err, unixfs.ErrNotDirectory), errors.Is(err, unixfs.ErrUnsupported):
+	case errors.Is(err, unixfs.ErrNotFile), errors.Is(err, unixfs.ErrNotDirectory), errors.Is(err, unixfs.ErrUnsupported),
+		errors.Is(err, unixfs.ErrBadName), errors.Is(err, unixfs.ErrBadSymlink), errors.Is(err, unixfs.ErrNotSymlink):
 		return &httpError{http.StatusBadRequest, err}
 	case errors.Is(err, store.ErrNotPinned):
 		return &httpError{http.StatusNotFound, err}
