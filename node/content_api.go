@@ -506,46 +506,20 @@ func (n *Node) handleCarExport(w http.ResponseWriter, r *http.Request) {
 // against its CID, and pins the roots recursively when the CAR holds their
 // whole DAG (pin=false skips pinning).
 func (n *Node) handleCarImport(w http.ResponseWriter, r *http.Request) (any, error) {
-	br, err := carv2.NewBlockReader(r.Body)
-	if err != nil {
-		return nil, badRequest("bad CAR: %v", err)
-	}
 	sess := n.store.NewSession()
 	defer sess.Close()
 	bs := sess.Blockstore()
-	var count int64
-	var batch []blocks.Block
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
+	roots, count, err := readCAR(r.Body, func(batch []blocks.Block) error {
 		if err := bs.PutMany(r.Context(), batch); err != nil {
 			return n.explainStoreErr(fmt.Errorf("store CAR blocks: %w", err))
 		}
-		batch = batch[:0]
 		return nil
-	}
-	for {
-		b, err := br.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, badRequest("bad CAR after %d blocks: %v", count, err)
-		}
-		batch = append(batch, b)
-		count++
-		if len(batch) >= 64 {
-			if err := flush(); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if err := flush(); err != nil {
+	})
+	if err != nil {
 		return nil, err
 	}
 	res := api.CarImportResult{Blocks: count, Roots: []string{}}
-	for _, root := range br.Roots {
+	for _, root := range roots {
 		res.Roots = append(res.Roots, root.String())
 		if r.URL.Query().Get("pin") == "false" {
 			continue

@@ -1,0 +1,49 @@
+package node
+
+import (
+	"io"
+
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	carv2 "github.com/ipld/go-car/v2"
+)
+
+// carBatch is how many blocks readCAR hands on at once.
+const carBatch = 64
+
+// readCAR decodes a CAR (v1 or v2) from r, each block verified against its
+// CID by go-car, and hands the blocks to put in batches of up to carBatch.
+// It returns the CAR's roots and how many blocks it read. A malformed CAR
+// gives a 400 error saying after how many blocks; put's errors come back
+// as they are.
+func readCAR(r io.Reader, put func([]blocks.Block) error) ([]cid.Cid, int64, error) {
+	br, err := carv2.NewBlockReader(r)
+	if err != nil {
+		return nil, 0, badRequest("bad CAR: %v", err)
+	}
+	var count int64
+	batch := make([]blocks.Block, 0, carBatch)
+	for {
+		b, err := br.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, count, badRequest("bad CAR after %d blocks: %v", count, err)
+		}
+		batch = append(batch, b)
+		count++
+		if len(batch) == carBatch {
+			if err := put(batch); err != nil {
+				return nil, count, err
+			}
+			batch = batch[:0]
+		}
+	}
+	if len(batch) > 0 {
+		if err := put(batch); err != nil {
+			return nil, count, err
+		}
+	}
+	return br.Roots, count, nil
+}
