@@ -296,7 +296,7 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 func (n *Node) writeTar(o *op, t *tar.Writer, c cid.Cid, name string) error {
 	st, err := unixfs.Stat(o.ctx, o.dag, c)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", unixfs.QuoteName(name), err)
 	}
 	now := time.Unix(0, 0)
 	switch st.Type {
@@ -306,7 +306,7 @@ func (n *Node) writeTar(o *op, t *tar.Writer, c cid.Cid, name string) error {
 		}
 		entries, err := unixfs.Ls(o.ctx, o.dag, c)
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: %w", unixfs.QuoteName(name), err)
 		}
 		for _, e := range entries {
 			if err := n.writeTar(o, t, e.CID, name+"/"+e.Name); err != nil {

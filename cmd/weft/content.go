@@ -308,6 +308,10 @@ func extractTar(r io.Reader, out string, onBytes func(int64)) (total int64, err 
 			return x.total, fmt.Errorf("refusing entry %s: its parent is not a directory this get made", unixfs.QuoteName(name))
 		}
 		if err := x.entry(h, tr, rel, first); err != nil {
+			var se streamError
+			if errors.As(err, &se) { // the daemon's error, not this entry's
+				return x.total, se.error
+			}
 			return x.total, fmt.Errorf("entry %s: %w", unixfs.QuoteName(name), err)
 		}
 	}
@@ -353,7 +357,7 @@ func (x *extractor) entry(h *tar.Header, r io.Reader, rel string, first bool) er
 			return err
 		}
 		x.made = true
-		n, err := io.Copy(f, r)
+		n, err := io.Copy(f, streamReader{r})
 		x.total += n
 		if x.onBytes != nil {
 			x.onBytes(x.total)
@@ -377,6 +381,21 @@ func (x *extractor) entry(h *tar.Header, r io.Reader, rel string, first bool) er
 		return fmt.Errorf("unsupported tar type %q", h.Typeflag)
 	}
 	return nil
+}
+
+// streamError is a failure to read the archive (the daemon cut the stream
+// and said why), as opposed to one writing an entry.
+type streamError struct{ error }
+
+// streamReader marks its reader's errors as streamErrors.
+type streamReader struct{ r io.Reader }
+
+func (s streamReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = streamError{err}
+	}
+	return n, err
 }
 
 // parentDir is the directory of a slash path, "" at the top.
