@@ -228,7 +228,7 @@ func newGetCmd(o *clientOpts) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
-				out = args[0]
+				out = filepath.Base(args[0]) // the CID, also from /ipfs/CID
 			}
 			out = filepath.Clean(out)
 			if _, err := os.Lstat(out); err == nil {
@@ -245,10 +245,15 @@ func newGetCmd(o *clientOpts) *cobra.Command {
 				return explainAPIError(err)
 			}
 			defer r.Close()
+			undo, err := makeParents(filepath.Dir(out))
+			if err != nil {
+				return fmt.Errorf("get: %w", err)
+			}
 			bar := newProgress(cmd.ErrOrStderr(), "fetching "+args[0], 0)
 			n, err := extractTar(r, out, bar.set)
 			bar.done()
 			if err != nil {
+				undo()
 				return fmt.Errorf("get %s: %w", args[0], err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "saved %s to %s (%s)\n", args[0], out, humanBytes(n))
@@ -257,6 +262,26 @@ func newGetCmd(o *clientOpts) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "", "where to write (default: ./CID)")
 	return cmd
+}
+
+// makeParents makes dir and its missing parents (as -o a/b/out asks), and
+// returns a function that removes what it made, for a get that failed.
+func makeParents(dir string) (undo func(), err error) {
+	var made []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil || d == filepath.Dir(d) {
+			break
+		}
+		made = append(made, d)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	return func() {
+		for _, d := range made { // deepest first; each is empty by now
+			_ = os.Remove(d)
+		}
+	}, nil
 }
 
 // extractTar writes the tar stream of `weft get` to out, which must not

@@ -103,7 +103,7 @@ func TestGetHostileDAGs(t *testing.T) {
 			for _, repo := range []string{ra, rb} { // imported, then fetched
 				dir := t.TempDir()
 				before, beforeOut := listTree(t, dir), listTree(t, outside)
-				code, _, stderr := weft(t, "get", "--repo", repo, root, "-o", filepath.Join(dir, "out"))
+				code, _, stderr := weft(t, "get", "--repo", repo, root, "-o", filepath.Join(dir, "new", "parents", "out"))
 				if code == 0 || !strings.Contains(stderr, quoted) || !strings.Contains(stderr, "invalid entry name") {
 					t.Errorf("get from %s: exit %d, stderr %q; want a failure naming %s", filepath.Base(filepath.Dir(repo)), code, stderr, quoted)
 				}
