@@ -9,10 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/weft-p2p/weft/node/proc"
 )
 
 // StateFile is the file in a testnet's directory that lists everything the
@@ -140,26 +141,14 @@ func (s *State) Node(name string) (*NodeState, error) {
 	return nil, fmt.Errorf("no node %q in this testnet (nodes: %s)", name, summariseNames(names))
 }
 
-// procStart returns the start time (field 22 of /proc/PID/stat) of pid, or
-// 0 if the process is gone.
+// procStart returns the start time of pid (proc.Stat.Start), or 0 if the
+// process is gone.
 func procStart(pid int) uint64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := proc.ReadStat(pid)
 	if err != nil {
 		return 0
 	}
-	// The command name (field 2) may hold spaces; fields after it start
-	// past the last ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return 0
-	}
-	v, _ := strconv.ParseUint(f[19], 10, 64)
-	return v
+	return st.Start
 }
 
 // alive says the node's recorded process still runs (same PID, same start
@@ -169,16 +158,8 @@ func (n *NodeState) alive() bool {
 	if pid <= 0 {
 		return false
 	}
-	st := procStart(pid)
-	if st == 0 || st != start {
-		return false
-	}
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 && len(s) > i+2 && s[i+2] == 'Z' {
-		return false
-	}
-	return true
+	st, err := proc.ReadStat(pid)
+	return err == nil && st.Start != 0 && st.Start == start && !st.Zombie()
 }
 
 // signal sends sig to the node's process if it is still the one started.

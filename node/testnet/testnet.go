@@ -10,13 +10,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/weft-p2p/weft/node"
+	"github.com/weft-p2p/weft/node/proc"
 	"github.com/weft-p2p/weft/node/api"
 )
 
@@ -41,13 +41,8 @@ type Testnet struct {
 
 	mu    sync.Mutex
 	outMu sync.Mutex
-	procs map[string]*proc // started by this process
+	procs map[string]*proc.Process // started by this process
 	rng   *rand.Rand
-}
-
-type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
 }
 
 // State returns the testnet's state (read-only for callers).
@@ -115,7 +110,7 @@ func Up(ctx context.Context, sc *Scenario, o Options) (t *Testnet, err error) {
 	if conc <= 0 {
 		conc = 4
 	}
-	t = &Testnet{st: st, sc: sc, progress: o.Progress, conc: conc, procs: map[string]*proc{},
+	t = &Testnet{st: st, sc: sc, progress: o.Progress, conc: conc, procs: map[string]*proc.Process{},
 		rng: rand.New(rand.NewPCG(uint64(sc.Seed), 0x7765667421))}
 	if err := t.save(); err != nil {
 		return nil, err
@@ -470,19 +465,14 @@ func (t *Testnet) startOne(ctx context.Context, n *NodeState) error {
 	// Its own session: a Ctrl-C meant for the testnet command does not
 	// reach the daemons before the testnet stops them itself.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
+	p, err := proc.Start(cmd)
+	logf.Close()
+	if err != nil {
 		return fmt.Errorf("start %s: %w", n.Name, err)
 	}
-	logf.Close()
-	p := &proc{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		close(p.done)
-	}()
 	t.mu.Lock()
 	n.mu.Lock()
-	n.PID = cmd.Process.Pid
+	n.PID = p.PID
 	n.PIDStart = procStart(n.PID)
 	n.Starts++
 	n.mu.Unlock()
@@ -496,7 +486,7 @@ func (t *Testnet) startOne(ctx context.Context, n *NodeState) error {
 	deadline := time.Now().Add(90 * time.Second)
 	for attempt := 0; ; attempt++ {
 		select {
-		case <-p.done:
+		case <-p.Done():
 			return fmt.Errorf("%s exited during start-up: %s", n.Name, tail(n.Log, 5))
 		case <-ctx.Done():
 			return ctx.Err()
@@ -534,9 +524,9 @@ func (t *Testnet) stop(ctx context.Context, names []string, sig syscall.Signal) 
 		if err := n.signal(sig); err != nil {
 			return fmt.Errorf("signal %s (pid %d): %w", n.Name, n.PID, err)
 		}
-		if !waitGone(n, 15*time.Second, t.proc(n.Name)) {
+		if !waitGone(n, 15*time.Second, t.process(n.Name)) {
 			_ = n.signal(syscall.SIGKILL)
-			if !waitGone(n, 5*time.Second, t.proc(n.Name)) {
+			if !waitGone(n, 5*time.Second, t.process(n.Name)) {
 				return fmt.Errorf("%s (pid %d) did not exit", n.Name, n.PID)
 			}
 		}
@@ -544,7 +534,7 @@ func (t *Testnet) stop(ctx context.Context, names []string, sig syscall.Signal) 
 	})
 }
 
-func (t *Testnet) proc(name string) *proc {
+func (t *Testnet) process(name string) *proc.Process {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.procs[name]
@@ -552,12 +542,12 @@ func (t *Testnet) proc(name string) *proc {
 
 // waitGone waits until n's process has exited (and, if this process
 // started it, has been reaped).
-func waitGone(n *NodeState, d time.Duration, p *proc) bool {
+func waitGone(n *NodeState, d time.Duration, p *proc.Process) bool {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		if p != nil {
 			select {
-			case <-p.done:
+			case <-p.Done():
 				return true
 			case <-time.After(20 * time.Millisecond):
 			}
@@ -694,7 +684,7 @@ func Down(ctx context.Context, dir string, removeDir bool) error {
 	return downState(ctx, st, removeDir, nil)
 }
 
-func downState(ctx context.Context, st *State, removeDir bool, procs map[string]*proc) error {
+func downState(ctx context.Context, st *State, removeDir bool, procs map[string]*proc.Process) error {
 	var errs []error
 	// SIGTERM everything, give the daemons 10s to close their stores, then
 	// SIGKILL what is left.
@@ -733,7 +723,7 @@ func Open(dir string) (*Testnet, error) {
 		return nil, err
 	}
 	sc := &Scenario{Name: st.Scenario, Seed: st.Seed, Network: Network{Topology: st.Topology}}
-	return &Testnet{st: st, sc: sc, conc: 4, procs: map[string]*proc{}, rng: rand.New(rand.NewPCG(uint64(st.Seed), 1))}, nil
+	return &Testnet{st: st, sc: sc, conc: 4, procs: map[string]*proc.Process{}, rng: rand.New(rand.NewPCG(uint64(st.Seed), 1))}, nil
 }
 
 // NodeStatus is one line of `weft testnet status`.
@@ -826,31 +816,14 @@ type procUsage struct {
 	CPU float64 // seconds, user + system
 }
 
-var clkTck = 100.0 // USER_HZ on Linux
-
+// sampleProc reads pid's usage; what cannot be read stays zero.
 func sampleProc(pid int) procUsage {
 	var u procUsage
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-				f := strings.Fields(v)
-				if len(f) > 0 {
-					kb, _ := strconv.ParseInt(f[0], 10, 64)
-					u.RSS = kb * 1024
-				}
-			}
-		}
+	if m, err := proc.ReadMem(pid); err == nil {
+		u.RSS = m.RSS
 	}
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
-		s := string(b)
-		if i := strings.LastIndexByte(s, ')'); i >= 0 {
-			f := strings.Fields(s[i+1:])
-			if len(f) > 13 {
-				ut, _ := strconv.ParseFloat(f[11], 64)
-				stt, _ := strconv.ParseFloat(f[12], 64)
-				u.CPU = (ut + stt) / clkTck
-			}
-		}
+	if st, err := proc.ReadStat(pid); err == nil {
+		u.CPU = st.CPUSeconds()
 	}
 	return u
 }

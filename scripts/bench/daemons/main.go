@@ -13,7 +13,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -32,6 +31,7 @@ import (
 	"time"
 
 	"github.com/weft-p2p/weft/node/api"
+	"github.com/weft-p2p/weft/node/proc"
 )
 
 const mib = 1 << 20
@@ -363,11 +363,9 @@ type SwarmResult struct {
 type daemon struct {
 	name   string
 	repo   string
-	cmd    *exec.Cmd
+	p      *proc.Process
 	pid    int
 	api    *api.Client
-	done   chan struct{} // closed when the process has exited
-	exit   error
 	stopMu sync.Mutex
 }
 
@@ -375,16 +373,14 @@ type bench struct {
 	o     options
 	mu    sync.Mutex
 	procs map[int]*daemon
-	ticks int
 }
 
 func (b *bench) run(ctx context.Context) (*Results, error) {
-	b.ticks = clockTicks()
 	res := &Results{
 		Date:      time.Now().UTC(),
 		Commit:    b.o.commit,
 		GoVersion: runtime.Version(),
-		Machine:   Machine{CPUs: runtime.NumCPU(), LoadAvgStart: loadAvg(), ClockTicks: b.ticks},
+		Machine:   Machine{CPUs: runtime.NumCPU(), LoadAvgStart: loadAvg(), ClockTicks: proc.ClockTicks},
 		Settings: Settings{
 			StartupRuns: b.o.startRuns, IdleSeconds: b.o.idle.Seconds(), RSSDaemons: b.o.rssDaemons,
 			SwarmNodes: b.o.nodes, ConfigSets: b.o.configSets, Env: goEnv(),
@@ -469,20 +465,16 @@ func (b *bench) start(repo, name string) (*daemon, time.Time, error) {
 	// them SIGTERM.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	t0 := time.Now()
-	if err := cmd.Start(); err != nil {
-		logf.Close()
+	p, err := proc.Start(cmd)
+	logf.Close() // the daemon has its own descriptor
+	if err != nil {
 		return nil, t0, fmt.Errorf("start daemon %s: %w", name, err)
 	}
-	d := &daemon{name: name, repo: repo, cmd: cmd, pid: cmd.Process.Pid, done: make(chan struct{})}
+	d := &daemon{name: name, repo: repo, p: p, pid: p.PID}
 	b.mu.Lock()
 	b.procs[d.pid] = d
 	b.mu.Unlock()
 	b.recordPID(d.pid)
-	go func() {
-		d.exit = cmd.Wait()
-		logf.Close()
-		close(d.done)
-	}()
 	return d, t0, nil
 }
 
@@ -537,8 +529,8 @@ func pause(ctx context.Context, d *daemon, dt time.Duration) error {
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-d.done:
-		return fmt.Errorf("daemon exited (%v); log %s.log:\n%s", d.exit, d.repo, tail(d.repo+".log", 2000))
+	case <-d.p.Done():
+		return fmt.Errorf("daemon exited (%v); log %s.log:\n%s", d.p.Err(), d.repo, tail(d.repo+".log", 2000))
 	case <-t.C:
 		return nil
 	}
@@ -549,20 +541,10 @@ func pause(ctx context.Context, d *daemon, dt time.Duration) error {
 func (b *bench) stop(d *daemon) time.Duration {
 	d.stopMu.Lock()
 	defer d.stopMu.Unlock()
-	t0 := time.Now()
-	select {
-	case <-d.done:
-	default:
-		_ = syscall.Kill(d.pid, syscall.SIGTERM)
-		select {
-		case <-d.done:
-		case <-time.After(10 * time.Second):
-			fmt.Fprintf(os.Stderr, "daemons: %s (pid %d) did not stop within 10s of SIGTERM; killing it\n", d.name, d.pid)
-			_ = syscall.Kill(d.pid, syscall.SIGKILL)
-			<-d.done
-		}
+	took, killed := d.p.Stop(10 * time.Second)
+	if killed {
+		fmt.Fprintf(os.Stderr, "daemons: %s (pid %d) did not stop within 10s of SIGTERM; killed it\n", d.name, d.pid)
 	}
-	took := time.Since(t0)
 	b.mu.Lock()
 	delete(b.procs, d.pid)
 	b.mu.Unlock()
@@ -612,12 +594,12 @@ func (b *bench) startup(ctx context.Context) (*StartupResult, error) {
 		if m, err := readMem(d.pid); err == nil {
 			run.RSSAtReady = m.RSS
 		}
-		if t, err := cpuTicks(d.pid); err == nil {
-			run.CPUAtReady = float64(t) / float64(b.ticks)
+		if st, err := proc.ReadStat(d.pid); err == nil {
+			run.CPUAtReady = st.CPUSeconds()
 		}
 		run.ShutdownS = b.stop(d).Seconds()
-		if d.exit != nil {
-			return r, fmt.Errorf("%s exited with %v after SIGTERM; log:\n%s", d.name, d.exit, tail(repo+".log", 2000))
+		if err := d.p.Err(); err != nil {
+			return r, fmt.Errorf("%s exited with %v after SIGTERM; log:\n%s", d.name, err, tail(repo+".log", 2000))
 		}
 		r.Runs = append(r.Runs, run)
 		fmt.Printf("    run %d: ready in %.3fs (api file %.3fs), rss %s, shutdown %.3fs\n",
@@ -749,7 +731,7 @@ func (b *bench) measureIdle(ctx context.Context, ds []*daemon) ([]ProcIdle, [][2
 			if err != nil {
 				return nil, nil, fmt.Errorf("%s: %w", d.name, err)
 			}
-			out[i].CPUPercent = 100 * float64(t-startTicks[i]) / float64(b.ticks) / window
+			out[i].CPUPercent = 100 * float64(t-startTicks[i]) / proc.ClockTicks / window
 		}
 		if err := sampleAll(); err != nil {
 			return nil, nil, err
@@ -897,87 +879,16 @@ func swarmShape(sts []api.Status) (rtMin, peersMin, peersMedian int) {
 
 // ---------------------------------------------------------------- /proc
 
-// readMem reads a process's memory from /proc/PID/status and smaps_rollup.
+// readMem reads a process's memory (proc.ReadMem) into the JSON form.
 func readMem(pid int) (MemSample, error) {
-	var m MemSample
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return m, err
-	}
-	for line := range strings.SplitSeq(string(data), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) == 0 {
-			continue
-		}
-		x, _ := strconv.ParseInt(f[0], 10, 64)
-		switch k {
-		case "VmRSS":
-			m.RSS = x << 10
-		case "VmHWM":
-			m.HWM = x << 10
-		case "RssAnon":
-			m.Anon = x << 10
-		case "RssFile":
-			m.File = x << 10
-		case "Threads":
-			m.Threads = int(x)
-		}
-	}
-	if m.RSS == 0 {
-		return m, errors.New("no VmRSS in /proc status (process gone?)")
-	}
-	if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid)); err == nil {
-		for line := range strings.SplitSeq(string(data), "\n") {
-			if v, ok := strings.CutPrefix(line, "Pss:"); ok {
-				f := strings.Fields(v)
-				if len(f) > 0 {
-					x, _ := strconv.ParseInt(f[0], 10, 64)
-					m.PSS = x << 10
-				}
-			}
-		}
-	}
-	return m, nil
+	m, err := proc.ReadMem(pid)
+	return MemSample{RSS: m.RSS, Anon: m.Anon, File: m.File, PSS: m.PSS, HWM: m.HWM, Threads: m.Threads}, err
 }
 
-// cpuTicks returns utime+stime of a process, in clock ticks.
+// cpuTicks returns utime+stime of a process, in proc.ClockTicks.
 func cpuTicks(pid int) (int64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) may contain spaces; fields after it
-	// start after the last ')'.
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
-	if len(f) < 13 {
-		return 0, fmt.Errorf("short /proc/%d/stat", pid)
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	return ut + st, nil
-}
-
-func clockTicks() int {
-	out, err := exec.Command("getconf", "CLK_TCK").Output()
-	if err == nil {
-		if v, err := strconv.Atoi(strings.TrimSpace(string(out))); err == nil && v > 0 {
-			return v
-		}
-	}
-	return 100
+	st, err := proc.ReadStat(pid)
+	return st.CPU, err
 }
 
 func loadAvg() string {

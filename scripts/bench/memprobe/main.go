@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/weft-p2p/weft/node"
+	"github.com/weft-p2p/weft/node/proc"
 )
 
 func main() {
@@ -198,19 +199,10 @@ func run() error {
 	return nil
 }
 
+// selfRSS is this process's VmRSS (0 if unreadable).
 func selfRSS() int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			var kb int64
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
-			return kb << 10
-		}
-	}
-	return 0
+	m, _ := proc.ReadMem(os.Getpid())
+	return m.RSS
 }
 
 type multiFlag []string
