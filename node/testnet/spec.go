@@ -205,20 +205,6 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// Actions a step may take.
-var actions = map[string]bool{
-	"start": true, "add": true, "fetch": true, "publish": true, "follow": true,
-	"collection-create": true, "collection-join": true, "collection-add": true,
-	"wait-until": true, "kill": true, "stop": true, "restart": true, "partition": true, "heal": true,
-	"shape": true, "sleep": true, "assert": true,
-}
-
-// Checks an assert or wait-until step may make.
-var checks = map[string]bool{
-	"holds": true, "feed-seq": true, "replicas": true, "peers": true, "members": true,
-	"delivery": true, "running": true,
-}
-
 // nameRE is compiled on first use, not at package init, which every CLI
 // command would pay for.
 var nameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z][a-z0-9-]{0,15}$`) })
@@ -453,137 +439,74 @@ func (s *Scenario) Validate() error {
 	return errors.Join(errs...)
 }
 
+// stepValidator collects the problems of one step.
+type stepValidator struct {
+	s    *Scenario
+	vars map[string]bool // variables set by earlier steps' 'as'
+	errs []error
+}
+
+func (v *stepValidator) bad(format string, args ...any) {
+	v.errs = append(v.errs, fmt.Errorf(format, args...))
+}
+
+// node checks a required field naming one node or group.
+func (v *stepValidator) node(field, val string) {
+	if val == "" {
+		v.bad("%s is required", field)
+		return
+	}
+	if _, err := v.s.Resolve(Selector{val}); err != nil {
+		v.bad("%s: %v", field, err)
+	}
+}
+
+// ref checks a required field that is a value or a $variable set earlier.
+func (v *stepValidator) ref(field, val string) {
+	if val == "" {
+		v.bad("%s is required", field)
+	} else if name, ok := strings.CutPrefix(val, "$"); ok && !v.vars[name] {
+		v.bad("%s: $%s is not set by an earlier step's 'as'", field, name)
+	}
+}
+
+// validateStep checks the fields every step has, and then those of its
+// action (actions[st.Action].validate), filling defaults.
 func (s *Scenario) validateStep(st *Step, vars map[string]bool) error {
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if !actions[st.Action] {
+	a, ok := actions[st.Action]
+	if !ok {
 		return fmt.Errorf("unknown action %q", st.Action)
 	}
+	v := &stepValidator{s: s, vars: vars}
 	if st.At != "" {
 		if _, err := time.ParseDuration(st.At); err != nil {
-			bad("at: %v", err)
-		}
-	}
-	one := func(field, v string) {
-		if v == "" {
-			bad("%s is required", field)
-			return
-		}
-		if _, err := s.Resolve(Selector{v}); err != nil {
-			bad("%s: %v", field, err)
+			v.bad("at: %v", err)
 		}
 	}
 	if _, err := s.Resolve(st.Nodes); err != nil {
-		bad("nodes: %v", err)
-	}
-	ref := func(field, v string) {
-		if v == "" {
-			bad("%s is required", field)
-		} else if name, ok := strings.CutPrefix(v, "$"); ok && !vars[name] {
-			bad("%s: $%s is not set by an earlier step's 'as'", field, name)
-		}
+		v.bad("nodes: %v", err)
 	}
 	if st.Size != "" {
 		if _, err := node.ParseByteSize(st.Size); err != nil {
-			bad("size: %v", err)
+			v.bad("size: %v", err)
 		}
 	}
-	switch st.Action {
-	case "add":
-		one("node", st.Node)
-		if st.Size == "" && st.Text == "" {
-			bad("give size or text")
-		}
-	case "fetch":
-		ref("cid", st.CID)
-	case "publish":
-		one("node", st.Node)
-		if st.Count == 0 {
-			st.Count = 1
-		}
-		if st.CID != "" && st.Count > 1 {
-			bad("cid publishes one version; leave it out to publish count fresh ones")
-		}
-		if st.CID != "" {
-			ref("cid", st.CID)
-		}
-	case "follow":
-		if st.Feed == "" {
-			one("publisher", st.Publisher)
-		} else {
-			ref("feed", st.Feed)
-		}
-	case "collection-create":
-		one("node", st.Node)
-		if st.As == "" {
-			bad("as is required (the variable the collection ID goes into)")
-		}
-	case "collection-join":
-		ref("collection", st.Collection)
-	case "collection-add":
-		one("node", st.Node)
-		ref("collection", st.Collection)
-		if st.CID == "" && st.Count == 0 {
-			st.Count = 1
-		}
-		if st.CID != "" {
-			ref("cid", st.CID)
-		}
-	case "partition":
-		if len(st.Groups) < 2 {
-			bad("groups needs at least two groups of nodes")
-		}
-		for _, g := range st.Groups {
-			if _, err := s.Resolve(g); err != nil || len(g) == 0 {
-				bad("groups: %v", err)
-			}
-		}
-	case "shape":
-		if err := st.Shape.validate(); err != nil {
-			bad("%v", err)
-		}
-	case "sleep":
-		if st.Duration <= 0 {
-			bad("duration is required")
-		}
-	case "assert", "wait-until":
-		if !checks[st.Check] {
-			bad("check %q: use holds, feed-seq, replicas, peers, members, delivery or running", st.Check)
-		}
-		switch st.Check {
-		case "holds":
-			ref("cid", st.CID)
-		case "feed-seq":
-			ref("feed", st.Feed)
-			if st.Seq == 0 {
-				bad("seq is required")
-			}
-		case "replicas", "members":
-			ref("collection", st.Collection)
-			if st.Check == "replicas" && st.Replication == 0 {
-				bad("replication (R) is required")
-			}
-		case "delivery":
-			ref("feed", st.Feed)
-			if st.Min == 0 {
-				st.Min = 1
-			}
-		}
-		if st.Action == "wait-until" && st.Deadline == 0 {
-			st.Deadline = Duration(60 * time.Second)
-		}
+	if a.validate != nil {
+		a.validate(v, st)
 	}
 	if st.Timeout == 0 {
 		st.Timeout = Duration(2 * time.Minute)
 	}
 	if st.As != "" {
-		if !regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`).MatchString(st.As) {
-			bad("as %q: letters, digits and _", st.As)
+		if !asRE().MatchString(st.As) {
+			v.bad("as %q: letters, digits and _", st.As)
 		}
 		vars[st.As] = true
 	}
-	return errors.Join(errs...)
+	return errors.Join(v.errs...)
 }
+
+var asRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`) })
 
 // MaxNodes bounds a testnet: namespaces share one /24.
 const MaxNodes = 250

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/weft-p2p/weft/node"
-	"github.com/weft-p2p/weft/node/proc"
 	"github.com/weft-p2p/weft/node/api"
+	"github.com/weft-p2p/weft/node/proc"
 )
 
 // Options say where and how a testnet runs.
