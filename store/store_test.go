@@ -19,7 +19,15 @@ import (
 	mh "github.com/multiformats/go-multihash"
 )
 
+// TestDatastoreConformance runs go-datastore's suite on both store kinds.
+// The suite's query combinations (1,152 of them) each put, read, query and
+// delete 4×ElemCount keys; at its default of 100 they took a minute and a
+// half per store. ElemCount 20 is the suite's own floor, and what it uses
+// under -race: every offset, limit, filter, order and prefix is still
+// tried, each against empty data, one key and data it overruns. The two
+// stores run in parallel.
 func TestDatastoreConformance(t *testing.T) {
+	dstest.ElemCount = 20
 	for _, tc := range []struct {
 		name string
 		cfg  Config
@@ -28,6 +36,7 @@ func TestDatastoreConformance(t *testing.T) {
 		{"memory", Config{InMemory: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			s := openStore(t, tc.cfg)
 			dstest.SubtestAll(t, s.Datastore())
 		})
