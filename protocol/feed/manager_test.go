@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/ipfs/boxo/ipns"
@@ -263,43 +264,58 @@ func TestNewerRecordCancelsFetch(t *testing.T) {
 	}
 }
 
+// TestFailedFetchRetriedByTick runs in a synctest bubble: after a Tick,
+// synctest.Wait returns once every goroutine of the manager is blocked, so
+// "not retried yet" is checked after anything that Tick started has run (a
+// retry started too early fails the test, where a 10 ms sleep could miss it).
 func TestFailedFetchRetriedByTick(t *testing.T) {
-	sk := testKey(t, 1)
-	name := testName(t, sk)
-	clock := newClock()
-	pinner := newPinner()
-	pinner.fail[contentCID(1)] = errors.New("no providers")
-	m := newManager(t, Config{Clock: clock, Pinner: pinner, RetryMin: time.Minute, RetryMax: time.Hour, Logger: quiet})
-	follow(t, m, name, FollowOptions{Pin: true})
-	m.HandleMessage(name, "p", mustRecord(t, sk, 1, 2*time.Hour, t0))
-	eventually(t, 5*time.Second, "failure", func() bool { return m.Counters().PinFailed == 1 })
-	fi, _ := m.Feed(name)
-	if fi.PinErr == nil || fi.Pinned.Seq != 0 || fi.Held.Seq != 1 {
-		t.Fatalf("after failure: %+v", fi)
-	}
-	m.Tick() // backoff not over: no retry
-	clock.Advance(59 * time.Second)
-	m.Tick()
-	time.Sleep(10 * time.Millisecond)
-	if m.Counters().PinFailed != 1 {
-		t.Fatal("retried before the backoff")
-	}
-	clock.Advance(time.Second)
-	m.Tick()
-	eventually(t, 5*time.Second, "second failure", func() bool { return m.Counters().PinFailed == 2 })
-	// Backoff doubles: two minutes now.
-	pinner.mu.Lock()
-	delete(pinner.fail, contentCID(1))
-	pinner.mu.Unlock()
-	clock.Advance(time.Minute)
-	m.Tick()
-	time.Sleep(10 * time.Millisecond)
-	if fi, _ := m.Feed(name); fi.Pinned.Seq != 0 {
-		t.Fatal("retried before the doubled backoff")
-	}
-	clock.Advance(time.Minute)
-	m.Tick()
-	eventually(t, 5*time.Second, "pinned", func() bool { fi, _ := m.Feed(name); return fi.Pinned.Seq == 1 && fi.PinErr == nil })
+	synctest.Test(t, func(t *testing.T) {
+		sk := testKey(t, 1)
+		name := testName(t, sk)
+		clock := newClock()
+		pinner := newPinner()
+		pinner.fail[contentCID(1)] = errors.New("no providers")
+		m := newManager(t, Config{Clock: clock, Pinner: pinner, RetryMin: time.Minute, RetryMax: time.Hour, Logger: quiet})
+		follow(t, m, name, FollowOptions{Pin: true})
+		m.HandleMessage(name, "p", mustRecord(t, sk, 1, 2*time.Hour, t0))
+		synctest.Wait()
+		if c := m.Counters().PinFailed; c != 1 {
+			t.Fatalf("%d failures after the first fetch", c)
+		}
+		fi, _ := m.Feed(name)
+		if fi.PinErr == nil || fi.Pinned.Seq != 0 || fi.Held.Seq != 1 {
+			t.Fatalf("after failure: %+v", fi)
+		}
+		m.Tick() // backoff not over: no retry
+		clock.Advance(59 * time.Second)
+		m.Tick()
+		synctest.Wait()
+		if m.Counters().PinFailed != 1 {
+			t.Fatal("retried before the backoff")
+		}
+		clock.Advance(time.Second)
+		m.Tick()
+		synctest.Wait()
+		if c := m.Counters().PinFailed; c != 2 {
+			t.Fatalf("%d failures once the backoff is over, want 2", c)
+		}
+		// Backoff doubles: two minutes now.
+		pinner.mu.Lock()
+		delete(pinner.fail, contentCID(1))
+		pinner.mu.Unlock()
+		clock.Advance(time.Minute)
+		m.Tick()
+		synctest.Wait()
+		if fi, _ := m.Feed(name); fi.Pinned.Seq != 0 || m.Counters().PinFailed != 2 {
+			t.Fatal("retried before the doubled backoff")
+		}
+		clock.Advance(time.Minute)
+		m.Tick()
+		synctest.Wait()
+		if fi, _ := m.Feed(name); fi.Pinned.Seq != 1 || fi.PinErr != nil {
+			t.Fatalf("after the doubled backoff: %+v", fi)
+		}
+	})
 }
 
 func TestHandleRequest(t *testing.T) {
