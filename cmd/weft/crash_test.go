@@ -21,6 +21,7 @@ import (
 	"github.com/weft-p2p/weft/node"
 	"github.com/weft-p2p/weft/node/api"
 	"github.com/weft-p2p/weft/node/nodetest"
+	"github.com/weft-p2p/weft/protocol/unixfs/unixfstest"
 )
 
 // buildWeft builds the weft binary into a temporary directory and returns
@@ -189,7 +190,7 @@ func TestDaemonKilledMidAdd(t *testing.T) {
 		return s
 	}
 	base := status().Store
-	g := &gate{r: newGen("crash-big", 200<<20), limit: 128 << 20, release: make(chan struct{})}
+	g := &gate{r: unixfstest.NewInput("crash-big", 200<<20), limit: 128 << 20, release: make(chan struct{})}
 	t.Cleanup(g.open)
 	addDone := make(chan error, 1)
 	go func() {

@@ -10,8 +10,6 @@ import (
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
-
-	"github.com/weft-p2p/weft/protocol/unixfs/unixfstest"
 )
 
 // nullDAG is a DAGService that keeps nothing: an import into it computes
@@ -50,9 +48,6 @@ func mustCid(t testing.TB, s string) cid.Cid {
 	}
 	return c
 }
-
-// newGen streams the kubo-cids.json input of (seed, size).
-func newGen(seed string, size int64) *unixfstest.Input { return unixfstest.NewInput(seed, size) }
 
 // decodeAny decodes a dag-pb or raw block, the codecs UnixFS uses.
 func decodeAny(b blocks.Block) (ipld.Node, error) {

@@ -21,6 +21,8 @@ import (
 	mdag "github.com/ipfs/boxo/ipld/merkledag"
 	ft "github.com/ipfs/boxo/ipld/unixfs"
 	ipld "github.com/ipfs/go-ipld-format"
+
+	"github.com/weft-p2p/weft/protocol/unixfs/unixfstest"
 )
 
 // small returns options with tiny chunks and narrow nodes, so that a few
@@ -50,7 +52,7 @@ func TestFileRoundTrip(t *testing.T) {
 		for _, size := range []int64{0, 1, 999, 1000, 1001, 3000, 9001, 27_500} {
 			t.Run(fmt.Sprintf("%s/%d", name, size), func(t *testing.T) {
 				dag := memDAG()
-				want, _ := io.ReadAll(newGen("rt", size))
+				want, _ := io.ReadAll(unixfstest.NewInput("rt", size))
 				var last int64
 				c, err := AddFile(ctx, dag, bytes.NewReader(want), opts, func(n int64) {
 					if n <= last {
@@ -116,7 +118,7 @@ func TestDirectoryRoundTrip(t *testing.T) {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		b, _ := io.ReadAll(newGen(rel, size))
+		b, _ := io.ReadAll(unixfstest.NewInput(rel, size))
 		if err := os.WriteFile(p, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -313,7 +315,7 @@ func TestShardedDirectory(t *testing.T) {
 			}
 			for _, i := range []int{0, 4242, 5999} {
 				b, err := os.ReadFile(filepath.Join(out, fmt.Sprintf("f%05d", i)))
-				want, _ := io.ReadAll(newGen(fmt.Sprintf("wide-%d", i), 10))
+				want, _ := io.ReadAll(unixfstest.NewInput(fmt.Sprintf("wide-%d", i), 10))
 				if err != nil || !bytes.Equal(b, want) {
 					t.Fatalf("f%05d: %x, %v", i, b, err)
 				}
@@ -424,7 +426,7 @@ func TestOptionsValidate(t *testing.T) {
 func TestAddCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	opts := small(DefaultOptions())
-	_, err := AddFile(ctx, nullDAG{}, newGen("c", 1<<20), opts, func(n int64) {
+	_, err := AddFile(ctx, nullDAG{}, unixfstest.NewInput("c", 1<<20), opts, func(n int64) {
 		if n > 10_000 {
 			cancel()
 		}

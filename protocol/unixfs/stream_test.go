@@ -15,6 +15,8 @@ import (
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
+
+	"github.com/weft-p2p/weft/protocol/unixfs/unixfstest"
 )
 
 // diskDAG keeps each block in its own file, so that the blocks of a test
@@ -120,7 +122,7 @@ func TestStreaming(t *testing.T) {
 		runtime.GC()
 		var add heapPeak
 		add.sample()
-		c, err := AddFile(ctx, dag, newGen("stream", size), DefaultOptions(), func(int64) { add.sample() })
+		c, err := AddFile(ctx, dag, unixfstest.NewInput("stream", size), DefaultOptions(), func(int64) { add.sample() })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -137,7 +139,7 @@ func TestStreaming(t *testing.T) {
 		if _, err := io.Copy(&peakWriter{w: got, h: &cat}, r); err != nil {
 			t.Fatal(err)
 		}
-		io.Copy(want, newGen("stream", size))
+		io.Copy(want, unixfstest.NewInput("stream", size))
 		if string(got.Sum(nil)) != string(want.Sum(nil)) {
 			t.Fatal("cat gave other bytes than were added")
 		}

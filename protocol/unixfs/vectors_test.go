@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"github.com/weft-p2p/weft/protocol/unixfs/unixfstest"
-	"io"
 	"strconv"
 	"strings"
 	"testing"
@@ -54,29 +53,6 @@ func parseBytes(t *testing.T, s string) int {
 	return n * mult
 }
 
-func TestGenerator(t *testing.T) {
-	// The example the JSON's "generator" field gives.
-	b, err := io.ReadAll(newGen("one", 1))
-	if err != nil || len(b) != 1 || b[0] != 0x73 {
-		t.Fatalf("seed one, size 1: got %x, %v; want 73", b, err)
-	}
-	// Odd read sizes must not change the stream.
-	whole, _ := io.ReadAll(newGen("x", 1000))
-	var pieces []byte
-	g := newGen("x", 1000)
-	buf := make([]byte, 7)
-	for {
-		n, err := g.Read(buf)
-		pieces = append(pieces, buf[:n]...)
-		if err == io.EOF {
-			break
-		}
-	}
-	if string(whole) != string(pieces) || len(whole) != 1000 {
-		t.Fatal("generator output depends on read sizes")
-	}
-}
-
 // TestKuboVectors checks that every input in kubo-cids.json, added with
 // every setting listed for it, gives the CID Kubo gave.
 func TestKuboVectors(t *testing.T) {
@@ -99,7 +75,7 @@ func TestKuboVectors(t *testing.T) {
 			t.Parallel()
 			for _, setting := range unixfstest.SortedKeys(f.CIDs) {
 				want := f.CIDs[setting]
-				got, err := AddFile(ctx, nullDAG{}, newGen(f.Seed, f.Size), optsFor(t, setting), nil)
+				got, err := AddFile(ctx, nullDAG{}, unixfstest.NewInput(f.Seed, f.Size), optsFor(t, setting), nil)
 				if err != nil {
 					t.Fatalf("%s: %v", setting, err)
 				}
@@ -153,7 +129,7 @@ func wideDir(t *testing.T, rule string) files.Directory {
 	}
 	entries := make([]files.DirEntry, n)
 	for i := range n {
-		entries[i] = files.FileEntry(fmt.Sprintf("f%05d", i), files.NewReaderFile(newGen(fmt.Sprintf("wide-%d", i), 10)))
+		entries[i] = files.FileEntry(fmt.Sprintf("f%05d", i), files.NewReaderFile(unixfstest.NewInput(fmt.Sprintf("wide-%d", i), 10)))
 	}
 	return files.NewSliceDirectory(entries)
 }
@@ -187,7 +163,7 @@ func (tr *tree) file(path, seed string, size int64) {
 	if i := strings.LastIndex(path, "/"); i >= 0 {
 		dir, name = path[:i], path[i+1:]
 	}
-	tr.dir(dir).entries[name] = files.NewReaderFile(newGen(seed, size))
+	tr.dir(dir).entries[name] = files.NewReaderFile(unixfstest.NewInput(seed, size))
 }
 
 func (tr *tree) node() files.Directory {
