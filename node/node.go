@@ -1,7 +1,3 @@
-// Package node assembles a weft daemon: it opens the repo (config, identity,
-// lock), the Badger store and the libp2p network, hands them to the protocol
-// logic, and serves the HTTP API. It is the one place where p2p, store and
-// protocol meet.
 package node
 
 import (
