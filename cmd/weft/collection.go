@@ -24,10 +24,11 @@ members (chosen by rendezvous hashing, repaired when a member goes away).
 
 Create one, give its ID to other nodes, and have them join it:
 
-  weft collection create photos --replication 3      # prints the collection ID
+  weft collection create photos --replication 3       # or -R 3; prints the collection ID
   weft collection join ID [NAME]                      # on the other nodes
   weft collection grant photos PEER                   # let PEER add and remove items
   weft collection add photos CID --name holiday.jpg
+  weft collection items photos                        # its items ('list' lists collections)
   weft collection status photos
 
 NAME is a local label; every command takes the local name or the ID.`,
@@ -41,7 +42,7 @@ NAME is a local label; every command takes the local name or the ID.`,
 			s := v.(api.CollectionSummary)
 			fmt.Fprintln(w, s.ID)
 		})
-	create.Flags().IntVarP(&replication, "replication", "r", 3, "copies kept of each item (the default of items added without --replication)")
+	replicationFlag(create, &replication, 3, "copies kept of each item (the default of items added without --replication)")
 
 	join := clientCmd(o, "join ID [NAME]", "Join a collection by ID, under a local NAME (default: the name its creator gave)", cobra.RangeArgs(1, 2),
 		func(ctx context.Context, c *api.Client, a []string) (any, error) {
@@ -77,7 +78,7 @@ NAME is a local label; every command takes the local name or the ID.`,
 		func(ctx context.Context, c *api.Client, a []string) (any, error) {
 			return c.CollectionAdd(ctx, a[0], a[1:], addRepl, label)
 		}, printWrite("added"))
-	add.Flags().IntVarP(&addRepl, "replication", "r", 0, "copies kept of these items (0: the collection's default)")
+	replicationFlag(add, &addRepl, 0, "copies kept of these items (0: the collection's default)")
 	add.Flags().StringVar(&label, "name", "", "label of the items")
 
 	rm := clientCmd(o, "rm NAME|ID CID...", "Remove items from a collection", cobra.MinimumNArgs(2),
@@ -95,7 +96,9 @@ NAME is a local label; every command takes the local name or the ID.`,
 			return c.CollectionSnapshot(ctx, a[0])
 		}, printWrite("snapshot"))
 
-	ls := clientCmd(o, "ls NAME|ID", "List a collection's items", cobra.ExactArgs(1),
+	// `items` was `ls`, which read as "list collections" next to `list`;
+	// `ls` stays an alias.
+	items := clientCmd(o, "items NAME|ID", "List a collection's items (alias: ls)", cobra.ExactArgs(1),
 		func(ctx context.Context, c *api.Client, a []string) (any, error) { return c.CollectionLs(ctx, a[0]) },
 		func(w io.Writer, v any) {
 			t := newTable(w)
@@ -105,6 +108,7 @@ NAME is a local label; every command takes the local name or the ID.`,
 			}
 			t.Flush()
 		})
+	items.Aliases = []string{"ls"}
 
 	status := clientCmd(o, "status NAME|ID", "Show a collection's members, heads, and each item's holders and state", cobra.ExactArgs(1),
 		func(ctx context.Context, c *api.Client, a []string) (any, error) {
@@ -131,8 +135,25 @@ NAME is a local label; every command takes the local name or the ID.`,
 			}
 			t.Flush()
 		})
-	cmd.AddCommand(create, join, leave, add, rm, grant, snapshot, ls, status, list)
+	cmd.AddCommand(create, join, leave, add, rm, grant, snapshot, items, status, list)
 	return cmd
+}
+
+// replicationFlag registers --replication (-R) on cmd. Its shorthand was
+// -r, which on `weft add` means --recursive; -r still sets it, through a
+// hidden flag, and a notice on stderr says to use -R. (pflag's own
+// deprecation notice would go to cobra's output, stdout, where scripts
+// read the collection ID.)
+func replicationFlag(cmd *cobra.Command, p *int, def int, usage string) {
+	f := cmd.Flags()
+	f.IntVarP(p, "replication", "R", def, usage)
+	f.IntVarP(p, "replication-r", "r", def, usage)
+	_ = f.MarkHidden("replication-r")
+	cmd.PreRun = func(cmd *cobra.Command, _ []string) {
+		if cmd.Flags().Changed("replication-r") {
+			fmt.Fprintln(cmd.ErrOrStderr(), "weft: -r is deprecated for --replication, use -R")
+		}
+	}
 }
 
 func replText(it api.CollectionItem) string {

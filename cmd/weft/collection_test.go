@@ -99,3 +99,95 @@ func TestCollectionCLI(t *testing.T) {
 		t.Errorf("list after leave: %q", out)
 	}
 }
+
+// TestCollectionCLINames: `collection items` lists a collection's items and
+// `collection list` the collections; --replication is -R. The old
+// spellings, `collection ls` and -r, keep working, -r with a deprecation
+// notice.
+func TestCollectionCLINames(t *testing.T) {
+	a := nodetest.Start(t, nodetest.Options{})
+	repo := a.Repo().Path
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	run := func(args ...string) (string, string) {
+		t.Helper()
+		code, out, stderr := weft(t, append(args, "--repo", repo)...)
+		if code != 0 {
+			t.Fatalf("weft %s: exit %d: %s", strings.Join(args, " "), code, stderr)
+		}
+		return out, stderr
+	}
+	replicationOf := func(name string) int {
+		t.Helper()
+		out, _ := run("collection", "list", "--json")
+		var cols []api.CollectionSummary
+		if err := json.Unmarshal([]byte(out), &cols); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cols {
+			if c.Name == name {
+				return c.Replication
+			}
+		}
+		t.Fatalf("collection list has no %q: %s", name, out)
+		return 0
+	}
+	for _, tc := range []struct {
+		name       string
+		flag       []string
+		want       int
+		deprecated bool
+	}{
+		{"long", []string{"--replication", "2"}, 2, false},
+		{"short", []string{"-R", "4"}, 4, false},
+		{"old-short", []string{"-r", "5"}, 5, true},
+		{"default", nil, 3, false},
+	} {
+		out, stderr := run(append([]string{"collection", "create", tc.name}, tc.flag...)...)
+		if id := strings.TrimSpace(out); !strings.HasPrefix(id, "bafkrei") || strings.Contains(id, "\n") {
+			t.Errorf("create %s %v printed %q, want the ID alone", tc.name, tc.flag, out)
+		}
+		if got := replicationOf(tc.name); got != tc.want {
+			t.Errorf("create %s %v: replication %d, want %d", tc.name, tc.flag, got, tc.want)
+		}
+		if strings.Contains(stderr, "deprecated") != tc.deprecated {
+			t.Errorf("create %s %v: stderr %q", tc.name, tc.flag, stderr)
+		}
+	}
+
+	item, err := nodetest.Client(a).Add(ctx, files.NewBytesFile([]byte("named item")), nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	itemsOf := func(cmd string) []api.CollectionItem {
+		t.Helper()
+		out, _ := run("collection", cmd, "long", "--json")
+		var items []api.CollectionItem
+		if err := json.Unmarshal([]byte(out), &items); err != nil {
+			t.Fatalf("collection %s: %v: %s", cmd, err, out)
+		}
+		return items
+	}
+	for _, tc := range []struct {
+		flag []string
+		want int
+	}{
+		{[]string{"-R", "1"}, 1},
+		{[]string{"-r", "2"}, 2},
+		{[]string{"--replication", "3"}, 3},
+	} {
+		run(append([]string{"collection", "add", "long", item, "--name", "x.txt"}, tc.flag...)...)
+		for _, cmd := range []string{"items", "ls"} {
+			got := itemsOf(cmd)
+			if len(got) != 1 || got[0].CID != item || got[0].Replication != tc.want || got[0].Label != "x.txt" {
+				t.Errorf("after add %v, collection %s: %+v", tc.flag, cmd, got)
+			}
+		}
+	}
+	if out, _ := run("collection", "items", "long"); !strings.Contains(out, item) || !strings.Contains(out, "x.txt") {
+		t.Errorf("collection items table: %q", out)
+	}
+	if out, _ := run("collection", "list"); !strings.Contains(out, "long") || !strings.Contains(out, "old-short") {
+		t.Errorf("collection list table: %q", out)
+	}
+}
