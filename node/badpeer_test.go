@@ -166,7 +166,7 @@ func TestFetchPastLyingPeer(t *testing.T) {
 	}
 	honest := nodetest.Start(t, nodetest.Options{Tune: quiet})
 	victim := nodetest.Start(t, nodetest.Options{Tune: quiet})
-	x := victim.Network().Exchange()
+	x := victim.Network().Bitswap()
 	if x == nil {
 		t.Fatal("victim has no Bitswap exchange")
 	}
@@ -305,7 +305,7 @@ func TestFetchPastLyingPeer(t *testing.T) {
 // only provider, an honest node, has blocks in flight. Those blocks arrive
 // after their wants were cancelled; they are correct, so the provider must
 // not be counted as bad, let alone disconnected.
-// p2p.Exchange remembers, per peer, the CIDs asked of it, so these blocks
+// p2p.Bitswap remembers, per peer, the CIDs asked of it, so these blocks
 // are recognised as answers to our own (cancelled) wants.
 func TestCancelledFetchBlamesNoHonestPeer(t *testing.T) {
 	quiet := func(c *node.Config) { c.DHT.BootstrapInterval = node.Duration(time.Hour) }
@@ -347,7 +347,7 @@ func TestCancelledFetchBlamesNoHonestPeer(t *testing.T) {
 	if err := fetcher.Fetch(ctx, small); err != nil {
 		t.Fatalf("fetch after the cancel: %v", err)
 	}
-	x := fetcher.Network().Exchange()
+	x := fetcher.Network().Bitswap()
 	if bad := x.BadPeers(); len(bad) != 0 {
 		t.Fatalf("an honest provider was counted as bad after a cancelled fetch: %v (provider %s, still connected: %v)",
 			bad, provider.ID(), nodetest.Connected(fetcher, provider))

@@ -28,7 +28,7 @@ var ErrFetchTimeout = errors.New("fetch timed out")
 // operations: add, fetch, pin, provide.
 type content struct {
 	n     *Node
-	x     *p2p.Exchange
+	x     *p2p.Bitswap
 	bserv blockservice.BlockService
 	dag   ipld.DAGService
 
@@ -39,7 +39,7 @@ type content struct {
 
 func newContent(n *Node) *content {
 	c := &content{n: n}
-	c.x = n.net.StartExchange(n.store.Blockstore(), p2p.ExchangeConfig{})
+	c.x = n.net.StartBitswap(n.store.Blockstore(), p2p.BitswapConfig{})
 	c.bserv = blockservice.New(n.store.Blockstore(), c.x)
 	c.dag = merkledag.NewDAGService(c.bserv)
 	c.ctx, c.cancel = context.WithCancel(context.Background())

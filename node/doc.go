@@ -16,7 +16,7 @@
 //     everything else;
 //  3. the store (store.Open): Badger, the pack files, pins;
 //  4. the network (p2p.New): libp2p host, DHT, gossipsub, bootstrap loop;
-//  5. content (content.go): Bitswap on the store (p2p.Network.StartExchange),
+//  5. content (content.go): Bitswap on the store (p2p.Network.StartBitswap),
 //     the DAG service, the reprovide loop;
 //  6. the native exchange server (native.go), a stream handler on the host;
 //  7. collections (collection.go), rejoining those recorded in the store,

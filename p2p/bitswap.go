@@ -16,12 +16,13 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// Exchange is Bitswap on this host, plus the accounting weft adds to it:
+// Bitswap is boxo's Bitswap on this host (not protocol/exchange, weft's
+// native exchange), plus the accounting weft adds to it:
 // which peers sent blocks nobody asked for (a block's CID is computed from
 // the bytes received, so a peer that answers a want with the wrong bytes
 // produces a block under some other CID, which is dropped, never stored,
 // and counted against that peer).
-type Exchange struct {
+type Bitswap struct {
 	*bitswap.Bitswap
 
 	mu        sync.Mutex
@@ -33,8 +34,8 @@ type Exchange struct {
 	asked     *askedSet
 }
 
-// ExchangeConfig configures StartExchange.
-type ExchangeConfig struct {
+// BitswapConfig configures StartBitswap.
+type BitswapConfig struct {
 	// BadPeerLimit is how many unrequested blocks a peer may send before it
 	// is disconnected (default 3).
 	BadPeerLimit int
@@ -42,13 +43,13 @@ type ExchangeConfig struct {
 	OnBadBlock func(from peer.ID, c cid.Cid)
 }
 
-// StartExchange starts Bitswap over bs, finding providers through the DHT.
+// StartBitswap starts Bitswap over bs, finding providers through the DHT.
 // It stops when the Network closes.
-func (n *Network) StartExchange(bs blockstore.Blockstore, cfg ExchangeConfig) *Exchange {
+func (n *Network) StartBitswap(bs blockstore.Blockstore, cfg BitswapConfig) *Bitswap {
 	if cfg.BadPeerLimit <= 0 {
 		cfg.BadPeerLimit = 3
 	}
-	x := &Exchange{bad: map[peer.ID]int{}, badLimit: cfg.BadPeerLimit, onBad: cfg.OnBadBlock, network: n, asked: newAskedSet()}
+	x := &Bitswap{bad: map[peer.ID]int{}, badLimit: cfg.BadPeerLimit, onBad: cfg.OnBadBlock, network: n, asked: newAskedSet()}
 	n.Host.Network().Notify(&network.NotifyBundle{
 		DisconnectedF: func(net network.Network, c network.Conn) {
 			if net.Connectedness(c.RemotePeer()) != network.Connected {
@@ -60,7 +61,7 @@ func (n *Network) StartExchange(bs blockstore.Blockstore, cfg ExchangeConfig) *E
 	x.Bitswap = bitswap.New(n.ctx, net, n.DHT, bs,
 		bitswap.WithTracer(x),
 	)
-	n.exchange = x
+	n.bitswap = x
 	return x
 }
 
@@ -69,7 +70,7 @@ func (n *Network) StartExchange(bs blockstore.Blockstore, cfg ExchangeConfig) *E
 // answers a want with the wrong bytes produces a block under a CID nobody
 // asked it for; an honest peer whose blocks arrive after we cancelled the
 // want sent a CID we did ask for, and is not blamed.
-func (x *Exchange) MessageReceived(p peer.ID, msg bsmsg.BitSwapMessage) {
+func (x *Bitswap) MessageReceived(p peer.ID, msg bsmsg.BitSwapMessage) {
 	for _, b := range msg.Blocks() {
 		if !x.asked.was(p, b.Cid()) {
 			x.markBad(p, b.Cid())
@@ -78,7 +79,7 @@ func (x *Exchange) MessageReceived(p peer.ID, msg bsmsg.BitSwapMessage) {
 }
 
 // MessageSent implements bitswap's tracer (only its server reports here).
-func (x *Exchange) MessageSent(peer.ID, bsmsg.BitSwapMessage) {}
+func (x *Bitswap) MessageSent(peer.ID, bsmsg.BitSwapMessage) {}
 
 // recordingNet wraps the Bitswap network to record the CIDs asked of each
 // peer: Bitswap's client reports no sent messages to a tracer, so the
@@ -174,7 +175,7 @@ func (a *askedSet) forget(p peer.ID) {
 	delete(a.old, p)
 }
 
-func (x *Exchange) markBad(p peer.ID, c cid.Cid) {
+func (x *Bitswap) markBad(p peer.ID, c cid.Cid) {
 	x.badBlocks.Add(1)
 	x.mu.Lock()
 	x.bad[p]++
@@ -183,14 +184,14 @@ func (x *Exchange) markBad(p peer.ID, c cid.Cid) {
 	if x.onBad != nil {
 		x.onBad(p, c)
 	}
-	x.network.cfg.Logger.Warn("exchange: rejected a block that matches no wanted CID", "peer", p, "cid", c)
+	x.network.cfg.Logger.Warn("bitswap: rejected a block that matches no wanted CID", "peer", p, "cid", c)
 	if over {
 		x.network.Host.Network().ClosePeer(p)
 	}
 }
 
 // BadPeers returns how many rejected blocks each misbehaving peer sent.
-func (x *Exchange) BadPeers() map[peer.ID]int {
+func (x *Bitswap) BadPeers() map[peer.ID]int {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	out := make(map[peer.ID]int, len(x.bad))
@@ -201,7 +202,7 @@ func (x *Exchange) BadPeers() map[peer.ID]int {
 }
 
 // BadBlocks is the number of rejected blocks.
-func (x *Exchange) BadBlocks() int64 { return x.badBlocks.Load() }
+func (x *Bitswap) BadBlocks() int64 { return x.badBlocks.Load() }
 
-// Exchange returns the Exchange StartExchange started, or nil before then.
-func (n *Network) Exchange() *Exchange { return n.exchange }
+// Bitswap returns the Bitswap StartBitswap started, or nil before then.
+func (n *Network) Bitswap() *Bitswap { return n.bitswap }

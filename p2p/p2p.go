@@ -158,7 +158,7 @@ type Network struct {
 	listening []ma.Multiaddr
 	cm        *connmgr.BasicConnMgr
 	boot      *bootstrapper
-	exchange  *Exchange
+	bitswap   *Bitswap
 	psStats   *pubsubStats
 	mdns      mdns.Service
 	gate      *gate
@@ -289,8 +289,8 @@ func (n *Network) Close() error {
 			errs = append(errs, n.mdns.Close())
 		}
 		n.boot.saveKnownPeers()
-		if n.exchange != nil {
-			errs = append(errs, n.exchange.Close())
+		if n.bitswap != nil {
+			errs = append(errs, n.bitswap.Close())
 		}
 		n.cancel()
 		n.wg.Wait()
