@@ -205,8 +205,9 @@ cat <<EOF
   $(cmdline 0 feed publish --key blog CID)          # followers get it
   $(cmdline 3 feed ls)
   $(cmdline 0 collection add photos CID --name hello.txt)
+  $(cmdline 3 collection items photos)
   $(cmdline 3 collection status photos)
-  $(cmdline "$last" shutdown)                       # then watch its items move to others
+  $(cmdline "$last" shutdown)                       # 20s later (grace_period) its items are on others: collection status
   $(cmdline 0 dht find-peer "${IDS[$last]}")
   tail -f $(repo 0).log
 EOF
