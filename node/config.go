@@ -115,6 +115,18 @@ type ContentConfig struct {
 	ReprovideInterval Duration `toml:"reprovide_interval" comment:"How often every pinned root is announced to the DHT again."`
 	ProvideAll        bool     `toml:"provide_all" comment:"Announce every block, not only roots (slower, lets others fetch sub-DAGs by CID)."`
 	Native            bool     `toml:"native" comment:"Fetch from weft peers with weft's streaming exchange (Bitswap stays on for everyone else and for what it cannot get)."`
+	MaxGetEntries     int64    `toml:"max_get_entries" comment:"Most entries a get (tar) may write. A directory linked from several places is written once per place, so a few KB of DAG can describe billions of entries; a get past this fails before writing anything. 0 = the default, 1048576."`
+}
+
+// DefaultMaxGetEntries is content.max_get_entries when it is 0.
+const DefaultMaxGetEntries = 1 << 20
+
+// maxGetEntries is the limit content.max_get_entries sets.
+func (c ContentConfig) maxGetEntries() int64 {
+	if c.MaxGetEntries == 0 {
+		return DefaultMaxGetEntries
+	}
+	return c.MaxGetEntries
 }
 
 // FeedConfig configures signed feeds (IPNS records over gossipsub and the DHT).
@@ -169,6 +181,7 @@ func DefaultConfig(profile string) (Config, error) {
 			FetchTimeout:      Duration(60 * time.Second),
 			ReprovideInterval: Duration(12 * time.Hour),
 			Native:            true,
+			MaxGetEntries:     DefaultMaxGetEntries,
 		},
 		Collection: DefaultCollectionConfig(),
 		Log:        LogConfig{Level: "info", Format: "text", Subsystems: []string{}},
@@ -246,6 +259,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Content.ReprovideInterval < Duration(time.Minute) {
 		bad("content.reprovide_interval", "must be at least 1m")
+	}
+	if c.Content.MaxGetEntries < 0 {
+		bad("content.max_get_entries", "must not be negative")
 	}
 	if c.Feed.MaxRecordSize < 512 || c.Feed.MaxRecordSize > 10<<10 {
 		bad("feed.max_record_size", "must be between 512B and 10KiB")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/boxo/blockservice"
@@ -24,6 +25,13 @@ import (
 // ErrFetchTimeout says no provider sent a needed block in time.
 var ErrFetchTimeout = errors.New("fetch timed out")
 
+// ErrTooManyEntries and ErrTooDeep refuse a get whose tree would be larger
+// than content.max_get_entries or nest deeper than any path can.
+var (
+	ErrTooManyEntries = errors.New("too many entries")
+	ErrTooDeep        = errors.New("too deep")
+)
+
 // content joins the store, Bitswap and the DHT into the node's content
 // operations: add, fetch, pin, provide.
 type content struct {
@@ -35,7 +43,16 @@ type content struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// ops counts content operations in flight (adds, fetches, pins,
+	// reads, exports): each ends when its request does.
+	ops atomic.Int64
 }
+
+// ContentOpsInFlight is the number of content operations running now (the
+// weft_content_ops_in_flight gauge). An operation ends when it completes or
+// its request's context ends, a departed API client's included.
+func (n *Node) ContentOpsInFlight() int64 { return n.content.ops.Load() }
 
 func newContent(n *Node) *content {
 	c := &content{n: n}
@@ -82,6 +99,7 @@ func (s *sessionDAG) RemoveMany(ctx context.Context, cs []cid.Cid) error {
 // GC, a DAG that fetches through Bitswap, and an idle timeout that fails
 // the operation when no block arrives for Content.FetchTimeout.
 type op struct {
+	c      *content
 	sess   *store.Session
 	dag    ipld.DAGService
 	ctx    context.Context
@@ -91,7 +109,8 @@ type op struct {
 }
 
 func (c *content) newOp(parent context.Context) *op {
-	o := &op{sess: c.n.store.NewSession(), idle: c.n.cfg.Content.FetchTimeout.D()}
+	c.ops.Add(1)
+	o := &op{c: c, sess: c.n.store.NewSession(), idle: c.n.cfg.Content.FetchTimeout.D()}
 	o.ctx, o.cancel = context.WithCancelCause(parent)
 	o.timer = time.AfterFunc(o.idle, func() {
 		o.cancel(fmt.Errorf("%w: no provider sent a block for %v", ErrFetchTimeout, o.idle))
@@ -120,6 +139,7 @@ func (o *op) close() {
 	o.timer.Stop()
 	o.cancel(nil)
 	o.sess.Close()
+	o.c.ops.Add(-1)
 }
 
 // touchGetter pushes the op's idle timeout back on every block read.
@@ -319,11 +339,11 @@ func (c *content) provide(ctx context.Context, root cid.Cid) {
 	defer cancel()
 	keys := []cid.Cid{root}
 	if c.n.cfg.Content.ProvideAll {
-		getLinks := merkledag.GetLinksWithDAG(merkledag.NewDAGService(blockservice.New(c.n.store.Blockstore(), nil)))
+		local := merkledag.NewDAGService(blockservice.New(c.n.store.Blockstore(), nil))
 		keys = keys[:0]
-		_ = merkledag.Walk(ctx, getLinks, root, func(k cid.Cid) bool {
-			keys = append(keys, k)
-			return true
+		_ = walkOnce(ctx, local, root, func(nd ipld.Node) error {
+			keys = append(keys, nd.Cid())
+			return nil
 		})
 	}
 	for _, k := range keys {

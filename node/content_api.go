@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/ipfs/boxo/files"
-	"github.com/ipfs/boxo/ipld/merkledag"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
@@ -251,6 +250,8 @@ func classifyContentErr(err error) error {
 	case errors.Is(err, unixfs.ErrNotFile), errors.Is(err, unixfs.ErrNotDirectory), errors.Is(err, unixfs.ErrUnsupported),
 		errors.Is(err, unixfs.ErrBadName), errors.Is(err, unixfs.ErrBadSymlink), errors.Is(err, unixfs.ErrNotSymlink):
 		return &httpError{http.StatusBadRequest, err}
+	case errors.Is(err, ErrTooManyEntries), errors.Is(err, ErrTooDeep):
+		return &httpError{http.StatusUnprocessableEntity, err}
 	case errors.Is(err, store.ErrNotPinned):
 		return &httpError{http.StatusNotFound, err}
 	case errors.Is(err, store.ErrStoreFull):
@@ -278,6 +279,11 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Trailer", "X-Stream-Error")
 	tw := &trackingWriter{w: w}
 	err = n.readOp(r.Context(), func(o *op) error {
+		// Count before writing, so that a DAG that expands past the
+		// limit is refused with a clear error rather than cut half-way.
+		if err := n.checkTarSize(o, c); err != nil {
+			return err
+		}
 		t := tar.NewWriter(tw)
 		if err := n.writeTar(o, t, c, name); err != nil {
 			return err
@@ -293,7 +299,65 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// maxGetDepth is the deepest directory nesting a get writes: each level
+// adds at least two bytes to a path, and no system takes paths of more than
+// 4096 (Linux's PATH_MAX). It also bounds the recursion below.
+const maxGetDepth = 2048
+
+// checkTarSize fails with ErrTooManyEntries when the tar of the DAG under c
+// would hold more than content.max_get_entries entries, and with
+// ErrTooDeep when its directories nest deeper than maxGetDepth. A directory
+// linked from k places is written k times, so the count can be exponential
+// in the DAG's size; this reads each distinct directory once (memo), and
+// stops when the request ends.
+func (n *Node) checkTarSize(o *op, root cid.Cid) error {
+	limit := n.cfg.Content.maxGetEntries()
+	memo := map[cid.Cid]int64{}
+	var count func(c cid.Cid, depth int) (int64, error)
+	count = func(c cid.Cid, depth int) (int64, error) {
+		if v, ok := memo[c]; ok {
+			return v, nil
+		}
+		if err := o.ctx.Err(); err != nil {
+			return 0, err
+		}
+		if depth > maxGetDepth {
+			return 0, fmt.Errorf("get %s: %w: directories nest deeper than %d levels", root, ErrTooDeep, maxGetDepth)
+		}
+		entries, err := unixfs.Ls(o.ctx, o.dag, c)
+		if err != nil {
+			return 0, err
+		}
+		total := int64(1)
+		for _, e := range entries {
+			k := int64(1)
+			if e.Type == unixfs.TypeDirectory {
+				if k, err = count(e.CID, depth+1); err != nil {
+					return 0, err
+				}
+			}
+			// Both terms are at most limit: no overflow.
+			if total += k; total > limit {
+				return 0, fmt.Errorf("get %s: %w: more than %d (content.max_get_entries); directories linked from several places count once per place",
+					root, ErrTooManyEntries, limit)
+			}
+		}
+		memo[c] = total
+		return total, nil
+	}
+	st, err := unixfs.Stat(o.ctx, o.dag, root)
+	if err != nil || st.Type != unixfs.TypeDirectory {
+		return err // writeTar reports a type it cannot write
+	}
+	_, err = count(root, 0)
+	return err
+}
+
+// writeTar writes the tree under c; checkTarSize has bounded its size.
 func (n *Node) writeTar(o *op, t *tar.Writer, c cid.Cid, name string) error {
+	if err := o.ctx.Err(); err != nil {
+		return err // the client left
+	}
 	st, err := unixfs.Stat(o.ctx, o.dag, c)
 	if err != nil {
 		return fmt.Errorf("%s: %w", unixfs.QuoteName(name), err)
@@ -472,19 +536,16 @@ func (n *Node) handleCarExport(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return fmt.Errorf("start CAR: %w", err)
 		}
-		getLinks := merkledag.GetLinksWithDAG(o.dag)
+		// Each block once (the walk's visited set), and only while the
+		// client is there: o.ctx ends with the request.
 		var werr error
-		err = merkledag.Walk(o.ctx, func(ctx context.Context, k cid.Cid) ([]*ipld.Link, error) {
-			b, err := n.store.Blockstore().Get(ctx, k)
-			if err != nil {
-				return nil, err
-			}
-			if err := car.Put(ctx, k.KeyString(), b.RawData()); err != nil {
+		err = walkOnce(o.ctx, o.dag, c, func(nd ipld.Node) error {
+			if err := car.Put(o.ctx, nd.Cid().KeyString(), nd.RawData()); err != nil {
 				werr = err
-				return nil, err
+				return err
 			}
-			return getLinks(ctx, k)
-		}, c, func(cid.Cid) bool { return true })
+			return nil
+		})
 		if werr != nil {
 			return fmt.Errorf("write CAR: %w", werr)
 		}

@@ -71,6 +71,12 @@ func newMetrics(n *Node) *metrics {
 	gauge("weft_store_limit_bytes", "Configured storage limit (0: unlimited).", func() float64 {
 		return float64(n.cfg.Store.MaxBytes)
 	})
+	gauge("weft_content_ops_in_flight", "Content operations running (adds, fetches, pins, reads, exports).", func() float64 {
+		if !ready() {
+			return 0
+		}
+		return float64(n.content.ops.Load())
+	})
 	gauge("weft_pins", "Pins in the pin set.", func() float64 {
 		if !ready() {
 			return 0

@@ -54,6 +54,10 @@ type Node struct {
 	apiLn   net.Listener
 	apiSrv  *http.Server
 	apiAddr string
+	// apiCancel ends every request's context when the node closes, so
+	// long handlers (exports, walks, streams) return and Shutdown does not
+	// wait out its timeout on them.
+	apiCancel context.CancelFunc
 
 	ready        atomic.Bool
 	shutdown     chan struct{}
@@ -107,6 +111,9 @@ func start(ctx context.Context, repo *Repo, opts Options) (_ *Node, err error) {
 	// The API answers from here on: /healthz at once, /readyz with 503 and
 	// everything else with 503 until the node is ready.
 	n.apiSrv = &http.Server{Handler: n.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
+	apiCtx, apiCancel := context.WithCancel(context.Background())
+	n.apiCancel = apiCancel
+	n.apiSrv.BaseContext = func(net.Listener) context.Context { return apiCtx }
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -257,6 +264,7 @@ func (n *Node) closeParts() error {
 	var errs []error
 	os.Remove(filepath.Join(n.repo.Path, APIFile))
 	if n.apiSrv != nil {
+		n.apiCancel()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := n.apiSrv.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stop API: %w", err))

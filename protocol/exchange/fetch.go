@@ -237,6 +237,11 @@ func dedupe(ps []peer.ID) []peer.ID {
 func (f *Fetcher) frontier(ctx context.Context, root item) (missing, unverifiable []item, held int64, err error) {
 	wk := newWalk([]item{root}, f.cfg.MaxPending)
 	for {
+		// The store may ignore ctx: check it per block, so a fetch whose
+		// request ended stops walking even a large held DAG.
+		if err := ctx.Err(); err != nil {
+			return nil, nil, 0, err
+		}
 		it, ok, err := wk.next()
 		if err != nil {
 			return nil, nil, 0, err
