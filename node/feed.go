@@ -423,6 +423,12 @@ func (n *Node) Feeds() []api.Feed {
 		if fi.PinErr != nil {
 			f.Error = fi.PinErr.Error()
 		}
+		if fi.Owned && (fi.DHTPending || fi.DHT.Seq > 0) {
+			f.DHT = &api.FeedDHT{Seq: fi.DHTSeq, At: fi.DHTAt, LastSeq: fi.DHT.Seq, LastAt: fi.DHT.At, Pending: fi.DHTPending}
+			if fi.DHT.Err != nil {
+				f.DHT.LastError = fi.DHT.Err.Error()
+			}
+		}
 		out = append(out, f)
 	}
 	return out

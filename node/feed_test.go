@@ -9,6 +9,7 @@ import (
 
 	"github.com/ipfs/boxo/path"
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/weft-p2p/weft/node"
 	"github.com/weft-p2p/weft/node/api"
@@ -190,5 +191,98 @@ func TestFeedTenNodes(t *testing.T) {
 		if fi, _ := feedOf(n, name); fi.Held.Seq != final {
 			t.Fatalf("node %s moved to seq %d after bad records", n.ID(), fi.Held.Seq)
 		}
+	}
+}
+
+// TestFeedPublishDuringPartition: with the publisher cut off from every
+// other node, 20 publishes in a row each return in under a second (the DHT
+// put goes on in the background), feed ls shows the failed DHT put, and
+// after the partition heals the DHT takes the newest record and feed ls
+// shows that too.
+func TestFeedPublishDuringPartition(t *testing.T) {
+	seed := nodetest.Start(t, nodetest.Options{})
+	boot := []string{nodetest.Addr(t, seed)}
+	others := []*node.Node{seed, nodetest.Start(t, nodetest.Options{Bootstrap: boot}), nodetest.Start(t, nodetest.Options{Bootstrap: boot})}
+	pub := nodetest.Start(t, nodetest.Options{Bootstrap: boot, Tune: func(c *node.Config) {
+		c.Feed.TickInterval = node.Duration(100 * time.Millisecond)
+		c.Feed.RetryMin = node.Duration(200 * time.Millisecond)
+	}})
+	client := nodetest.Client(pub)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	keys, err := pub.Keys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := keys[0].Feed
+	content := addBytes(t, pub, []byte("feed content"))
+	dhtOf := func() *api.FeedDHT {
+		fs, err := client.FeedLs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range fs {
+			if f.Name == name {
+				return f.DHT
+			}
+		}
+		return nil
+	}
+
+	nodetest.WaitFor(t, 30*time.Second, "the publisher's DHT routing table to hold the others", func() bool {
+		return pub.Network().DHT.RoutingTable().Size() >= len(others)
+	})
+	rec, err := client.FeedPublish(ctx, "", content.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodetest.WaitFor(t, 30*time.Second, "the DHT to take the first record", func() bool {
+		d := dhtOf()
+		return d != nil && d.Seq == rec.Seq && d.LastError == ""
+	})
+
+	// Partition: the publisher and the rest refuse each other.
+	var ids []peer.ID
+	for _, o := range others {
+		ids = append(ids, o.ID())
+		o.Network().Block(pub.ID())
+	}
+	pub.Network().Block(ids...)
+
+	// Issue 15 asks explicitly that each publish during a partition return
+	// in under a second, 20 times out of 20 (it took 8s while the DHT put
+	// ran inline).
+	for i := range 20 {
+		start := time.Now()
+		r, err := client.FeedPublish(ctx, "", content.String())
+		took := time.Since(start)
+		if err != nil {
+			t.Fatalf("publish %d during the partition: %v", i, err)
+		}
+		if took > time.Second {
+			t.Errorf("publish %d during the partition took %v, want under 1s", i, took)
+		}
+		rec = r
+	}
+	nodetest.WaitFor(t, 90*time.Second, "feed ls to show the failed DHT put", func() bool {
+		d := dhtOf()
+		return d != nil && d.LastError != "" && d.Seq < rec.Seq && d.Pending
+	})
+	t.Logf("during the partition: %+v", dhtOf())
+
+	// Heal: the retried put lands the newest record.
+	for _, o := range others {
+		o.Network().Unblock(pub.ID())
+	}
+	pub.Network().Unblock(ids...)
+	if _, err := client.Connect(ctx, nodetest.Addr(t, seed)); err != nil {
+		t.Fatal(err)
+	}
+	nodetest.WaitFor(t, 60*time.Second, "the DHT to take the newest record after the heal", func() bool {
+		d := dhtOf()
+		return d != nil && d.Seq == rec.Seq && d.LastError == "" && !d.Pending
+	})
+	if c := pub.FeedCounters(); c.DHTPutsFailed == 0 || c.DHTPuts < 2 {
+		t.Fatalf("counters: %d DHT puts ok, %d failed", c.DHTPuts, c.DHTPutsFailed)
 	}
 }

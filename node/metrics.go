@@ -178,6 +178,7 @@ type dynamicCollector struct {
 
 	psDelivered, psSent, psRejected           *prometheus.Desc
 	feedRecords, feedSeq, feedPinned, feedLag *prometheus.Desc
+	feedDHTPuts                               *prometheus.Desc
 	collItems, collState, collMembers         *prometheus.Desc
 }
 
@@ -190,6 +191,7 @@ func newDynamicCollector(n *Node) *dynamicCollector {
 		feedRecords: prometheus.NewDesc("weft_feed_records_total", "Feed records handled, by result.", []string{"result"}, nil),
 		feedSeq:     prometheus.NewDesc("weft_feed_sequence", "Sequence number of the newest valid record held, per feed.", []string{"feed"}, nil),
 		feedPinned:  prometheus.NewDesc("weft_feed_pinned_sequence", "Sequence number of the newest pinned version, per followed feed.", []string{"feed"}, nil),
+		feedDHTPuts: prometheus.NewDesc("weft_feed_dht_puts_total", "Background DHT puts of published feed records, by result (ok, error).", []string{"result"}, nil),
 		feedLag:     prometheus.NewDesc("weft_feed_lag", "Versions held but not yet pinned, per feed followed with pinning.", []string{"feed"}, nil),
 		collItems:   prometheus.NewDesc("weft_collection_items", "Items in a collection this node is a member of.", []string{"collection"}, nil),
 		collState:   prometheus.NewDesc("weft_collection_items_by_state", "A collection's items by replication state (ok, repairing, under_replicated).", []string{"collection", "state"}, nil),
@@ -198,7 +200,7 @@ func newDynamicCollector(n *Node) *dynamicCollector {
 }
 
 func (d *dynamicCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, desc := range []*prometheus.Desc{d.psDelivered, d.psSent, d.psRejected, d.feedRecords, d.feedSeq, d.feedPinned, d.feedLag, d.collItems, d.collState, d.collMembers} {
+	for _, desc := range []*prometheus.Desc{d.psDelivered, d.psSent, d.psRejected, d.feedRecords, d.feedSeq, d.feedPinned, d.feedLag, d.feedDHTPuts, d.collItems, d.collState, d.collMembers} {
 		ch <- desc
 	}
 }
@@ -232,6 +234,9 @@ func (d *dynamicCollector) Collect(ch chan<- prometheus.Metric) {
 		"too_large": c.TooLarge, "wrong_name": c.WrongName, "malformed": c.Malformed,
 	} {
 		ch <- prometheus.MustNewConstMetric(d.feedRecords, prometheus.CounterValue, float64(v), result)
+	}
+	for result, v := range map[string]uint64{"ok": c.DHTPuts, "error": c.DHTPutsFailed} {
+		ch <- prometheus.MustNewConstMetric(d.feedDHTPuts, prometheus.CounterValue, float64(v), result)
 	}
 	for _, f := range n.Feeds() {
 		ch <- prometheus.MustNewConstMetric(d.feedSeq, prometheus.GaugeValue, float64(f.Held.Seq), f.Name)

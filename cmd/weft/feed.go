@@ -48,7 +48,7 @@ func newFeedCmd(o *clientOpts) *cobra.Command {
 		func(ctx context.Context, c *api.Client, _ []string) (any, error) { return c.FeedLs(ctx) },
 		func(w io.Writer, v any) {
 			t := newTable(w)
-			fmt.Fprintln(t, "FEED\tROLE\tSEQ\tCID\tPINNED SEQ")
+			fmt.Fprintln(t, "FEED\tROLE\tSEQ\tCID\tPINNED SEQ\tDHT SEQ\tDHT ERROR")
 			for _, f := range v.([]api.Feed) {
 				role := "follow"
 				if f.Owned {
@@ -57,7 +57,14 @@ func newFeedCmd(o *clientOpts) *cobra.Command {
 				if f.Pin {
 					role += "+pin"
 				}
-				fmt.Fprintf(t, "%s\t%s\t%d\t%s\t%d\n", f.Name, role, f.Held.Seq, f.Held.CID, f.Pinned.Seq)
+				dhtSeq, dhtErr := "-", "-"
+				if f.DHT != nil {
+					dhtSeq = fmt.Sprint(f.DHT.Seq)
+					if f.DHT.LastError != "" {
+						dhtErr = fmt.Sprintf("seq %d: %s", f.DHT.LastSeq, f.DHT.LastError)
+					}
+				}
+				fmt.Fprintf(t, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", f.Name, role, f.Held.Seq, f.Held.CID, f.Pinned.Seq, dhtSeq, dhtErr)
 			}
 			t.Flush()
 		})

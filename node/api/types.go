@@ -184,4 +184,20 @@ type Feed struct {
 	Pinned      FeedRecord `json:"pinned"`
 	Fetching    bool       `json:"fetching,omitempty"`
 	Error       string     `json:"error,omitempty"`
+	// DHT is the background DHT put of an owned feed's records (nil for
+	// feeds this node does not publish, or before its first publish).
+	DHT *FeedDHT `json:"dht,omitempty"`
+}
+
+// FeedDHT says how an owned feed's records reach the DHT: Seq is the newest
+// sequence number the DHT took (0: none yet) and At when; LastSeq, LastAt
+// and LastError are the last attempt's (LastError empty: it succeeded);
+// Pending says a put is queued, running or waiting to be retried.
+type FeedDHT struct {
+	Seq       uint64    `json:"seq"`
+	At        time.Time `json:"at,omitzero"`
+	LastSeq   uint64    `json:"last_seq"`
+	LastAt    time.Time `json:"last_at,omitzero"`
+	LastError string    `json:"last_error,omitempty"`
+	Pending   bool      `json:"pending,omitempty"`
 }

@@ -41,14 +41,18 @@ type Config struct {
 	// MaxConcurrentFetches bounds fetches in flight across all feeds (0: 4).
 	// Each feed has at most one in flight regardless.
 	MaxConcurrentFetches int
-	// RetryMin and RetryMax bound the backoff before a failed fetch is tried
-	// again by Tick; it doubles from RetryMin on each failure (0: 30s, 10m).
+	// RetryMin and RetryMax bound the backoff before a failed fetch or DHT
+	// put is tried again by Tick; it doubles from RetryMin on each failure
+	// (0: 30s, 10m).
 	RetryMin, RetryMax time.Duration
 	// CatchUpPeers is how many topic peers a catch-up asks at once (0: 3).
 	CatchUpPeers int
 	// CatchUpTimeout bounds asking peers, and separately the DHT fallback,
 	// during a catch-up (0: 10s).
 	CatchUpTimeout time.Duration
+	// DHTPutTimeout bounds one background DHT put of a published record
+	// (0: 1m).
+	DHTPutTimeout time.Duration
 	// Logger receives the package's logs (nil: slog.Default()).
 	Logger *slog.Logger
 }
@@ -81,6 +85,9 @@ func (c *Config) setDefaults() {
 	if c.CatchUpTimeout == 0 {
 		c.CatchUpTimeout = 10 * time.Second
 	}
+	if c.DHTPutTimeout == 0 {
+		c.DHTPutTimeout = time.Minute
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -92,7 +99,7 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: Topics needs Self", ErrInvalidConfig)
 	case c.MaxRecordSize < 0 || c.MaxRecordSize > MaxRecordSize:
 		return fmt.Errorf("%w: MaxRecordSize %d outside 1..%d", ErrInvalidConfig, c.MaxRecordSize, MaxRecordSize)
-	case c.Validity < 0, c.FetchTimeout < 0, c.RetryMin < 0, c.RetryMax < 0, c.CatchUpTimeout < 0:
+	case c.Validity < 0, c.FetchTimeout < 0, c.RetryMin < 0, c.RetryMax < 0, c.CatchUpTimeout < 0, c.DHTPutTimeout < 0:
 		return fmt.Errorf("%w: negative duration", ErrInvalidConfig)
 	case c.RetryMax < c.RetryMin:
 		return fmt.Errorf("%w: RetryMax %v below RetryMin %v", ErrInvalidConfig, c.RetryMax, c.RetryMin)

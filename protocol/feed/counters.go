@@ -39,6 +39,11 @@ type Counters struct {
 	BadRequests    uint64
 	CatchUps       uint64
 	CatchUpsDHT    uint64
+
+	// DHTPuts and DHTPutsFailed count the background DHT puts of
+	// published records that succeeded and failed.
+	DHTPuts       uint64
+	DHTPutsFailed uint64
 }
 
 // Rejected is the total of records rejected for any reason.
@@ -51,6 +56,7 @@ type counters struct {
 	badSignature, expired, stale, tooLarge, wrongName, malformed atomic.Uint64
 	pinned, unpinned, pinFailed, unpinFailed, superseded         atomic.Uint64
 	requestsServed, badRequests, catchUps, catchUpsDHT           atomic.Uint64
+	dhtPuts, dhtPutsFailed                                       atomic.Uint64
 }
 
 func (c *counters) snapshot() Counters {
@@ -62,6 +68,7 @@ func (c *counters) snapshot() Counters {
 		UnpinFailed: c.unpinFailed.Load(), Superseded: c.superseded.Load(),
 		RequestsServed: c.requestsServed.Load(), BadRequests: c.badRequests.Load(),
 		CatchUps: c.catchUps.Load(), CatchUpsDHT: c.catchUpsDHT.Load(),
+		DHTPuts: c.dhtPuts.Load(), DHTPutsFailed: c.dhtPutsFailed.Load(),
 	}
 }
 

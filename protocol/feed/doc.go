@@ -6,7 +6,8 @@
 // signatures, so any IPNS implementation can verify them) that map the name
 // to an /ipfs/ path with a strictly increasing sequence number and an
 // end-of-validity time. Each record is sent on the feed's gossipsub topic
-// (Topic) and put into the DHT under its routing key (RoutingKey).
+// (Topic) and put into the DHT under its routing key (RoutingKey), in the
+// background: publishing never waits on the DHT.
 //
 // Followers keep two positions per feed:
 //

@@ -40,6 +40,14 @@ type FeedInfo struct {
 	FetchingSeq uint64
 	// PinErr is the last fetch error, until a later version is pinned.
 	PinErr error
+	// DHT is how the last DHT put of an owned feed went (zero: none tried
+	// yet); DHTSeq and DHTAt are the newest sequence number the DHT took,
+	// and when. DHTPending says a put is queued, running or waiting to be
+	// retried.
+	DHT        DHTPut
+	DHTSeq     uint64
+	DHTAt      time.Time
+	DHTPending bool
 }
 
 // Manager holds the state of every feed this node follows or owns.
@@ -93,6 +101,8 @@ type feedState struct {
 	failures  int
 	nextRetry time.Time
 	pinErr    error
+
+	dht dhtState // owned feeds: the background DHT put
 
 	dirtyHeld, dirtyPinned bool
 	waiters                []chan struct{} // closed once the worker has run the jobs queued before them
@@ -363,6 +373,7 @@ func (m *Manager) Tick() {
 			st.want, st.retry = st.retry, nil
 			m.kickLocked(st)
 		}
+		m.retryDHTLocked(st, now)
 	}
 }
 
@@ -405,6 +416,8 @@ func (st *feedState) info() FeedInfo {
 	if st.fetching != nil {
 		fi.Fetching, fi.FetchingSeq = true, st.fetching.Seq
 	}
+	fi.DHT, fi.DHTSeq, fi.DHTAt = st.dht.last, st.dht.okSeq, st.dht.okAt
+	fi.DHTPending = st.dht.running || st.dht.next != nil || st.dht.retry != nil
 	return fi
 }
 

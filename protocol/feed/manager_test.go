@@ -530,7 +530,15 @@ func TestPublish(t *testing.T) {
 	if !topics.joined[Topic(name)] || len(topics.published) != 3 {
 		t.Fatalf("joined %v, published %d", topics.joined, len(topics.published))
 	}
-	if rec, err := Validate(name, router.m[RoutingKey(name)], clock.Now()); err != nil || rec.Seq != 3 {
+	// The DHT put runs in the background; it ends with the newest record.
+	eventually(t, 5*time.Second, "the DHT to take seq 3", func() bool {
+		fi, _ := m.Feed(name)
+		return fi.DHTSeq == 3 && !fi.DHTPending
+	})
+	router.mu.Lock()
+	held := router.m[RoutingKey(name)]
+	router.mu.Unlock()
+	if rec, err := Validate(name, held, clock.Now()); err != nil || rec.Seq != 3 {
 		t.Fatalf("DHT holds seq %d, %v", rec.Seq, err)
 	}
 	if c := m.Counters(); c.Accepted != 0 || c.Duplicate != 0 {
@@ -656,5 +664,143 @@ func TestFollowOptionChangesAndUnfollowMidFetch(t *testing.T) {
 	}
 	if err := m.Unfollow(ctx, name); !errors.Is(err, ErrUnknownFeed) {
 		t.Fatalf("second unfollow: %v", err)
+	}
+}
+
+// gatedRouter is a DHT whose puts hang until released, or fail, as when
+// the publisher is cut off from its DHT peers.
+type gatedRouter struct {
+	*fakeRouter
+	mu   sync.Mutex
+	open chan struct{} // closed: puts go through
+	fail error         // set: puts that go through fail with it
+	seqs []uint64      // sequence numbers of the records put, in order
+	name ipns.Name
+}
+
+func (r *gatedRouter) PutValue(ctx context.Context, key string, value []byte) error {
+	r.mu.Lock()
+	open := r.open
+	r.mu.Unlock()
+	select {
+	case <-open:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	r.mu.Lock()
+	fail := r.fail
+	if rec, err := Validate(r.name, value, t0); err == nil {
+		r.seqs = append(r.seqs, rec.Seq)
+	}
+	r.mu.Unlock()
+	if fail != nil {
+		return fail
+	}
+	return r.fakeRouter.PutValue(ctx, key, value)
+}
+
+func (r *gatedRouter) set(open bool, fail error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if open {
+		select {
+		case <-r.open:
+		default:
+			close(r.open)
+		}
+	} else {
+		select {
+		case <-r.open:
+			r.open = make(chan struct{})
+		default:
+		}
+	}
+	r.fail = fail
+}
+
+// TestPublishDoesNotWaitForDHT: while the DHT put hangs, Publish returns
+// at once; the newest record wins over the ones queued behind the put in
+// flight; a failed put shows in FeedInfo and the counters and is retried
+// by Tick after the backoff; Close ends a hanging put.
+func TestPublishDoesNotWaitForDHT(t *testing.T) {
+	sk := testKey(t, 1)
+	name := testName(t, sk)
+	clock := newClock()
+	router := &gatedRouter{fakeRouter: newRouter(), open: make(chan struct{}), name: name}
+	m, err := New(t.Context(), Config{Router: router, Clock: clock, RetryMin: time.Minute, RetryMax: time.Hour, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(1); i <= 5; i++ {
+		done := make(chan error, 1)
+		go func() {
+			_, err := m.Publish(t.Context(), sk, path.FromCid(contentCID(i)))
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("publish %d: %v", i, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("publish %d waits on the hanging DHT put", i)
+		}
+	}
+	fi, _ := m.Feed(name)
+	if fi.Held.Seq != 5 || !fi.DHTPending || fi.DHTSeq != 0 {
+		t.Fatalf("while the DHT hangs: %+v", fi)
+	}
+
+	// The DHT fails: at most the record in flight (the first the putter
+	// took), then only the newest, 5, is put.
+	router.set(true, errors.New("no peers reachable"))
+	eventually(t, 5*time.Second, "the failed put of seq 5", func() bool {
+		fi, _ := m.Feed(name)
+		return fi.DHT.Seq == 5 && fi.DHT.Err != nil
+	})
+	router.mu.Lock()
+	seqs := slices.Clone(router.seqs)
+	router.mu.Unlock()
+	if len(seqs) == 0 || len(seqs) > 2 || seqs[len(seqs)-1] != 5 || !slices.IsSorted(seqs) {
+		t.Fatalf("records put: %v, want the one in flight (if any), then 5", seqs)
+	}
+	failed := uint64(len(seqs))
+	if c := m.Counters(); c.DHTPutsFailed != failed || c.DHTPuts != 0 {
+		t.Fatalf("counters: %+v", c)
+	}
+	fi, _ = m.Feed(name)
+	if !fi.DHTPending || fi.DHTSeq != 0 || !fi.DHT.At.Equal(clock.Now()) {
+		t.Fatalf("after the failure: %+v", fi)
+	}
+
+	// Healed: Tick retries once the backoff is over, not before.
+	router.set(true, nil)
+	clock.Advance(59 * time.Second)
+	m.Tick()
+	time.Sleep(10 * time.Millisecond)
+	if c := m.Counters(); c.DHTPuts != 0 {
+		t.Fatal("retried before the backoff")
+	}
+	clock.Advance(time.Second)
+	m.Tick()
+	eventually(t, 5*time.Second, "the retried put", func() bool {
+		fi, _ := m.Feed(name)
+		return fi.DHTSeq == 5 && fi.DHT.Err == nil && !fi.DHTPending
+	})
+	if c := m.Counters(); c.DHTPuts != 1 || c.DHTPutsFailed != failed {
+		t.Fatalf("counters: %+v", c)
+	}
+
+	// A put hanging at Close ends with it.
+	router.set(false, nil)
+	if _, err := m.Publish(t.Context(), sk, path.FromCid(contentCID(6))); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	go func() { m.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waits on a hanging DHT put")
 	}
 }
