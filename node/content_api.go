@@ -566,6 +566,14 @@ func (n *Node) handleCarExport(w http.ResponseWriter, r *http.Request) {
 // handleCarImport stores every block of a CAR (v1 or v2), verifying each
 // against its CID, and pins the roots recursively when the CAR holds their
 // whole DAG (pin=false skips pinning).
+//
+// A CAR is refused with 422 and nothing pinned when a block's hash is one
+// weft does not accept (boxo's verifcid allowlist: no md5, no short
+// digests), a block is larger than any peer would send, a block's bytes do
+// not match its CID (400), or a root's DAG lacks a block that neither the
+// CAR nor the store holds. The bad block itself is never stored; the good
+// blocks read before it stay unpinned, for the next gc, and nothing that
+// was in the store before changes.
 func (n *Node) handleCarImport(w http.ResponseWriter, r *http.Request) (any, error) {
 	sess := n.store.NewSession()
 	defer sess.Close()
@@ -580,15 +588,46 @@ func (n *Node) handleCarImport(w http.ResponseWriter, r *http.Request) (any, err
 		return nil, err
 	}
 	res := api.CarImportResult{Blocks: count, Roots: []string{}}
+	pin := r.URL.Query().Get("pin") != "false"
+	var added []cid.Cid // roots this import pinned, undone if a later one fails
 	for _, root := range roots {
 		res.Roots = append(res.Roots, root.String())
-		if r.URL.Query().Get("pin") == "false" {
+		if !pin {
 			continue
 		}
+		_, err := n.store.Pins().Get(r.Context(), root)
+		was := err == nil
 		if err := n.store.Pins().Add(r.Context(), root, store.Recursive, ""); err != nil {
-			return nil, fmt.Errorf("pin CAR root %s (is its whole DAG in the CAR?): %w", root, err)
+			for _, c := range added {
+				_ = n.store.Pins().Remove(context.WithoutCancel(r.Context()), c)
+			}
+			return nil, carPinErr(root, err)
 		}
-		n.content.provideAsync(root)
+		if !was {
+			added = append(added, root)
+		}
+	}
+	for _, root := range roots {
+		if pin {
+			n.content.provideAsync(root)
+		}
 	}
 	return res, nil
+}
+
+// carPinErr explains why a CAR root could not be pinned: a block its DAG
+// needs is missing, or has links the store cannot read, is the CAR's
+// fault (422); anything else is the node's.
+func carPinErr(root cid.Cid, err error) error {
+	var nf ipld.ErrNotFound
+	switch {
+	case errors.As(err, &nf):
+		return &httpError{http.StatusUnprocessableEntity,
+			fmt.Errorf("CAR root %s is incomplete: block %s is in neither the CAR nor the store; nothing pinned", root, nf.Cid)}
+	case errors.Is(err, store.ErrUnsupportedCodec):
+		return &httpError{http.StatusUnprocessableEntity, fmt.Errorf("CAR root %s: %w; nothing pinned", root, err)}
+	case errors.Is(err, store.ErrStoreFull):
+		return &httpError{http.StatusInsufficientStorage, err}
+	}
+	return fmt.Errorf("pin CAR root %s: %w", root, err)
 }
