@@ -325,10 +325,24 @@ func (n *Node) handleConnect(w http.ResponseWriter, r *http.Request) (any, error
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.Swarm.DialTimeout.D())
 	defer cancel()
+	// The user asks for this dial now: a dial that failed a moment ago
+	// (a redial racing a disconnect, a peer that was restarting) must not
+	// refuse it with "dial backoff".
+	n.net.ClearDialBackoff(ai.ID)
+	if !slices.ContainsFunc(ai.Addrs, isRelayAddr) {
+		ctx = network.WithForceDirectDial(ctx, "weft connect") // also skips the backoff
+	}
 	if err := n.net.Host.Connect(ctx, *ai); err != nil {
 		return nil, &httpError{http.StatusBadGateway, fmt.Errorf("connect to %s: %w", ai.ID, err)}
 	}
 	return api.ConnectResult{ID: ai.ID.String()}, nil
+}
+
+// isRelayAddr says a reaches the peer through a relay (a direct dial
+// would drop it).
+func isRelayAddr(a ma.Multiaddr) bool {
+	_, err := a.ValueForProtocol(ma.P_CIRCUIT)
+	return err == nil
 }
 
 func parsePeer(s string) (peer.ID, error) {

@@ -26,6 +26,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
@@ -383,4 +384,13 @@ func (m *mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) {
 			m.n.cfg.Logger.Debug("mdns: connect failed", "peer", ai.ID, "err", err)
 		}
 	}()
+}
+
+// ClearDialBackoff forgets the dial failures to p that make the swarm
+// refuse to dial it for a while ("dial backoff"), for a dial the user asks
+// for explicitly.
+func (n *Network) ClearDialBackoff(p peer.ID) {
+	if sw, ok := n.Host.Network().(*swarm.Swarm); ok {
+		sw.Backoff().Clear(p)
+	}
 }
