@@ -133,7 +133,7 @@ func (c ContentConfig) maxGetEntries() int64 {
 type FeedConfig struct {
 	MaxRecordSize  ByteSize `toml:"max_record_size" comment:"Largest feed record accepted (at most 10KiB, the IPNS limit)."`
 	TickInterval   Duration `toml:"tick_interval" comment:"How often failed version fetches are retried when due."`
-	RetryMin       Duration `toml:"retry_min" comment:"First back-off before a failed version fetch is retried (doubles up to 10m)."`
+	RetryMin       Duration `toml:"retry_min" comment:"First back-off before a failed version fetch or feed DHT put is retried (doubles up to 10m)."`
 	CatchUpTimeout Duration `toml:"catch_up_timeout" comment:"How long a catch-up asks topic peers, and then the DHT, for the latest record."`
 }
 
