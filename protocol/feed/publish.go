@@ -101,7 +101,7 @@ func (m *Manager) Publish(ctx context.Context, sk crypto.PrivKey, value path.Pat
 			errs = append(errs, fmt.Errorf("feed: publish %s seq %d on topic: %w", name, seq, err))
 		}
 	}
-	m.putDHT(st, seq, data)
+	m.putDHT(st, seq, data, rec.EOL)
 	return rec, errors.Join(errs...)
 }
 
@@ -113,6 +113,8 @@ type dhtState struct {
 	running  bool   // a putter goroutine owns next
 	retry    []byte // record whose put failed, put again by Tick when due
 	retrySeq uint64
+	retryEOL time.Time // an expired record is not retried
+	nextEOL  time.Time
 	failures int // consecutive failures, for the backoff
 	retryAt  time.Time
 	last     DHTPut // how the last attempt went
@@ -132,7 +134,7 @@ type DHTPut struct {
 // record queued while an older one is being put replaces any not yet
 // started, and a failed put is retried (Tick, with backoff from RetryMin)
 // until it succeeds or a newer record supersedes it.
-func (m *Manager) putDHT(st *feedState, seq uint64, data []byte) {
+func (m *Manager) putDHT(st *feedState, seq uint64, data []byte, eol time.Time) {
 	if m.cfg.Router == nil {
 		return
 	}
@@ -141,7 +143,7 @@ func (m *Manager) putDHT(st *feedState, seq uint64, data []byte) {
 	if seq <= st.dht.nextSeq || seq <= st.dht.okSeq {
 		return
 	}
-	st.dht.next, st.dht.nextSeq = data, seq
+	st.dht.next, st.dht.nextSeq, st.dht.nextEOL = data, seq, eol
 	st.dht.retry, st.dht.failures = nil, 0
 	m.startPutterLocked(st)
 }
@@ -163,7 +165,7 @@ func (m *Manager) startPutterLocked(st *feedState) {
 func (m *Manager) putter(st *feedState) {
 	for {
 		m.mu.Lock()
-		data, seq := st.dht.next, st.dht.nextSeq
+		data, seq, eol := st.dht.next, st.dht.nextSeq, st.dht.nextEOL
 		if data == nil || m.closed {
 			st.dht.running = false
 			m.mu.Unlock()
@@ -190,7 +192,7 @@ func (m *Manager) putter(st *feedState) {
 			m.log.Debug("DHT put failed", "feed", st.name, "seq", seq, "err", err)
 			if st.dht.next == nil { // nothing newer queued: try this one again later
 				st.dht.failures++
-				st.dht.retry, st.dht.retrySeq = data, seq
+				st.dht.retry, st.dht.retrySeq, st.dht.retryEOL = data, seq, eol
 				st.dht.retryAt = now.Add(m.backoff(st.dht.failures))
 			}
 		}
@@ -198,12 +200,17 @@ func (m *Manager) putter(st *feedState) {
 	}
 }
 
-// retryDHTLocked requeues st's failed DHT put when its backoff is over.
+// retryDHTLocked requeues st's failed DHT put when its backoff is over,
+// unless the record has expired meanwhile (the DHT would refuse it).
 func (m *Manager) retryDHTLocked(st *feedState, now time.Time) {
 	d := &st.dht
 	if d.retry == nil || d.running || d.next != nil || now.Before(d.retryAt) {
 		return
 	}
-	d.next, d.nextSeq, d.retry = d.retry, d.retrySeq, nil
+	if !now.Before(d.retryEOL) {
+		d.retry = nil
+		return
+	}
+	d.next, d.nextSeq, d.nextEOL, d.retry = d.retry, d.retrySeq, d.retryEOL, nil
 	m.startPutterLocked(st)
 }
