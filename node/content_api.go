@@ -281,7 +281,7 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 	err = n.readOp(r.Context(), func(o *op) error {
 		// Count before writing, so that a DAG that expands past the
 		// limit is refused with a clear error rather than cut half-way.
-		if err := n.checkTarSize(o, c); err != nil {
+		if err := n.checkTarSize(o, c, name); err != nil {
 			return err
 		}
 		t := tar.NewWriter(tw)
@@ -309,12 +309,14 @@ const maxGetDepth = 2048
 // ErrTooDeep when its directories nest deeper than maxGetDepth. A directory
 // linked from k places is written k times, so the count can be exponential
 // in the DAG's size; this reads each distinct directory once (memo), and
-// stops when the request ends.
-func (n *Node) checkTarSize(o *op, root cid.Cid) error {
+// stops when the request ends. name heads the tar's paths: a directory it
+// cannot list is named by the path where it first appears, as writeTar
+// would name it.
+func (n *Node) checkTarSize(o *op, root cid.Cid, name string) error {
 	limit := n.cfg.Content.maxGetEntries()
 	memo := map[cid.Cid]int64{}
-	var count func(c cid.Cid, depth int) (int64, error)
-	count = func(c cid.Cid, depth int) (int64, error) {
+	var count func(c cid.Cid, path string, depth int) (int64, error)
+	count = func(c cid.Cid, path string, depth int) (int64, error) {
 		if v, ok := memo[c]; ok {
 			return v, nil
 		}
@@ -326,13 +328,13 @@ func (n *Node) checkTarSize(o *op, root cid.Cid) error {
 		}
 		entries, err := unixfs.Ls(o.ctx, o.dag, c)
 		if err != nil {
-			return 0, err
+			return 0, fmt.Errorf("%s: %w", unixfs.QuoteName(path), err)
 		}
 		total := int64(1)
 		for _, e := range entries {
 			k := int64(1)
 			if e.Type == unixfs.TypeDirectory {
-				if k, err = count(e.CID, depth+1); err != nil {
+				if k, err = count(e.CID, path+"/"+e.Name, depth+1); err != nil {
 					return 0, err
 				}
 			}
@@ -347,9 +349,9 @@ func (n *Node) checkTarSize(o *op, root cid.Cid) error {
 	}
 	st, err := unixfs.Stat(o.ctx, o.dag, root)
 	if err != nil || st.Type != unixfs.TypeDirectory {
-		return err // writeTar reports a type it cannot write
+		return nil // writeTar reports what it cannot read or write
 	}
-	_, err = count(root, 0)
+	_, err = count(root, name, 0)
 	return err
 }
 
