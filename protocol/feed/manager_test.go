@@ -721,86 +721,80 @@ func (r *gatedRouter) set(open bool, fail error) {
 // TestPublishDoesNotWaitForDHT: while the DHT put hangs, Publish returns
 // at once; the newest record wins over the ones queued behind the put in
 // flight; a failed put shows in FeedInfo and the counters and is retried
-// by Tick after the backoff; Close ends a hanging put.
+// by Tick after the backoff; Close ends a hanging put. Time is synctest's.
 func TestPublishDoesNotWaitForDHT(t *testing.T) {
-	sk := testKey(t, 1)
-	name := testName(t, sk)
-	clock := newClock()
-	router := &gatedRouter{fakeRouter: newRouter(), open: make(chan struct{}), name: name}
-	m, err := New(t.Context(), Config{Router: router, Clock: clock, RetryMin: time.Minute, RetryMax: time.Hour, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := uint64(1); i <= 5; i++ {
-		done := make(chan error, 1)
-		go func() {
-			_, err := m.Publish(t.Context(), sk, path.FromCid(contentCID(i)))
-			done <- err
-		}()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("publish %d: %v", i, err)
+	synctest.Test(t, func(t *testing.T) {
+		sk := testKey(t, 1)
+		name := testName(t, sk)
+		clock := newClock()
+		router := &gatedRouter{fakeRouter: newRouter(), open: make(chan struct{}), name: name}
+		m := newManager(t, Config{Router: router, Clock: clock, RetryMin: time.Minute, RetryMax: time.Hour, Logger: quiet})
+		for i := uint64(1); i <= 5; i++ {
+			done := make(chan error, 1)
+			go func() {
+				_, err := m.Publish(t.Context(), sk, path.FromCid(contentCID(i)))
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("publish %d: %v", i, err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("publish %d waits on the hanging DHT put", i)
 			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("publish %d waits on the hanging DHT put", i)
+			synctest.Wait() // the putter took seq 1 and hangs on it
 		}
-	}
-	fi, _ := m.Feed(name)
-	if fi.Held.Seq != 5 || !fi.DHTPending || fi.DHTSeq != 0 {
-		t.Fatalf("while the DHT hangs: %+v", fi)
-	}
-
-	// The DHT fails: at most the record in flight (the first the putter
-	// took), then only the newest, 5, is put.
-	router.set(true, errors.New("no peers reachable"))
-	eventually(t, 5*time.Second, "the failed put of seq 5", func() bool {
 		fi, _ := m.Feed(name)
-		return fi.DHT.Seq == 5 && fi.DHT.Err != nil
-	})
-	router.mu.Lock()
-	seqs := slices.Clone(router.seqs)
-	router.mu.Unlock()
-	if len(seqs) == 0 || len(seqs) > 2 || seqs[len(seqs)-1] != 5 || !slices.IsSorted(seqs) {
-		t.Fatalf("records put: %v, want the one in flight (if any), then 5", seqs)
-	}
-	failed := uint64(len(seqs))
-	if c := m.Counters(); c.DHTPutsFailed != failed || c.DHTPuts != 0 {
-		t.Fatalf("counters: %+v", c)
-	}
-	fi, _ = m.Feed(name)
-	if !fi.DHTPending || fi.DHTSeq != 0 || !fi.DHT.At.Equal(clock.Now()) {
-		t.Fatalf("after the failure: %+v", fi)
-	}
+		if fi.Held.Seq != 5 || !fi.DHTPending || fi.DHTSeq != 0 {
+			t.Fatalf("while the DHT hangs: %+v", fi)
+		}
 
-	// Healed: Tick retries once the backoff is over, not before.
-	router.set(true, nil)
-	clock.Advance(59 * time.Second)
-	m.Tick()
-	time.Sleep(10 * time.Millisecond)
-	if c := m.Counters(); c.DHTPuts != 0 {
-		t.Fatal("retried before the backoff")
-	}
-	clock.Advance(time.Second)
-	m.Tick()
-	eventually(t, 5*time.Second, "the retried put", func() bool {
-		fi, _ := m.Feed(name)
-		return fi.DHTSeq == 5 && fi.DHT.Err == nil && !fi.DHTPending
-	})
-	if c := m.Counters(); c.DHTPuts != 1 || c.DHTPutsFailed != failed {
-		t.Fatalf("counters: %+v", c)
-	}
+		// The DHT fails: seq 1, in flight, then only the newest, 5, is put.
+		router.set(true, errors.New("no peers reachable"))
+		synctest.Wait()
+		router.mu.Lock()
+		seqs := slices.Clone(router.seqs)
+		router.mu.Unlock()
+		if !slices.Equal(seqs, []uint64{1, 5}) {
+			t.Fatalf("records put: %v, want [1 5]", seqs)
+		}
+		if c := m.Counters(); c.DHTPutsFailed != 2 || c.DHTPuts != 0 {
+			t.Fatalf("counters: %+v", c)
+		}
+		fi, _ = m.Feed(name)
+		if fi.DHT.Seq != 5 || fi.DHT.Err == nil || !fi.DHTPending || fi.DHTSeq != 0 || !fi.DHT.At.Equal(clock.Now()) {
+			t.Fatalf("after the failure: %+v", fi)
+		}
 
-	// A put hanging at Close ends with it.
-	router.set(false, nil)
-	if _, err := m.Publish(t.Context(), sk, path.FromCid(contentCID(6))); err != nil {
-		t.Fatal(err)
-	}
-	closed := make(chan struct{})
-	go func() { m.Close(); close(closed) }()
-	select {
-	case <-closed:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Close waits on a hanging DHT put")
-	}
+		// Healed: Tick retries once the backoff is over, not before.
+		router.set(true, nil)
+		clock.Advance(59 * time.Second)
+		m.Tick()
+		synctest.Wait()
+		if c := m.Counters(); c.DHTPuts != 0 || c.DHTPutsFailed != 2 {
+			t.Fatalf("retried before the backoff: %+v", c)
+		}
+		clock.Advance(time.Second)
+		m.Tick()
+		synctest.Wait()
+		fi, _ = m.Feed(name)
+		if fi.DHTSeq != 5 || fi.DHT.Err != nil || fi.DHTPending {
+			t.Fatalf("after the retry: %+v", fi)
+		}
+		if c := m.Counters(); c.DHTPuts != 1 || c.DHTPutsFailed != 2 {
+			t.Fatalf("counters: %+v", c)
+		}
+
+		// A put hanging at Close ends with it.
+		router.set(false, nil)
+		if _, err := m.Publish(t.Context(), sk, path.FromCid(contentCID(6))); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		m.Close() // returns: synctest would report the putter blocked forever
+		if fi, _ := m.Feed(name); fi.DHTSeq != 5 {
+			t.Fatalf("after Close: %+v", fi)
+		}
+	})
 }
