@@ -27,7 +27,9 @@
 // # Close order
 //
 // Close runs closeParts and then releases the repo lock. closeParts removes
-// REPO/api, shuts the API server down (requests in flight get 5 s) and
+// REPO/api, cancels every API request's context (so long exports, walks
+// and streams return at once), shuts the API server down (requests in
+// flight get 5 s) and
 // waits for it, then closes collections, feeds, the native exchange,
 // content, the network and the store, in that order: everything that
 // writes to the store or sends on the network stops before the network and
@@ -53,7 +55,8 @@
 //     then every member, waiting for each.
 //   - feeds (f.wg): the loop that ticks feed.Manager and catches up on new
 //     connections, and one reader per subscribed topic; feed.Manager owns
-//     its own fetch goroutines and ends them on Close.
+//     its own fetch goroutines and one DHT putter per owned feed with a
+//     record to put, and ends them on Close.
 //   - p2p.Network: the bootstrap loop and the libp2p host's, DHT's and
 //     gossipsub's goroutines; Network.Close ends them.
 //   - store.Store: Badger's goroutines, and block listings (AllKeysChan)
