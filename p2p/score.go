@@ -68,7 +68,7 @@ const (
 	// it (about 11 invalid messages).
 	PublishThreshold = -1000
 	// Below GraylistThreshold every RPC of the peer is ignored, and the
-	// score watch disconnects and bans it (about 17 invalid messages).
+	// score watch disconnects and bans it (about 16 invalid messages).
 	GraylistThreshold = -2500
 
 	// invalidMessageWeight is P4's weight: the penalty is the square of the
