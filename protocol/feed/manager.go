@@ -163,7 +163,10 @@ func (m *Manager) Counters() Counters { return m.c.snapshot() }
 // (on name's topic or otherwise), and applies it if it is valid and newer
 // than the record held: the held record advances at once and, for a pinning
 // follow, a fetch of its content is started (see the package doc). It never
-// blocks on I/O; it is meant to run inside the gossipsub validator.
+// blocks on I/O; it is meant to run inside the gossipsub validator. The
+// cheap checks come first: a record whose (not yet verified) sequence
+// number is not above the held one is ignored as ErrStale without a
+// signature check, so replays cost a decoding only.
 func (m *Manager) HandleMessage(name ipns.Name, from peer.ID, data []byte) Decision {
 	return m.handle(name, from, data)
 }
