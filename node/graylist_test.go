@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 
 	"github.com/weft-p2p/weft/node"
@@ -25,15 +26,57 @@ import (
 )
 
 // gossiper is a libp2p host with a gossipsub router of its own (no peer
-// scoring, message signing on, as any stock peer) that joins a topic and
-// publishes whatever it is told: the attack of a peer that gossips
-// garbage.
+// scoring, message signing on) that joins a topic and publishes whatever
+// it is told to every peer on the topic, mesh or not: the attack of a peer
+// that gossips garbage and ignores being pruned.
 type gossiper struct {
 	h     host.Host
 	ps    *pubsub.PubSub
 	topic *pubsub.Topic
 	sub   *pubsub.Subscription
+	out   *sendCounter
 }
+
+// sendCounter is a gossipsub tracer counting, per peer, the published
+// messages sent and the RPCs dropped (for the failure message).
+type sendCounter struct {
+	mu      sync.Mutex
+	sent    map[peer.ID]int
+	dropped map[peer.ID]int
+}
+
+func (c *sendCounter) SendRPC(rpc *pubsub.RPC, p peer.ID) {
+	c.mu.Lock()
+	c.sent[p] += len(rpc.GetPublish())
+	c.mu.Unlock()
+}
+
+func (c *sendCounter) DropRPC(rpc *pubsub.RPC, p peer.ID) {
+	c.mu.Lock()
+	c.dropped[p] += len(rpc.GetPublish())
+	c.mu.Unlock()
+}
+
+func (c *sendCounter) String(p peer.ID) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return fmt.Sprintf("sent %d, dropped %d", c.sent[p], c.dropped[p])
+}
+
+func (c *sendCounter) OnNewOutboundStream(peer.ID, protocol.ID)             {}
+func (c *sendCounter) OnClosedOutboundStream(peer.ID)                       {}
+func (c *sendCounter) Join(string)                                          {}
+func (c *sendCounter) Leave(string)                                         {}
+func (c *sendCounter) Graft(peer.ID, string)                                {}
+func (c *sendCounter) Prune(peer.ID, string)                                {}
+func (c *sendCounter) ValidateMessage(*pubsub.Message)                      {}
+func (c *sendCounter) DeliverMessage(*pubsub.Message)                       {}
+func (c *sendCounter) RejectMessage(*pubsub.Message, string)                {}
+func (c *sendCounter) DuplicateMessage(*pubsub.Message)                     {}
+func (c *sendCounter) ThrottlePeer(peer.ID)                                 {}
+func (c *sendCounter) RecvRPC(*pubsub.RPC)                                  {}
+func (c *sendCounter) UndeliverableMessage(*pubsub.Message)                 {}
+func (c *sendCounter) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
 
 func startGossiper(t *testing.T, topic string) *gossiper {
 	t.Helper()
@@ -46,7 +89,7 @@ func startGossiper(t *testing.T, topic string) *gossiper {
 		t.Fatalf("gossiper host: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	g := &gossiper{h: h}
+	g := &gossiper{h: h, out: &sendCounter{sent: map[peer.ID]int{}, dropped: map[peer.ID]int{}}}
 	t.Cleanup(func() {
 		if g.sub != nil {
 			g.sub.Cancel()
@@ -54,9 +97,13 @@ func startGossiper(t *testing.T, topic string) *gossiper {
 		cancel()
 		h.Close()
 	})
-	// A queue for the whole flood: with gossipsub's default of 32 a slow
-	// victim would see most of it dropped on the gossiper's side.
-	if g.ps, err = pubsub.NewGossipSub(ctx, h, pubsub.WithPeerOutboundQueueSize(4096)); err != nil {
+	// Flood publishing sends every message to every peer on the topic,
+	// in the mesh or not: the gossiper ignores the PRUNE a victim sends
+	// once its score goes negative, as an attacker would. The queue holds
+	// the whole flood: with gossipsub's default of 32 a slow victim would
+	// see most of it dropped on the gossiper's side.
+	if g.ps, err = pubsub.NewGossipSub(ctx, h, pubsub.WithFloodPublish(true),
+		pubsub.WithPeerOutboundQueueSize(4096), pubsub.WithRawTracer(g.out)); err != nil {
 		t.Fatalf("gossiper gossipsub: %v", err)
 	}
 	if g.topic, err = g.ps.Join(topic); err != nil {
@@ -249,8 +296,8 @@ func TestGarbageGossiperGraylisted(t *testing.T) {
 			}
 			if time.Now().After(deadline) {
 				c := n.FeedCounters()
-				t.Fatalf("honest node %d not done with the gossiper %v after the flood began: score %.0f (known %v), connected %v, banned %v; feed counters %+v; topic stats %+v",
-					i, cutOffBound, score, ok, connected, banned, c, n.Network().PubsubStats()[feed.Topic(fn)])
+				t.Fatalf("honest node %d not done with the gossiper %v after the flood began: score %.0f (known %v), connected %v, banned %v; gossiper to it: %s; feed counters %+v; topic stats %+v",
+					i, cutOffBound, score, ok, connected, banned, g.out.String(n.ID()), c, n.Network().PubsubStats()[feed.Topic(fn)])
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
