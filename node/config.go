@@ -99,7 +99,11 @@ type SwarmConfig struct {
 
 // PubsubConfig configures gossipsub.
 type PubsubConfig struct {
-	MaxMessageSize ByteSize `toml:"max_message_size" comment:"Largest pubsub message accepted or sent."`
+	MaxMessageSize      ByteSize `toml:"max_message_size" comment:"Largest pubsub message accepted or sent."`
+	ScoreDecayInterval  Duration `toml:"score_decay_interval" comment:"How often gossipsub peer score counters decay (at least 1s; 0 = 1s)."`
+	InvalidMessageDecay Duration `toml:"invalid_message_decay" comment:"How long a peer's count of invalid messages on a topic takes to decay to nothing while it stays connected (0 = 1h). About 16 invalid messages graylist a peer."`
+	ScoreCheckInterval  Duration `toml:"score_check_interval" comment:"How often peer scores are read to disconnect peers below the graylist threshold (0 = 1s)."`
+	GraylistBan         Duration `toml:"graylist_ban" comment:"How long a peer disconnected for a score below the graylist threshold is refused (0 = 10m)."`
 }
 
 // StoreConfig configures the Badger store.
@@ -169,8 +173,14 @@ func DefaultConfig(profile string) (Config, error) {
 			KnownPeersLimit: 64,
 			AllowPeers:      []string{},
 		},
-		Pubsub: PubsubConfig{MaxMessageSize: 1 << 20},
-		Store:  StoreConfig{},
+		Pubsub: PubsubConfig{
+			MaxMessageSize:      1 << 20,
+			ScoreDecayInterval:  Duration(time.Second),
+			InvalidMessageDecay: Duration(time.Hour),
+			ScoreCheckInterval:  Duration(time.Second),
+			GraylistBan:         Duration(10 * time.Minute),
+		},
+		Store: StoreConfig{},
 		Feed: FeedConfig{
 			MaxRecordSize:  10 << 10,
 			TickInterval:   Duration(2 * time.Second),
@@ -253,6 +263,18 @@ func (c *Config) Validate() error {
 	}
 	if c.Pubsub.MaxMessageSize < 1024 {
 		bad("pubsub.max_message_size", "must be at least 1KiB")
+	}
+	if c.Pubsub.ScoreDecayInterval != 0 && c.Pubsub.ScoreDecayInterval < Duration(time.Second) {
+		bad("pubsub.score_decay_interval", "must be at least 1s (or 0 for the default)")
+	}
+	if d := c.Pubsub.InvalidMessageDecay; d < 0 || d > 0 && d <= max(c.Pubsub.ScoreDecayInterval, Duration(time.Second)) {
+		bad("pubsub.invalid_message_decay", "must be longer than score_decay_interval (or 0 for the default)")
+	}
+	if c.Pubsub.ScoreCheckInterval < 0 {
+		bad("pubsub.score_check_interval", "must not be negative")
+	}
+	if c.Pubsub.GraylistBan < 0 {
+		bad("pubsub.graylist_ban", "must not be negative")
 	}
 	if c.Content.FetchTimeout <= 0 {
 		bad("content.fetch_timeout", "must be positive")

@@ -7,6 +7,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/weft-p2p/weft/p2p"
+	"github.com/weft-p2p/weft/protocol/feed"
 )
 
 // metrics is the node's Prometheus registry. Gauges read the live state at
@@ -154,6 +157,27 @@ func newMetrics(n *Node) *metrics {
 		}
 		return float64(n.content.x.BadBlocks())
 	})
+	score := func(pick func(p2p.ScoreStats) float64) func() float64 {
+		return func() float64 {
+			if !ready() {
+				return 0
+			}
+			return pick(n.net.ScoreStats())
+		}
+	}
+	gauge("weft_pubsub_peers_graylisted", "Peers whose gossipsub score is below the graylist threshold (their RPCs are ignored).", score(func(s p2p.ScoreStats) float64 { return float64(s.Graylisted) }))
+	gauge("weft_pubsub_peers_banned", "Peers refused for a while after their gossipsub score fell below the graylist threshold.", score(func(s p2p.ScoreStats) float64 { return float64(s.Banned) }))
+	counter("weft_pubsub_graylist_disconnects_total", "Peers disconnected and banned because their gossipsub score fell below the graylist threshold.", score(func(s p2p.ScoreStats) float64 { return float64(s.Disconnected) }))
+	feedCount := func(pick func(feed.Counters) uint64) func() float64 {
+		return func() float64 {
+			if !ready() || n.feeds == nil {
+				return 0
+			}
+			return float64(pick(n.feeds.m.Counters()))
+		}
+	}
+	counter("weft_feed_signature_checks_total", "Feed records from gossip and catch-ups whose signature was verified.", feedCount(func(c feed.Counters) uint64 { return c.SignatureChecks }))
+	counter("weft_feed_stale_unverified_total", "Stale feed records dropped on their sequence number before any signature check (also counted as result=\"stale\").", feedCount(func(c feed.Counters) uint64 { return c.StaleUnverified }))
 	reg.MustRegister(newDynamicCollector(n))
 	m := &metrics{
 		reg: reg,

@@ -48,7 +48,6 @@ type Node struct {
 	feeds   *feeds
 	native  *native
 	metrics *metrics
-	topics  topics
 	started time.Time
 
 	apiLn   net.Listener
@@ -204,6 +203,12 @@ func (n *Node) p2pConfig() (p2p.Config, error) {
 		Datastore:            n.store.Datastore(),
 		KnownPeersLimit:      cfg.Swarm.KnownPeersLimit,
 		Logger:               n.log.With("subsystem", "p2p"),
+	}
+	pc.Score = p2p.ScoreConfig{
+		DecayInterval:       cfg.Pubsub.ScoreDecayInterval.D(),
+		InvalidMessageDecay: cfg.Pubsub.InvalidMessageDecay.D(),
+		CheckInterval:       cfg.Pubsub.ScoreCheckInterval.D(),
+		BanDuration:         cfg.Pubsub.GraylistBan.D(),
 	}
 	pc.DHTExtraOptions = dhtValidators()
 	return pc, nil

@@ -7,36 +7,15 @@ import (
 	"io"
 	"net/http"
 	"sort"
-	"sync"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 
 	"github.com/weft-p2p/weft/node/api"
 )
 
-// topics hands out one joined *pubsub.Topic per name: gossipsub allows a
-// topic to be joined once per router.
-type topics struct {
-	mu sync.Mutex
-	m  map[string]*pubsub.Topic
-}
-
-func (n *Node) topic(name string) (*pubsub.Topic, error) {
-	n.topics.mu.Lock()
-	defer n.topics.mu.Unlock()
-	if n.topics.m == nil {
-		n.topics.m = map[string]*pubsub.Topic{}
-	}
-	if t, ok := n.topics.m[name]; ok {
-		return t, nil
-	}
-	t, err := n.net.PubSub.Join(name)
-	if err != nil {
-		return nil, fmt.Errorf("join topic %q: %w", name, err)
-	}
-	n.topics.m[name] = t
-	return t, nil
-}
+// topic joins a topic (feeds, collections and user pubsub all come here)
+// through the p2p layer, which scores every topic it joins.
+func (n *Node) topic(name string) (*pubsub.Topic, error) { return n.net.Topic(name) }
 
 // Publish sends data on a topic.
 func (n *Node) Publish(ctx context.Context, topic string, data []byte) error {

@@ -89,6 +89,8 @@ type Config struct {
 	MDNS bool
 	// PubsubMaxMessageSize bounds a gossipsub message (default 1 MiB).
 	PubsubMaxMessageSize int
+	// Score tunes gossipsub peer scoring (zero fields: defaults).
+	Score ScoreConfig
 	// Datastore persists DHT records and known peers. Required.
 	Datastore datastore.Batching
 	// KnownPeersLimit is how many peers are remembered across restarts (default 64).
@@ -128,6 +130,7 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.Score.setDefaults()
 }
 
 func (c *Config) validate() error {
@@ -145,7 +148,7 @@ func (c *Config) validate() error {
 	default:
 		return fmt.Errorf("p2p: DHT mode %q is not auto, client or server", c.DHTMode)
 	}
-	return nil
+	return c.Score.validate()
 }
 
 // Network is a running libp2p host with its DHT and gossipsub router.
@@ -163,6 +166,10 @@ type Network struct {
 	psStats   *pubsubStats
 	mdns      mdns.Service
 	gate      *gate
+	scores    *scoreWatch
+
+	topicsMu sync.Mutex
+	topics   map[string]*pubsub.Topic // joined topics, see Topic
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -221,7 +228,8 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 		return nil, fmt.Errorf("p2p: start host: %w", explainListenError(err))
 	}
 
-	n := &Network{Host: h, cfg: cfg, cm: cm, listening: listen, gate: gate}
+	n := &Network{Host: h, cfg: cfg, cm: cm, listening: listen, gate: gate, topics: map[string]*pubsub.Topic{}}
+	n.scores = newScoreWatch(n)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.prefix = protocol.ID(cfg.DHTPrefix)
 	if cfg.PSK != nil {
@@ -252,13 +260,20 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 		pubsub.WithMessageSigning(true),
 		pubsub.WithStrictSignatureVerification(true),
 		pubsub.WithMaxMessageSize(cfg.PubsubMaxMessageSize),
-		pubsub.WithPeerScore(peerScoreParams(), peerScoreThresholds()),
+		pubsub.WithPeerScore(peerScoreParams(cfg.Score), peerScoreThresholds()),
+		pubsub.WithPeerScoreInspect(pubsub.ExtendedPeerScoreInspectFn(n.scores.inspect), cfg.Score.CheckInterval),
 		pubsub.WithDiscovery(drouting.NewRoutingDiscovery(n.DHT)),
 	)
 	if err != nil {
 		n.abort()
 		return nil, fmt.Errorf("p2p: start gossipsub: %w", err)
 	}
+
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.scores.run(n.ctx)
+	}()
 
 	n.boot = newBootstrapper(n, cfg)
 	n.boot.start(&n.wg)

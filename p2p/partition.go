@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/control"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -10,19 +11,26 @@ import (
 )
 
 // gate is the host's connection gater: the static allowlist of
-// Config.AllowPeers (when set) and a deny set that Block and Unblock change
-// at run time. Tests use the deny set to partition a swarm of real hosts:
-// unlike closing connections, it also keeps the DHT, the bootstrap loop and
-// gossipsub from dialling back across the cut.
+// Config.AllowPeers (when set), a deny set that Block and Unblock change
+// at run time, and the timed bans of peers whose gossipsub score fell
+// below the graylist threshold (score.go). Tests use the deny set to
+// partition a swarm of real hosts: unlike closing connections, it also
+// keeps the DHT, the bootstrap loop and gossipsub from dialling back
+// across the cut.
 type gate struct {
 	allow *allowlistGater // nil: every peer may connect
 
 	mu   sync.RWMutex
 	deny map[peer.ID]struct{}
+	bans map[peer.ID]time.Time // banned until
 }
 
+// maxBans bounds the ban list: peer IDs cost an attacker nothing. Past it
+// a bad peer is still disconnected, only not refused afterwards.
+const maxBans = 10000
+
 func newGate(allow []peer.ID) *gate {
-	g := &gate{deny: map[peer.ID]struct{}{}}
+	g := &gate{deny: map[peer.ID]struct{}{}, bans: map[peer.ID]time.Time{}}
 	if len(allow) > 0 {
 		g.allow = newAllowlistGater(allow)
 	}
@@ -35,8 +43,48 @@ func (g *gate) ok(p peer.ID) bool {
 	}
 	g.mu.RLock()
 	_, denied := g.deny[p]
+	until, banned := g.bans[p]
 	g.mu.RUnlock()
-	return !denied
+	return !denied && !(banned && time.Now().Before(until))
+}
+
+// ban refuses p until the given time.
+func (g *gate) ban(p peer.ID, until time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.bans[p]; ok || len(g.bans) < maxBans {
+		g.bans[p] = until
+	}
+}
+
+func (g *gate) banned(p peer.ID, now time.Time) bool {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	until, ok := g.bans[p]
+	return ok && now.Before(until)
+}
+
+func (g *gate) bannedCount(now time.Time) int {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	n := 0
+	for _, until := range g.bans {
+		if now.Before(until) {
+			n++
+		}
+	}
+	return n
+}
+
+// pruneBans forgets bans that have run out.
+func (g *gate) pruneBans(now time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for p, until := range g.bans {
+		if !now.Before(until) {
+			delete(g.bans, p)
+		}
+	}
 }
 
 func (g *gate) InterceptPeerDial(p peer.ID) bool                 { return g.ok(p) }

@@ -195,7 +195,12 @@ func (m *Manager) consider(name ipns.Name, data []byte) (Record, bool) {
 		d := m.offer(name, data)
 		return d.Record, !d.Record.IsZero()
 	}
-	rec, err := validate(name, data, m.clock.Now(), m.cfg.MaxRecordSize, true)
+	u, err := parse(name, data, m.cfg.MaxRecordSize)
+	if err != nil {
+		m.c.count(err)
+		return Record{}, false
+	}
+	rec, err := m.verify(u)
 	if err != nil {
 		m.c.count(err)
 		return Record{}, false

@@ -16,12 +16,20 @@ type Counters struct {
 	Unknown uint64
 
 	// Rejections by reason (see the sentinel errors of the same names).
+	// Stale counts StaleUnverified too.
 	BadSignature uint64
 	Expired      uint64
 	Stale        uint64
 	TooLarge     uint64
 	WrongName    uint64
 	Malformed    uint64
+
+	// StaleUnverified counts stale records received on a topic that were
+	// dropped on their sequence number alone, before any signature check.
+	StaleUnverified uint64
+	// SignatureChecks counts records received on a topic or in a catch-up
+	// whose signature was verified: what a flood of records costs.
+	SignatureChecks uint64
 
 	// Pinned counts versions fetched and pinned; Unpinned those unpinned
 	// after a newer one (or on unfollow). PinFailed and UnpinFailed count
@@ -54,6 +62,7 @@ func (c Counters) Rejected() uint64 {
 type counters struct {
 	accepted, duplicate, unknown                                 atomic.Uint64
 	badSignature, expired, stale, tooLarge, wrongName, malformed atomic.Uint64
+	staleUnverified, signatureChecks                             atomic.Uint64
 	pinned, unpinned, pinFailed, unpinFailed, superseded         atomic.Uint64
 	requestsServed, badRequests, catchUps, catchUpsDHT           atomic.Uint64
 	dhtPuts, dhtPutsFailed                                       atomic.Uint64
@@ -64,6 +73,7 @@ func (c *counters) snapshot() Counters {
 		Accepted: c.accepted.Load(), Duplicate: c.duplicate.Load(), Unknown: c.unknown.Load(),
 		BadSignature: c.badSignature.Load(), Expired: c.expired.Load(), Stale: c.stale.Load(),
 		TooLarge: c.tooLarge.Load(), WrongName: c.wrongName.Load(), Malformed: c.malformed.Load(),
+		StaleUnverified: c.staleUnverified.Load(), SignatureChecks: c.signatureChecks.Load(),
 		Pinned: c.pinned.Load(), Unpinned: c.unpinned.Load(), PinFailed: c.pinFailed.Load(),
 		UnpinFailed: c.unpinFailed.Load(), Superseded: c.superseded.Load(),
 		RequestsServed: c.requestsServed.Load(), BadRequests: c.badRequests.Load(),

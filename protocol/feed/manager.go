@@ -173,7 +173,10 @@ func (m *Manager) Counters() Counters { return m.c.snapshot() }
 // (on name's topic or otherwise), and applies it if it is valid and newer
 // than the record held: the held record advances at once and, for a pinning
 // follow, a fetch of its content is started (see the package doc). It never
-// blocks on I/O; it is meant to run inside the gossipsub validator.
+// blocks on I/O; it is meant to run inside the gossipsub validator. The
+// cheap checks come first: a record whose (not yet verified) sequence
+// number is not above the held one is ignored as ErrStale without a
+// signature check, so replays cost a decoding only.
 func (m *Manager) HandleMessage(name ipns.Name, from peer.ID, data []byte) Decision {
 	return m.handle(name, from, data)
 }
@@ -198,13 +201,54 @@ func (m *Manager) handle(name ipns.Name, from peer.ID, data []byte) Decision {
 		return Decision{Verdict: Ignore, Record: rec, Err: ErrDuplicate}
 	}
 	m.mu.Unlock()
-	return m.offer(name, data)
+
+	// The cheap checks come before the signature's: a flood of garbage or
+	// of replayed old records costs a decoding each, not a verification.
+	u, err := parse(name, data, MaxRecordSize)
+	if err == nil && len(data) > m.cfg.MaxRecordSize {
+		// Over this node's limit but within the IPNS one: a peer with a
+		// larger limit forwards it in good faith, so it is not to blame.
+		err = fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), m.cfg.MaxRecordSize)
+		m.c.count(err)
+		return Decision{Verdict: Ignore, Err: err}
+	}
+	if err != nil {
+		m.c.count(err)
+		return Decision{Verdict: verdictOf(err), Err: err}
+	}
+	m.mu.Lock()
+	var heldSeq uint64
+	stale := st.held != nil && u.seq <= st.held.Seq
+	if stale {
+		heldSeq = st.held.Seq
+	}
+	m.mu.Unlock()
+	if stale {
+		// Ignored, not rejected: an honest peer forwards a record that
+		// lost a race to a newer one. Whether its signature holds does not
+		// matter, since it would not be applied either way.
+		err := fmt.Errorf("%w: seq %d, holding %d (signature not checked)", ErrStale, u.seq, heldSeq)
+		m.c.count(err)
+		m.c.staleUnverified.Add(1)
+		return Decision{Verdict: Ignore, Err: err}
+	}
+	return m.verifyApply(u)
 }
 
 // offer validates data as a record of name and applies it, counting the
 // outcome.
 func (m *Manager) offer(name ipns.Name, data []byte) Decision {
-	rec, err := validate(name, data, m.clock.Now(), m.cfg.MaxRecordSize, true)
+	u, err := parse(name, data, m.cfg.MaxRecordSize)
+	if err != nil {
+		m.c.count(err)
+		return Decision{Verdict: verdictOf(err), Err: err}
+	}
+	return m.verifyApply(u)
+}
+
+// verifyApply verifies u and applies it, counting the outcome.
+func (m *Manager) verifyApply(u unverified) Decision {
+	rec, err := m.verify(u)
 	if err != nil {
 		m.c.count(err)
 		return Decision{Verdict: verdictOf(err), Err: err}
@@ -212,6 +256,12 @@ func (m *Manager) offer(name ipns.Name, data []byte) Decision {
 	d := m.apply(rec)
 	m.c.count(d.Err)
 	return d
+}
+
+// verify checks u's signature (and the rest), counting the check.
+func (m *Manager) verify(u unverified) (Record, error) {
+	m.c.signatureChecks.Add(1)
+	return u.verify(m.clock.Now(), true)
 }
 
 // apply makes rec, already validated, the held record if it is newer.

@@ -132,27 +132,60 @@ func Validate(name ipns.Name, data []byte, now time.Time) (Record, error) {
 }
 
 func validate(name ipns.Name, data []byte, now time.Time, maxSize int, checkEOL bool) (Record, error) {
+	u, err := parse(name, data, maxSize)
+	if err != nil {
+		return Record{}, err
+	}
+	return u.verify(now, checkEOL)
+}
+
+// unverified is a record that passed the cheap checks of parse; its
+// fields are as the sender wrote them until verify checks the signature.
+type unverified struct {
+	name ipns.Name
+	data []byte
+	rec  *ipns.Record
+	pk   crypto.PubKey
+	seq  uint64
+}
+
+// parse runs the checks that cost no signature verification: the size,
+// the decoding, the agreement of name and key, and the range of the
+// sequence number (read from the signed data, not yet verified). The error
+// wraps ErrTooLarge, ErrMalformed or ErrWrongName.
+func parse(name ipns.Name, data []byte, maxSize int) (unverified, error) {
 	if len(data) > maxSize {
-		return Record{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), maxSize)
+		return unverified{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), maxSize)
 	}
 	rec, err := ipns.UnmarshalRecord(data)
 	if err != nil {
 		if errors.Is(err, ipns.ErrRecordSize) {
-			return Record{}, fmt.Errorf("%w: %w", ErrTooLarge, err)
+			return unverified{}, fmt.Errorf("%w: %w", ErrTooLarge, err)
 		}
-		return Record{}, fmt.Errorf("%w: %w", ErrMalformed, err)
+		return unverified{}, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	pk, err := ipns.ExtractPublicKey(rec, name)
 	if err != nil {
 		if errors.Is(err, ipns.ErrPublicKeyMismatch) {
-			return Record{}, fmt.Errorf("%w: %w", ErrWrongName, err)
+			return unverified{}, fmt.Errorf("%w: %w", ErrWrongName, err)
 		}
-		return Record{}, fmt.Errorf("%w: public key: %w", ErrMalformed, err)
+		return unverified{}, fmt.Errorf("%w: public key: %w", ErrMalformed, err)
 	}
+	seq, err := rec.Sequence()
+	if err != nil || seq > math.MaxInt64 {
+		return unverified{}, fmt.Errorf("%w: bad sequence number", ErrMalformed)
+	}
+	return unverified{name: name, data: data, rec: rec, pk: pk, seq: seq}, nil
+}
+
+// verify checks the signature and the rest of the record. The error wraps
+// ErrTooLarge, ErrMalformed, ErrBadSignature or ErrExpired.
+func (u unverified) verify(now time.Time, checkEOL bool) (Record, error) {
+	rec := u.rec
 	// ipns.Validate checks expiry against the wall clock, last but for the
 	// TTL sign. ErrExpiredRecord therefore means everything before it
 	// passed; expiry is judged below with now, and the TTL checked there too.
-	switch err := ipns.Validate(rec, pk); {
+	switch err := ipns.Validate(rec, u.pk); {
 	case err == nil, errors.Is(err, ipns.ErrExpiredRecord):
 	case errors.Is(err, ipns.ErrSignature):
 		return Record{}, fmt.Errorf("%w: %w", ErrBadSignature, err)
@@ -169,10 +202,6 @@ func validate(name ipns.Name, data []byte, now time.Time, maxSize int, checkEOL 
 	if err != nil || ttl < 0 {
 		return Record{}, fmt.Errorf("%w: bad TTL", ErrMalformed)
 	}
-	seq, err := rec.Sequence()
-	if err != nil || seq > math.MaxInt64 {
-		return Record{}, fmt.Errorf("%w: bad sequence number", ErrMalformed)
-	}
 	p, err := rec.Value()
 	if err != nil {
 		return Record{}, fmt.Errorf("%w: value: %w", ErrMalformed, err)
@@ -182,7 +211,7 @@ func validate(name ipns.Name, data []byte, now time.Time, maxSize int, checkEOL 
 		return Record{}, fmt.Errorf("%w: value %q is not an immutable path", ErrMalformed, p)
 	}
 	if checkEOL && now.After(eol) {
-		return Record{}, fmt.Errorf("%w: seq %d ended %s", ErrExpired, seq, eol.UTC().Format(time.RFC3339))
+		return Record{}, fmt.Errorf("%w: seq %d ended %s", ErrExpired, u.seq, eol.UTC().Format(time.RFC3339))
 	}
-	return Record{Name: name, Seq: seq, Value: value, EOL: eol, TTL: ttl, Raw: data}, nil
+	return Record{Name: u.name, Seq: u.seq, Value: value, EOL: eol, TTL: ttl, Raw: u.data}, nil
 }

@@ -18,12 +18,17 @@ const (
 	Accept Verdict = iota + 1
 	// Ignore: the record was not applied and must not be forwarded, but the
 	// sender is not to blame: a duplicate, a record that lost a race to a
-	// newer one (ErrStale), one that expired in flight or under clock skew
-	// (ErrExpired), or one for a feed not tracked here.
+	// newer one (ErrStale, judged on the sequence number before the
+	// signature is checked), one that expired in flight or under clock skew
+	// (ErrExpired), one over this node's max_record_size but within the
+	// IPNS limit (ErrTooLarge), or one for a feed not tracked here.
 	Ignore
 	// Reject: the record is invalid in a way no honest peer forwards (bad
-	// signature, wrong name, malformed, too large); drop it and let
-	// gossipsub's peer scoring penalize the sender.
+	// signature, wrong name, malformed, larger than IPNS allows); drop it
+	// and let gossipsub's peer scoring penalize the sender: every weft
+	// topic is scored (p2p.Network.Topic), and a peer whose invalid
+	// messages take its score below the graylist threshold is ignored,
+	// then disconnected and banned for a while.
 	Reject
 )
 
@@ -54,7 +59,8 @@ func (v Verdict) PubsubResult() pubsub.ValidationResult {
 type Decision struct {
 	Verdict Verdict
 	// Record is the validated record, set whenever validation passed (also
-	// for ErrStale and ErrDuplicate).
+	// for ErrDuplicate, and for ErrStale found after the signature check;
+	// a record dropped as stale before it is zero).
 	Record Record
 	// Err is nil for Accept, and otherwise wraps one of ErrDuplicate,
 	// ErrUnknownFeed, ErrStale or a validation error.
