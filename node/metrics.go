@@ -155,6 +155,7 @@ func newMetrics(n *Node) *metrics {
 		return float64(n.content.x.BadBlocks())
 	})
 	reg.MustRegister(newDynamicCollector(n))
+	reg.MustRegister(newNATCollector(n))
 	m := &metrics{
 		reg: reg,
 		dhtCount: prometheus.NewCounterVec(prometheus.CounterOpts{

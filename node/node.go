@@ -206,6 +206,9 @@ func (n *Node) p2pConfig() (p2p.Config, error) {
 		Logger:               n.log.With("subsystem", "p2p"),
 	}
 	pc.DHTExtraOptions = dhtValidators()
+	if pc.NAT, err = natConfig(cfg); err != nil {
+		return p2p.Config{}, err
+	}
 	return pc, nil
 }
 

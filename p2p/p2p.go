@@ -95,6 +95,9 @@ type Config struct {
 	KnownPeersLimit int
 	// Logger receives the layer's logs (default slog.Default()).
 	Logger *slog.Logger
+	// NAT configures reachability checks, relays, hole punching, port
+	// mapping and the announced addresses (nat.go). Zero: all off.
+	NAT NATConfig
 }
 
 func (c *Config) setDefaults() {
@@ -163,6 +166,8 @@ type Network struct {
 	psStats   *pubsubStats
 	mdns      mdns.Service
 	gate      *gate
+	natw      *natWatch
+	natReady  chan struct{} // closed once Host and DHT are set (nat.go)
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -215,13 +220,20 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 	}
 	gate := newGate(cfg.AllowPeers) // allowlist, and the deny set of Block (partition.go)
 	opts = append(opts, libp2p.ConnectionGater(gate))
+	n := &Network{cfg: cfg, cm: cm, listening: listen, gate: gate, natReady: make(chan struct{})}
+	natOpts, err := natOptions(&n.cfg.NAT, n)
+	if err != nil {
+		rm.Close()
+		return nil, err
+	}
+	opts = append(opts, natOpts...)
 	h, err := libp2p.New(opts...)
 	if err != nil {
 		rm.Close()
 		return nil, fmt.Errorf("p2p: start host: %w", explainListenError(err))
 	}
 
-	n := &Network{Host: h, cfg: cfg, cm: cm, listening: listen, gate: gate}
+	n.Host = h
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.prefix = protocol.ID(cfg.DHTPrefix)
 	if cfg.PSK != nil {
@@ -240,6 +252,11 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 	if err != nil {
 		n.abort()
 		return nil, fmt.Errorf("p2p: start DHT: %w", err)
+	}
+
+	if err := n.watchNAT(n.ctx); err != nil {
+		n.abort()
+		return nil, err
 	}
 
 	n.psStats = newPubsubStats()
