@@ -107,8 +107,9 @@ func natOptions(c *NATConfig, n *Network) ([]libp2p.Option, error) {
 		opts = append(opts, libp2p.EnableHolePunching())
 	}
 	if c.RelayClient {
+		// go-libp2p takes static relays or a peer source, not both: the
+		// static relays come first out of the peer source.
 		opts = append(opts, libp2p.EnableAutoRelayWithPeerSource(n.relayCandidates,
-			autorelay.WithStaticRelays(c.StaticRelays),
 			autorelay.WithMinInterval(30*time.Second),
 			autorelay.WithBootDelay(0)))
 	}
@@ -211,9 +212,9 @@ func isCircuit(a ma.Multiaddr) bool {
 	return err == nil
 }
 
-// relayCandidates feeds autorelay: connected peers that speak the relay hop
-// protocol first, then the peers of the DHT's routing table (autorelay
-// connects to each and keeps those that relay).
+// relayCandidates feeds autorelay: the static relays, then connected peers
+// that speak the relay hop protocol, then the peers of the DHT's routing
+// table (autorelay connects to each and keeps those that relay).
 func (n *Network) relayCandidates(ctx context.Context, num int) <-chan peer.AddrInfo {
 	out := make(chan peer.AddrInfo, max(num, 0))
 	defer close(out)
@@ -227,17 +228,20 @@ func (n *Network) relayCandidates(ctx context.Context, num int) <-chan peer.Addr
 		return out
 	}
 	seen := map[peer.ID]bool{h.ID(): true}
-	add := func(p peer.ID) bool {
-		if seen[p] {
-			return len(out) < num
+	send := func(ai peer.AddrInfo) bool {
+		if !seen[ai.ID] && len(ai.Addrs) > 0 {
+			seen[ai.ID] = true
+			out <- ai
 		}
-		seen[p] = true
-		addrs := h.Peerstore().Addrs(p)
-		if len(addrs) == 0 {
-			return len(out) < num
-		}
-		out <- peer.AddrInfo{ID: p, Addrs: addrs}
 		return len(out) < num
+	}
+	add := func(p peer.ID) bool {
+		return send(peer.AddrInfo{ID: p, Addrs: h.Peerstore().Addrs(p)})
+	}
+	for _, ai := range n.cfg.NAT.StaticRelays {
+		if !send(ai) {
+			return out
+		}
 	}
 	for _, p := range h.Network().Peers() {
 		if ps, err := h.Peerstore().SupportsProtocols(p, proto.ProtoIDv2Hop); err == nil && len(ps) > 0 {
@@ -256,9 +260,77 @@ func (n *Network) relayCandidates(ctx context.Context, num int) <-chan peer.Addr
 	return out
 }
 
+// How relayed connections are retired once a direct one to the same peer
+// exists (go-libp2p's hole punching does not close them; the relay would
+// only reset them at its time or data limit): as soon as they carry no
+// stream, and at the latest after relayedGrace, which gives a transfer
+// running over the relay time to move to the direct connection.
+const (
+	relayedGrace = 10 * time.Second
+	relayedPoll  = 250 * time.Millisecond
+)
+
+// retireRelayed closes p's relayed connections while p has a direct one. It
+// returns at once; the work runs in a goroutine per peer, owned by the watch
+// loop of watchNAT, which waits for them when it ends.
+func (n *Network) retireRelayed(ctx context.Context, p peer.ID) {
+	w := n.natw
+	w.mu.Lock()
+	if w.retiring == nil {
+		w.retiring = map[peer.ID]bool{}
+	}
+	if w.retiring[p] || w.closed {
+		w.mu.Unlock()
+		return
+	}
+	w.retiring[p] = true
+	w.retireWG.Add(1) // under w.mu: never after the watch loop's final Wait
+	w.mu.Unlock()
+	go func() {
+		defer w.retireWG.Done()
+		defer func() {
+			w.mu.Lock()
+			delete(w.retiring, p)
+			w.mu.Unlock()
+		}()
+		deadline := time.Now().Add(relayedGrace)
+		t := time.NewTicker(relayedPoll)
+		defer t.Stop()
+		for {
+			var relayed []network.Conn
+			direct := false
+			for _, c := range n.Host.Network().ConnsToPeer(p) {
+				if isCircuit(c.RemoteMultiaddr()) {
+					relayed = append(relayed, c)
+				} else {
+					direct = true
+				}
+			}
+			if !direct || len(relayed) == 0 {
+				return
+			}
+			late := time.Now().After(deadline)
+			for _, c := range relayed {
+				if late || len(c.GetStreams()) == 0 {
+					n.cfg.Logger.Debug("closing relayed connection: a direct one exists", "peer", p, "addr", c.RemoteMultiaddr(), "streams", len(c.GetStreams()))
+					c.Close()
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
+
 // natWatch keeps the latest reachability events of the host.
 type natWatch struct {
-	mu        sync.Mutex
+	mu        sync.Mutex       // guards the fields below
+	retiring  map[peer.ID]bool // peers whose relayed connections are being closed
+	retireWG  sync.WaitGroup
+	closed    bool // set when the watch loop ends: no more retiring
 	verdict   network.Reachability
 	reachable []ma.Multiaddr
 	unreach   []ma.Multiaddr
@@ -280,10 +352,21 @@ func (n *Network) watchNAT(ctx context.Context) error {
 	w := &natWatch{}
 	n.natw = w
 	close(n.natReady)
+	n.Host.Network().Notify(&network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		if !isCircuit(c.RemoteMultiaddr()) {
+			n.retireRelayed(ctx, c.RemotePeer())
+		}
+	}})
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
 		defer sub.Close()
+		defer func() {
+			w.mu.Lock()
+			w.closed = true
+			w.mu.Unlock()
+			w.retireWG.Wait()
+		}()
 		for {
 			select {
 			case <-ctx.Done():
