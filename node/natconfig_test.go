@@ -13,7 +13,7 @@ import (
 // affected. The relay limits are Kubo's.
 func TestNATConfigDefaults(t *testing.T) {
 	tests := []struct {
-		profile                      string
+		profile                     string
 		portMap, service, v1Service bool
 	}{
 		{ProfileLocal, false, false, false},
