@@ -324,3 +324,31 @@ func TestNATHolePunch(t *testing.T) {
 	}
 	t.Logf("fetch of %d MiB from A to C over the relay: %v (%.1f MiB/s, incl. CLI start)", len(data)>>20, fd.Round(time.Millisecond), float64(len(data))/(1<<20)/fd.Seconds())
 }
+
+// TestPrintNAT: `weft status` shows the verdict with its per-transport
+// parts, the relay service and the relays held.
+func TestPrintNAT(t *testing.T) {
+	var buf bytes.Buffer
+	tw := newTable(&buf)
+	printNAT(tw, api.NATStatus{
+		Reachability: "private",
+		Transports:   map[string]string{"tcp": "private", "quic-v1": "unknown"},
+		Observed:     []string{"/ip4/11.0.0.1/tcp/4001"},
+		Relays:       []string{"12D3KooWRelayA", "12D3KooWRelayB"},
+	})
+	tw.Flush()
+	var lines []string // with runs of spaces made one
+	for _, ln := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		lines = append(lines, strings.Join(strings.Fields(ln), " "))
+	}
+	want := []string{
+		"reachability private (quic-v1 unknown, tcp private)",
+		"relay service off",
+		"relays 12D3KooWRelayA",
+		"12D3KooWRelayB",
+		"observed /ip4/11.0.0.1/tcp/4001",
+	}
+	if !slices.Equal(lines, want) {
+		t.Errorf("status lines\n%q\nwant\n%q", lines, want)
+	}
+}
