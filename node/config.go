@@ -51,6 +51,8 @@ type Config struct {
 	Discovery  DiscoveryConfig  `toml:"discovery"`
 	DHT        DHTConfig        `toml:"dht"`
 	Swarm      SwarmConfig      `toml:"swarm"`
+	NAT        NATConfig        `toml:"nat"`
+	Relay      RelayConfig      `toml:"relay"`
 	Pubsub     PubsubConfig     `toml:"pubsub"`
 	Store      StoreConfig      `toml:"store"`
 	Content    ContentConfig    `toml:"content"`
@@ -69,6 +71,57 @@ type DebugConfig struct {
 type AddressesConfig struct {
 	Swarm []string `toml:"swarm" comment:"libp2p listen multiaddrs. QUIC addresses are skipped in a private swarm (libp2p refuses a PSK on QUIC)."`
 	API   string   `toml:"api" comment:"HTTP API host:port. Loopback by default; any other address requires the bearer token in api.token."`
+	// Announce, AppendAnnounce and NoAnnounce are Kubo's Addresses.Announce,
+	// AppendAnnounce and NoAnnounce.
+	Announce       []string `toml:"announce" comment:"If not empty, the node announces exactly these multiaddrs instead of its listen and observed ones (relay addresses are still added while it is private)."`
+	AppendAnnounce []string `toml:"append_announce" comment:"Multiaddrs announced in addition to the discovered ones, e.g. a port forwarded by hand on the router."`
+	NoAnnounce     []string `toml:"no_announce" comment:"Multiaddrs never announced: an exact address, or a range as /ip4/10.0.0.0/ipcidr/8."`
+}
+
+// NATConfig configures how the node finds out whether it can be reached from
+// outside its network, and how it gets through a NAT.
+type NATConfig struct {
+	AutoNAT            bool   `toml:"autonat" comment:"Ask peers to dial each address back (AutoNAT v2) and answer their requests (its server is rate-limited by go-libp2p: 60 a minute, 12 per peer). The verdict (public, private, unknown) shows in 'weft status' and /metrics."`
+	AutoNATService     bool   `toml:"autonat_service" comment:"Also answer AutoNAT v1 requests (older peers), within service_global_limit and service_peer_limit requests a minute."`
+	ServiceGlobalLimit int    `toml:"service_global_limit" comment:"AutoNAT v1 requests answered a minute, all peers together."`
+	ServicePeerLimit   int    `toml:"service_peer_limit" comment:"AutoNAT v1 requests answered a minute for one peer."`
+	Reachability       string `toml:"reachability" comment:"Force the verdict instead of detecting it: \"\" (detect), \"public\" or \"private\". For nodes whose situation is known, and testnets."`
+	PortMap            bool   `toml:"port_map" comment:"Ask the router for a port mapping with UPnP IGD or NAT-PMP. On in the public profile."`
+	HolePunching       bool   `toml:"hole_punching" comment:"Upgrade a relayed connection to a direct one by hole punching (DCUtR); the relayed one is closed once the direct one works."`
+}
+
+// RelayConfig configures circuit relay v2: the client that reserves slots on
+// relays while this node is private, and the service that relays for others
+// while it is public (Kubo's Swarm.RelayClient and Swarm.RelayService).
+type RelayConfig struct {
+	Client                bool     `toml:"client" comment:"While the node is not publicly reachable, reserve slots on relays (static ones first, then relays among its peers and in the DHT) and announce /p2p-circuit addresses through them."`
+	Static                []string `toml:"static" comment:"Relays to reserve on first, as multiaddrs with /p2p/ID."`
+	Service               bool     `toml:"service" comment:"Relay for others while this node is publicly reachable (never while private). On in the public profile."`
+	MaxReservations       int      `toml:"max_reservations" comment:"Relay service: reservations held at once."`
+	MaxCircuits           int      `toml:"max_circuits" comment:"Relay service: relayed connections open at once per peer."`
+	MaxReservationsPerIP  int      `toml:"max_reservations_per_ip" comment:"Relay service: reservations from one IP address."`
+	MaxReservationsPerASN int      `toml:"max_reservations_per_asn" comment:"Relay service: reservations from one autonomous system."`
+	ReservationTTL        Duration `toml:"reservation_ttl" comment:"Relay service: how long a reservation lasts before it must be refreshed."`
+	BufferSize            ByteSize `toml:"buffer_size" comment:"Relay service: buffer per direction of a relayed connection."`
+	ConnectionDuration    Duration `toml:"connection_duration" comment:"Relay service: a relayed connection is reset after this long (hole punching should have replaced it by then)."`
+	ConnectionData        ByteSize `toml:"connection_data" comment:"Relay service: a relayed connection is reset after this much data in either direction."`
+}
+
+// DefaultRelayConfig is the relay section of both profiles, with Kubo's
+// Swarm.RelayService limits; the public profile turns the service on.
+func DefaultRelayConfig() RelayConfig {
+	return RelayConfig{
+		Client:                true,
+		Static:                []string{},
+		MaxReservations:       128,
+		MaxCircuits:           16,
+		MaxReservationsPerIP:  8,
+		MaxReservationsPerASN: 32,
+		ReservationTTL:        Duration(time.Hour),
+		BufferSize:            2048,
+		ConnectionDuration:    Duration(2 * time.Minute),
+		ConnectionData:        128 << 10,
+	}
 }
 
 // DiscoveryConfig holds local discovery switches.
@@ -154,8 +207,11 @@ func DefaultConfig(profile string) (Config, error) {
 	c := Config{
 		Profile: profile,
 		Addresses: AddressesConfig{
-			Swarm: []string{"/ip4/127.0.0.1/tcp/4101", "/ip4/127.0.0.1/udp/4101/quic-v1"},
-			API:   "127.0.0.1:5101",
+			Swarm:          []string{"/ip4/127.0.0.1/tcp/4101", "/ip4/127.0.0.1/udp/4101/quic-v1"},
+			API:            "127.0.0.1:5101",
+			Announce:       []string{},
+			AppendAnnounce: []string{},
+			NoAnnounce:     []string{},
 		},
 		Bootstrap: []string{},
 		DHT: DHTConfig{
@@ -173,6 +229,14 @@ func DefaultConfig(profile string) (Config, error) {
 			KnownPeersLimit: 64,
 			AllowPeers:      []string{},
 		},
+		NAT: NATConfig{
+			AutoNAT:            true,
+			AutoNATService:     false,
+			ServiceGlobalLimit: 30,
+			ServicePeerLimit:   3,
+			HolePunching:       true,
+		},
+		Relay: DefaultRelayConfig(),
 		Pubsub: PubsubConfig{
 			MaxMessageSize:      1 << 20,
 			ScoreDecayInterval:  Duration(time.Second),
@@ -206,6 +270,9 @@ func DefaultConfig(profile string) (Config, error) {
 		c.Swarm.ConnMgrLow = 32
 		c.Swarm.ConnMgrHigh = 96
 		c.Swarm.MaxMemory = 512 << 20
+		c.NAT.AutoNATService = true
+		c.NAT.PortMap = true
+		c.Relay.Service = true
 	default:
 		return Config{}, fmt.Errorf("unknown profile %q: use local or public", profile)
 	}
@@ -233,6 +300,37 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := splitHostPort(c.Addresses.API); err != nil {
 		bad("addresses.api", "%v", err)
+	}
+	for _, l := range []struct {
+		key  string
+		list []string
+	}{
+		{"addresses.announce", c.Addresses.Announce},
+		{"addresses.append_announce", c.Addresses.AppendAnnounce},
+		{"addresses.no_announce", c.Addresses.NoAnnounce},
+	} {
+		for _, s := range l.list {
+			if _, err := ma.NewMultiaddr(s); err != nil {
+				bad(l.key, "bad multiaddr %q: %v", s, err)
+			}
+		}
+	}
+	switch c.NAT.Reachability {
+	case "", "public", "private":
+	default:
+		bad("nat.reachability", "%q is not \"\", public or private", c.NAT.Reachability)
+	}
+	if c.NAT.ServiceGlobalLimit < 0 || c.NAT.ServicePeerLimit < 0 {
+		bad("nat.service_global_limit", "limits must not be negative")
+	}
+	for _, s := range c.Relay.Static {
+		if _, err := peer.AddrInfoFromString(s); err != nil {
+			bad("relay.static", "bad multiaddr %q (want /ip4/…/tcp/…/p2p/PEERID): %v", s, err)
+		}
+	}
+	if c.Relay.MaxReservations < 0 || c.Relay.MaxCircuits < 0 || c.Relay.MaxReservationsPerIP < 0 || c.Relay.MaxReservationsPerASN < 0 ||
+		c.Relay.ReservationTTL < 0 || c.Relay.BufferSize < 0 || c.Relay.ConnectionDuration < 0 || c.Relay.ConnectionData < 0 {
+		bad("relay", "limits must not be negative (0 takes go-libp2p's default)")
 	}
 	for _, s := range c.Bootstrap {
 		if _, err := peer.AddrInfoFromString(s); err != nil {
@@ -328,8 +426,27 @@ func MarshalConfig(c Config) ([]byte, error) {
 }
 
 // ParseConfig decodes TOML strictly (unknown keys are errors) and validates.
+// Keys the file leaves out take the default of its profile, so a config
+// written by an older weft gets the documented defaults of newer keys.
 func ParseConfig(data []byte) (Config, error) {
-	var c Config
+	c, err := decodeConfig(data, Config{})
+	if err != nil {
+		return Config{}, err
+	}
+	if def, err := DefaultConfig(c.Profile); err == nil {
+		if c, err = decodeConfig(data, def); err != nil {
+			return Config{}, err
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("invalid config: %w", err)
+	}
+	return c, nil
+}
+
+// decodeConfig decodes data strictly over base.
+func decodeConfig(data []byte, base Config) (Config, error) {
+	c := base
 	dec := toml.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
@@ -347,9 +464,6 @@ func ParseConfig(data []byte) (Config, error) {
 			return Config{}, fmt.Errorf("config line %d column %d: %s", row, col, de.Error())
 		}
 		return Config{}, err
-	}
-	if err := c.Validate(); err != nil {
-		return Config{}, fmt.Errorf("invalid config: %w", err)
 	}
 	return c, nil
 }

@@ -211,8 +211,9 @@ func (f *feeds) Unpin(ctx context.Context, name ipns.Name, c cid.Cid) error {
 func (f *feeds) TopicPeers(topic string) []peer.ID { return f.n.net.PubSub.ListPeers(topic) }
 
 // Request implements feed.Exchange: one request, one response per stream.
+// Feed records are small: a limited (relayed) connection may carry them.
 func (f *feeds) Request(ctx context.Context, p peer.ID, req []byte) ([]byte, error) {
-	s, err := f.n.net.Host.NewStream(ctx, p, FeedProtocol)
+	s, err := f.n.net.Host.NewStream(network.WithAllowLimitedConn(ctx, "weft feed"), p, FeedProtocol)
 	if err != nil {
 		return nil, fmt.Errorf("open feed stream to %s: %w", p, err)
 	}

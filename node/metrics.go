@@ -179,6 +179,7 @@ func newMetrics(n *Node) *metrics {
 	counter("weft_feed_signature_checks_total", "Feed records from gossip and catch-ups whose signature was verified.", feedCount(func(c feed.Counters) uint64 { return c.SignatureChecks }))
 	counter("weft_feed_stale_unverified_total", "Stale feed records dropped on their sequence number before any signature check (also counted as result=\"stale\").", feedCount(func(c feed.Counters) uint64 { return c.StaleUnverified }))
 	reg.MustRegister(newDynamicCollector(n))
+	reg.MustRegister(newNATCollector(n))
 	m := &metrics{
 		reg: reg,
 		dhtCount: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -67,7 +67,11 @@ func (t touchingBlocks) PutMany(ctx context.Context, bs []blocks.Block) error {
 // streams opens exchange streams over the host.
 type streams struct{ n *Node }
 
+// A limited (relayed) connection is allowed: behind NATs it may be the only
+// one there is until hole punching replaces it, and the relay's own data
+// limit bounds what goes through it.
 func (s streams) NewStream(ctx context.Context, p peer.ID) (exchange.Stream, error) {
+	ctx = network.WithAllowLimitedConn(ctx, "weft exchange")
 	return s.n.net.Host.NewStream(ctx, p, exchange.ProtocolID)
 }
 

@@ -211,6 +211,9 @@ func (n *Node) p2pConfig() (p2p.Config, error) {
 		BanDuration:         cfg.Pubsub.GraylistBan.D(),
 	}
 	pc.DHTExtraOptions = dhtValidators()
+	if pc.NAT, err = natConfig(cfg); err != nil {
+		return p2p.Config{}, err
+	}
 	return pc, nil
 }
 

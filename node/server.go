@@ -23,6 +23,7 @@ import (
 
 	"github.com/weft-p2p/weft/node/api"
 	"github.com/weft-p2p/weft/node/ui"
+	"github.com/weft-p2p/weft/p2p"
 )
 
 // httpError is an error with the HTTP status it should be answered with.
@@ -268,6 +269,7 @@ func (n *Node) handleStatus(w http.ResponseWriter, r *http.Request) (any, error)
 			RoutingTable: n.net.DHT.RoutingTable().Size(),
 		},
 		Store: api.StoreStat{Blocks: st.Blocks, Bytes: st.BlockBytes, DiskBytes: st.DiskBytes, MaxBytes: int64(n.cfg.Store.MaxBytes)},
+		NAT:   n.natStatus(),
 	}, nil
 }
 
@@ -279,11 +281,19 @@ func (n *Node) handlePeers(w http.ResponseWriter, r *http.Request) (any, error) 
 		if len(conns) == 0 {
 			continue
 		}
+		// Show the best connection: a direct one if there is one.
 		c := conns[0]
-		streams := 0
-		for _, c := range conns {
-			streams += len(c.GetStreams())
+		streams, direct := 0, false
+		for _, cc := range conns {
+			streams += len(cc.GetStreams())
+			if !p2p.DescribeConn(cc).Relayed {
+				direct = true
+				if p2p.DescribeConn(c).Relayed {
+					c = cc
+				}
+			}
 		}
+		ci := p2p.DescribeConn(c)
 		dir := "inbound"
 		if c.Stat().Direction == network.DirOutbound {
 			dir = "outbound"
@@ -305,6 +315,11 @@ func (n *Node) handlePeers(w http.ResponseWriter, r *http.Request) (any, error) 
 			Streams:   streams,
 			Protocols: protos,
 			Agent:     as,
+			Transport: ci.Transport,
+			Relayed:   ci.Relayed,
+			Limited:   ci.Limited,
+			Conns:     len(conns),
+			Direct:    direct,
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })

@@ -97,6 +97,9 @@ type Config struct {
 	KnownPeersLimit int
 	// Logger receives the layer's logs (default slog.Default()).
 	Logger *slog.Logger
+	// NAT configures reachability checks, relays, hole punching, port
+	// mapping and the announced addresses (nat.go). Zero: all off.
+	NAT NATConfig
 }
 
 func (c *Config) setDefaults() {
@@ -167,6 +170,8 @@ type Network struct {
 	mdns      mdns.Service
 	gate      *gate
 	scores    *scoreWatch
+	natw      *natWatch
+	natReady  chan struct{} // closed once Host and DHT are set (nat.go)
 
 	topicsMu sync.Mutex
 	topics   map[string]*pubsub.Topic // joined topics, see Topic
@@ -222,13 +227,20 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 	}
 	gate := newGate(cfg.AllowPeers) // allowlist, and the deny set of Block (partition.go)
 	opts = append(opts, libp2p.ConnectionGater(gate))
+	n := &Network{cfg: cfg, cm: cm, listening: listen, gate: gate, natReady: make(chan struct{}), topics: map[string]*pubsub.Topic{}}
+	natOpts, err := natOptions(&n.cfg.NAT, n)
+	if err != nil {
+		rm.Close()
+		return nil, err
+	}
+	opts = append(opts, natOpts...)
 	h, err := libp2p.New(opts...)
 	if err != nil {
 		rm.Close()
 		return nil, fmt.Errorf("p2p: start host: %w", explainListenError(err))
 	}
 
-	n := &Network{Host: h, cfg: cfg, cm: cm, listening: listen, gate: gate, topics: map[string]*pubsub.Topic{}}
+	n.Host = h
 	n.scores = newScoreWatch(n)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.prefix = protocol.ID(cfg.DHTPrefix)
@@ -248,6 +260,11 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 	if err != nil {
 		n.abort()
 		return nil, fmt.Errorf("p2p: start DHT: %w", err)
+	}
+
+	if err := n.watchNAT(n.ctx); err != nil {
+		n.abort()
+		return nil, err
 	}
 
 	n.psStats = newPubsubStats()

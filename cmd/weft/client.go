@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -177,6 +179,7 @@ func addClientCommands(root *cobra.Command) {
 					lim = humanBytes(s.Store.MaxBytes)
 				}
 				fmt.Fprintf(t, "store\t%d blocks, %s (limit %s)\n", s.Store.Blocks, humanBytes(s.Store.Bytes), lim)
+				printNAT(t, s.NAT)
 				for i, a := range s.Addrs {
 					label := ""
 					if i == 0 {
@@ -190,9 +193,16 @@ func addClientCommands(root *cobra.Command) {
 			func(ctx context.Context, c *api.Client, _ []string) (any, error) { return c.Peers(ctx) },
 			func(w io.Writer, v any) {
 				t := newTable(w)
-				fmt.Fprintln(t, "PEER\tADDR\tDIR\tLATENCY\tSTREAMS")
+				fmt.Fprintln(t, "PEER\tADDR\tDIR\tLATENCY\tSTREAMS\tVIA\tTRANSPORT")
 				for _, p := range v.([]api.Peer) {
-					fmt.Fprintf(t, "%s\t%s\t%s\t%.2fms\t%d\n", p.ID, p.Addr, p.Direction, p.LatencyMS, p.Streams)
+					via := "direct"
+					if p.Relayed {
+						via = "relayed"
+						if p.Limited {
+							via += " (limited)"
+						}
+					}
+					fmt.Fprintf(t, "%s\t%s\t%s\t%.2fms\t%d\t%s\t%s\n", p.ID, p.Addr, p.Direction, p.LatencyMS, p.Streams, via, p.Transport)
 				}
 				t.Flush()
 			}),
@@ -255,4 +265,35 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// printNAT adds the reachability lines to `weft status`.
+func printNAT(w io.Writer, s api.NATStatus) {
+	reach := s.Reachability
+	if len(s.Transports) > 0 {
+		var per []string
+		for _, tr := range slices.Sorted(maps.Keys(s.Transports)) {
+			per = append(per, tr+" "+s.Transports[tr])
+		}
+		reach += " (" + strings.Join(per, ", ") + ")"
+	}
+	fmt.Fprintf(w, "reachability\t%s\n", reach)
+	svc := "off"
+	if s.RelayService {
+		svc = "on (relaying for others)"
+	}
+	fmt.Fprintf(w, "relay service\t%s\n", svc)
+	list := func(label string, items []string) {
+		for i, a := range items {
+			if i > 0 {
+				label = ""
+			}
+			fmt.Fprintf(w, "%s\t%s\n", label, a)
+		}
+	}
+	if len(s.Relays) == 0 {
+		fmt.Fprintf(w, "relays\tnone (no reservation)\n")
+	}
+	list("relays", s.Relays)
+	list("observed", s.Observed)
 }

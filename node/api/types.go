@@ -33,6 +33,29 @@ type Status struct {
 	Peers         int       `json:"peers"`
 	DHT           DHTStatus `json:"dht"`
 	Store         StoreStat `json:"store"`
+	NAT           NATStatus `json:"nat"`
+}
+
+// NATStatus says whether the node can be reached from outside its network.
+type NATStatus struct {
+	// Reachability is public, private or unknown (AutoNAT).
+	Reachability string `json:"reachability"`
+	// Transports gives a verdict per transport (tcp, quic-v1) from AutoNAT
+	// v2's checks of each public address; empty until one was checked.
+	Transports map[string]string `json:"transports,omitempty"`
+	// Reachable and Unreachable are public addresses AutoNAT v2 confirmed
+	// or refuted.
+	Reachable   []string `json:"reachable,omitempty"`
+	Unreachable []string `json:"unreachable,omitempty"`
+	// Observed are addresses peers see this node at that are not on its
+	// interfaces (its outside address behind a NAT, or a port mapping).
+	Observed []string `json:"observed,omitempty"`
+	// Relays are the relays this node holds a reservation on.
+	Relays []string `json:"relays,omitempty"`
+	// RelayAddrs are the /p2p-circuit addresses those relays give it.
+	RelayAddrs []string `json:"relay_addrs,omitempty"`
+	// RelayService is true while this node relays for others.
+	RelayService bool `json:"relay_service"`
 }
 
 // DHTStatus summarises the DHT.
@@ -59,6 +82,17 @@ type Peer struct {
 	Streams   int      `json:"streams"`
 	Protocols []string `json:"protocols,omitempty"`
 	Agent     string   `json:"agent,omitempty"`
+	// Transport is the connection's transport (tcp, quic-v1; for a relayed
+	// connection, the one to the relay).
+	Transport string `json:"transport"`
+	// Relayed is true for a connection through a circuit relay, Limited
+	// when the relay bounds it in time and data.
+	Relayed bool `json:"relayed"`
+	Limited bool `json:"limited,omitempty"`
+	// Conns counts the open connections to the peer; Direct says whether
+	// one of them is direct (not relayed).
+	Conns  int  `json:"conns"`
+	Direct bool `json:"direct"`
 }
 
 // ConnectRequest asks the node to dial a multiaddr ending in /p2p/ID.

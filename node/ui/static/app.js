@@ -444,6 +444,7 @@
           st.allow_peers ? h('span', { class: 'badge' }, st.allow_peers + ' allowed peers') : null),
         row('Transports', (st.transports || []).map((t) => h('span', { class: 'badge' }, t)),
           st.transport_note ? h('div', { class: 'muted' }, st.transport_note) : null),
+        reachRow(row, st.nat),
         row('DHT', (dht.mode || '?') + ' mode · ' + (dht.routing_table || 0) + ' in routing table',
           dht.protocol ? h('div', { class: 'mono muted' }, dht.protocol) : null),
         row('Store', (store.blocks || 0).toLocaleString() + ' blocks · ' + bytes(store.bytes || 0),
@@ -454,6 +455,21 @@
     });
     const up = $('uptime');
     if (up) up.textContent = duration(st.uptime_seconds);
+  }
+
+  // reachRow shows the AutoNAT verdict (overall and per transport), the
+  // relays this node holds reservations on and whether it relays for others.
+  function reachRow(row, nat) {
+    if (!nat) return null;
+    const cls = (v) => 'badge reach ' + (v === 'public' ? 'on' : v === 'private' ? 'warn' : '');
+    const per = Object.keys(nat.transports || {}).sort()
+      .map((t) => h('span', { class: cls(nat.transports[t]), title: 'AutoNAT v2 verdict for ' + t }, t + ': ' + nat.transports[t]));
+    const relays = nat.relays || [];
+    return row('Reachability',
+      h('span', { class: cls(nat.reachability), id: 'reachability' }, nat.reachability || 'unknown'), ' ', per,
+      nat.relay_service ? h('span', { class: 'badge on' }, 'relaying for others') : null,
+      relays.length ? h('div', { class: 'muted' }, 'reservations on ' + relays.length + ' relay' + (relays.length > 1 ? 's' : '') + ': ',
+        relays.map((r) => h('span', { class: 'mono', title: r }, tail(r) + ' '))) : null);
   }
 
   function meter(frac) {
@@ -487,7 +503,9 @@
           return h('tr', { 'data-peer': p.id },
             h('td', { class: 'mono peerid nowrap' }, p.id),
             h('td', { class: 'mono' }, p.addr),
-            h('td', { class: 'dir nowrap' }, p.direction, inTable.has(p.id) ? [' ', h('span', { class: 'chip rt', title: 'in the DHT routing table' }, 'DHT')] : null),
+            h('td', { class: 'dir nowrap' }, p.direction, inTable.has(p.id) ? [' ', h('span', { class: 'chip rt', title: 'in the DHT routing table' }, 'DHT')] : null,
+              [' ', p.relayed ? h('span', { class: 'chip relayed', title: 'through a circuit relay' + (p.limited ? ' (limited in time and data)' : '') }, 'relayed')
+                : h('span', { class: 'chip', title: 'direct connection' }, p.transport || 'direct')]),
             h('td', { class: 'num nowrap' }, h('span', { class: 'lat ' + latencyClass(p.latency_ms) }), latency(p.latency_ms)),
             h('td', { class: 'num' }, p.streams),
             h('td', { title: (p.protocols || []).join('\n') }, h('div', { class: 'chips' }, protos.map((x) => h('span', { class: 'chip' }, x)))),

@@ -1,0 +1,322 @@
+package testnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"os/exec"
+	"sort"
+	"strings"
+)
+
+// A NAT lab: an "internet" namespace holding a bridge, public hosts on it
+// with addresses from a public range, and private hosts each behind a NAT
+// router of its own: a namespace with a WAN leg on the bridge and a LAN leg
+// (a veth pair) to the host. Nothing is connected to this machine's
+// network: the namespaces reach only one another, the orchestrator talks to
+// the daemons in them through `ip netns exec`, and CheckIsolated proves
+// there is no route out before any traffic flows.
+//
+// go-multiaddr treats 10/8, 172.16/12, 192.168/16 and 100.64/10 as private
+// and 198.18/15 (the benchmark range) as unroutable, and hole punching,
+// relay reservations and AutoNAT ignore such addresses; so the internet
+// here is a /24 of 11.0.0.0/8, public to go-multiaddr, that exists only
+// inside the lab's namespaces.
+
+// NATLabPrefix is the range the lab's internet /24 is carved from.
+const NATLabPrefix = "11.77."
+
+// NATKind is how a lab router translates and filters (RFC 4787 terms).
+type NATKind string
+
+// NAT kinds a router can be.
+const (
+	// NATPortRestricted maps endpoint-independently (MASQUERADE keeps the
+	// source port where it can) and filters by address and port (conntrack:
+	// only replies come in). Unsolicited packets are dropped, not answered,
+	// as home routers do; an RST or ICMP answer breaks hole punching.
+	NATPortRestricted NATKind = "port-restricted"
+	// NATSymmetric maps endpoint-dependently (MASQUERADE --random-fully):
+	// every destination sees another port, so hole punching fails and the
+	// pair needs the relay.
+	NATSymmetric NATKind = "symmetric"
+)
+
+// LabHost is a host of the lab: its namespace and address. A private host's
+// Router names its router's namespace and PublicIP the router's WAN address.
+type LabHost struct {
+	Name     string
+	NS       string
+	IP       string
+	Router   string
+	PublicIP string
+	Kind     NATKind
+}
+
+// NATLab is a built lab; Close removes it.
+type NATLab struct {
+	ID         string
+	Internet   string // the /24 of the public range
+	Public     []LabHost
+	Private    []LabHost
+	namespaces []string
+}
+
+// CanNATLab says why a lab cannot be built here, or "" if it can.
+func CanNATLab() string {
+	if why := canNetns(); why != "" {
+		return why
+	}
+	for _, c := range []string{"nft", "sysctl"} {
+		if _, err := exec.LookPath(c); err != nil {
+			return "no '" + c + "' command"
+		}
+	}
+	return ""
+}
+
+// NewNATLab builds a lab: public hosts named by public, and one private host
+// behind its own router of the given kind for each entry of private. id
+// (a few letters) keeps the lab's names apart from other labs and testnets.
+// On error everything built so far is removed.
+func NewNATLab(ctx context.Context, id string, public []string, private map[string]NATKind) (_ *NATLab, err error) {
+	if why := CanNATLab(); why != "" {
+		return nil, errors.New("NAT lab: " + why)
+	}
+	l := &NATLab{ID: id}
+	defer func() {
+		if err != nil {
+			l.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	if l.Internet, err = pickLabSubnet(ctx, id); err != nil {
+		return nil, err
+	}
+	pfx := "wn-" + id + "-"
+	inet := pfx + "inet"
+	if err := l.addNS(ctx, inet); err != nil {
+		return nil, err
+	}
+	if err := ipSteps(ctx,
+		[]string{"-n", inet, "link", "add", "br0", "type", "bridge"},
+		[]string{"-n", inet, "link", "set", "br0", "up"},
+	); err != nil {
+		return nil, err
+	}
+	_ = run(ctx, "", "ip", "netns", "exec", inet, "sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=0")
+	port := 0
+	// wan plugs namespace ns into the internet bridge as dev with ip.
+	wan := func(ns, dev, ip string) error {
+		port++
+		p := fmt.Sprintf("p%d", port)
+		return ipSteps(ctx,
+			[]string{"-n", inet, "link", "add", p, "type", "veth", "peer", "name", dev, "netns", ns},
+			[]string{"-n", inet, "link", "set", p, "master", "br0", "up"},
+			[]string{"-n", ns, "addr", "add", ip + "/24", "dev", dev},
+			[]string{"-n", ns, "link", "set", dev, "up"},
+		)
+	}
+	for i, name := range public {
+		h := LabHost{Name: name, NS: pfx + name, IP: ipOf(l.Internet, 10+i)}
+		if err := l.addNS(ctx, h.NS); err != nil {
+			return nil, err
+		}
+		if err := wan(h.NS, "eth0", h.IP); err != nil {
+			return nil, err
+		}
+		l.Public = append(l.Public, h)
+	}
+	names := make([]string, 0, len(private))
+	for name := range private {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for i, name := range names {
+		kind := private[name]
+		lan := fmt.Sprintf("10.78.%d.0/24", i+1)
+		h := LabHost{
+			Name: name, NS: pfx + name, IP: ipOf(lan, 2), Kind: kind,
+			Router: pfx + "r" + name, PublicIP: ipOf(l.Internet, 100+i),
+		}
+		for _, ns := range []string{h.Router, h.NS} {
+			if err := l.addNS(ctx, ns); err != nil {
+				return nil, err
+			}
+		}
+		if err := wan(h.Router, "wan0", h.PublicIP); err != nil {
+			return nil, err
+		}
+		if err := ipSteps(ctx,
+			[]string{"-n", h.Router, "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns", h.NS},
+			[]string{"-n", h.Router, "addr", "add", ipOf(lan, 1) + "/24", "dev", "lan0"},
+			[]string{"-n", h.Router, "link", "set", "lan0", "up"},
+			[]string{"-n", h.NS, "addr", "add", h.IP + "/24", "dev", "eth0"},
+			[]string{"-n", h.NS, "link", "set", "eth0", "up"},
+			[]string{"-n", h.NS, "route", "add", "default", "via", ipOf(lan, 1)},
+		); err != nil {
+			return nil, err
+		}
+		if err := run(ctx, "", "ip", "netns", "exec", h.Router, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"); err != nil {
+			return nil, err
+		}
+		if err := run(ctx, routerRules(kind), "ip", "netns", "exec", h.Router, "nft", "-f", "-"); err != nil {
+			return nil, fmt.Errorf("router %s: %w", h.Router, err)
+		}
+		l.Private = append(l.Private, h)
+	}
+	return l, nil
+}
+
+// routerRules is the nftables ruleset of a router: source NAT out of wan0,
+// and on wan0 only replies (conntrack ESTABLISHED, RELATED) come in; the
+// rest is dropped silently, to the router and through it.
+func routerRules(kind NATKind) string {
+	masq := "masquerade"
+	if kind == NATSymmetric {
+		masq = "masquerade random,fully-random"
+	}
+	return `table ip weftnat {
+	chain wan_snat {
+		type nat hook postrouting priority srcnat;
+		oifname "wan0" ` + masq + `
+	}
+	chain wan_forward {
+		type filter hook forward priority filter; policy accept;
+		iifname "wan0" ct state established,related accept
+		iifname "wan0" drop
+	}
+	chain wan_input {
+		type filter hook input priority filter; policy accept;
+		iifname "wan0" ct state established,related accept
+		iifname "wan0" drop
+	}
+}
+`
+}
+
+// CheckIsolated proves that no namespace of the lab can reach beyond it:
+// each has only the lab's links (none into this machine's namespace), no
+// route outside the lab's ranges (a private host's default route goes to
+// its router), and no address of the lab's internet is on this machine.
+func (l *NATLab) CheckIsolated(ctx context.Context) error {
+	inLab := func(route string) bool {
+		f := strings.Fields(route)
+		if len(f) == 0 {
+			return true
+		}
+		dst := f[0]
+		if dst == "default" {
+			return false
+		}
+		p, err := netip.ParsePrefix(dst)
+		if err != nil {
+			if a, err2 := netip.ParseAddr(dst); err2 == nil {
+				p = netip.PrefixFrom(a, 32)
+			} else {
+				return false
+			}
+		}
+		return strings.HasPrefix(p.Addr().String(), NATLabPrefix) || strings.HasPrefix(p.Addr().String(), "10.78.")
+	}
+	for _, ns := range l.namespaces {
+		out, err := output(ctx, "ip", "-n", ns, "-4", "route", "show")
+		if err != nil {
+			return fmt.Errorf("routes of %s: %w", ns, err)
+		}
+		private := false
+		for _, h := range l.Private {
+			private = private || h.NS == ns
+		}
+		for _, r := range strings.Split(strings.TrimSpace(out), "\n") {
+			if inLab(r) || private && strings.HasPrefix(r, "default via 10.78.") {
+				continue
+			}
+			return fmt.Errorf("namespace %s has a route out of the lab: %q", ns, r)
+		}
+		links, err := output(ctx, "ip", "-n", ns, "-o", "link", "show")
+		if err != nil {
+			return fmt.Errorf("links of %s: %w", ns, err)
+		}
+		for _, ln := range strings.Split(strings.TrimSpace(links), "\n") {
+			if f := strings.Fields(ln); len(f) > 1 {
+				dev := strings.TrimSuffix(strings.SplitN(f[1], "@", 2)[0], ":")
+				switch {
+				case dev == "lo" || dev == "br0" || dev == "eth0" || dev == "wan0" || dev == "lan0" || strings.HasPrefix(dev, "p"):
+				default:
+					return fmt.Errorf("namespace %s has an unexpected link %q", ns, dev)
+				}
+			}
+		}
+	}
+	// No address of the lab's internet is on this machine.
+	addrs, _ := output(ctx, "ip", "-4", "-o", "addr", "show")
+	if pfx := strings.TrimSuffix(l.Internet, "0/24"); strings.Contains(addrs, " "+pfx) {
+		return fmt.Errorf("this machine has an address in the lab's range %s", l.Internet)
+	}
+	return nil
+}
+
+// Exec returns the command line that runs args inside host h's namespace.
+func (h LabHost) Exec(args ...string) []string {
+	return append([]string{"ip", "netns", "exec", h.NS}, args...)
+}
+
+// Close removes every namespace of the lab (and with them their links and
+// rules). It can run more than once.
+func (l *NATLab) Close(ctx context.Context) error {
+	var errs []error
+	for i := len(l.namespaces) - 1; i >= 0; i-- {
+		if err := run(ctx, "", "ip", "netns", "del", l.namespaces[i]); err != nil && !strings.Contains(err.Error(), "No such file") {
+			errs = append(errs, err)
+		}
+	}
+	l.namespaces = nil
+	return errors.Join(errs...)
+}
+
+// LabLeftovers lists the namespaces of lab id still on the machine.
+func LabLeftovers(ctx context.Context, id string) []string {
+	out, _ := output(ctx, "ip", "netns", "list")
+	var left []string
+	for _, ln := range strings.Split(out, "\n") {
+		if f := strings.Fields(ln); len(f) > 0 && strings.HasPrefix(f[0], "wn-"+id+"-") {
+			left = append(left, f[0])
+		}
+	}
+	return left
+}
+
+func (l *NATLab) addNS(ctx context.Context, ns string) error {
+	l.namespaces = append(l.namespaces, ns)
+	return ipSteps(ctx, []string{"netns", "add", ns}, []string{"-n", ns, "link", "set", "lo", "up"})
+}
+
+func ipSteps(ctx context.Context, steps ...[]string) error {
+	for _, a := range steps {
+		if err := run(ctx, "", "ip", a...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pickLabSubnet returns an 11.77.K.0/24 that no address or route of this
+// machine uses, starting from a hash of the lab ID.
+func pickLabSubnet(ctx context.Context, id string) (string, error) {
+	addrs, _ := output(ctx, "ip", "-4", "-o", "addr", "show")
+	routes, _ := output(ctx, "ip", "-4", "route", "show", "table", "all")
+	used := addrs + "\n" + routes
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	start := int(h.Sum32() % 250)
+	for i := range 250 {
+		k := (start+i)%250 + 1
+		pfx := fmt.Sprintf("%s%d.", NATLabPrefix, k)
+		if !strings.Contains(used, pfx) {
+			return pfx + "0/24", nil
+		}
+	}
+	return "", errors.New("every " + NATLabPrefix + "K.0/24 is in use on this machine")
+}
