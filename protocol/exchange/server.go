@@ -28,9 +28,21 @@ type ServerConfig struct {
 	// MaxStreams bounds the streams served at once (0: 64); a stream over
 	// the bound is answered with CodeBusy.
 	MaxStreams int
+	// MaxStreamsPerPeer bounds the streams one peer is served at once (0:
+	// 8), so that one peer cannot take every slot of MaxStreams; a stream
+	// over it is answered with CodeBusy.
+	MaxStreamsPerPeer int
 	// IdleTimeout resets a stream on which neither a request arrives nor a
 	// frame can be written for this long (0: 30s).
 	IdleTimeout time.Duration
+	// WriteTimeout makes a minimum rate (0: 10s): writing to a stream may
+	// take WriteTimeout per WriteChunk (64 KiB) written, plus WriteTimeout
+	// of grace; a stream that falls further behind is reset. A requester
+	// must so take its answers at 6.4 KiB/s or more (by default) whenever
+	// it makes the Server wait: one that reads a trickle, enough to keep a
+	// plain idle timer happy, holds its slot and buffers for about
+	// WriteTimeout and no longer.
+	WriteTimeout time.Duration
 	// MaxPending bounds the blocks pending in one request's walk (0:
 	// DefaultMaxPending).
 	MaxPending int
@@ -55,8 +67,14 @@ func (c *ServerConfig) setDefaults() {
 	if c.MaxStreams == 0 {
 		c.MaxStreams = 64
 	}
+	if c.MaxStreamsPerPeer == 0 {
+		c.MaxStreamsPerPeer = 8
+	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 30 * time.Second
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 10 * time.Second
 	}
 	if c.MaxPending == 0 {
 		c.MaxPending = DefaultMaxPending
@@ -78,8 +96,12 @@ func (c *ServerConfig) validate() error {
 		return fmt.Errorf("%w: Blocks is required", ErrInvalidConfig)
 	case c.MaxStreams < 0:
 		return fmt.Errorf("%w: negative MaxStreams", ErrInvalidConfig)
+	case c.MaxStreamsPerPeer < 0:
+		return fmt.Errorf("%w: negative MaxStreamsPerPeer", ErrInvalidConfig)
 	case c.IdleTimeout < 0:
 		return fmt.Errorf("%w: negative IdleTimeout", ErrInvalidConfig)
+	case c.WriteTimeout < 0:
+		return fmt.Errorf("%w: negative WriteTimeout", ErrInvalidConfig)
 	case c.MaxPending < 0:
 		return fmt.Errorf("%w: negative MaxPending", ErrInvalidConfig)
 	case c.ReadAheadBytes < 0:
@@ -95,8 +117,30 @@ type ServerStats struct {
 	Blocks   int64 // blocks sent
 	Bytes    int64 // block bytes sent
 	Missing  int64 // Missing frames sent
-	Busy     int64 // streams refused with CodeBusy
+	Busy     int64 // streams refused with CodeBusy (MaxStreams or MaxStreamsPerPeer)
+	Slow     int64 // streams reset because a write outlasted WriteTimeout
+	// Held is the memory the Server holds for its streams now: each
+	// stream's read and write buffers and the blocks read ahead of their
+	// writes. MaxHeld is the most it ever held at once. With B the largest
+	// block served, one stream holds at most StreamBuffers plus
+	// 2*readAheadBlocks+1 blocks, so a peer at most MaxStreamsPerPeer
+	// times that.
+	Held, MaxHeld int64
 }
+
+// WriteChunk is the most a Server writes to a stream in one call, and the
+// bytes that earn a stream ServerConfig.WriteTimeout of write time.
+const WriteChunk = 64 << 10
+
+// Per-stream buffers: requests are read through a reader of streamReadBuf
+// bytes and frames written through a writer of streamWriteBuf bytes (a
+// larger block is written past it, in WriteChunk pieces). StreamBuffers is
+// what they hold together.
+const (
+	streamReadBuf  = 4 << 10
+	streamWriteBuf = 32 << 10
+	StreamBuffers  = streamReadBuf + streamWriteBuf
+)
 
 // Server answers exchange requests. Handle may be called from many
 // goroutines at once (one per stream); Close stops all of them.
@@ -111,10 +155,12 @@ type Server struct {
 
 	mu      sync.Mutex
 	streams map[Stream]struct{}
+	perPeer map[peer.ID]int // streams served now, by peer
 	closed  bool
 	wg      sync.WaitGroup
 
-	nStreams, nRequests, nBlocks, nBytes, nMissing, nBusy atomic.Int64
+	nStreams, nRequests, nBlocks, nBytes, nMissing, nBusy, nSlow atomic.Int64
+	held, maxHeld                                               atomic.Int64
 }
 
 // NewServer returns a Server over cfg.Blocks.
@@ -123,7 +169,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, streams: make(map[Stream]struct{})}
+	s := &Server{cfg: cfg, streams: make(map[Stream]struct{}), perPeer: make(map[peer.ID]int)}
 	s.reader, _ = cfg.Blocks.(BlockReader)
 	s.sizer, _ = cfg.Blocks.(Sizer)
 	s.viewer, _ = cfg.Blocks.(Viewer)
@@ -137,6 +183,18 @@ func (s *Server) Stats() ServerStats {
 	return ServerStats{
 		Streams: s.nStreams.Load(), Requests: s.nRequests.Load(), Blocks: s.nBlocks.Load(),
 		Bytes: s.nBytes.Load(), Missing: s.nMissing.Load(), Busy: s.nBusy.Load(),
+		Slow: s.nSlow.Load(), Held: s.held.Load(), MaxHeld: s.maxHeld.Load(),
+	}
+}
+
+// hold adds n (negative: gives back) to the memory held for streams.
+func (s *Server) hold(n int64) {
+	now := s.held.Add(n)
+	for {
+		peak := s.maxHeld.Load()
+		if now <= peak || s.maxHeld.CompareAndSwap(peak, now) {
+			return
+		}
 	}
 }
 
@@ -171,19 +229,32 @@ func (s *Server) Handle(st Stream, from peer.ID) {
 		_ = st.Reset()
 		return
 	}
-	if len(s.streams) >= s.cfg.MaxStreams {
+	busy := ""
+	switch {
+	case len(s.streams) >= s.cfg.MaxStreams:
+		busy = "too many streams"
+	case s.perPeer[from] >= s.cfg.MaxStreamsPerPeer:
+		busy = "too many streams from this peer"
+	}
+	if busy != "" {
 		s.mu.Unlock()
 		s.nBusy.Add(1)
-		_, _ = st.Write(AppendFrame(nil, Frame{Type: FrameError, Code: CodeBusy, Message: "too many streams"}))
+		// The frame is small enough for any stream's send window; the
+		// write cannot block on a requester that does not read.
+		_, _ = st.Write(AppendFrame(nil, Frame{Type: FrameError, Code: CodeBusy, Message: busy}))
 		_ = st.Close()
 		return
 	}
 	s.streams[st] = struct{}{}
+	s.perPeer[from]++
 	s.wg.Add(1)
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.streams, st)
+		if s.perPeer[from]--; s.perPeer[from] <= 0 {
+			delete(s.perPeer, from)
+		}
 		s.mu.Unlock()
 		s.wg.Done()
 	}()
@@ -191,7 +262,14 @@ func (s *Server) Handle(st Stream, from peer.ID) {
 
 	dog := newWatchdog(s.cfg.IdleTimeout, func() { _ = st.Reset() })
 	defer dog.stop()
-	err := s.serve(st, dog)
+	// The write watchdog's clock runs only while a write is under way
+	// (chunkWriter).
+	wdog := newWatchdog(s.cfg.WriteTimeout, func() { s.nSlow.Add(1); _ = st.Reset() })
+	wdog.stopClock()
+	defer wdog.stop()
+	s.hold(StreamBuffers)
+	defer s.hold(-StreamBuffers)
+	err := s.serve(st, dog, wdog)
 	if err != nil && !errors.Is(err, io.EOF) {
 		if s.ctx.Err() == nil {
 			s.cfg.Logger.Debug("exchange: serving stream failed", "peer", from, "err", err)
@@ -204,9 +282,9 @@ func (s *Server) Handle(st Stream, from peer.ID) {
 
 // serve answers requests until the requester closes its side (io.EOF) or
 // something fails.
-func (s *Server) serve(st Stream, dog *watchdog) error {
-	br := bufio.NewReaderSize(&kickReader{st, dog}, 4<<10)
-	bw := bufio.NewWriterSize(&kickWriter{st, dog}, 128<<10)
+func (s *Server) serve(st Stream, dog, wdog *watchdog) error {
+	br := bufio.NewReaderSize(&kickReader{st, dog}, streamReadBuf)
+	bw := bufio.NewWriterSize(&chunkWriter{w: st, dog: dog, wdog: wdog}, streamWriteBuf)
 	for {
 		req, err := ReadRequest(br)
 		if err != nil {
@@ -293,7 +371,8 @@ type readBlock struct {
 	it   item
 	data []byte
 	buf  []byte
-	held int64
+	held int64 // read-ahead budget taken
+	mem  int64 // memory counted in the Server's Held
 	err  error
 	code ErrorCode
 }
@@ -309,6 +388,16 @@ func (s *Server) release(rb readBlock) {
 	if rb.held > 0 {
 		s.ahead.Release(rb.held)
 	}
+	if rb.mem > 0 {
+		s.hold(-rb.mem)
+	}
+}
+
+// load reads rb's block into rb, counting what it holds in Held.
+func (s *Server) load(rb *readBlock) {
+	rb.data, rb.buf, rb.err = s.read(rb.it)
+	rb.mem = int64(max(len(rb.data), cap(rb.buf)))
+	s.hold(rb.mem)
 }
 
 // readBlocks walks req, reading each block, and passes the steps to out in
@@ -357,11 +446,11 @@ func (s *Server) readBlocks(ctx context.Context, req Request, out chan<- readBlo
 				f.rb.held = est // its budget, taken now from the link's size
 				go func() {
 					defer close(f.done)
-					f.rb.data, f.rb.buf, f.rb.err = s.read(it)
+					s.load(&f.rb)
 				}()
 				continue
 			}
-			f.rb.data, f.rb.buf, f.rb.err = s.read(it)
+			s.load(&f.rb)
 			close(f.done)
 			if !leaf && f.rb.err == nil && len(f.rb.data) <= MaxBlockSize {
 				f.rb.err = wk.expand(it, f.rb.data)
