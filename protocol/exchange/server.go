@@ -160,7 +160,7 @@ type Server struct {
 	wg      sync.WaitGroup
 
 	nStreams, nRequests, nBlocks, nBytes, nMissing, nBusy, nSlow atomic.Int64
-	held, maxHeld                                               atomic.Int64
+	held, maxHeld                                                atomic.Int64
 }
 
 // NewServer returns a Server over cfg.Blocks.
