@@ -173,6 +173,11 @@ type ContentConfig struct {
 	ProvideAll        bool     `toml:"provide_all" comment:"Announce every block, not only roots (slower, lets others fetch sub-DAGs by CID)."`
 	Native            bool     `toml:"native" comment:"Fetch from weft peers with weft's streaming exchange (Bitswap stays on for everyone else and for what it cannot get)."`
 	MaxGetEntries     int64    `toml:"max_get_entries" comment:"Most entries a get (tar) may write. A directory linked from several places is written once per place, so a few KB of DAG can describe billions of entries; a get past this fails before writing anything. 0 = the default, 1048576."`
+	// What this node serves through the native exchange: a peer over its
+	// share gets "busy" and asks elsewhere (or over Bitswap).
+	NativeMaxStreams     int      `toml:"native_max_streams" comment:"Native exchange streams served at once, over all peers; more are answered busy. 0: 64."`
+	NativeStreamsPerPeer int      `toml:"native_streams_per_peer" comment:"Native exchange streams served at once to one peer, so one peer cannot take every slot. 0: 8."`
+	NativeWriteTimeout   Duration `toml:"native_write_timeout" comment:"Minimum rate for native exchange requesters: sending an answer may take this long per 64 KiB (plus this long of grace) before the stream is cut off, so a peer reading a trickle cannot hold a slot. 0: 10s."`
 }
 
 // DefaultMaxGetEntries is content.max_get_entries when it is 0.
@@ -252,10 +257,13 @@ func DefaultConfig(profile string) (Config, error) {
 			CatchUpTimeout: Duration(10 * time.Second),
 		},
 		Content: ContentConfig{
-			FetchTimeout:      Duration(60 * time.Second),
-			ReprovideInterval: Duration(12 * time.Hour),
-			Native:            true,
-			MaxGetEntries:     DefaultMaxGetEntries,
+			FetchTimeout:         Duration(60 * time.Second),
+			ReprovideInterval:    Duration(12 * time.Hour),
+			Native:               true,
+			MaxGetEntries:        DefaultMaxGetEntries,
+			NativeMaxStreams:     64,
+			NativeStreamsPerPeer: 8,
+			NativeWriteTimeout:   Duration(10 * time.Second),
 		},
 		Collection: DefaultCollectionConfig(),
 		Log:        LogConfig{Level: "info", Format: "text", Subsystems: []string{}},
@@ -376,6 +384,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Content.FetchTimeout <= 0 {
 		bad("content.fetch_timeout", "must be positive")
+	}
+	if c.Content.NativeMaxStreams < 0 || c.Content.NativeStreamsPerPeer < 0 || c.Content.NativeWriteTimeout < 0 {
+		bad("content", "native_max_streams, native_streams_per_peer and native_write_timeout must not be negative")
 	}
 	if c.Content.ReprovideInterval < Duration(time.Minute) {
 		bad("content.reprovide_interval", "must be at least 1m")

@@ -30,9 +30,12 @@ type native struct {
 
 func newNative(n *Node) (*native, error) {
 	srv, err := exchange.NewServer(exchange.ServerConfig{
-		Blocks:  n.store.Blockstore(),
-		Buffers: n.store.Buffers(),
-		Logger:  n.log.With("subsystem", "exchange"),
+		Blocks:            n.store.Blockstore(),
+		Buffers:           n.store.Buffers(),
+		MaxStreams:        n.cfg.Content.NativeMaxStreams,
+		MaxStreamsPerPeer: n.cfg.Content.NativeStreamsPerPeer,
+		WriteTimeout:      n.cfg.Content.NativeWriteTimeout.D(),
+		Logger:            n.log.With("subsystem", "exchange"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start exchange server: %w", err)

@@ -164,9 +164,11 @@ func TestServerHeldBounded(t *testing.T) {
 		}
 		time.Sleep(5 * time.Second)
 		synctest.Wait()
-		// smallOpts: leaves of 64 KiB and inner nodes far smaller; each
-		// stream holds its buffers and at most 2*readAheadBlocks+1 blocks.
-		bound := int64(streams * (StreamBuffers + (2*readAheadBlocks+1)*(64<<10+1<<10)))
+		// The bound of ServerStats.Held for one peer: its streams'
+		// buffers, its share of the read-ahead budget, and PeerReads
+		// blocks being read (smallOpts: leaves of 64 KiB and a little
+		// framing, inner nodes far smaller).
+		bound := int64(streams*StreamBuffers) + s.cfg.PeerReadAheadBytes + PeerReads*(64<<10+1<<10)
 		if st := s.Stats(); st.MaxHeld > bound || st.Held == 0 {
 			t.Fatalf("held %d (peak %d) for %d stalled streams, bound %d", st.Held, st.MaxHeld, streams, bound)
 		}

@@ -47,10 +47,13 @@ type ServerConfig struct {
 	// DefaultMaxPending).
 	MaxPending int
 	// ReadAheadBytes bounds the block bytes all streams together hold read
-	// ahead of their writes (0: 16 MiB), besides the few blocks (at most
-	// readAheadBlocks) each stream's reader reads while there is no room:
-	// inner nodes, and leaves once the budget is taken.
+	// and waiting for their writes (0: 16 MiB), besides the few blocks (at
+	// most readAheadBlocks) each stream's reader is reading.
 	ReadAheadBytes int64
+	// PeerReadAheadBytes is one peer's share of ReadAheadBytes (0: a
+	// quarter of it), so that a peer whose streams stall cannot take the
+	// whole budget and stall every other peer's streams too.
+	PeerReadAheadBytes int64
 	// Buffers gives the buffers blocks are read into through a
 	// BlockReader (nil: pools on the Go heap).
 	Buffers Buffers
@@ -82,6 +85,9 @@ func (c *ServerConfig) setDefaults() {
 	if c.ReadAheadBytes == 0 {
 		c.ReadAheadBytes = 16 << 20
 	}
+	if c.PeerReadAheadBytes == 0 {
+		c.PeerReadAheadBytes = max(c.ReadAheadBytes/4, 1)
+	}
 	if c.Buffers == nil {
 		c.Buffers = heapBuffers{}
 	}
@@ -104,8 +110,8 @@ func (c *ServerConfig) validate() error {
 		return fmt.Errorf("%w: negative WriteTimeout", ErrInvalidConfig)
 	case c.MaxPending < 0:
 		return fmt.Errorf("%w: negative MaxPending", ErrInvalidConfig)
-	case c.ReadAheadBytes < 0:
-		return fmt.Errorf("%w: negative ReadAheadBytes", ErrInvalidConfig)
+	case c.ReadAheadBytes < 0 || c.PeerReadAheadBytes < 0:
+		return fmt.Errorf("%w: negative ReadAheadBytes or PeerReadAheadBytes", ErrInvalidConfig)
 	}
 	return nil
 }
@@ -121,10 +127,12 @@ type ServerStats struct {
 	Slow     int64 // streams reset because a write outlasted WriteTimeout
 	// Held is the memory the Server holds for its streams now: each
 	// stream's read and write buffers and the blocks read ahead of their
-	// writes. MaxHeld is the most it ever held at once. With B the largest
-	// block served, one stream holds at most StreamBuffers plus
-	// 2*readAheadBlocks+1 blocks, so a peer at most MaxStreamsPerPeer
-	// times that.
+	// writes (each counted by the buffer it sits in). MaxHeld is the most
+	// it ever held at once. One peer's streams together hold at most
+	// MaxStreamsPerPeer*StreamBuffers, PeerReadAheadBytes of blocks
+	// waiting for (or in) their writes, and PeerReads blocks being read:
+	// with the defaults and blocks in buffers of at most 1 MiB, 8*36 KiB +
+	// 4 MiB + 8 MiB.
 	Held, MaxHeld int64
 }
 
@@ -155,7 +163,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	streams map[Stream]struct{}
-	perPeer map[peer.ID]int // streams served now, by peer
+	perPeer map[peer.ID]*peerState // peers served now
 	closed  bool
 	wg      sync.WaitGroup
 
@@ -169,7 +177,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, streams: make(map[Stream]struct{}), perPeer: make(map[peer.ID]int)}
+	s := &Server{cfg: cfg, streams: make(map[Stream]struct{}), perPeer: make(map[peer.ID]*peerState)}
 	s.reader, _ = cfg.Blocks.(BlockReader)
 	s.sizer, _ = cfg.Blocks.(Sizer)
 	s.viewer, _ = cfg.Blocks.(Viewer)
@@ -186,6 +194,17 @@ func (s *Server) Stats() ServerStats {
 		Slow: s.nSlow.Load(), Held: s.held.Load(), MaxHeld: s.maxHeld.Load(),
 	}
 }
+
+// peerState is what a Server keeps of a peer while it serves it.
+type peerState struct {
+	streams int                 // streams served now
+	ahead   *semaphore.Weighted // PeerReadAheadBytes
+	reads   *semaphore.Weighted // PeerReads
+}
+
+// PeerReads bounds the blocks being read, or read and waiting for the
+// byte budget, for one peer's streams together.
+const PeerReads = 2 * readAheadBlocks
 
 // hold adds n (negative: gives back) to the memory held for streams.
 func (s *Server) hold(n int64) {
@@ -233,7 +252,7 @@ func (s *Server) Handle(st Stream, from peer.ID) {
 	switch {
 	case len(s.streams) >= s.cfg.MaxStreams:
 		busy = "too many streams"
-	case s.perPeer[from] >= s.cfg.MaxStreamsPerPeer:
+	case s.perPeer[from] != nil && s.perPeer[from].streams >= s.cfg.MaxStreamsPerPeer:
 		busy = "too many streams from this peer"
 	}
 	if busy != "" {
@@ -246,13 +265,18 @@ func (s *Server) Handle(st Stream, from peer.ID) {
 		return
 	}
 	s.streams[st] = struct{}{}
-	s.perPeer[from]++
+	ps := s.perPeer[from]
+	if ps == nil {
+		ps = &peerState{ahead: semaphore.NewWeighted(s.cfg.PeerReadAheadBytes), reads: semaphore.NewWeighted(PeerReads)}
+		s.perPeer[from] = ps
+	}
+	ps.streams++
 	s.wg.Add(1)
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.streams, st)
-		if s.perPeer[from]--; s.perPeer[from] <= 0 {
+		if ps.streams--; ps.streams == 0 {
 			delete(s.perPeer, from)
 		}
 		s.mu.Unlock()
@@ -269,7 +293,7 @@ func (s *Server) Handle(st Stream, from peer.ID) {
 	defer wdog.stop()
 	s.hold(StreamBuffers)
 	defer s.hold(-StreamBuffers)
-	err := s.serve(st, dog, wdog)
+	err := s.serve(st, ps, dog, wdog)
 	if err != nil && !errors.Is(err, io.EOF) {
 		if s.ctx.Err() == nil {
 			s.cfg.Logger.Debug("exchange: serving stream failed", "peer", from, "err", err)
@@ -282,7 +306,7 @@ func (s *Server) Handle(st Stream, from peer.ID) {
 
 // serve answers requests until the requester closes its side (io.EOF) or
 // something fails.
-func (s *Server) serve(st Stream, dog, wdog *watchdog) error {
+func (s *Server) serve(st Stream, ps *peerState, dog, wdog *watchdog) error {
 	br := bufio.NewReaderSize(&kickReader{st, dog}, streamReadBuf)
 	bw := bufio.NewWriterSize(&chunkWriter{w: st, dog: dog, wdog: wdog}, streamWriteBuf)
 	for {
@@ -295,7 +319,7 @@ func (s *Server) serve(st Stream, dog, wdog *watchdog) error {
 			return err
 		}
 		s.nRequests.Add(1)
-		if err := s.answer(req, bw); err != nil {
+		if err := s.answer(req, ps, bw); err != nil {
 			return err
 		}
 		if err := bw.Flush(); err != nil {
@@ -306,15 +330,16 @@ func (s *Server) serve(st Stream, dog, wdog *watchdog) error {
 
 // answer walks req and writes its frames to bw, ending with End. A reader
 // goroutine walks and reads the blocks ahead of the writes (bounded by
-// ReadAheadBytes across the Server), so reading the next blocks from disk
-// overlaps sending this one; answer owns it and waits for it to end.
-func (s *Server) answer(req Request, bw *bufio.Writer) error {
+// ReadAheadBytes across the Server and PeerReadAheadBytes for ps), so
+// reading the next blocks from disk overlaps sending this one; answer owns
+// it and waits for it to end.
+func (s *Server) answer(req Request, ps *peerState, bw *bufio.Writer) error {
 	ctx, cancel := context.WithCancel(s.ctx)
 	ahead := make(chan readBlock, readAheadBlocks)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.readBlocks(ctx, req, ahead)
+		s.readBlocks(ctx, req, ps, ahead)
 	}()
 	defer func() {
 		cancel()
@@ -368,13 +393,16 @@ func (s *Server) answer(req Request, bw *bufio.Writer) error {
 // error that ends the answer (with an Error frame of code, or none if code
 // is 0).
 type readBlock struct {
-	it   item
-	data []byte
-	buf  []byte
-	held int64 // read-ahead budget taken
-	mem  int64 // memory counted in the Server's Held
-	err  error
-	code ErrorCode
+	it    item
+	data  []byte
+	buf   []byte
+	held  int64               // read-ahead budget taken from the Server's
+	pheld int64               // and from the peer's,
+	peer  *semaphore.Weighted // which is this
+	slot  *semaphore.Weighted // the peer's read slot it holds, if not nil
+	mem   int64               // memory counted in the Server's Held
+	err   error
+	code  ErrorCode
 }
 
 // readAheadBlocks bounds the blocks one stream reads ahead of its writes.
@@ -387,6 +415,12 @@ func (s *Server) release(rb readBlock) {
 	}
 	if rb.held > 0 {
 		s.ahead.Release(rb.held)
+	}
+	if rb.pheld > 0 {
+		rb.peer.Release(rb.pheld)
+	}
+	if rb.slot != nil {
+		rb.slot.Release(1)
 	}
 	if rb.mem > 0 {
 		s.hold(-rb.mem)
@@ -408,7 +442,7 @@ func (s *Server) load(rb *readBlock) {
 // goroutine of its own, so a disk serves several reads at once; an inner
 // node is read before the walk goes on, since its links decide what comes
 // next. Blocks read past a request's Limit are dropped unsent.
-func (s *Server) readBlocks(ctx context.Context, req Request, out chan<- readBlock) {
+func (s *Server) readBlocks(ctx context.Context, req Request, ps *peerState, out chan<- readBlock) {
 	defer close(out)
 	type future struct {
 		rb   readBlock
@@ -430,20 +464,28 @@ func (s *Server) readBlocks(ctx context.Context, req Request, out chan<- readBlo
 	walked := false
 	fill := func() {
 		for !walked && walkErr == nil && len(window) < readAheadBlocks {
+			// A read takes one of the peer's read slots, which it gives
+			// back once its block has the byte budget. It waits for one
+			// only with an empty window: a reader that holds no slot
+			// keeps none from anyone while it waits.
+			if len(window) == 0 {
+				if err := ps.reads.Acquire(ctx, 1); err != nil {
+					walkErr = err
+					return
+				}
+			} else if !ps.reads.TryAcquire(1) {
+				return
+			}
 			it, ok, err := wk.next()
-			if err != nil {
-				walkErr = err
+			if err != nil || !ok {
+				ps.reads.Release(1)
+				walkErr, walked = err, err == nil
 				return
 			}
-			if !ok {
-				walked = true
-				return
-			}
-			f := &future{rb: readBlock{it: it}, done: make(chan struct{})}
+			f := &future{rb: readBlock{it: it, slot: ps.reads}, done: make(chan struct{})}
 			window = append(window, f)
 			leaf := it.scope.Kind == ScopeBlock || it.c.Type() != cid.DagProtobuf
-			if est := int64(it.est); leaf && len(window) > 1 && est > 0 && est <= MaxBlockSize && s.ahead.TryAcquire(est) {
-				f.rb.held = est // its budget, taken now from the link's size
+			if est := int64(it.est); leaf && len(window) > 1 && est > 0 && est <= MaxBlockSize {
 				go func() {
 					defer close(f.done)
 					s.load(&f.rb)
@@ -503,14 +545,25 @@ func (s *Server) readBlocks(ctx context.Context, req Request, out chan<- readBlo
 			send(readBlock{err: rb.err, code: rb.code})
 			return
 		}
-		if rb.held == 0 {
-			rb.held = min(int64(len(rb.data)), s.cfg.ReadAheadBytes)
-			if err := s.ahead.Acquire(ctx, rb.held); err != nil {
-				rb.held = 0
-				s.release(rb)
-				return
-			}
+		// The budget is taken here, for blocks on their way to the writer
+		// only: what holds it is always drained by writes (or freed when a
+		// stalled stream is cut off), never by this reader, so waiting for
+		// it cannot deadlock. The peer's share first: a peer whose streams
+		// stall waits on its own share, and leaves the rest to others.
+		pheld := min(rb.mem, s.cfg.PeerReadAheadBytes)
+		if err := ps.ahead.Acquire(ctx, pheld); err != nil {
+			s.release(rb)
+			return
 		}
+		rb.pheld, rb.peer = pheld, ps.ahead
+		held := min(rb.mem, s.cfg.ReadAheadBytes)
+		if err := s.ahead.Acquire(ctx, held); err != nil {
+			s.release(rb)
+			return
+		}
+		rb.held = held
+		rb.slot.Release(1) // the budget holds it now
+		rb.slot = nil
 		sent += uint64(len(rb.data))
 		if !send(rb) {
 			return
