@@ -25,6 +25,10 @@ var (
 	ErrStalled = errors.New("exchange: provider stalled")
 	// ErrRefused: a provider answered with an Error frame (busy, say).
 	ErrRefused = errors.New("exchange: provider refused")
+	// ErrBusy wraps ErrRefused: the provider served this requester (or
+	// everyone) all the streams it would at once. The fetch goes on over
+	// the provider's other streams, if it has any.
+	ErrBusy = fmt.Errorf("%w: busy", ErrRefused)
 	// ErrIncomplete: some blocks could not be fetched from the providers
 	// given: each lacked them or failed. The blocks that did arrive are
 	// stored, so fetching again (from others, or over Bitswap) continues

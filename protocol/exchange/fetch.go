@@ -314,6 +314,7 @@ type run struct {
 	queue   []item               // wants not yet handed out, in walk order
 	busy    int                  // units handed out, not given back
 	live    map[peer.ID]bool     // providers working or waiting for work
+	working map[peer.ID]int      // each provider's workers running
 	lanes   int                  // workers per provider
 	spare   []peer.ID            // providers not started yet
 	lacks   map[string][]peer.ID // want key -> providers that said Missing
@@ -361,6 +362,7 @@ func newRun(ctx context.Context, f *Fetcher, providers []peer.ID) *run {
 		sem:     semaphore.NewWeighted(f.cfg.MaxBuffered),
 		out:     make(chan blocks.Block, 256),
 		wdone:   make(chan struct{}),
+		working: make(map[peer.ID]int),
 		live:    make(map[peer.ID]bool),
 		spare:   providers,
 		lacks:   make(map[string][]peer.ID),
@@ -425,6 +427,7 @@ func (r *run) startWorkerLocked() {
 	p := r.spare[0]
 	r.spare = r.spare[1:]
 	r.live[p] = true
+	r.working[p] += r.lanes
 	for n := range r.lanes {
 		r.wg.Add(1)
 		go func() {
@@ -609,7 +612,12 @@ func (r *run) giveBack(l lane, rest, missing []item, perr *PeerError, heir lane)
 		r.queue = q
 	}
 	if perr != nil {
-		r.dropLocked(p, perr)
+		r.working[p]-- // the worker ends
+		// A provider that refused one stream as busy (it serves one
+		// requester a few at once) goes on over its other workers.
+		if !errors.Is(perr, ErrBusy) || r.working[p] == 0 {
+			r.dropLocked(p, perr)
+		}
 	}
 	r.settleLocked()
 }
@@ -685,6 +693,9 @@ func (r *run) worker(l lane) {
 	for {
 		unit, limit := r.take(l)
 		if unit == nil {
+			r.mu.Lock()
+			r.working[l.p]--
+			r.mu.Unlock()
 			return
 		}
 		if c == nil {
@@ -923,7 +934,11 @@ func (r *run) readLoop(c *conn, unit []item, events chan<- event, stop <-chan st
 		case FrameEnd:
 			return wk.remaining(pending), nil
 		case FrameError:
-			return wk.remaining(pending), r.peerErr(c, it.c, fmt.Errorf("%w: code %d: %s", ErrRefused, fr.Code, fr.Message))
+			refused := ErrRefused
+			if fr.Code == CodeBusy {
+				refused = ErrBusy
+			}
+			return wk.remaining(pending), r.peerErr(c, it.c, fmt.Errorf("%w: code %d: %s", refused, fr.Code, fr.Message))
 		}
 		if !r.send(events, stop, ev) {
 			if ev.reserved > 0 {

@@ -9,6 +9,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -178,4 +179,34 @@ func TestServerHeldBounded(t *testing.T) {
 			t.Fatalf("after the cut: Held %d, Slow %d; want 0, %d", st.Held, st.Slow, streams)
 		}
 	})
+}
+
+// TestFetchPastBusyStreams: a provider that serves a requester fewer
+// streams than the fetch opens (MaxStreamsPerPeer 2, StreamsPerProvider
+// 3) refuses one as busy; the fetch goes on over the other two and gets
+// everything from that provider, rather than dropping it.
+func TestFetchPastBusyStreams(t *testing.T) {
+	src := newMem()
+	root := addFile(t, src, randBytes(9, 4<<20), smallOpts())
+	want := dagBlocks(t, src, root, DAG())
+	s, err := NewServer(ServerConfig{Blocks: src, MaxStreamsPerPeer: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a, b := newHost(t), newHost(t)
+	a.SetStreamHandler(ProtocolID, func(st network.Stream) { s.Handle(st, st.Conn().RemotePeer()) })
+	connect(t, b, a)
+	dst := newMem()
+	f := newFetcher(t, dst, hostStreams{b}, func(c *Config) { c.StreamsPerProvider = 3; c.UnitBytes = 256 << 10 })
+	st, err := f.Fetch(context.Background(), root, DAG(), []peer.ID{a.ID()})
+	if err != nil {
+		t.Fatalf("fetch from a provider that refused one stream: %v", err)
+	}
+	if st.Blocks != int64(len(want)) {
+		t.Fatalf("fetched %d blocks, want %d", st.Blocks, len(want))
+	}
+	if s.Stats().Busy == 0 {
+		t.Fatal("the provider never refused a stream; the test tests nothing")
+	}
 }
