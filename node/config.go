@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"reflect"
 	"sort"
@@ -135,6 +136,10 @@ type DHTConfig struct {
 	ProtocolPrefix    string   `toml:"protocol_prefix" comment:"DHT protocol prefix; /ipfs is the public Amino DHT. A private swarm gets its own prefix derived from its key."`
 	BootstrapInterval Duration `toml:"bootstrap_interval" comment:"How often the bootstrap round runs (dial bootstrap and known peers, refresh the routing table)."`
 	LowPeers          int      `toml:"low_peers" comment:"Run a bootstrap round at once when connected peers drop below this."`
+	// Per-peer limits on what the DHT answers.
+	StreamsPerPeer         int `toml:"streams_per_peer" comment:"Incoming DHT streams one peer may have open at once. 0: 16."`
+	RequestsPerPeer        int `toml:"requests_per_peer" comment:"DHT requests per second answered for one peer (a burst of 10 s worth); past it they wait, and are dropped past 5 s of waiting. 0: 200."`
+	ProviderRecordsPerPeer int `toml:"provider_records_per_peer" comment:"Provider records one peer may add: a budget of this many, refilled over the records' 48 h lifetime, so one peer's live records stay under twice it. Raise it for peers providing more roots than this (provide_all on large stores). 0: 20000."`
 }
 
 // SwarmConfig configures connections and their limits.
@@ -148,6 +153,12 @@ type SwarmConfig struct {
 	EnableQUIC      bool     `toml:"enable_quic" comment:"Listen and dial over QUIC-v1 as well as TCP (ignored in a private swarm)."`
 	DialTimeout     Duration `toml:"dial_timeout" comment:"Timeout for one outgoing connection attempt."`
 	KnownPeersLimit int      `toml:"known_peers_limit" comment:"Peers remembered across restarts (persisted in the store) and redialled at start."`
+	// Limits against connection floods (go-libp2p's resource manager).
+	ConnsPerIP               int      `toml:"conns_per_ip" comment:"Connections one IP address (IPv6: one /56; 8 times it for a /48) may hold at once; connection attempts from one address past twice this are limited to one per 5s. 0: 8."`
+	ConnLimitExempt          []string `toml:"conn_limit_exempt" comment:"Address prefixes conns_per_ip and the attempt rate do not apply to (the totals still do). Default: this machine's 127.0.0.1/32 and ::1/128, which every node of a local swarm shares; an empty list exempts nothing."`
+	MaxInboundConns          int      `toml:"max_inbound_conns" comment:"Incoming connections at once, over all addresses. 0: libp2p's default, 64 plus 64 per GiB of max_memory (1/8 of RAM when max_memory is 0)."`
+	MaxInboundStreams        int      `toml:"max_inbound_streams" comment:"Incoming streams at once, over all peers. 0: libp2p's default, 1024 plus 1024 per GiB of max_memory."`
+	MaxInboundStreamsPerPeer int      `toml:"max_inbound_streams_per_peer" comment:"Incoming streams one peer may have open at once. 0: libp2p's default, 256 plus 128 per GiB of max_memory."`
 }
 
 // PubsubConfig configures gossipsub.
@@ -220,10 +231,13 @@ func DefaultConfig(profile string) (Config, error) {
 		},
 		Bootstrap: []string{},
 		DHT: DHTConfig{
-			Mode:              "server",
-			ProtocolPrefix:    LocalDHTPrefix,
-			BootstrapInterval: Duration(5 * time.Minute),
-			LowPeers:          4,
+			Mode:                   "server",
+			ProtocolPrefix:         LocalDHTPrefix,
+			BootstrapInterval:      Duration(5 * time.Minute),
+			LowPeers:               4,
+			StreamsPerPeer:         16,
+			RequestsPerPeer:        200,
+			ProviderRecordsPerPeer: 20000,
 		},
 		Swarm: SwarmConfig{
 			ConnMgrLow:      64,
@@ -233,6 +247,8 @@ func DefaultConfig(profile string) (Config, error) {
 			DialTimeout:     Duration(15 * time.Second),
 			KnownPeersLimit: 64,
 			AllowPeers:      []string{},
+			ConnsPerIP:      8,
+			ConnLimitExempt: []string{"127.0.0.1/32", "::1/128"},
 		},
 		NAT: NATConfig{
 			AutoNAT:            true,
@@ -363,6 +379,17 @@ func (c *Config) Validate() error {
 		if _, err := peer.Decode(s); err != nil {
 			bad("swarm.allow_peers", "bad peer ID %q: %v", s, err)
 		}
+	}
+	for _, s := range c.Swarm.ConnLimitExempt {
+		if _, err := netip.ParsePrefix(s); err != nil {
+			bad("swarm.conn_limit_exempt", "bad prefix %q (want e.g. 10.0.0.0/8): %v", s, err)
+		}
+	}
+	if c.Swarm.ConnsPerIP < 0 || c.Swarm.MaxInboundConns < 0 || c.Swarm.MaxInboundStreams < 0 || c.Swarm.MaxInboundStreamsPerPeer < 0 {
+		bad("swarm", "conns_per_ip, max_inbound_conns, max_inbound_streams and max_inbound_streams_per_peer must not be negative")
+	}
+	if c.DHT.StreamsPerPeer < 0 || c.DHT.RequestsPerPeer < 0 || c.DHT.ProviderRecordsPerPeer < 0 {
+		bad("dht", "streams_per_peer, requests_per_peer and provider_records_per_peer must not be negative")
 	}
 	if c.Swarm.DialTimeout <= 0 {
 		bad("swarm.dial_timeout", "must be positive")

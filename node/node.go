@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -181,28 +182,47 @@ func (n *Node) p2pConfig() (p2p.Config, error) {
 		}
 		allow = append(allow, id)
 	}
+	var exempt []netip.Prefix // nil (the key absent): p2p's default
+	if cfg.Swarm.ConnLimitExempt != nil {
+		exempt = []netip.Prefix{}
+		for _, s := range cfg.Swarm.ConnLimitExempt {
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				return p2p.Config{}, fmt.Errorf("swarm.conn_limit_exempt %q: %w", s, err)
+			}
+			exempt = append(exempt, p)
+		}
+	}
 	pc := p2p.Config{
-		Identity:             n.repo.Identity,
-		ListenAddrs:          listen,
-		PSK:                  n.repo.SwarmKey,
-		AllowPeers:           allow,
-		Bootstrap:            boot,
-		BootstrapInterval:    cfg.DHT.BootstrapInterval.D(),
-		LowPeers:             cfg.DHT.LowPeers,
-		DHTMode:              cfg.DHT.Mode,
-		DHTPrefix:            cfg.DHT.ProtocolPrefix,
-		ConnMgrLow:           cfg.Swarm.ConnMgrLow,
-		ConnMgrHigh:          cfg.Swarm.ConnMgrHigh,
-		ConnMgrGrace:         cfg.Swarm.ConnMgrGrace.D(),
-		MaxMemory:            int64(cfg.Swarm.MaxMemory),
-		MaxFDs:               cfg.Swarm.MaxFDs,
-		EnableQUIC:           cfg.Swarm.EnableQUIC,
-		DialTimeout:          cfg.Swarm.DialTimeout.D(),
-		MDNS:                 cfg.Discovery.MDNS,
-		PubsubMaxMessageSize: int(cfg.Pubsub.MaxMessageSize),
-		Datastore:            n.store.Datastore(),
-		KnownPeersLimit:      cfg.Swarm.KnownPeersLimit,
-		Logger:               n.log.With("subsystem", "p2p"),
+		Identity:                  n.repo.Identity,
+		ListenAddrs:               listen,
+		PSK:                       n.repo.SwarmKey,
+		AllowPeers:                allow,
+		Bootstrap:                 boot,
+		BootstrapInterval:         cfg.DHT.BootstrapInterval.D(),
+		LowPeers:                  cfg.DHT.LowPeers,
+		DHTMode:                   cfg.DHT.Mode,
+		DHTPrefix:                 cfg.DHT.ProtocolPrefix,
+		ConnMgrLow:                cfg.Swarm.ConnMgrLow,
+		ConnMgrHigh:               cfg.Swarm.ConnMgrHigh,
+		ConnMgrGrace:              cfg.Swarm.ConnMgrGrace.D(),
+		MaxMemory:                 int64(cfg.Swarm.MaxMemory),
+		MaxFDs:                    cfg.Swarm.MaxFDs,
+		EnableQUIC:                cfg.Swarm.EnableQUIC,
+		DialTimeout:               cfg.Swarm.DialTimeout.D(),
+		MDNS:                      cfg.Discovery.MDNS,
+		PubsubMaxMessageSize:      int(cfg.Pubsub.MaxMessageSize),
+		Datastore:                 n.store.Datastore(),
+		KnownPeersLimit:           cfg.Swarm.KnownPeersLimit,
+		ConnsPerIP:                cfg.Swarm.ConnsPerIP,
+		ConnLimitExempt:           exempt,
+		MaxInboundConns:           cfg.Swarm.MaxInboundConns,
+		MaxInboundStreams:         cfg.Swarm.MaxInboundStreams,
+		DHTStreamsPerPeer:         cfg.DHT.StreamsPerPeer,
+		DHTRequestsPerPeer:        cfg.DHT.RequestsPerPeer,
+		MaxInboundStreamsPerPeer:  cfg.Swarm.MaxInboundStreamsPerPeer,
+		DHTProviderRecordsPerPeer: cfg.DHT.ProviderRecordsPerPeer,
+		Logger:                    n.log.With("subsystem", "p2p"),
 	}
 	pc.Score = p2p.ScoreConfig{
 		DecayInterval:       cfg.Pubsub.ScoreDecayInterval.D(),

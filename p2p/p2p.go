@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -24,13 +25,11 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
-	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
@@ -81,6 +80,31 @@ type Config struct {
 	// MaxMemory and MaxFDs bound the resource manager (0: scale to the machine).
 	MaxMemory int64
 	MaxFDs    int
+	// ConnsPerIP bounds the connections one IPv4 address or IPv6 /56 holds
+	// at once (8 times it for a /48), and connection attempts from one
+	// address are rate-limited (a burst of twice it, then one per 5 s);
+	// default 8, as libp2p's.
+	ConnsPerIP int
+	// ConnLimitExempt are prefixes ConnsPerIP and the attempt rate do not
+	// apply to (nil: DefaultConnLimitExempt; empty: none). The totals below
+	// still do.
+	ConnLimitExempt []netip.Prefix
+	// MaxInboundConns, MaxInboundStreams and MaxInboundStreamsPerPeer bound
+	// incoming connections and streams in total and a peer's incoming
+	// streams (0: libp2p's defaults scaled to MaxMemory: 64, 1024 and 256,
+	// plus 64, 1024 and 128 per GiB).
+	MaxInboundConns, MaxInboundStreams, MaxInboundStreamsPerPeer int
+	// DHTStreamsPerPeer bounds a peer's incoming DHT streams (default 16).
+	DHTStreamsPerPeer int
+	// DHTRequestsPerPeer is the rate of DHT requests a peer is answered at
+	// (per second, with a burst of ten seconds' worth; default 200): a
+	// peer's requests past it wait, and are dropped when they would wait
+	// more than 5 s.
+	DHTRequestsPerPeer int
+	// DHTProviderRecordsPerPeer bounds the provider records a peer adds:
+	// a budget of this many, refilled over the records' lifetime (48 h),
+	// so one peer's live records stay under twice it (default 20000).
+	DHTProviderRecordsPerPeer int
 	// EnableQUIC adds QUIC-v1 (ignored with a PSK).
 	EnableQUIC bool
 	// DialTimeout bounds one connection attempt (default 15s).
@@ -130,6 +154,21 @@ func (c *Config) setDefaults() {
 	if c.KnownPeersLimit <= 0 {
 		c.KnownPeersLimit = 64
 	}
+	if c.ConnsPerIP <= 0 {
+		c.ConnsPerIP = 8
+	}
+	if c.ConnLimitExempt == nil {
+		c.ConnLimitExempt = DefaultConnLimitExempt
+	}
+	if c.DHTStreamsPerPeer <= 0 {
+		c.DHTStreamsPerPeer = 16
+	}
+	if c.DHTRequestsPerPeer <= 0 {
+		c.DHTRequestsPerPeer = 200
+	}
+	if c.DHTProviderRecordsPerPeer <= 0 {
+		c.DHTProviderRecordsPerPeer = 20000
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -175,6 +214,7 @@ type Network struct {
 
 	topicsMu sync.Mutex
 	topics   map[string]*pubsub.Topic // joined topics, see Topic
+	dhtGuard *dhtGuard
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -202,7 +242,11 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 	if err != nil {
 		return nil, fmt.Errorf("p2p: connection manager: %w", err)
 	}
-	rm, err := newResourceManager(cfg.MaxMemory, cfg.MaxFDs)
+	prefix := protocol.ID(cfg.DHTPrefix)
+	if cfg.PSK != nil {
+		prefix = PrivateDHTPrefix(cfg.DHTPrefix, cfg.PSK)
+	}
+	rm, err := newResourceManager(&cfg, prefix+"/kad/1.0.0")
 	if err != nil {
 		return nil, err
 	}
@@ -243,10 +287,8 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 	n.Host = h
 	n.scores = newScoreWatch(n)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.prefix = protocol.ID(cfg.DHTPrefix)
-	if cfg.PSK != nil {
-		n.prefix = PrivateDHTPrefix(cfg.DHTPrefix, cfg.PSK)
-	}
+	n.prefix = prefix
+	n.dhtGuard = newDHTGuard(cfg.DHTRequestsPerPeer, cfg.DHTProviderRecordsPerPeer)
 
 	mode := map[string]dht.ModeOpt{DHTAuto: dht.ModeAuto, DHTClient: dht.ModeClient, DHTServer: dht.ModeServer}[cfg.DHTMode]
 	dopts := []dht.Option{
@@ -254,6 +296,7 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 		dht.ProtocolPrefix(n.prefix),
 		dht.Datastore(cfg.Datastore),
 		dht.BootstrapPeers(cfg.Bootstrap...),
+		dht.OnRequestHook(n.dhtGuard.hook),
 	}
 	dopts = append(dopts, cfg.DHTExtraOptions...)
 	n.DHT, err = dht.New(h, dopts...)
@@ -339,6 +382,9 @@ func (n *Network) Private() bool { return n.cfg.PSK != nil }
 // QUIC reports whether the host listens on QUIC.
 func (n *Network) QUIC() bool { return n.cfg.EnableQUIC && n.cfg.PSK == nil }
 
+// DHTLimitStats reports what the per-peer DHT limits did.
+func (n *Network) DHTLimitStats() DHTLimitStats { return n.dhtGuard.stats() }
+
 // DHTProtocol is the DHT protocol ID this node speaks.
 func (n *Network) DHTProtocol() protocol.ID { return n.prefix + "/kad/1.0.0" }
 
@@ -377,28 +423,6 @@ func explainListenError(err error) error {
 		return fmt.Errorf("%w (another daemon or program holds the port; pick another with 'weft config set addresses.swarm'): %v", ErrAddrInUse, err)
 	}
 	return err
-}
-
-func newResourceManager(maxMem int64, maxFDs int) (network.ResourceManager, error) {
-	limits := rcmgr.DefaultLimits
-	libp2p.SetDefaultServiceLimits(&limits)
-	var concrete rcmgr.ConcreteLimitConfig
-	if maxMem > 0 || maxFDs > 0 {
-		if maxMem <= 0 {
-			maxMem = 1 << 30
-		}
-		if maxFDs <= 0 {
-			maxFDs = 1024
-		}
-		concrete = limits.Scale(maxMem, maxFDs)
-	} else {
-		concrete = limits.AutoScale()
-	}
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(concrete))
-	if err != nil {
-		return nil, fmt.Errorf("p2p: resource manager: %w", err)
-	}
-	return rm, nil
 }
 
 type mdnsNotifee struct{ n *Network }
