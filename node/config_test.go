@@ -2,6 +2,7 @@ package node
 
 import (
 	"net"
+	"net/netip"
 
 	"bytes"
 	"errors"
@@ -155,6 +156,10 @@ func TestConfigValidateErrors(t *testing.T) {
 		{"swarm.connmgr_high", func(c *Config) { c.Swarm.ConnMgrLow, c.Swarm.ConnMgrHigh = 10, 9 }},
 		{"swarm.allow_peers", func(c *Config) { c.Swarm.AllowPeers = []string{testPeerID, "QmNotAPeer"} }},
 		{"swarm.dial_timeout", func(c *Config) { c.Swarm.DialTimeout = 0 }},
+		{"swarm.conn_limit_exempt", func(c *Config) { c.Swarm.ConnLimitExempt = []string{"127.0.0.1"} }},
+		{"swarm", func(c *Config) { c.Swarm.ConnsPerIP = -1 }},
+		{"dht", func(c *Config) { c.DHT.ProviderRecordsPerPeer = -1 }},
+		{"content", func(c *Config) { c.Content.NativeStreamsPerPeer = -1 }},
 		{"pubsub.max_message_size", func(c *Config) { c.Pubsub.MaxMessageSize = 1023 }},
 		{"pubsub.score_decay_interval", func(c *Config) { c.Pubsub.ScoreDecayInterval = Duration(500 * time.Millisecond) }},
 		{"pubsub.invalid_message_decay", func(c *Config) { c.Pubsub.InvalidMessageDecay = Duration(-time.Second) }},
@@ -549,4 +554,45 @@ func listensOnEveryInterface(t *testing.T, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestConnLimitExemptKey: swarm.conn_limit_exempt absent from a config file
+// (one written before the key existed) means the default exemptions, while
+// an empty list means none; the default config writes the default list.
+func TestConnLimitExemptKey(t *testing.T) {
+	c := defaultConfig(t, ProfileLocal)
+	data, err := MarshalConfig(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), `conn_limit_exempt = ['127.0.0.1/32', '::1/128']`) &&
+		!strings.Contains(string(data), `conn_limit_exempt = ["127.0.0.1/32", "::1/128"]`) {
+		t.Fatalf("config template lacks the default exemptions:\n%s", data)
+	}
+	var without, empty []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "conn_limit_exempt") {
+			empty = append(empty, "conn_limit_exempt = []")
+			continue
+		}
+		without, empty = append(without, line), append(empty, line)
+	}
+	for _, tc := range []struct {
+		name string
+		doc  []string
+		want []netip.Prefix
+	}{
+		{"absent", without, nil},
+		{"empty", empty, []netip.Prefix{}},
+		{"default", strings.Split(string(data), "\n"), []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("::1/128")}},
+	} {
+		parsed, err := ParseConfig([]byte(strings.Join(tc.doc, "\n")))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		got, err := connLimitExempt(parsed.Swarm.ConnLimitExempt)
+		if err != nil || (got == nil) != (tc.want == nil) || !slices.Equal(got, tc.want) {
+			t.Errorf("%s: exemptions %v (%v), want %v", tc.name, got, err, tc.want)
+		}
+	}
 }

@@ -182,16 +182,9 @@ func (n *Node) p2pConfig() (p2p.Config, error) {
 		}
 		allow = append(allow, id)
 	}
-	var exempt []netip.Prefix // nil (the key absent): p2p's default
-	if cfg.Swarm.ConnLimitExempt != nil {
-		exempt = []netip.Prefix{}
-		for _, s := range cfg.Swarm.ConnLimitExempt {
-			p, err := netip.ParsePrefix(s)
-			if err != nil {
-				return p2p.Config{}, fmt.Errorf("swarm.conn_limit_exempt %q: %w", s, err)
-			}
-			exempt = append(exempt, p)
-		}
+	exempt, err := connLimitExempt(cfg.Swarm.ConnLimitExempt)
+	if err != nil {
+		return p2p.Config{}, err
 	}
 	pc := p2p.Config{
 		Identity:                  n.repo.Identity,
@@ -235,6 +228,24 @@ func (n *Node) p2pConfig() (p2p.Config, error) {
 		return p2p.Config{}, err
 	}
 	return pc, nil
+}
+
+// connLimitExempt parses swarm.conn_limit_exempt. The key absent (a
+// config written before it existed) gives nil, p2p's default; an empty list
+// gives an empty one, no exemptions.
+func connLimitExempt(list []string) ([]netip.Prefix, error) {
+	if list == nil {
+		return nil, nil
+	}
+	out := []netip.Prefix{}
+	for _, s := range list {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("swarm.conn_limit_exempt %q: %w", s, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 // dhtValidators gives the DHT the record validators of the IPFS DHT: public
