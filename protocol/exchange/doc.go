@@ -74,7 +74,12 @@
 // Server answers requests from a block getter (the node's blockstore),
 // reading each request's blocks ahead of its writes (ServerConfig.ReadAheadBytes
 // across all streams), so a block's read from disk overlaps the previous
-// one's send. Fetcher fetches a scope from one or more providers: it first
+// one's send. It treats requesters as possibly hostile: one peer gets at
+// most MaxStreamsPerPeer of the MaxStreams slots (the rest are answered
+// busy, and a Fetcher goes on over the streams it got), a share of the
+// read-ahead and a few reads at a time, and a requester that takes its
+// answer slower than a minimum rate (ServerConfig.WriteTimeout per
+// WriteChunk) is cut off; ServerStats.Held shows the memory held. Fetcher fetches a scope from one or more providers: it first
 // walks the scope through the local blockstore, so only what is missing is
 // asked for (a fetch interrupted by anything resumes where it stopped), then
 // splits the missing subtrees among providers, over
