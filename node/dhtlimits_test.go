@@ -196,3 +196,41 @@ func TestDHTRequestRatePerPeer(t *testing.T) {
 		t.Fatal("no request waited: the storm was not limited")
 	}
 }
+
+// TestDHTStreamsPerPeer (issue 22, item 5): a peer that opens 50 DHT
+// streams and keeps them open gets at most dht.streams_per_peer (16) of
+// them served at once; the resource manager resets the rest.
+func TestDHTStreamsPerPeer(t *testing.T) {
+	victim := nodetest.Start(t, nodetest.Options{})
+	atk, _ := dhtAttacker(t, victim)
+	dhtProto := victim.Network().DHTProtocol()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var served atomic.Int64
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := atk.NewStream(ctx, victim.ID(), dhtProto)
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { s.Reset() }) // held open until the test ends
+			key := make([]byte, 32)
+			rand.Read(key)
+			b, _ := proto.Marshal(pb.NewMessage(pb.Message_FIND_NODE, key, 0))
+			if msgio.NewVarintWriter(s).WriteMsg(b) != nil {
+				return
+			}
+			if _, err := msgio.NewVarintReaderSize(s, 4<<20).ReadMsg(); err == nil {
+				served.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d of 50 held DHT streams served", served.Load())
+	if n := served.Load(); n > 16 || n == 0 {
+		t.Fatalf("%d of 50 DHT streams from one peer served at once, want 1..16", n)
+	}
+}
