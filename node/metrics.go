@@ -133,6 +133,20 @@ func newMetrics(n *Node) *metrics {
 	counter("weft_exchange_native_blocks_sent_total", "Blocks served through weft's native exchange.", nat(func(s NativeStats) int64 { return s.Served.Blocks }))
 	counter("weft_exchange_native_sent_bytes_total", "Block bytes served through weft's native exchange.", nat(func(s NativeStats) int64 { return s.Served.Bytes }))
 	counter("weft_exchange_native_rejected_blocks_total", "Blocks refused by the native exchange because they did not match their CID.", nat(func(s NativeStats) int64 { return s.BadBlocks }))
+	counter("weft_exchange_native_busy_total", "Native exchange streams refused as busy (native_max_streams, or native_streams_per_peer for their peer).", nat(func(s NativeStats) int64 { return s.Served.Busy }))
+	counter("weft_exchange_native_slow_total", "Native exchange streams cut off for reading slower than native_write_timeout allows.", nat(func(s NativeStats) int64 { return s.Served.Slow }))
+	gauge("weft_exchange_native_held_bytes", "Memory the native exchange server holds for the streams it serves (buffers and blocks read ahead).", nat(func(s NativeStats) int64 { return s.Served.Held }))
+	dhtLim := func(pick func(p2p.DHTLimitStats) int64) func() float64 {
+		return func() float64 {
+			if !ready() {
+				return 0
+			}
+			return float64(pick(n.net.DHTLimitStats()))
+		}
+	}
+	counter("weft_dht_requests_delayed_total", "DHT requests that waited for their peer's rate (dht.requests_per_peer).", dhtLim(func(s p2p.DHTLimitStats) int64 { return s.Delayed }))
+	counter("weft_dht_requests_dropped_total", "DHT requests dropped: their peer was too far over dht.requests_per_peer.", dhtLim(func(s p2p.DHTLimitStats) int64 { return s.Dropped }))
+	counter("weft_dht_provider_records_refused_total", "ADD_PROVIDER requests refused: their peer had used dht.provider_records_per_peer.", dhtLim(func(s p2p.DHTLimitStats) int64 { return s.ProvidersRefused }))
 	transfer := func(received bool) func() float64 {
 		return func() float64 {
 			if !ready() {
