@@ -3,6 +3,7 @@ package p2p
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/netip"
 	"sync"
@@ -129,6 +130,7 @@ type dhtGuard struct {
 	provRate rate.Limit
 	provMax  int
 	maxWait  time.Duration
+	log      *slog.Logger
 
 	mu    sync.Mutex
 	peers map[peer.ID]*dhtBudget
@@ -139,6 +141,7 @@ type dhtGuard struct {
 type dhtBudget struct {
 	req, prov *rate.Limiter
 	seen      time.Time
+	warned    atomic.Bool // the peer's first refusal was logged
 }
 
 // dhtGuardPeers is how many peers' budgets are kept before the idle ones
@@ -148,13 +151,14 @@ const (
 	dhtGuardIdle  = 10 * time.Minute
 )
 
-func newDHTGuard(requestsPerSec, providerRecords int) *dhtGuard {
+func newDHTGuard(requestsPerSec, providerRecords int, log *slog.Logger) *dhtGuard {
 	return &dhtGuard{
 		reqRate:  rate.Limit(requestsPerSec),
 		reqBurst: 10 * requestsPerSec,
 		provRate: rate.Limit(float64(providerRecords) / amino.DefaultProvideValidity.Seconds()),
 		provMax:  providerRecords,
 		maxWait:  5 * time.Second,
+		log:      log,
 		peers:    make(map[peer.ID]*dhtBudget),
 	}
 }
@@ -186,14 +190,20 @@ func (g *dhtGuard) budget(p peer.ID) *dhtBudget {
 // does none of its work. (The DHT offers no other way to refuse a request,
 // and takes no provider store of ours.)
 func (g *dhtGuard) hook(ctx context.Context, s network.Stream, req *pb.Message) {
-	b := g.budget(s.Conn().RemotePeer())
-	refuse := func() { req.Type = pb.Message_MessageType(-1) }
+	p := s.Conn().RemotePeer()
+	b := g.budget(p)
+	refuse := func(why string) {
+		req.Type = pb.Message_MessageType(-1)
+		if !b.warned.Swap(true) {
+			g.log.Info("dht: refusing a peer's requests past its limit (logged once per peer)", "peer", p, "limit", why)
+		}
+	}
 	r := b.req.Reserve()
 	switch d := r.Delay(); {
 	case !r.OK() || d > g.maxWait:
 		r.Cancel()
 		g.dropped.Add(1)
-		refuse()
+		refuse("dht.requests_per_peer")
 		return
 	case d > 0:
 		g.delayed.Add(1)
@@ -202,14 +212,14 @@ func (g *dhtGuard) hook(ctx context.Context, s network.Stream, req *pb.Message) 
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			refuse()
+			req.Type = pb.Message_MessageType(-1) // shutting down
 			return
 		}
 	}
 	if req.GetType() == pb.Message_ADD_PROVIDER {
 		if !b.prov.Allow() {
 			g.refused.Add(1)
-			refuse()
+			refuse("dht.provider_records_per_peer")
 			return
 		}
 		g.records.Add(1)

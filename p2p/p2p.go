@@ -288,7 +288,7 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 	n.scores = newScoreWatch(n)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.prefix = prefix
-	n.dhtGuard = newDHTGuard(cfg.DHTRequestsPerPeer, cfg.DHTProviderRecordsPerPeer)
+	n.dhtGuard = newDHTGuard(cfg.DHTRequestsPerPeer, cfg.DHTProviderRecordsPerPeer, cfg.Logger)
 
 	mode := map[string]dht.ModeOpt{DHTAuto: dht.ModeAuto, DHTClient: dht.ModeClient, DHTServer: dht.ModeServer}[cfg.DHTMode]
 	dopts := []dht.Option{
