@@ -113,7 +113,10 @@ func TestSlowExchangeFlood(t *testing.T) {
 
 	t0 := time.Now()
 	honest := nodetest.Start(t, nodetest.Options{Bootstrap: []string{nodetest.Addr(t, prov)}})
-	nodetest.WaitFor(t, 30*time.Second, "honest peer connected", func() bool { return nodetest.Connected(honest, prov) })
+	nodetest.WaitFor(t, 30*time.Second, "the honest peer knows the provider speaks the native exchange", func() bool {
+		ps, _ := honest.Network().Host.Peerstore().SupportsProtocols(prov.ID(), exchange.ProtocolID)
+		return nodetest.Connected(honest, prov) && len(ps) > 0
+	})
 	t1 := time.Now()
 	if got := catBytes(t, honest, root); !bytes.Equal(got, data) {
 		t.Fatal("honest peer fetched different bytes")
