@@ -557,8 +557,9 @@ func listensOnEveryInterface(t *testing.T, s string) bool {
 }
 
 // TestConnLimitExemptKey: swarm.conn_limit_exempt absent from a config file
-// (one written before the key existed) means the default exemptions, while
-// an empty list means none; the default config writes the default list.
+// (one written before the key existed) means the default exemptions (the
+// profile's defaults fill it in), while an empty list means none; the
+// default config writes the default list.
 func TestConnLimitExemptKey(t *testing.T) {
 	c := defaultConfig(t, ProfileLocal)
 	data, err := MarshalConfig(c)
@@ -582,7 +583,7 @@ func TestConnLimitExemptKey(t *testing.T) {
 		doc  []string
 		want []netip.Prefix
 	}{
-		{"absent", without, nil},
+		{"absent", without, []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("::1/128")}},
 		{"empty", empty, []netip.Prefix{}},
 		{"default", strings.Split(string(data), "\n"), []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("::1/128")}},
 	} {
