@@ -9,25 +9,22 @@ import (
 	"github.com/weft-p2p/weft/node/api"
 )
 
-func (n *Node) pubsubRoutes(route func(string, handlerFunc), mux *http.ServeMux) {
-	route("POST /api/v1/pubsub/pub", n.handlePubsubPub)
-	mux.HandleFunc("GET /api/v1/pubsub/sub", n.handlePubsubSub)
-	route("GET /api/v1/pubsub/ls", func(w http.ResponseWriter, r *http.Request) (any, error) {
-		ts := n.net.PubSub.GetTopics()
-		sort.Strings(ts)
-		if ts == nil {
-			ts = []string{}
-		}
-		return ts, nil
-	})
-	route("GET /api/v1/pubsub/peers", func(w http.ResponseWriter, r *http.Request) (any, error) {
-		out := []string{}
-		for _, p := range n.net.PubSub.ListPeers(r.URL.Query().Get("topic")) {
-			out = append(out, p.String())
-		}
-		sort.Strings(out)
-		return out, nil
-	})
+func (n *Node) handlePubsubLs(w http.ResponseWriter, r *http.Request) (any, error) {
+	ts := n.net.PubSub.GetTopics()
+	sort.Strings(ts)
+	if ts == nil {
+		ts = []string{}
+	}
+	return ts, nil
+}
+
+func (n *Node) handlePubsubPeers(w http.ResponseWriter, r *http.Request) (any, error) {
+	out := []string{}
+	for _, p := range n.net.PubSub.ListPeers(r.URL.Query().Get("topic")) {
+		out = append(out, p.String())
+	}
+	sort.Strings(out)
+	return out, nil
 }
 
 func (n *Node) handlePubsubPub(w http.ResponseWriter, r *http.Request) (any, error) {

@@ -2,19 +2,17 @@ package node
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/http/pprof"
+	"strings"
 
 	"github.com/libp2p/go-libp2p/core/routing"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/weft-p2p/weft/node/api"
-	"github.com/weft-p2p/weft/node/ui"
+	"github.com/weft-p2p/weft/store"
 )
 
 // httpError is an error with the HTTP status it should be answered with.
@@ -38,57 +36,6 @@ func notFound(format string, args ...any) error {
 // an error to answer with.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) (any, error)
 
-func (n *Node) apiHandler() http.Handler {
-	mux := http.NewServeMux()
-	route := func(pattern string, h handlerFunc) {
-		mux.Handle(pattern, n.jsonHandler(h))
-	}
-	route("GET /api/v1/id", n.handleID)
-	route("GET /api/v1/status", n.handleStatus)
-	route("GET /api/v1/peers", n.handlePeers)
-	route("POST /api/v1/connect", n.handleConnect)
-	route("POST /api/v1/disconnect", n.handleDisconnect)
-	route("GET /api/v1/dht/find-peer", n.handleFindPeer)
-	route("GET /api/v1/dht/table", n.handleRoutingTable)
-	route("POST /api/v1/shutdown", n.handleShutdown)
-	n.contentRoutes(route, mux)
-	n.pubsubRoutes(route, mux)
-	n.collectionRoutes(route, mux)
-	n.feedRoutes(route)
-	n.partitionRoutes(route)
-	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, notFound("no API endpoint %s %s", r.Method, r.URL.Path))
-	})
-	top := http.NewServeMux()
-	top.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	top.HandleFunc("GET /readyz", n.handleReadyz)
-	n.metrics = newMetrics(n)
-	top.Handle("GET /metrics", n.authMiddleware(n.metrics.handler()))
-	if n.cfg.Debug.Pprof {
-		top.Handle("/debug/pprof/", n.authMiddleware(http.HandlerFunc(pprof.Index)))
-		top.Handle("/debug/pprof/cmdline", n.authMiddleware(http.HandlerFunc(pprof.Cmdline)))
-		top.Handle("/debug/pprof/profile", n.authMiddleware(http.HandlerFunc(pprof.Profile)))
-		top.Handle("/debug/pprof/symbol", n.authMiddleware(http.HandlerFunc(pprof.Symbol)))
-		top.Handle("/debug/pprof/trace", n.authMiddleware(http.HandlerFunc(pprof.Trace)))
-	}
-	top.Handle(ui.Prefix, ui.Handler()) // static files only; the page reads the API with the token
-	top.Handle("/", n.readyGate(n.authMiddleware(mux)))
-	return top
-}
-
-// readyGate answers 503 until the node has started every part.
-func (n *Node) readyGate(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !n.ready.Load() {
-			writeError(w, &httpError{http.StatusServiceUnavailable, errors.New("daemon is starting; try again shortly")})
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
 // handleReadyz is the readiness probe: 200 once the store is open, the host
 // listens, and (when bootstrap peers are configured) at least one peer is
 // connected; 503 with the reasons otherwise.
@@ -109,21 +56,6 @@ func (n *Node) handleReadyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
-}
-
-// authMiddleware requires the bearer token when the API listens on a
-// non-loopback address. On loopback the token is accepted but not needed.
-func (n *Node) authMiddleware(next http.Handler) http.Handler {
-	host, _, _ := net.SplitHostPort(n.apiAddr)
-	need := !isLoopbackHost(host)
-	want := []byte("Bearer " + n.repo.Token)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if need && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-			writeError(w, &httpError{http.StatusUnauthorized, errors.New("missing or wrong API token: send 'Authorization: Bearer TOKEN' (the token is in REPO/api.token)")})
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 func (n *Node) jsonHandler(h handlerFunc) http.Handler {
@@ -160,7 +92,39 @@ func writeError(w http.ResponseWriter, err error) {
 	case errors.Is(err, routing.ErrNotFound):
 		code = http.StatusNotFound
 	}
-	writeJSON(w, code, api.Error{Error: err.Error()})
+	writeJSON(w, code, api.Error{Error: errorText(err)})
+}
+
+// maxErrorBytes bounds an error message the API sends: an error that
+// quotes a huge bad input (a 900 KB "CID") is cut in the middle.
+const maxErrorBytes = 1024
+
+// errorText is the message a client sees for err, on every path (JSON
+// errors, stream error events and trailers): bounded in size, and naming
+// config keys as config.toml spells them.
+func errorText(err error) string {
+	msg := err.Error()
+	if errors.Is(err, store.ErrStoreFull) {
+		// The store names its own Go field; the user edits config.toml.
+		msg = strings.ReplaceAll(msg, "Store.MaxBytes", "store.max_bytes in config.toml")
+	}
+	if len(msg) > maxErrorBytes {
+		const head, tail = maxErrorBytes / 2, maxErrorBytes / 4
+		msg = strings.ToValidUTF8(msg[:head]+fmt.Sprintf(" …[%d bytes cut]… ", len(msg)-head-tail)+msg[len(msg)-tail:], "")
+	}
+	return msg
+}
+
+// clipLen is how much of a bad input an error quotes.
+const clipLen = 64
+
+// clip shortens an input quoted in an error message, saying how long it
+// was: every error that echoes what a client sent goes through it.
+func clip(s string) string {
+	if len(s) <= clipLen {
+		return s
+	}
+	return strings.ToValidUTF8(s[:clipLen], "") + fmt.Sprintf("…(%d bytes)", len(s))
 }
 
 func decodeBody(r *http.Request, v any) error {

@@ -154,7 +154,7 @@ func (n *Node) handleConnect(w http.ResponseWriter, r *http.Request) (any, error
 	}
 	ai, err := peer.AddrInfoFromString(req.Addr)
 	if err != nil {
-		return nil, badRequest("bad multiaddr %q (want e.g. /ip4/127.0.0.1/tcp/4101/p2p/12D3Koo...): %v", req.Addr, err)
+		return nil, badRequest("bad multiaddr %q (want e.g. /ip4/127.0.0.1/tcp/4101/p2p/12D3Koo...): %v", clip(req.Addr), err)
 	}
 	if ai.ID == n.net.Host.ID() {
 		return nil, badRequest("%s is this node", ai.ID)
@@ -186,13 +186,13 @@ func parsePeer(s string) (peer.ID, error) {
 	if strings.HasPrefix(s, "/") {
 		ai, err := peer.AddrInfoFromString(s)
 		if err != nil {
-			return "", badRequest("bad peer %q: %v", s, err)
+			return "", badRequest("bad peer %q: %v", clip(s), err)
 		}
 		return ai.ID, nil
 	}
 	id, err := peer.Decode(s)
 	if err != nil {
-		return "", badRequest("bad peer ID %q: %v", s, err)
+		return "", badRequest("bad peer ID %q: %v", clip(s), err)
 	}
 	return id, nil
 }
