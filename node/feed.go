@@ -296,9 +296,9 @@ func (n *Node) Key(name string) (crypto.PrivKey, error) {
 		return n.repo.Identity, nil
 	}
 	if !keyNameRE().MatchString(name) {
-		return nil, badRequest("bad key name %q (letters, digits, . _ -)", name)
+		return nil, badRequest("bad key name %q (letters, digits, . _ -)", clip(name))
 	}
-	b, err := os.ReadFile(filepath.Join(n.repo.Path, KeysDir, name))
+	b, err := readSecret(filepath.Join(n.repo.Path, KeysDir, name))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, notFound("no key %q: make it with 'weft key gen %s'", name, name)
 	}
@@ -315,7 +315,7 @@ func (n *Node) Key(name string) (crypto.PrivKey, error) {
 // GenKey makes a new Ed25519 feed key called name.
 func (n *Node) GenKey(name string) (api.Key, error) {
 	if name == SelfKey || !keyNameRE().MatchString(name) {
-		return api.Key{}, badRequest("bad key name %q (letters, digits, . _ -; not %q)", name, SelfKey)
+		return api.Key{}, badRequest("bad key name %q (letters, digits, . _ -; not %q)", clip(name), SelfKey)
 	}
 	dir := filepath.Join(n.repo.Path, KeysDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -399,7 +399,7 @@ func recordInfo(r feed.Record) api.FeedRecord {
 func parseFeedName(s string) (ipns.Name, error) {
 	name, err := feed.ParseName(s)
 	if err != nil {
-		return ipns.Name{}, badRequest("bad feed name %q: %v", s, err)
+		return ipns.Name{}, badRequest("bad feed name %q: %v", clip(s), err)
 	}
 	return name, nil
 }
