@@ -212,6 +212,7 @@ func DefaultConfig(profile string) (Config, error) {
 		Addresses: AddressesConfig{
 			Swarm:          []string{"/ip4/127.0.0.1/tcp/4101", "/ip4/127.0.0.1/udp/4101/quic-v1"},
 			API:            "127.0.0.1:5101",
+			APIHosts:       []string{},
 			Announce:       []string{},
 			AppendAnnounce: []string{},
 			NoAnnounce:     []string{},
