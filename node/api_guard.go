@@ -7,6 +7,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 )
@@ -35,8 +36,9 @@ import (
 //     boundary): the bodies a page can send without asking CORS first.
 //
 // The dashboard gets the token without a user step: the daemon writes it
-// into the dashboard page it serves to a browser on this machine (loopback
-// client, loopback Host, not through a proxy, a plain navigation). Another
+// into the dashboard page it serves to a browser of the same user on this
+// machine (loopback client socket owned by the daemon's uid, loopback Host,
+// not through a proxy, a plain navigation). Another
 // origin cannot read that page (no CORS headers, Host checked, frames
 // refused), so it cannot read the token either.
 
@@ -176,8 +178,8 @@ func (g *guard) tokenOK(r *http.Request) bool {
 
 // dashboardToken is the token to write into the dashboard page for r, or
 // "" when r may not have it: only for a plain navigation or reload from a
-// browser on this machine that reached the API directly by a loopback
-// address. A configured name may be a reverse proxy that others reach, and
+// browser of this user on this machine (on Linux the kernel says whose the
+// client's socket is) that reached the API directly by a loopback address. A configured name may be a reverse proxy that others reach, and
 // one that says so (Forwarded, X-Forwarded-For) gets no token either; that
 // browser uses the token form.
 func (g *guard) dashboardToken(r *http.Request) string {
@@ -191,9 +193,16 @@ func (g *guard) dashboardToken(r *http.Request) string {
 	if d := h.Get("Sec-Fetch-Dest"); d != "" && d != "document" {
 		return ""
 	}
-	client, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil || !isLoopbackHost(client) {
+	client, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil || !client.Addr().IsLoopback() {
 		return ""
+	}
+	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return ""
+	}
+	if server, err := netip.ParseAddrPort(local.String()); err != nil || !sameUserPeer(client, server) {
+		return "" // another account on this machine
 	}
 	host, port, err := net.SplitHostPort(r.Host)
 	if err != nil || port != g.port || !isLoopbackHost(strings.ToLower(host)) {

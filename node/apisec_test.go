@@ -4,12 +4,17 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/ipfs/boxo/files"
@@ -329,5 +334,47 @@ func TestDashboardGetsToken(t *testing.T) {
 		if tc.token && h.Get("Cache-Control") != "no-store" {
 			t.Errorf("%s: page with the token has Cache-Control %q, want no-store", tc.name, h.Get("Cache-Control"))
 		}
+	}
+}
+
+// TestDashboardTokenNotForOtherUsers: another account on this machine
+// reaches the loopback API too, but the dashboard page it loads carries no
+// token (Linux: the kernel says whose the client socket is). The other
+// account is "nobody", so this needs root to start it.
+func TestDashboardTokenNotForOtherUsers(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("only Linux tells a loopback client's user apart (README says so)")
+	}
+	if os.Getuid() != 0 {
+		t.Skip("needs root to run a client as another user (CI runs as root)")
+	}
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Fatalf("no bash for the other user's client: %v", err)
+	}
+	n := nodetest.Start(t, nodetest.Options{})
+	host, port, _ := net.SplitHostPort(n.APIAddr())
+	// bash's /dev/tcp: a plain HTTP client that needs no file the other
+	// user may not read.
+	script := fmt.Sprintf(`exec 3<>/dev/tcp/%s/%s && printf 'GET /ui/ HTTP/1.0\r\nHost: %s\r\n\r\n' >&3 && cat <&3`, host, port, n.APIAddr())
+	get := func(cred *syscall.Credential) string {
+		t.Helper()
+		cmd := exec.Command(bash, "-c", script)
+		cmd.Dir = "/"
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("GET /ui/ as uid %v: %v", cred, err)
+		}
+		if !bytes.Contains(out, []byte("<title>weft dashboard</title>")) {
+			t.Fatalf("GET /ui/ as uid %v did not get the page:\n%.500s", cred, out)
+		}
+		return string(out)
+	}
+	if page := get(nil); !strings.Contains(page, n.Token()) {
+		t.Fatal("the daemon's own user got no token: the check refuses everyone")
+	}
+	if page := get(&syscall.Credential{Uid: 65534, Gid: 65534}); strings.Contains(page, n.Token()) {
+		t.Error("another user got the token in the dashboard page")
 	}
 }
