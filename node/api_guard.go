@@ -179,9 +179,10 @@ func (g *guard) tokenOK(r *http.Request) bool {
 // dashboardToken is the token to write into the dashboard page for r, or
 // "" when r may not have it: only for a plain navigation or reload from a
 // browser of this user on this machine (on Linux the kernel says whose the
-// client's socket is) that reached the API directly by a loopback address. A configured name may be a reverse proxy that others reach, and
-// one that says so (Forwarded, X-Forwarded-For) gets no token either; that
-// browser uses the token form.
+// client's socket is) that reached the API directly by a loopback address.
+// A configured name may be a reverse proxy that others reach, and a proxy
+// that says so (Forwarded, X-Forwarded-For) gets no token either; there the
+// page asks for it.
 func (g *guard) dashboardToken(r *http.Request) string {
 	h := r.Header
 	if h.Get("Forwarded") != "" || h.Get("X-Forwarded-For") != "" || h.Get("X-Real-Ip") != "" {
