@@ -22,37 +22,44 @@ import (
 // without one.
 const DefaultCollectionReplication = 3
 
-func (n *Node) collectionRoutes(route func(string, handlerFunc), mux *http.ServeMux) {
-	route("POST /api/v1/collection/create", withBody(func(r *http.Request, req api.CollectionCreateRequest) (any, error) {
-		return n.CollectionCreate(r.Context(), req.Name, req.Replication)
-	}))
-	route("POST /api/v1/collection/join", withBody(func(r *http.Request, req api.CollectionJoinRequest) (any, error) {
-		return n.CollectionJoin(r.Context(), req.ID, req.Name)
-	}))
-	route("POST /api/v1/collection/leave", withBody(func(r *http.Request, req api.CollectionLeaveRequest) (any, error) {
-		return n.CollectionLeave(r.Context(), req.Collection, req.Force)
-	}))
-	route("POST /api/v1/collection/add", withBody(func(r *http.Request, req api.CollectionAddRequest) (any, error) {
-		return n.CollectionAdd(r.Context(), req.Collection, req.CIDs, req.Replication, req.Label)
-	}))
-	route("POST /api/v1/collection/rm", withBody(func(r *http.Request, req api.CollectionRmRequest) (any, error) {
-		return n.CollectionRemove(r.Context(), req.Collection, req.CIDs)
-	}))
-	route("POST /api/v1/collection/grant", withBody(func(r *http.Request, req api.CollectionGrantRequest) (any, error) {
-		return n.CollectionGrant(r.Context(), req.Collection, req.Peers)
-	}))
-	route("POST /api/v1/collection/snapshot", withBody(func(r *http.Request, req api.CollectionRef) (any, error) {
-		return n.CollectionSnapshot(r.Context(), req.Collection)
-	}))
-	route("GET /api/v1/collection/ls", func(w http.ResponseWriter, r *http.Request) (any, error) {
-		return n.CollectionItems(r.URL.Query().Get("collection"))
-	})
-	route("GET /api/v1/collection/status", func(w http.ResponseWriter, r *http.Request) (any, error) {
-		return n.CollectionStatus(r.URL.Query().Get("collection"))
-	})
-	route("GET /api/v1/collection/list", func(w http.ResponseWriter, r *http.Request) (any, error) {
-		return n.CollectionList(), nil
-	})
+func (n *Node) handleCollectionCreate(r *http.Request, req api.CollectionCreateRequest) (any, error) {
+	return n.CollectionCreate(r.Context(), req.Name, req.Replication)
+}
+
+func (n *Node) handleCollectionJoin(r *http.Request, req api.CollectionJoinRequest) (any, error) {
+	return n.CollectionJoin(r.Context(), req.ID, req.Name)
+}
+
+func (n *Node) handleCollectionLeave(r *http.Request, req api.CollectionLeaveRequest) (any, error) {
+	return n.CollectionLeave(r.Context(), req.Collection, req.Force)
+}
+
+func (n *Node) handleCollectionAdd(r *http.Request, req api.CollectionAddRequest) (any, error) {
+	return n.CollectionAdd(r.Context(), req.Collection, req.CIDs, req.Replication, req.Label)
+}
+
+func (n *Node) handleCollectionRm(r *http.Request, req api.CollectionRmRequest) (any, error) {
+	return n.CollectionRemove(r.Context(), req.Collection, req.CIDs)
+}
+
+func (n *Node) handleCollectionGrant(r *http.Request, req api.CollectionGrantRequest) (any, error) {
+	return n.CollectionGrant(r.Context(), req.Collection, req.Peers)
+}
+
+func (n *Node) handleCollectionSnapshot(r *http.Request, req api.CollectionRef) (any, error) {
+	return n.CollectionSnapshot(r.Context(), req.Collection)
+}
+
+func (n *Node) handleCollectionItems(w http.ResponseWriter, r *http.Request) (any, error) {
+	return n.CollectionItems(r.URL.Query().Get("collection"))
+}
+
+func (n *Node) handleCollectionStatus(w http.ResponseWriter, r *http.Request) (any, error) {
+	return n.CollectionStatus(r.URL.Query().Get("collection"))
+}
+
+func (n *Node) handleCollectionList(w http.ResponseWriter, r *http.Request) (any, error) {
+	return n.CollectionList(), nil
 }
 
 // collectionErr gives the protocol's refusals their HTTP status.

@@ -71,7 +71,10 @@ type DebugConfig struct {
 // AddressesConfig says where the node listens.
 type AddressesConfig struct {
 	Swarm []string `toml:"swarm" comment:"libp2p listen multiaddrs. QUIC addresses are skipped in a private swarm (libp2p refuses a PSK on QUIC)."`
-	API   string   `toml:"api" comment:"HTTP API host:port. Loopback by default; any other address requires the bearer token in api.token."`
+	API   string   `toml:"api" comment:"HTTP API host:port. Loopback by default. Every /api/v1 call needs the bearer token in api.token; /metrics needs it only off loopback."`
+	// APIHosts are the Host names the API answers to besides its own
+	// address; anything else gets 403 (DNS rebinding defence).
+	APIHosts []string `toml:"api_hosts" comment:"Extra Host names (name or name:port) the HTTP API answers to, e.g. behind a reverse proxy. Besides these it answers only to its own address, loopback IPs and localhost with its port; any other Host gets 403 (DNS rebinding). Default: none."`
 	// Announce, AppendAnnounce and NoAnnounce are Kubo's Addresses.Announce,
 	// AppendAnnounce and NoAnnounce.
 	Announce       []string `toml:"announce" comment:"If not empty, the node announces exactly these multiaddrs instead of its listen and observed ones (relay addresses are still added while it is private)."`
@@ -225,6 +228,7 @@ func DefaultConfig(profile string) (Config, error) {
 		Addresses: AddressesConfig{
 			Swarm:          []string{"/ip4/127.0.0.1/tcp/4101", "/ip4/127.0.0.1/udp/4101/quic-v1"},
 			API:            "127.0.0.1:5101",
+			APIHosts:       []string{},
 			Announce:       []string{},
 			AppendAnnounce: []string{},
 			NoAnnounce:     []string{},
@@ -324,6 +328,20 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := splitHostPort(c.Addresses.API); err != nil {
 		bad("addresses.api", "%v", err)
+	}
+	for _, h := range c.Addresses.APIHosts {
+		name := h
+		if strings.Contains(h, ":") && !strings.HasSuffix(h, "]") {
+			_, _, err := splitHostPort(h)
+			if err != nil {
+				bad("addresses.api_hosts", "%q is not a host name or name:port: %v", h, err)
+				continue
+			}
+			name = h[:strings.LastIndex(h, ":")]
+		}
+		if name == "" || strings.ContainsAny(name, "/ \t@?#") {
+			bad("addresses.api_hosts", "%q is not a host name or name:port", h)
+		}
 	}
 	for _, l := range []struct {
 		key  string

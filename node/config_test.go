@@ -147,6 +147,9 @@ func TestConfigValidateErrors(t *testing.T) {
 		{"addresses.api", func(c *Config) { c.Addresses.API = "127.0.0.1" }},
 		{"addresses.api", func(c *Config) { c.Addresses.API = "127.0.0.1:70000" }},
 		{"addresses.api", func(c *Config) { c.Addresses.API = "127.0.0.1:http" }},
+		{"addresses.api_hosts", func(c *Config) { c.Addresses.APIHosts = []string{"weft.lan", "http://weft.lan"} }},
+		{"addresses.api_hosts", func(c *Config) { c.Addresses.APIHosts = []string{"weft.lan:99999"} }},
+		{"addresses.api_hosts", func(c *Config) { c.Addresses.APIHosts = []string{""} }},
 		{"bootstrap", func(c *Config) { c.Bootstrap = []string{"/ip4/127.0.0.1/tcp/4101"} }}, // no /p2p/ID
 		{"bootstrap", func(c *Config) { c.Bootstrap = []string{"bootstrap.example"} }},
 		{"dht.mode", func(c *Config) { c.DHT.Mode = "Server" }},
@@ -237,6 +240,9 @@ func TestConfigSetGet(t *testing.T) {
 		{"log.level", "debug", "'debug'", func(c Config) bool { return c.Log.Level == "debug" }},
 		{"log.format", `"json"`, "'json'", func(c Config) bool { return c.Log.Format == "json" }},
 		{"addresses.api", "127.0.0.1:0", "'127.0.0.1:0'", func(c Config) bool { return c.Addresses.API == "127.0.0.1:0" }},
+		{"addresses.api_hosts", `["weft.lan", "proxy.example:8443"]`, "['weft.lan', 'proxy.example:8443']", func(c Config) bool {
+			return len(c.Addresses.APIHosts) == 2 && c.Addresses.APIHosts[1] == "proxy.example:8443"
+		}},
 		{"dht.protocol_prefix", "/weft-test", "'/weft-test'", func(c Config) bool { return c.DHT.ProtocolPrefix == "/weft-test" }},
 		// bool
 		{"discovery.mdns", "true", "true", func(c Config) bool { return c.Discovery.MDNS }},

@@ -26,21 +26,6 @@ import (
 	"github.com/weft-p2p/weft/store"
 )
 
-func (n *Node) contentRoutes(route func(string, handlerFunc), mux *http.ServeMux) {
-	mux.HandleFunc("POST /api/v1/add", n.handleAdd)
-	mux.HandleFunc("GET /api/v1/cat", n.handleCat)
-	mux.HandleFunc("GET /api/v1/get", n.handleGet)
-	mux.HandleFunc("GET /api/v1/car/export", n.handleCarExport)
-	route("POST /api/v1/car/import", n.handleCarImport)
-	route("GET /api/v1/ls", n.handleLs)
-	route("GET /api/v1/stat", n.handleStat)
-	route("POST /api/v1/pin/add", n.handlePinAdd)
-	route("POST /api/v1/pin/rm", n.handlePinRm)
-	route("GET /api/v1/pin/ls", n.handlePinLs)
-	route("GET /api/v1/providers", n.handleProviders)
-	route("POST /api/v1/gc", n.handleGC)
-}
-
 func parseCID(s string) (cid.Cid, error) {
 	s = strings.TrimPrefix(strings.TrimSpace(s), "/ipfs/")
 	if s == "" {
@@ -48,7 +33,7 @@ func parseCID(s string) (cid.Cid, error) {
 	}
 	c, err := cid.Decode(s)
 	if err != nil {
-		return cid.Undef, badRequest("bad CID %q: %v", s, err)
+		return cid.Undef, badRequest("bad CID %q: %v", clip(s), err)
 	}
 	return c, nil
 }
@@ -183,7 +168,7 @@ func (n *Node) handleAdd(w http.ResponseWriter, r *http.Request) {
 		}
 	})
 	if err != nil {
-		out.send(api.AddEvent{Event: "error", Error: err.Error()})
+		out.send(api.AddEvent{Event: "error", Error: errorText(err)})
 		return
 	}
 	out.send(api.AddEvent{Event: "done", CID: root.String()})
@@ -237,7 +222,7 @@ func (n *Node) handleCat(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func oneLineErr(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
+func oneLineErr(err error) string { return strings.ReplaceAll(errorText(err), "\n", "; ") }
 
 // classifyContentErr maps content failures to HTTP statuses.
 func classifyContentErr(err error) error {

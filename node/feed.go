@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -297,9 +296,9 @@ func (n *Node) Key(name string) (crypto.PrivKey, error) {
 		return n.repo.Identity, nil
 	}
 	if !keyNameRE().MatchString(name) {
-		return nil, badRequest("bad key name %q (letters, digits, . _ -)", name)
+		return nil, badRequest("bad key name %q (letters, digits, . _ -)", clip(name))
 	}
-	b, err := os.ReadFile(filepath.Join(n.repo.Path, KeysDir, name))
+	b, err := readSecret(filepath.Join(n.repo.Path, KeysDir, name))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, notFound("no key %q: make it with 'weft key gen %s'", name, name)
 	}
@@ -316,7 +315,7 @@ func (n *Node) Key(name string) (crypto.PrivKey, error) {
 // GenKey makes a new Ed25519 feed key called name.
 func (n *Node) GenKey(name string) (api.Key, error) {
 	if name == SelfKey || !keyNameRE().MatchString(name) {
-		return api.Key{}, badRequest("bad key name %q (letters, digits, . _ -; not %q)", name, SelfKey)
+		return api.Key{}, badRequest("bad key name %q (letters, digits, . _ -; not %q)", clip(name), SelfKey)
 	}
 	dir := filepath.Join(n.repo.Path, KeysDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -400,7 +399,7 @@ func recordInfo(r feed.Record) api.FeedRecord {
 func parseFeedName(s string) (ipns.Name, error) {
 	name, err := feed.ParseName(s)
 	if err != nil {
-		return ipns.Name{}, badRequest("bad feed name %q: %v", s, err)
+		return ipns.Name{}, badRequest("bad feed name %q: %v", clip(s), err)
 	}
 	return name, nil
 }
@@ -437,63 +436,6 @@ func (n *Node) Feeds() []api.Feed {
 
 // FeedCounters are the feed validation and pin counters.
 func (n *Node) FeedCounters() feed.Counters { return n.feeds.m.Counters() }
-
-func (n *Node) feedRoutes(route func(string, handlerFunc)) {
-	route("POST /api/v1/feed/publish", func(w http.ResponseWriter, r *http.Request) (any, error) {
-		c, err := queryCID(r)
-		if err != nil {
-			return nil, err
-		}
-		return n.PublishFeed(r.Context(), r.URL.Query().Get("key"), c)
-	})
-	route("GET /api/v1/feed/resolve", func(w http.ResponseWriter, r *http.Request) (any, error) {
-		name, err := parseFeedName(r.URL.Query().Get("name"))
-		if err != nil {
-			return nil, err
-		}
-		rec, err := n.feeds.m.Resolve(r.Context(), name)
-		if err != nil {
-			if errors.Is(err, feed.ErrNotFound) {
-				return nil, notFound("no record found for feed %s", name)
-			}
-			return nil, err
-		}
-		return recordInfo(rec), nil
-	})
-	route("POST /api/v1/feed/follow", func(w http.ResponseWriter, r *http.Request) (any, error) {
-		q := r.URL.Query()
-		pin, _ := strconv.ParseBool(q.Get("pin"))
-		keep, _ := strconv.ParseBool(q.Get("keep-history"))
-		if err := n.FollowFeed(r.Context(), q.Get("name"), feed.FollowOptions{Pin: pin, KeepHistory: keep}); err != nil {
-			return nil, err
-		}
-		name, _ := parseFeedName(q.Get("name"))
-		fi, _ := n.feeds.m.Feed(name)
-		return api.Feed{Name: name.String(), Following: true, Pin: pin, KeepHistory: keep, Held: recordInfo(fi.Held)}, nil
-	})
-	route("POST /api/v1/feed/unfollow", func(w http.ResponseWriter, r *http.Request) (any, error) {
-		name, err := parseFeedName(r.URL.Query().Get("name"))
-		if err != nil {
-			return nil, err
-		}
-		if err := n.feeds.m.Unfollow(r.Context(), name); err != nil {
-			return nil, err
-		}
-		return map[string]string{"unfollowed": name.String()}, nil
-	})
-	route("GET /api/v1/feed/ls", func(w http.ResponseWriter, r *http.Request) (any, error) {
-		return n.Feeds(), nil
-	})
-	route("GET /api/v1/feed/counters", func(w http.ResponseWriter, r *http.Request) (any, error) {
-		return n.FeedCounters(), nil
-	})
-	route("GET /api/v1/key/ls", func(w http.ResponseWriter, r *http.Request) (any, error) {
-		return n.Keys()
-	})
-	route("POST /api/v1/key/gen", func(w http.ResponseWriter, r *http.Request) (any, error) {
-		return n.GenKey(r.URL.Query().Get("name"))
-	})
-}
 
 // HandleFeedRecord runs a record through the same validation as one
 // received on the feed's topic from an unknown peer, and returns the

@@ -58,6 +58,7 @@ type Node struct {
 	// long handlers (exports, walks, streams) return and Shutdown does not
 	// wait out its timeout on them.
 	apiCancel context.CancelFunc
+	guard     *guard // the API's browser and token rules (api_guard.go)
 
 	ready        atomic.Bool
 	shutdown     chan struct{}

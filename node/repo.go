@@ -5,8 +5,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -223,7 +225,10 @@ func (r *Repo) load() error {
 		return err
 	}
 	r.Config = cfg
-	skBytes, err := os.ReadFile(filepath.Join(r.Path, IdentityFile))
+	skBytes, err := readSecret(filepath.Join(r.Path, IdentityFile))
+	if errors.Is(err, ErrSecretExposed) {
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("%w: read identity: %v", ErrInvalidRepo, err)
 	}
@@ -237,19 +242,59 @@ func (r *Repo) load() error {
 	if cfg.PeerID != "" && cfg.PeerID != id.String() {
 		return fmt.Errorf("%w: config peer_id %s does not match identity.key (%s)", ErrInvalidRepo, cfg.PeerID, id)
 	}
-	tok, err := os.ReadFile(filepath.Join(r.Path, TokenFile))
+	tokPath := filepath.Join(r.Path, TokenFile)
+	tok, err := readSecret(tokPath)
+	if errors.Is(err, ErrSecretExposed) {
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("%w: read API token: %v", ErrInvalidRepo, err)
 	}
 	r.Token = strings.TrimSpace(string(tok))
-	if data, err := os.ReadFile(filepath.Join(r.Path, SwarmKeyFile)); err == nil {
+	if len(r.Token) < MinTokenLen || strings.ContainsFunc(r.Token, func(c rune) bool { return c <= ' ' || c > '~' }) {
+		// An empty token would let any request through; a short one is
+		// guessed.
+		return fmt.Errorf("%w: %s holds no usable API token (want at least %d printable characters without spaces); write a new one: openssl rand -hex 32 > %s && chmod 600 %s",
+			ErrInvalidRepo, tokPath, MinTokenLen, tokPath, tokPath)
+	}
+	if data, err := readSecret(filepath.Join(r.Path, SwarmKeyFile)); err == nil {
 		if r.SwarmKey, err = p2p.ParseSwarmKey(data); err != nil {
 			return fmt.Errorf("%s: %w", filepath.Join(r.Path, SwarmKeyFile), err)
 		}
+	} else if errors.Is(err, ErrSecretExposed) {
+		return err
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("read swarm key: %w", err)
 	}
 	return nil
+}
+
+// MinTokenLen is the shortest API token the daemon accepts (weft init
+// writes 64 hex digits).
+const MinTokenLen = 16
+
+// ErrSecretExposed says a file holding a secret (identity.key, api.token,
+// swarm.key, a feed key) may be read or written by other users.
+var ErrSecretExposed = errors.New("secret file open to other users")
+
+// readSecret reads a file that holds a secret. Like ssh with a private key,
+// it refuses one that other users may read or write, naming the fix, rather
+// than use a secret that may already be known.
+func readSecret(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if perm := st.Mode().Perm(); runtime.GOOS != "windows" && perm&0o077 != 0 {
+		return nil, fmt.Errorf("%w: permissions %#o on %s are too open (other users may read it); weft will not use it: run chmod 600 %s",
+			ErrSecretExposed, perm, path, path)
+	}
+	return io.ReadAll(f)
 }
 
 // Close removes the API file and releases the lock.

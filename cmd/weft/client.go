@@ -52,8 +52,15 @@ func (o *clientOpts) client() (*api.Client, error) {
 		if tok == "" {
 			tok = node.ReadToken(dir)
 		}
-	} else if tok == "" && o.repo != "" {
-		tok = node.ReadToken(o.repo)
+	} else if tok == "" {
+		// The daemon needs its token also on loopback. With --repo, or
+		// when --api names the address the default repo's daemon
+		// listens on, that repo's token is the one; it is never sent to
+		// any other address.
+		dir := repoPath(o.repo)
+		if a, err := node.ReadAPIAddr(dir); o.repo != "" || (err == nil && a == addr) {
+			tok = node.ReadToken(dir)
+		}
 	}
 	return api.NewOneShotClient(addr, tok), nil
 }

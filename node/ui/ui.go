@@ -2,18 +2,21 @@
 // JavaScript, with no build step) embedded in the binary and served by the
 // daemon under /ui/.
 //
-// The files hold no data, so they are served without the API token. The
-// page gets everything from the daemon's HTTP API, the same endpoints the CLI
-// uses, and sends the token the user gives it (from /ui/?token=... or its
-// token form) as "Authorization: Bearer TOKEN" on every call. The page loads
-// nothing from any other origin; the Content-Security-Policy the handler sets
-// makes the browser refuse it if a change ever tried.
+// The page gets everything from the daemon's HTTP API, the same endpoints
+// the CLI uses, and sends the API token as "Authorization: Bearer TOKEN" on
+// every call. The token is the one the daemon wrote into the page (see
+// HandlerWithToken), else the one the user gives it (/ui/?token=... or its
+// token form). The page loads nothing from any other origin; the
+// Content-Security-Policy the handler sets makes the browser refuse it if a
+// change ever tried.
 package ui
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
+	"html"
 	"io/fs"
 	"net/http"
 	"strings"
@@ -39,11 +42,25 @@ func Files() fs.FS {
 const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
 	"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
-// Handler serves the dashboard for requests whose path starts with Prefix.
-// Mount it at Prefix; a ServeMux then also redirects /ui to /ui/, keeping
-// the query (and so ?token=).
-func Handler() http.Handler {
+// tokenMeta is the element of index.html that HandlerWithToken fills in.
+var tokenMeta = []byte(`<meta name="weft-api-token" content="">`)
+
+// Handler serves the dashboard for requests whose path starts with Prefix,
+// with no token in the page. Mount it at Prefix; a ServeMux then also
+// redirects /ui to /ui/, keeping the query (and so ?token=).
+func Handler() http.Handler { return HandlerWithToken(nil) }
+
+// HandlerWithToken is Handler, but the page (index.html) carries the API
+// token that token returns for the request, if any, so the page works with
+// no step from the user. The caller decides who may have it: token must
+// return "" for any request that another origin or another machine could
+// have made or could read (see node's api_guard.go).
+func HandlerWithToken(token func(*http.Request) string) http.Handler {
 	files := Files()
+	index, err := fs.ReadFile(files, "index.html")
+	if err != nil || !bytes.Contains(index, tokenMeta) {
+		panic("ui: index.html lacks " + string(tokenMeta)) // the embedded page always has it
+	}
 	etags := map[string]string{}
 	_ = fs.WalkDir(files, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -84,6 +101,21 @@ func Handler() http.Handler {
 		// sessionStorage: never send it on in a Referer.
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("X-Frame-Options", "DENY")
+		// No window of another origin keeps a handle on this one.
+		h.Set("Cross-Origin-Opener-Policy", "same-origin")
+		if p == "/" && token != nil {
+			if tok := token(r); tok != "" {
+				page := bytes.Replace(index, tokenMeta,
+					[]byte(`<meta name="weft-api-token" content="`+html.EscapeString(tok)+`">`), 1)
+				h.Set("Cache-Control", "no-store") // the token stays out of caches
+				h.Set("Content-Type", "text/html; charset=utf-8")
+				w.WriteHeader(http.StatusOK)
+				if r.Method != http.MethodHead {
+					_, _ = w.Write(page)
+				}
+				return
+			}
+		}
 		// Revalidate on every load so an upgraded daemon serves its own
 		// files; the ETag makes that a 304.
 		h.Set("Cache-Control", "no-cache")

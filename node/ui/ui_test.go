@@ -111,3 +111,42 @@ func TestHandler(t *testing.T) {
 		t.Errorf("GET /other/ = %d", w.Code)
 	}
 }
+
+// TestHandlerWithToken: the page carries the token the callback gives for
+// the request, uncached; with "" (or from Handler) it carries none; the
+// other files never do.
+func TestHandlerWithToken(t *testing.T) {
+	const tok = "0123456789abcdef0123456789abcdef"
+	h := HandlerWithToken(func(r *http.Request) string { return r.Header.Get("X-Test-Give") })
+	get := func(h http.Handler, path, give string) *httptest.ResponseRecorder {
+		t.Helper()
+		r := httptest.NewRequest("GET", path, nil)
+		r.Header.Set("X-Test-Give", give)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	w := get(h, "/ui/", tok)
+	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `<meta name="weft-api-token" content="`+tok+`">`) {
+		t.Fatalf("GET /ui/ with a token = %d, page lacks it", w.Code)
+	}
+	if w.Header().Get("Cache-Control") != "no-store" || w.Header().Get("ETag") != "" {
+		t.Errorf("page with the token: Cache-Control %q ETag %q, want no-store and no ETag", w.Header().Get("Cache-Control"), w.Header().Get("ETag"))
+	}
+	if w.Header().Get("Content-Security-Policy") == "" || w.Header().Get("Cross-Origin-Opener-Policy") != "same-origin" {
+		t.Error("page with the token lacks its CSP or COOP")
+	}
+	w = get(h, "/ui/", `"><script>alert(1)</script>`)
+	if strings.Contains(w.Body.String(), "<script>alert") {
+		t.Error("the token is written into the page unescaped")
+	}
+	for _, tc := range []struct {
+		h    http.Handler
+		path string
+		give string
+	}{{h, "/ui/", ""}, {Handler(), "/ui/", tok}, {h, "/ui/app.js", tok}, {h, "/ui/style.css", tok}} {
+		if w := get(tc.h, tc.path, tc.give); w.Code != http.StatusOK || strings.Contains(w.Body.String(), tok) {
+			t.Errorf("GET %s (give %q) = %d; has the token: %v", tc.path, tc.give, w.Code, strings.Contains(w.Body.String(), tok))
+		}
+	}
+}

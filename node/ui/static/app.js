@@ -2,9 +2,11 @@
 //
 // Plain JavaScript with no build step and no dependencies. Every number on
 // the page comes from this daemon's HTTP API, the same endpoints the CLI
-// uses; nothing is loaded from anywhere else. The API token, given as
-// /ui/?token=TOKEN or in the token form, is kept in sessionStorage (this tab
-// only) and sent as "Authorization: Bearer TOKEN" on every call.
+// uses; nothing is loaded from anywhere else. The API token is sent as
+// "Authorization: Bearer TOKEN" on every call. The daemon writes it into
+// this page (meta weft-api-token) when a browser on its own machine opens
+// the page by a loopback address; otherwise it is given as /ui/?token=TOKEN
+// or in the token form, and kept in sessionStorage (this tab only).
 //
 // Text that comes from the network (agents, topic and feed names, ...) is
 // only ever set with textContent, never parsed as HTML.
@@ -82,7 +84,8 @@
     u.searchParams.delete('token');
     history.replaceState(null, '', u.pathname + u.search + u.hash);
   }
-  const token = () => sessionStorage.getItem(TOKEN_KEY) || '';
+  const pageToken = (document.querySelector('meta[name="weft-api-token"]') || {}).content || '';
+  const token = () => pageToken || sessionStorage.getItem(TOKEN_KEY) || '';
 
   // ---------------------------------------------------------------- API
 
@@ -393,7 +396,7 @@
       const sec = $('auth');
       if (sec.hidden) {
         authOpenedByUser = true;
-        showAuth(token() ? 'This tab has an API token. Enter another one, or forget it.' : 'No API token set. The daemon needs one unless its API listens on loopback.');
+        showAuth(token() ? 'This tab has an API token. Enter another one, or forget it.' : 'No API token set. The daemon gives this page its token only when it is opened on the daemon\'s own machine at 127.0.0.1 or localhost.');
       } else {
         authOpenedByUser = false;
         sec.hidden = true;

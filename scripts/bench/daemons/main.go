@@ -30,6 +30,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/weft-p2p/weft/node"
 	"github.com/weft-p2p/weft/node/api"
 	"github.com/weft-p2p/weft/node/proc"
 )
@@ -507,7 +508,7 @@ func (b *bench) waitReady(ctx context.Context, d *daemon, deadline time.Duration
 			return fileAt, readyAt, nil, fmt.Errorf("%s: waiting for %s: %w", d.name, apiPath, err)
 		}
 	}
-	d.api = api.NewClient(addr, "")
+	d.api = api.NewClient(addr, node.ReadToken(d.repo))
 	for {
 		var out api.ID
 		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
