@@ -411,3 +411,15 @@ func (c *Collection) Claims() map[peer.ID]int {
 	}
 	return out
 }
+
+// Advance moves the replica's clock forward to now (earlier times are
+// ignored) and does nothing else: node/ calls it as messages arrive, so
+// that AnswerInterval and the heartbeats' ages are measured on a current
+// clock between Ticks, without Tick's sweep over the state.
+func (c *Collection) Advance(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now.After(c.now) {
+		c.now = now
+	}
+}
