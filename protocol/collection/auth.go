@@ -306,6 +306,7 @@ func (c *Collection) Authorize(from peer.ID, data []byte) (Verdict, error) {
 		}
 		if t, ok := c.answered[from]; ok && c.now.Sub(t) < c.cfg.AnswerInterval {
 			// Not forwarded either: members that answered it saw it.
+			c.stats.RateLimited++
 			return Ignore, fmt.Errorf("heads request from %s: %w", from, ErrRateLimited)
 		}
 		return Accept, nil

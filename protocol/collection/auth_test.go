@@ -240,7 +240,7 @@ func TestRequestAnswers(t *testing.T) {
 	if r.TakeAnswer() != nil {
 		t.Fatal("answered though another member answered alike")
 	}
-	if st := r.Stats(); st.Answers != 1 || st.Suppressed != 1 || st.RateLimited != 100 {
+	if st := r.Stats(); st.Answers != 1 || st.Suppressed != 1 || st.RateLimited != 200 {
 		t.Fatalf("stats %+v", st)
 	}
 }
