@@ -24,11 +24,13 @@ import (
 	"github.com/ipfs/boxo/path"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	mh "github.com/multiformats/go-multihash"
 
@@ -67,6 +69,7 @@ type Peer struct {
 	mu     sync.Mutex
 	topics map[string]*pubsub.Topic
 	subs   map[string]*pubsub.Subscription
+	dhts   []*dht.IpfsDHT
 }
 
 // New starts a Peer. Its gossipsub signs messages (as weft requires) but
@@ -125,8 +128,25 @@ func (p *Peer) Close() error {
 	for _, s := range p.subs {
 		s.Cancel()
 	}
+	for _, d := range p.dhts {
+		d.Close()
+	}
 	p.mu.Unlock()
 	return p.h.Close()
+}
+
+// DHT starts a DHT client on the peer's host speaking the DHT protocol
+// with prefix (node.LocalDHTPrefix, or a private swarm's prefix): what it
+// provides or asks goes to the peers it is connected to. Close stops it.
+func (p *Peer) DHT(prefix protocol.ID) (*dht.IpfsDHT, error) {
+	d, err := dht.New(p.h, dht.Mode(dht.ModeClient), dht.ProtocolPrefix(prefix))
+	if err != nil {
+		return nil, fmt.Errorf("adversary DHT: %w", err)
+	}
+	p.mu.Lock()
+	p.dhts = append(p.dhts, d)
+	p.mu.Unlock()
+	return d, nil
 }
 
 // ID returns the peer's ID.
