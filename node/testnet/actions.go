@@ -5,11 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/weft-p2p/weft/node"
 	"github.com/weft-p2p/weft/node/api"
 )
 
@@ -96,6 +101,31 @@ var actions = map[string]action{
 			}
 		},
 		run: (*runner).runCollectionAdd,
+	},
+	"attack": {
+		validate: func(v *stepValidator, st *Step) {
+			v.node("node", st.Node)
+			if len(st.Nodes) == 0 {
+				v.bad("nodes (the victims) is required")
+			}
+			switch st.Attack {
+			case "junk-heads", "heads-requests":
+				v.ref("collection", st.Collection)
+			case "feed-records":
+				v.ref("feed", st.Feed)
+			case "slow-exchange":
+				v.ref("cid", st.CID)
+				if st.Duration <= 0 {
+					v.bad("duration is required (how long the streams are held)")
+				}
+			default:
+				v.bad("attack %q: want junk-heads, heads-requests, feed-records or slow-exchange", st.Attack)
+			}
+			if st.Count < 0 || st.Rate < 0 || st.Heads < 0 {
+				v.bad("count, rate and heads must not be negative")
+			}
+		},
+		run: (*runner).runAttack,
 	},
 	"partition": {
 		validate: func(v *stepValidator, st *Step) {
@@ -842,4 +872,97 @@ func sorted(s []string) []string {
 		return strings.Compare(a, b)
 	})
 	return out
+}
+
+// runAttack runs `weft adversary` in the attacking node's namespace
+// against the victims' swarm addresses, and waits until it is done. The
+// attacker is a peer of its own (its own key and port), beside the node's
+// daemon, which takes no part.
+func (r *runner) runAttack(ctx context.Context, _ int, st *Step) (string, error) {
+	n, err := r.node(st.Node)
+	if err != nil {
+		return "", err
+	}
+	victims, err := r.selected(st.Nodes, true)
+	if err != nil {
+		return "", err
+	}
+	args := []string{"weft", "adversary", st.Attack}
+	if n.IP != "" {
+		args = append(args, "--listen", "/ip4/"+n.IP+"/tcp/0")
+	}
+	if key := filepath.Join(n.Repo, node.SwarmKeyFile); fileExists(key) {
+		args = append(args, "--swarm-key", key)
+	}
+	for _, v := range victims {
+		if v != n {
+			args = append(args, "--connect", v.Swarm)
+		}
+	}
+	val := func(s string) (string, error) { return r.val(s) }
+	switch st.Attack {
+	case "junk-heads", "heads-requests":
+		c, err := val(st.Collection)
+		if err != nil {
+			return "", err
+		}
+		args = append(args, "--collection", c)
+		if st.Heads > 0 {
+			args = append(args, "--heads", strconv.Itoa(st.Heads))
+		}
+		if st.Member {
+			args = append(args, "--member")
+		}
+	case "feed-records":
+		f, err := val(st.Feed)
+		if err != nil {
+			return "", err
+		}
+		args = append(args, "--feed", f)
+	case "slow-exchange":
+		c, err := val(st.CID)
+		if err != nil {
+			return "", err
+		}
+		args = append(args, "--cid", strings.Split(c, ",")[0], "--duration", st.Duration.String())
+	}
+	if st.Count > 0 {
+		args = append(args, "--count", strconv.Itoa(st.Count))
+	}
+	if st.Rate > 0 {
+		args = append(args, "--rate", strconv.FormatFloat(st.Rate, 'f', -1, 64))
+	}
+	cmd, err := r.t.Command(n.Name, args)
+	if err != nil {
+		return "", err
+	}
+	var out, errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := runCmd(ctx, cmd); err != nil {
+		return "", fmt.Errorf("%s: weft adversary %s: %w: %s", n.Name, st.Attack, err, strings.TrimSpace(errOut.String()))
+	}
+	return fmt.Sprintf("%s attacked %d nodes: %s", n.Name, len(victims), strings.TrimSpace(out.String())), nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// runCmd runs cmd to its end, killing it (and waiting for it) if ctx ends
+// first.
+func runCmd(ctx context.Context, cmd *exec.Cmd) error {
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		_ = cmd.Process.Kill()
+		<-done
+		return ctx.Err()
+	}
 }
