@@ -96,6 +96,7 @@ func newAdversaryCmd() *cobra.Command {
 	// finish waits until the flood left the attacker's queues (or 10 s),
 	// prints what was sent, and closes the peer.
 	finish := func(a *adversary.Peer, ids []peer.ID, what string, n int, began time.Time) {
+		took := time.Since(began)
 		deadline := time.Now().Add(10 * time.Second)
 		for time.Now().Before(deadline) {
 			done := true
@@ -114,8 +115,8 @@ func newAdversaryCmd() *cobra.Command {
 			total += s
 			dropped += d
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "%s: %d messages published in %.1fs; %d copies sent to %d peers, %d dropped\n",
-			what, n, time.Since(began).Seconds(), total, len(ids), dropped)
+		fmt.Fprintf(cmd.OutOrStdout(), "%s: %d messages published in %.1fs; %d copies sent to %d peers, %d dropped (peers that cut it off get none)\n",
+			what, n, took.Seconds(), total, len(ids), dropped)
 		a.Close()
 	}
 	collFlags := func(c *cobra.Command, coll *string, count *int, rate *float64, defCount int, defRate float64) {

@@ -887,7 +887,13 @@ func (r *runner) runAttack(ctx context.Context, _ int, st *Step) (string, error)
 	if err != nil {
 		return "", err
 	}
-	args := []string{"weft", "adversary", st.Attack}
+	// The attacker is this binary (the one running the scenario), which
+	// may differ from the daemons' (--bin): old daemons can be attacked.
+	self, err := os.Executable()
+	if err != nil {
+		self = "weft"
+	}
+	args := []string{self, "adversary", st.Attack}
 	if n.IP != "" {
 		args = append(args, "--listen", "/ip4/"+n.IP+"/tcp/0")
 	}
@@ -895,17 +901,24 @@ func (r *runner) runAttack(ctx context.Context, _ int, st *Step) (string, error)
 		args = append(args, "--swarm-key", key)
 	}
 	for _, v := range victims {
-		if v != n {
-			args = append(args, "--connect", v.Swarm)
+		if v == n {
+			continue
 		}
+		addr := v.Swarm
+		if !strings.Contains(addr, "/p2p/") {
+			addr += "/p2p/" + v.PeerID
+		}
+		args = append(args, "--connect", addr)
 	}
 	val := func(s string) (string, error) { return r.val(s) }
+	var coll string
 	switch st.Attack {
 	case "junk-heads", "heads-requests":
 		c, err := val(st.Collection)
 		if err != nil {
 			return "", err
 		}
+		coll = c
 		args = append(args, "--collection", c)
 		if st.Heads > 0 {
 			args = append(args, "--heads", strconv.Itoa(st.Heads))
@@ -936,12 +949,48 @@ func (r *runner) runAttack(ctx context.Context, _ int, st *Step) (string, error)
 	if err != nil {
 		return "", err
 	}
+	var before []api.CollectionStats
+	if coll != "" {
+		before = r.collectionStats(ctx, victims, coll)
+	}
 	var out, errOut strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := runCmd(ctx, cmd); err != nil {
 		return "", fmt.Errorf("%s: weft adversary %s: %w: %s", n.Name, st.Attack, err, strings.TrimSpace(errOut.String()))
 	}
-	return fmt.Sprintf("%s attacked %d nodes: %s", n.Name, len(victims), strings.TrimSpace(out.String())), nil
+	detail := fmt.Sprintf("%s attacked %d nodes: %s", n.Name, len(victims), strings.TrimSpace(out.String()))
+	if coll != "" {
+		// What it cost the members: answers they published, and what
+		// they refused, during the attack (largest over the members).
+		after := r.collectionStats(ctx, victims, coll)
+		var ans, nm, ob, rl, total uint64
+		for i := range after {
+			d := func(f func(api.CollectionStats) uint64) uint64 { return f(after[i]) - f(before[i]) }
+			a := d(func(s api.CollectionStats) uint64 { return s.Answers })
+			ans, total = max(ans, a), total+a
+			nm = max(nm, d(func(s api.CollectionStats) uint64 { return s.NotMember }))
+			ob = max(ob, d(func(s api.CollectionStats) uint64 { return s.OverBudget }))
+			rl = max(rl, d(func(s api.CollectionStats) uint64 { return s.RateLimited }))
+		}
+		detail += fmt.Sprintf("; per member at most: %d answers (%d in all), %d refused as not a member, %d claims over budget, %d requests rate-limited",
+			ans, total, nm, ob, rl)
+	}
+	return detail, nil
+}
+
+// collectionStats reads each node's counters for the collection (zero for
+// a node that does not answer).
+func (r *runner) collectionStats(ctx context.Context, nodes []*NodeState, coll string) []api.CollectionStats {
+	out := make([]api.CollectionStats, len(nodes))
+	for i, n := range nodes {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		st, err := r.t.Client(n).CollectionStatus(cctx, coll)
+		cancel()
+		if err == nil {
+			out[i] = st.Stats
+		}
+	}
+	return out
 }
 
 func fileExists(p string) bool {
