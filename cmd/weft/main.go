@@ -62,6 +62,7 @@ func newRootCmd() *cobra.Command {
 		newDaemonCmd(),
 		newConfigCmd(),
 		newTestnetCmd(),
+		newAdversaryCmd(),
 	)
 	addClientCommands(root)
 	return root

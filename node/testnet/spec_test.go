@@ -53,6 +53,22 @@ cid = "$nope"`, `$nope is not set`},
 name = "n"
 count = 1
 typo = 3`, `unknown key groups.typo`},
+		{`[[groups]]
+name = "n"
+count = 2
+[[steps]]
+action = "attack"
+node = "n1"
+nodes = "n"
+attack = "junk-heads"`, `collection is required`},
+		{`[[groups]]
+name = "n"
+count = 2
+[[steps]]
+action = "attack"
+node = "n1"
+nodes = "n"
+attack = "meteor"`, `attack "meteor"`},
 		{`[network.link]
 loss = "lots"
 [[groups]]

@@ -232,7 +232,7 @@ func (c *Collection) addSnapshot(id cid.Cid, data []byte, res *Result) error {
 		return c.rejectBlock(id, errSuperseded)
 	}
 	k := id.KeyString()
-	delete(c.wanted, k)
+	c.gotWanted(k)
 	c.loading[k] = &snapLoad{root: id, s: s, size: len(data), grants: grants, since: c.now}
 	for _, ch := range s.Chunks {
 		ck := ch.KeyString()
@@ -242,7 +242,7 @@ func (c *Collection) addSnapshot(id cid.Cid, data []byte, res *Result) error {
 			c.dropOrphan(ck)
 		}
 		if _, have := c.chunkData[ck]; !have {
-			c.want(ch)
+			c.want(ch, "")
 		}
 	}
 	c.finishLoads(res)
@@ -267,7 +267,7 @@ func (c *Collection) addChunk(id cid.Cid, data []byte, res *Result) error {
 		c.orphanBytes += len(data)
 		return nil
 	}
-	delete(c.wanted, k)
+	c.unwant(k)
 	c.chunkData[k] = data
 	c.finishLoads(res)
 	return nil
@@ -321,7 +321,7 @@ func (c *Collection) dropLoad(k string) {
 		if c.chunkRefs[ck]--; c.chunkRefs[ck] <= 0 {
 			delete(c.chunkRefs, ck)
 			delete(c.chunkData, ck)
-			delete(c.wanted, ck)
+			c.unwant(ck)
 		}
 	}
 }
@@ -572,7 +572,7 @@ func (c *Collection) afterFold(res *Result) {
 	for k, w := range c.wanted {
 		if w.seq > 0 {
 			if st, _ := c.linkStateOf(Link{Cid: w.c, Author: w.author, Seq: w.seq}); st != linkMissing {
-				delete(c.wanted, k)
+				c.unwant(k)
 			}
 		}
 	}
@@ -580,7 +580,7 @@ func (c *Collection) afterFold(res *Result) {
 	for k, wr := range c.waits {
 		if st, _ := c.linkStateOf(wr.link); st != linkMissing {
 			delete(c.waits, k)
-			delete(c.wanted, k)
+			c.unwant(k)
 			retry = append(retry, keysOf(wr.children)...)
 		}
 	}
