@@ -280,3 +280,14 @@ func (n *Node) serveTraced(route string, h http.Handler, w http.ResponseWriter, 
 	defer span.End()
 	h.ServeHTTP(w, r.WithContext(ctx))
 }
+
+// StartTracing builds a tracer provider for s outside a node (the CLI
+// uses it for its root span): the no-op provider when s.Exporter is "".
+// stop flushes and closes it.
+func StartTracing(ctx context.Context, s TraceSettings, instance string) (tp trace.TracerProvider, stop func() error, err error) {
+	t, err := startTracing(ctx, s, instance)
+	if err != nil {
+		return nil, nil, err
+	}
+	return t.tp, t.close, nil
+}

@@ -87,8 +87,14 @@ func copyStream(w io.Writer, r io.ReadCloser, what string) error {
 }
 
 // cmdContext is cancelled by Ctrl-C, so a long client call stops cleanly.
+// It also carries the command's trace (see cliTrace).
 func cmdContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, end := cliTrace(ctx)
+	return ctx, func() {
+		end()
+		cancel()
+	}
 }
 
 // clientCmd builds a command that calls the API and prints the result as
