@@ -323,7 +323,7 @@ func (rep *Report) Write(dir string) error {
 				continue
 			}
 			title := fmt.Sprintf("%s: %s on %s, %.0f ms", s.title, s.sum.Root, s.sum.Node, s.sum.Seconds*1000)
-			if err := os.WriteFile(filepath.Join(dir, s.sum.SVG), []byte(timelineSVG(title, s.sum.trace)), 0o644); err != nil {
+			if err := os.WriteFile(filepath.Join(dir, s.sum.SVG), []byte(timelineSVG(title, s.sum.trace, s.sum.names)), 0o644); err != nil {
 				return err
 			}
 		}

@@ -49,6 +49,7 @@ type TraceSummary struct {
 	SVG     string   `json:"svg,omitempty"`
 
 	trace tracefile.Trace
+	names map[string]string // peer ID -> node name, for the timeline
 }
 
 // fetchTrace is one traced fetch the runner asked for.
@@ -91,6 +92,15 @@ func (r *runner) collectTraces(ctx context.Context) error {
 	}
 	var all []tracefile.Span
 	tr := &TraceReport{SpansPerNode: map[string]int{}}
+	names := map[string]string{}
+	for _, n := range r.t.st.Nodes {
+		names[n.PeerID] = n.Name
+	}
+	summarise := func(t tracefile.Trace) TraceSummary {
+		root := t.Root()
+		return TraceSummary{ID: t.ID, Root: root.Name, Node: root.Node, Seconds: t.Duration().Seconds(),
+			Spans: len(t.Spans), Nodes: t.Nodes(), trace: t, names: names}
+	}
 	for _, n := range r.t.st.Nodes {
 		ss, err := tracefile.ReadFile(filepath.Join(n.Repo, node.DefaultTraceFile), n.Name)
 		if err != nil {
@@ -144,26 +154,23 @@ func (r *runner) collectTraces(ctx context.Context) error {
 	return nil
 }
 
-func summarise(t tracefile.Trace) TraceSummary {
-	root := t.Root()
-	return TraceSummary{ID: t.ID, Root: root.Name, Node: root.Node, Seconds: t.Duration().Seconds(),
-		Spans: len(t.Spans), Nodes: t.Nodes(), trace: t}
-}
-
 // maxTimelineRows bounds the spans a timeline draws.
 const maxTimelineRows = 60
 
 // timelineSVG draws a trace as a timeline: one row per span, in tree
 // order (each span under its parent, children by start), indented by
 // depth, coloured by the node that recorded it; the x axis is
-// milliseconds since the trace began.
-func timelineSVG(title string, t tracefile.Trace) string {
+// milliseconds since the trace began. The spans below a library's span
+// (the DHT's, Bitswap's: names not beginning "weft." or "api ") are folded
+// into it, their count in its label. names maps peer IDs to node names.
+func timelineSVG(title string, t tracefile.Trace, names map[string]string) string {
 	if len(t.Spans) == 0 {
 		return svgEmpty(title, "no spans")
 	}
 	type row struct {
-		s     tracefile.Span
-		depth int
+		s      tracefile.Span
+		depth  int
+		folded int
 	}
 	ids := map[string]bool{}
 	children := map[string][]tracefile.Span{}
@@ -179,9 +186,21 @@ func timelineSVG(title string, t tracefile.Trace) string {
 		}
 	}
 	var rows []row
+	var count func(id string) int
+	count = func(id string) int {
+		n := 0
+		for _, c := range children[id] {
+			n += 1 + count(c.SpanID)
+		}
+		return n
+	}
 	var walk func(s tracefile.Span, depth int)
 	walk = func(s tracefile.Span, depth int) {
-		rows = append(rows, row{s, depth})
+		if !strings.HasPrefix(s.Name, "weft.") && !strings.HasPrefix(s.Name, "api ") {
+			rows = append(rows, row{s, depth, count(s.SpanID)})
+			return
+		}
+		rows = append(rows, row{s, depth, 0})
 		for _, c := range children[s.SpanID] { // in start order, as t.Spans
 			walk(c, depth+1)
 		}
@@ -236,10 +255,22 @@ func timelineSVG(title string, t tracefile.Trace) string {
 		s := rw.s
 		label := fmt.Sprintf("%s%s: %s", strings.Repeat("  ", rw.depth), s.Node, s.Name)
 		if p := s.Attrs["peer"]; p != "" {
-			label += " →" + short(p)
+			if n, ok := names[p]; ok {
+				p = n
+			} else {
+				p = short(p)
+			}
+			if s.Kind == int(trace.SpanKindServer) {
+				label += " ← " + p
+			} else {
+				label += " → " + p
+			}
 		}
-		if len(label) > 52 {
-			label = label[:51] + "…"
+		if rw.folded > 0 {
+			label += fmt.Sprintf(" (+%d)", rw.folded)
+		}
+		if r := []rune(label); len(r) > 54 {
+			label = string(r[:53]) + "…"
 		}
 		fmt.Fprintf(&b, `<text x="4" y="%.1f" xml:space="preserve" fill="%s">%s</text>`+"\n", y+11, color[s.Node], html.EscapeString(label))
 		x0, x1 := X(ms(s.Start.Sub(start))), X(ms(s.End.Sub(start)))
