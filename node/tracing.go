@@ -13,8 +13,6 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -162,24 +160,8 @@ func startTracing(ctx context.Context, s TraceSettings, peerID string) (*tracing
 			return nil, fmt.Errorf("open trace file: %w", err)
 		}
 		exp, err = stdouttrace.New(stdouttrace.WithWriter(t.file))
-	case TraceOTLPHTTP:
-		var opts []otlptracehttp.Option
-		switch {
-		case strings.Contains(s.Endpoint, "://"):
-			opts = append(opts, otlptracehttp.WithEndpointURL(s.Endpoint))
-		case s.Endpoint != "":
-			opts = append(opts, otlptracehttp.WithEndpoint(s.Endpoint), otlptracehttp.WithInsecure())
-		}
-		exp, err = otlptracehttp.New(ctx, opts...)
-	case TraceOTLPGRPC:
-		var opts []otlptracegrpc.Option
-		switch {
-		case strings.Contains(s.Endpoint, "://"):
-			opts = append(opts, otlptracegrpc.WithEndpointURL(s.Endpoint))
-		case s.Endpoint != "":
-			opts = append(opts, otlptracegrpc.WithEndpoint(s.Endpoint), otlptracegrpc.WithInsecure())
-		}
-		exp, err = otlptracegrpc.New(ctx, opts...)
+	case TraceOTLPHTTP, TraceOTLPGRPC:
+		exp, err = otlpExporter(ctx, s.Exporter, s.Endpoint)
 	default:
 		err = fmt.Errorf("unknown exporter %q", s.Exporter)
 	}

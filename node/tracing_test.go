@@ -5,10 +5,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -277,4 +280,34 @@ func BenchmarkTracingOverhead(b *testing.B) {
 	b.ReportMetric(median(small["off"]), "off-1KiB-ms")
 	b.ReportMetric(median(small["on"]), "on-1KiB-ms")
 	b.ReportMetric(median(ratios), "on/off-1KiB-latency")
+}
+
+// TestTracingOTLPHTTP sends a node's spans to a stand-in collector on
+// 127.0.0.1 over OTLP/HTTP.
+func TestTracingOTLPHTTP(t *testing.T) {
+	var got atomic.Int64
+	coll := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/traces" && r.Method == http.MethodPost {
+			body, _ := io.ReadAll(r.Body)
+			if len(body) > 0 {
+				got.Add(1)
+			}
+		}
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(coll.Close)
+	n := nodetest.Start(t, nodetest.Options{Tune: func(c *node.Config) {
+		c.Tracing.Exporter = node.TraceOTLPHTTP
+		c.Tracing.Endpoint = coll.URL // http://127.0.0.1:PORT
+	}})
+	if _, err := n.Add(context.Background(), files.NewBytesFile([]byte("traced")), unixfs.DefaultOptions(), true, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil { // flushes
+		t.Fatal(err)
+	}
+	if got.Load() == 0 {
+		t.Fatal("the collector received no spans")
+	}
 }
