@@ -69,10 +69,11 @@ func randomFile(t *testing.T, n int) files.Node {
 // exporter. B and C each hold half of a directory (the root block, and
 // one of its two files): a fetch of the directory on A can only complete
 // by asking both. The CLI's `pin add` on A runs under a TRACEPARENT, as a
-// CI job or otel-cli would set it. The three trace files must then hold
-// one trace under that parent: A's API span, its fetch, and its native
-// exchange requests to B and to C; B's and C's server spans, each the
-// child of A's request span to that node.
+// CI job or otel-cli would set it, with OTEL_TRACES_EXPORTER=file. The
+// three trace files must then hold one trace under that parent: the CLI's
+// span, A's API span under it, its fetch, and its native exchange
+// requests to B and to C; B's and C's server spans, each the child of A's
+// request span to that node.
 func TestTraceAcrossThreeNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs three daemons")
@@ -145,13 +146,16 @@ func TestTraceAcrossThreeNodes(t *testing.T) {
 			t.Fatalf("connect A: %v", err)
 		}
 	}
-	// The traced fetch: `weft pin add` on A, under the caller's trace.
+	// The traced fetch: `weft pin add` on A, under the caller's trace,
+	// recording its own span (into A's repo: the file exporter).
 	const traceID, parentID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 	t.Setenv("TRACEPARENT", "00-"+traceID+"-"+parentID+"-01")
+	t.Setenv("OTEL_TRACES_EXPORTER", "file")
 	if code, _, stderr := weft(t, "pin", "add", "--repo", dirs["A"], root); code != 0 {
 		t.Fatalf("pin add on A: %s", stderr)
 	}
 	os.Unsetenv("TRACEPARENT")
+	os.Unsetenv("OTEL_TRACES_EXPORTER")
 
 	spans := map[string][]tracefile.Span{}
 	for name, d := range dirs {
@@ -197,9 +201,13 @@ func TestTraceAcrossThreeNodes(t *testing.T) {
 		}
 		return ss[0]
 	}
+	cli := one("A", "weft pin add")
+	if cli.ParentID != parentID || !cli.Remote {
+		t.Errorf("the CLI's span has parent %s (remote %v), want TRACEPARENT's %s", cli.ParentID, cli.Remote, parentID)
+	}
 	apiSpan := one("A", "api POST /api/v1/pin/add")
-	if apiSpan.ParentID != parentID || !apiSpan.Remote {
-		t.Errorf("A's API span has parent %s (remote %v), want the caller's %s", apiSpan.ParentID, apiSpan.Remote, parentID)
+	if apiSpan.ParentID != cli.SpanID || !apiSpan.Remote {
+		t.Errorf("A's API span has parent %s (remote %v), want the CLI's span %s", apiSpan.ParentID, apiSpan.Remote, cli.SpanID)
 	}
 	fetch := one("A", "weft.fetch")
 	if fetch.ParentID != apiSpan.SpanID {
