@@ -20,6 +20,8 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"github.com/weft-p2p/weft/protocol/collection"
 	"github.com/weft-p2p/weft/store"
 )
@@ -827,7 +829,11 @@ func (m *member) sync() {
 			}
 		})
 	})
-	res, _ := m.c.Sync(m.ctx, getter) // what it could not fetch is counted above
+	ctx, span := n.startSpan(m.ctx, "weft.collection.sync", attribute.String("collection", m.id.String()),
+		attribute.Int("missing", len(m.c.Missing())))
+	res, _ := m.c.Sync(ctx, getter) // what it could not fetch is counted above
+	span.SetAttributes(attribute.Int("kept", len(res.Keep)), attribute.Int("rejected", len(res.Rejected)))
+	span.End()
 	m.stats.syncs.Add(1)
 	m.keepBlocks(sess, res.Keep)
 	for _, r := range res.Rejected {
@@ -977,9 +983,13 @@ func (m *member) startAction(a collection.Action) {
 // item already pinned recursively (by the user, or for another collection)
 // counts as held and keeps its pin; a direct pin is made recursive under
 // its own name.
-func (m *member) pinItem(item cid.Cid) error {
+func (m *member) pinItem(item cid.Cid) (err error) {
 	n := m.cs.n
-	p, err := n.store.Pins().Get(m.ctx, item)
+	// A repair: the replica's plan gave this node an item to hold.
+	ctx, span := n.startSpan(m.ctx, "weft.collection.repair", attribute.String("collection", m.id.String()),
+		attribute.String("item", item.String()))
+	defer func() { endSpan(span, err) }()
+	p, err := n.store.Pins().Get(ctx, item)
 	name := CollectionItemPinName(m.id)
 	switch {
 	case err == nil && p.Mode == store.Recursive:
@@ -989,7 +999,7 @@ func (m *member) pinItem(item cid.Cid) error {
 	case !errors.Is(err, store.ErrNotPinned):
 		return err
 	}
-	return n.Pin(m.ctx, item, true, name)
+	return n.Pin(ctx, item, true, name)
 }
 
 // unpinItem releases an item the collection no longer wants here: only a

@@ -210,7 +210,7 @@ func (cs *collections) join(ctx context.Context, desc *collection.Descriptor, na
 		_ = n.store.Datastore().Delete(ctx, collectionDSKey(id))
 		return api.CollectionSummary{}, err
 	}
-	n.content.provideAsync(id) // joiners find a member through the descriptor's providers
+	n.content.provideAsync(ctx, id) // joiners find a member through the descriptor's providers
 	cs.log.Info("collection joined", "collection", id, "name", name, "creator", desc.Creator)
 	return m.summary(), nil
 }

@@ -60,6 +60,7 @@ type Config struct {
 	Collection CollectionConfig `toml:"collection"`
 	Feed       FeedConfig       `toml:"feed"`
 	Log        LogConfig        `toml:"log"`
+	Tracing    TracingConfig    `toml:"tracing"`
 	Debug      DebugConfig      `toml:"debug"`
 }
 
@@ -220,6 +221,16 @@ type LogConfig struct {
 	Subsystems []string `toml:"subsystems" comment:"Per-subsystem levels, e.g. [\"p2p=debug\", \"store=warn\"] (p2p, store, feed, collection, api)."`
 }
 
+// TracingConfig configures OpenTelemetry tracing (node/tracing.go). Off by
+// default; the standard OTEL_* environment variables override these keys
+// (see README, Tracing).
+type TracingConfig struct {
+	Exporter    string  `toml:"exporter" comment:"Where spans go: \"\" (tracing off), \"otlp-http\", \"otlp-grpc\" or \"file\" (JSON lines in REPO/traces.jsonl, or tracing.file). OTEL_TRACES_EXPORTER overrides it."`
+	Endpoint    string  `toml:"endpoint" comment:"OTLP collector endpoint (host:port, or a URL for otlp-http). Empty: the exporter's default (localhost:4318 or :4317). OTEL_EXPORTER_OTLP_ENDPOINT overrides it."`
+	File        string  `toml:"file" comment:"File of the file exporter; relative paths are inside the repo. Default: traces.jsonl."`
+	SampleRatio float64 `toml:"sample_ratio" comment:"Share of new traces recorded, 0 to 1; a span whose parent came from a request keeps the parent's decision. OTEL_TRACES_SAMPLER(_ARG) override it."`
+}
+
 // DefaultConfig returns the configuration `weft init` writes for a profile.
 // Errors only for an unknown profile.
 func DefaultConfig(profile string) (Config, error) {
@@ -287,6 +298,7 @@ func DefaultConfig(profile string) (Config, error) {
 		},
 		Collection: DefaultCollectionConfig(),
 		Log:        LogConfig{Level: "info", Format: "text", Subsystems: []string{}},
+		Tracing:    TracingConfig{SampleRatio: 1},
 	}
 	switch profile {
 	case ProfileLocal:
@@ -460,6 +472,14 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		bad("log.format", "%q is not text or json", c.Log.Format)
+	}
+	switch c.Tracing.Exporter {
+	case "", TraceOTLPHTTP, TraceOTLPGRPC, TraceFile:
+	default:
+		bad("tracing.exporter", "%q is not \"\", %s, %s or %s", c.Tracing.Exporter, TraceOTLPHTTP, TraceOTLPGRPC, TraceFile)
+	}
+	if !(c.Tracing.SampleRatio >= 0 && c.Tracing.SampleRatio <= 1) {
+		bad("tracing.sample_ratio", "must be between 0 and 1")
 	}
 	errs = append(errs, c.Collection.validate()...)
 	return errors.Join(errs...)

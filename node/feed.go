@@ -23,6 +23,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"github.com/weft-p2p/weft/node/api"
 	"github.com/weft-p2p/weft/protocol/feed"
 	"github.com/weft-p2p/weft/store"
@@ -73,6 +75,7 @@ func newFeeds(n *Node) (*feeds, error) {
 		RetryMin:       n.cfg.Feed.RetryMin.D(),
 		CatchUpTimeout: n.cfg.Feed.CatchUpTimeout.D(),
 		Logger:         n.log.With("subsystem", "feed"),
+		Tracer:         n.exchangeTracer(),
 	})
 	if err != nil {
 		n.net.Host.RemoveStreamHandler(FeedProtocol)
@@ -186,8 +189,12 @@ func (f *feeds) Publish(ctx context.Context, topic string, data []byte) error {
 
 func feedPinName(name ipns.Name) string { return "feed:" + name.String() }
 
-// Pin implements feed.Pinner: fetch and pin, labelled with the feed.
-func (f *feeds) Pin(ctx context.Context, name ipns.Name, c cid.Cid) error {
+// Pin implements feed.Pinner: fetch and pin, labelled with the feed. Its
+// span, weft.feed.pin, is a feed delivery on a follower: a new version's
+// fetch (and its requests to the providers) below it.
+func (f *feeds) Pin(ctx context.Context, name ipns.Name, c cid.Cid) (err error) {
+	ctx, span := f.n.startSpan(ctx, "weft.feed.pin", attribute.String("feed", name.String()), attribute.String("cid", c.String()))
+	defer func() { endSpan(span, err) }()
 	return f.n.Pin(ctx, c, true, feedPinName(name))
 }
 
@@ -377,7 +384,9 @@ func (n *Node) Keys() ([]api.Key, error) {
 }
 
 // PublishFeed publishes c as the next version of the feed of key.
-func (n *Node) PublishFeed(ctx context.Context, key string, c cid.Cid) (api.FeedRecord, error) {
+func (n *Node) PublishFeed(ctx context.Context, key string, c cid.Cid) (_ api.FeedRecord, err error) {
+	ctx, span := n.startSpan(ctx, "weft.feed.publish", attribute.String("cid", c.String()))
+	defer func() { endSpan(span, err) }()
 	sk, err := n.Key(key)
 	if err != nil {
 		return api.FeedRecord{}, err
@@ -386,6 +395,7 @@ func (n *Node) PublishFeed(ctx context.Context, key string, c cid.Cid) (api.Feed
 	if err != nil {
 		return api.FeedRecord{}, fmt.Errorf("publish: %w", err)
 	}
+	span.SetAttributes(attribute.String("feed", rec.Name.String()), attribute.Int64("seq", int64(rec.Seq)))
 	return recordInfo(rec), nil
 }
 
@@ -405,7 +415,9 @@ func parseFeedName(s string) (ipns.Name, error) {
 }
 
 // FollowFeed follows a feed (fetching and pinning each version with pin).
-func (n *Node) FollowFeed(ctx context.Context, s string, opts feed.FollowOptions) error {
+func (n *Node) FollowFeed(ctx context.Context, s string, opts feed.FollowOptions) (err error) {
+	ctx, span := n.startSpan(ctx, "weft.feed.follow", attribute.String("feed", s), attribute.Bool("pin", opts.Pin))
+	defer func() { endSpan(span, err) }()
 	name, err := parseFeedName(s)
 	if err != nil {
 		return err

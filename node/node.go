@@ -49,6 +49,7 @@ type Node struct {
 	feeds   *feeds
 	native  *native
 	metrics *metrics
+	tracing *tracing
 	started time.Time
 
 	apiLn   net.Listener
@@ -101,6 +102,14 @@ func start(ctx context.Context, repo *Repo, opts Options) (_ *Node, err error) {
 			n.closeParts()
 		}
 	}()
+
+	ts, err := ResolveTracing(cfg.Tracing, repo.Path, os.Getenv)
+	if err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
+	}
+	if n.tracing, err = startTracing(ctx, ts, cfg.PeerID); err != nil {
+		return nil, err
+	}
 
 	// Bind the API first: a taken port is the commonest start-up failure and
 	// should be reported before the slower parts start.
@@ -336,6 +345,11 @@ func (n *Node) closeParts() error {
 		if err := n.store.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close store: %w", err))
 		}
+	}
+	// A collector that is down must not fail the shutdown: its spans are
+	// lost, and the log says so.
+	if err := n.tracing.close(); err != nil {
+		n.log.Warn("tracing: spans not flushed", "err", err)
 	}
 	return errors.Join(errs...)
 }

@@ -147,7 +147,7 @@ func newAddCmd(o *clientOpts) *cobra.Command {
 			if name != "" {
 				q.Set("name", name)
 			}
-			ctx, cancel := cmdContext()
+			ctx, cancel := o.cmdContext(cmd.CommandPath())
 			defer cancel()
 			bar := newProgress(cmd.ErrOrStderr(), "adding "+label, total)
 			out := cmd.OutOrStdout()
@@ -238,7 +238,7 @@ func newGetCmd(o *clientOpts) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, cancel := cmdContext()
+			ctx, cancel := o.cmdContext(cmd.CommandPath())
 			defer cancel()
 			r, err := c.Get(ctx, args[0], filepath.Base(out))
 			if err != nil {
@@ -544,7 +544,7 @@ func newCarCmd(o *clientOpts) *cobra.Command {
 				defer f.Close()
 				r = f
 			}
-			ctx, cancel := cmdContext()
+			ctx, cancel := o.cmdContext(cmd.CommandPath())
 			defer cancel()
 			res, err := c.CarImport(ctx, r, !noPin)
 			if err != nil {

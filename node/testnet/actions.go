@@ -293,6 +293,7 @@ func (r *runner) runFetch(ctx context.Context, _ int, st *Step) (string, error) 
 	var mu sync.Mutex
 	var times []float64
 	err = t.parallel(ns, 8, func(n *NodeState) error {
+		ctx, traceID := newRootContext(ctx) // each fetch is a trace of its own
 		began := time.Now()
 		var err error
 		if pin {
@@ -307,9 +308,13 @@ func (r *runner) runFetch(ctx context.Context, _ int, st *Step) (string, error) 
 		if err != nil {
 			return fmt.Errorf("%s: fetch %s: %w", n.Name, c, err)
 		}
+		took := time.Since(began).Seconds()
 		mu.Lock()
-		times = append(times, time.Since(began).Seconds())
+		times = append(times, took)
 		mu.Unlock()
+		r.mu.Lock()
+		r.fetchTraces = append(r.fetchTraces, fetchTrace{id: traceID, node: n.Name, seconds: took})
+		r.mu.Unlock()
 		return nil
 	})
 	r.mu.Lock()

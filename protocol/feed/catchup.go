@@ -8,6 +8,9 @@ import (
 
 	"github.com/ipfs/boxo/ipns"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // catchCall is a catch-up in flight; concurrent CatchUps of one name share it.
@@ -29,6 +32,13 @@ func (m *Manager) HandleRequest(from peer.ID, data []byte) ([]byte, error) {
 		return nil, err
 	}
 	m.c.requestsServed.Add(1)
+	if m.cfg.Tracer != nil && req.Trace != "" {
+		if ctx := remoteParent(context.Background(), req.Trace); trace.SpanContextFromContext(ctx).IsValid() {
+			_, span := m.cfg.Tracer.Start(ctx, "weft.feed.catchup.serve", trace.WithSpanKind(trace.SpanKindServer),
+				trace.WithAttributes(attribute.String("feed", req.Name.String()), attribute.String("peer", from.String())))
+			defer span.End()
+		}
+	}
 	m.mu.Lock()
 	var held *Record
 	if st := m.feeds[nameKey(req.Name)]; st != nil {
@@ -237,7 +247,26 @@ func (m *Manager) askPeers(ctx context.Context, name ipns.Name, req Request) []p
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			data, err := m.cfg.Exchange.Request(qctx, p, reqData)
+			data := reqData
+			if tr := m.cfg.Tracer; tr != nil {
+				ctx, span := tr.Start(qctx, "weft.feed.catchup.request", trace.WithSpanKind(trace.SpanKindClient),
+					trace.WithAttributes(attribute.String("feed", name.String()), attribute.String("peer", p.String())))
+				defer func() {
+					if err := answers[i].err; err != nil {
+						span.RecordError(err)
+						span.SetStatus(codes.Error, err.Error())
+					} else {
+						span.SetAttributes(attribute.String("status", answers[i].resp.Status.String()))
+					}
+					span.End()
+				}()
+				if tp := traceParent(ctx); tp != "" {
+					r := req
+					r.Trace = tp
+					data = r.Marshal()
+				}
+			}
+			data, err := m.cfg.Exchange.Request(qctx, p, data)
 			if err != nil {
 				answers[i].err = fmt.Errorf("peer %s: %w", p, err)
 				return

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config describes a Manager. Every optional field's zero value is a
@@ -55,6 +56,10 @@ type Config struct {
 	DHTPutTimeout time.Duration
 	// Logger receives the package's logs (nil: slog.Default()).
 	Logger *slog.Logger
+	// Tracer, if set, records a client span for every catch-up request
+	// sent (its trace context travels in Request.Trace) and a server span
+	// for every one answered that carries one.
+	Tracer trace.Tracer
 }
 
 func (c *Config) setDefaults() {
