@@ -207,10 +207,19 @@ func (c ContentConfig) maxGetEntries() int64 {
 
 // FeedConfig configures signed feeds (IPNS records over gossipsub and the DHT).
 type FeedConfig struct {
-	MaxRecordSize  ByteSize `toml:"max_record_size" comment:"Largest feed record accepted (at most 10KiB, the IPNS limit)."`
-	TickInterval   Duration `toml:"tick_interval" comment:"How often failed version fetches are retried when due."`
-	RetryMin       Duration `toml:"retry_min" comment:"First back-off before a failed version fetch or feed DHT put is retried (doubles up to 10m)."`
-	CatchUpTimeout Duration `toml:"catch_up_timeout" comment:"How long a catch-up asks topic peers, and then the DHT, for the latest record."`
+	MaxRecordSize   ByteSize `toml:"max_record_size" comment:"Largest feed record accepted (at most 10KiB, the IPNS limit)."`
+	TickInterval    Duration `toml:"tick_interval" comment:"How often failed version fetches are retried when due."`
+	RetryMin        Duration `toml:"retry_min" comment:"First back-off before a failed version fetch or feed DHT put is retried (doubles up to 10m)."`
+	CatchUpTimeout  Duration `toml:"catch_up_timeout" comment:"How long a catch-up asks topic peers, and then the DHT, for the latest record."`
+	ResolveInterval Duration `toml:"resolve_interval" comment:"How often every followed feed (IPNS name) is resolved again from its topic peers and the DHT, besides on new connections and pubsub: a name published by Kubo may reach only the DHT. 0: never (pubsub and new connections only)."`
+}
+
+// resolveInterval is feed.resolve_interval as protocol/feed takes it.
+func (c FeedConfig) resolveInterval() time.Duration {
+	if c.ResolveInterval == 0 {
+		return -1
+	}
+	return c.ResolveInterval.D()
 }
 
 // LogConfig configures structured logging.
@@ -271,10 +280,11 @@ func DefaultConfig(profile string) (Config, error) {
 		},
 		Store: StoreConfig{},
 		Feed: FeedConfig{
-			MaxRecordSize:  10 << 10,
-			TickInterval:   Duration(2 * time.Second),
-			RetryMin:       Duration(30 * time.Second),
-			CatchUpTimeout: Duration(10 * time.Second),
+			MaxRecordSize:   10 << 10,
+			TickInterval:    Duration(2 * time.Second),
+			RetryMin:        Duration(30 * time.Second),
+			CatchUpTimeout:  Duration(10 * time.Second),
+			ResolveInterval: Duration(time.Minute),
 		},
 		Content: ContentConfig{
 			FetchTimeout:         Duration(60 * time.Second),
@@ -444,6 +454,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Feed.TickInterval <= 0 || c.Feed.RetryMin <= 0 || c.Feed.CatchUpTimeout <= 0 {
 		bad("feed", "tick_interval, retry_min and catch_up_timeout must be positive")
+	}
+	if c.Feed.ResolveInterval < 0 {
+		bad("feed.resolve_interval", "must not be negative (0: off)")
 	}
 	if c.Store.MaxBytes < 0 {
 		bad("store.max_bytes", "must not be negative")
