@@ -31,6 +31,18 @@ func valueCID(t *testing.T, i int) cid.Cid {
 	return cid.NewCidV1(cid.Raw, h)
 }
 
+// within polls cond every 20ms for up to d and reports whether it held.
+func within(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
+
 func heldSeq(n *node.Node, name string) uint64 {
 	f, _ := feedOf(n, name)
 	return f.Held.Seq
@@ -80,12 +92,33 @@ func TestFollowKuboStylePublisher(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tt.pubsub {
-				nodetest.WaitFor(t, 10*time.Second, "publisher sees the follower on the IPNS topic", func() bool {
-					return slices.Contains(pub.Network().PubSub.ListPeers(topic), fol.ID())
+				nodetest.WaitFor(t, 10*time.Second, "publisher and follower see each other on the IPNS topic", func() bool {
+					return slices.Contains(pub.Network().PubSub.ListPeers(topic), fol.ID()) &&
+						slices.Contains(fol.Network().PubSub.ListPeers(topic), pub.ID())
 				})
 			}
+			if tt.pubsub {
+				// The very first message on a fresh mesh is sometimes lost
+				// (seen about 1 run in 3 on loopback, before gossipsub's
+				// first heartbeat). Kubo rebroadcasts; so does this
+				// publisher, for a warm-up record only, until it arrives.
+				rec, err := feed.NewRecord(sk, path.FromCid(valueCID(t, 0)), 1, time.Hour, time.Now())
+				if err != nil {
+					t.Fatal(err)
+				}
+				arrived := false
+				for try := 0; try < 20 && !arrived; try++ {
+					if err := pub.Publish(ctx, topic, rec); err != nil {
+						t.Fatal(err)
+					}
+					arrived = within(500*time.Millisecond, func() bool { return heldSeq(fol, name.String()) == 1 })
+				}
+				if !arrived {
+					t.Fatal("warm-up record never arrived over pubsub")
+				}
+			}
 			var took []time.Duration
-			for seq := uint64(1); seq <= 5; seq++ {
+			for seq := uint64(2); seq <= 6; seq++ {
 				rec, err := feed.NewRecord(sk, path.FromCid(valueCID(t, int(seq))), seq, time.Hour, time.Now())
 				if err != nil {
 					t.Fatal(err)
@@ -103,7 +136,9 @@ func TestFollowKuboStylePublisher(t *testing.T) {
 				} else {
 					put()
 				}
-				nodetest.WaitFor(t, 10*time.Second, "follower at the new seq", func() bool { return heldSeq(fol, name.String()) == seq })
+				nodetest.WaitFor(t, 10*time.Second, "follower at the new seq", func() bool {
+					return heldSeq(fol, name.String()) == seq
+				})
 				took = append(took, time.Since(start))
 				if tt.pubsub {
 					// Kubo puts into the DHT too; here only once the value
