@@ -22,6 +22,10 @@ const (
 	ProfilePublic = "public"
 )
 
+// DefaultGatewayAddr is addresses.gateway's default: Kubo's gateway port,
+// on loopback.
+const DefaultGatewayAddr = "127.0.0.1:8080"
+
 // LocalDHTPrefix is the DHT protocol prefix of the local profile: a weft swarm
 // of its own that never mixes with the public IPFS DHT.
 const LocalDHTPrefix = "/weft"
@@ -70,8 +74,9 @@ type DebugConfig struct {
 
 // AddressesConfig says where the node listens.
 type AddressesConfig struct {
-	Swarm []string `toml:"swarm" comment:"libp2p listen multiaddrs. QUIC addresses are skipped in a private swarm (libp2p refuses a PSK on QUIC)."`
-	API   string   `toml:"api" comment:"HTTP API host:port. Loopback by default. Every /api/v1 call needs the bearer token in api.token; /metrics needs it only off loopback."`
+	Swarm   []string `toml:"swarm" comment:"libp2p listen multiaddrs. QUIC addresses are skipped in a private swarm (libp2p refuses a PSK on QUIC)."`
+	API     string   `toml:"api" comment:"HTTP API host:port. Loopback by default. Every /api/v1 call needs the bearer token in api.token; /metrics needs it only off loopback."`
+	Gateway string   `toml:"gateway" comment:"HTTP gateway host:port (/ipfs/ and /ipns/ paths, trustless CAR and raw responses; read-only). \"off\" or \"\" turns it off."`
 	// APIHosts are the Host names the API answers to besides its own
 	// address; anything else gets 403 (DNS rebinding defence).
 	APIHosts []string `toml:"api_hosts" comment:"Extra Host names (name or name:port) the HTTP API answers to, e.g. behind a reverse proxy. Besides these it answers only to its own address, loopback IPs and localhost with its port; any other Host gets 403 (DNS rebinding). Default: none."`
@@ -237,6 +242,7 @@ func DefaultConfig(profile string) (Config, error) {
 		Addresses: AddressesConfig{
 			Swarm:          []string{"/ip4/127.0.0.1/tcp/4101", "/ip4/127.0.0.1/udp/4101/quic-v1"},
 			API:            "127.0.0.1:5101",
+			Gateway:        DefaultGatewayAddr,
 			APIHosts:       []string{},
 			Announce:       []string{},
 			AppendAnnounce: []string{},
@@ -338,6 +344,11 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := splitHostPort(c.Addresses.API); err != nil {
 		bad("addresses.api", "%v", err)
+	}
+	if !gatewayOff(c.Addresses.Gateway) {
+		if _, _, err := splitHostPort(c.Addresses.Gateway); err != nil {
+			bad("addresses.gateway", "%v (or \"off\")", err)
+		}
 	}
 	for _, h := range c.Addresses.APIHosts {
 		name := h

@@ -58,7 +58,8 @@ type Node struct {
 	// long handlers (exports, walks, streams) return and Shutdown does not
 	// wait out its timeout on them.
 	apiCancel context.CancelFunc
-	guard     *guard // the API's browser and token rules (api_guard.go)
+	guard     *guard         // the API's browser and token rules (api_guard.go)
+	gateway   *gatewayServer // nil when addresses.gateway is off
 
 	ready        atomic.Bool
 	shutdown     chan struct{}
@@ -153,11 +154,14 @@ func start(ctx context.Context, repo *Repo, opts Options) (_ *Node, err error) {
 	if n.feeds, err = newFeeds(n); err != nil {
 		return nil, err
 	}
+	if err := n.startGateway(); err != nil {
+		return nil, err
+	}
 	n.ready.Store(true)
 	if err := writeFileAtomic(filepath.Join(repo.Path, APIFile), []byte(n.apiAddr+"\n"), 0o644); err != nil {
 		return nil, err
 	}
-	n.log.Info("weft daemon ready", "peer", n.net.Host.ID(), "api", n.apiAddr, "addrs", n.net.Host.Addrs(), "private", n.net.Private())
+	n.log.Info("weft daemon ready", "peer", n.net.Host.ID(), "api", n.apiAddr, "gateway", n.GatewayAddr(), "addrs", n.net.Host.Addrs(), "private", n.net.Private())
 	return n, nil
 }
 
@@ -313,6 +317,9 @@ func (n *Node) closeParts() error {
 		cancel()
 	} else if n.apiLn != nil {
 		n.apiLn.Close()
+	}
+	if err := n.stopGateway(); err != nil {
+		errs = append(errs, err)
 	}
 	n.wg.Wait()
 	if n.colls != nil {
