@@ -143,7 +143,7 @@ type DHTConfig struct {
 	Mode              string   `toml:"mode" comment:"auto, client or server. local profile: server (no AutoNAT on loopback); public: auto."`
 	ProtocolPrefix    string   `toml:"protocol_prefix" comment:"DHT protocol prefix; /ipfs is the public Amino DHT. A private swarm gets its own prefix derived from its key."`
 	BootstrapInterval Duration `toml:"bootstrap_interval" comment:"How often the bootstrap round runs (dial bootstrap and known peers, refresh the routing table)."`
-	LowPeers          int      `toml:"low_peers" comment:"Run a bootstrap round at once when connected peers drop below this."`
+	LowPeers          int      `toml:"low_peers" comment:"Run a bootstrap round at once when connected peers drop below this. 0: never (only the bootstrap_interval rounds)."`
 	// Per-peer limits on what the DHT answers.
 	StreamsPerPeer         int `toml:"streams_per_peer" comment:"Incoming DHT streams one peer may have open at once. 0: 16."`
 	RequestsPerPeer        int `toml:"requests_per_peer" comment:"DHT requests per second answered for one peer (a burst of 10 s worth); past it they wait, and are dropped past 5 s of waiting. 0: 200."`
@@ -407,6 +407,9 @@ func (c *Config) Validate() error {
 	}
 	if !strings.HasPrefix(c.DHT.ProtocolPrefix, "/") {
 		bad("dht.protocol_prefix", "%q must start with /", c.DHT.ProtocolPrefix)
+	}
+	if c.DHT.LowPeers < 0 {
+		bad("dht.low_peers", "must not be negative (0 turns the redial off)")
 	}
 	if c.DHT.BootstrapInterval <= 0 {
 		bad("dht.bootstrap_interval", "must be positive")

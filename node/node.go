@@ -198,7 +198,7 @@ func (n *Node) p2pConfig() (p2p.Config, error) {
 		AllowPeers:                allow,
 		Bootstrap:                 boot,
 		BootstrapInterval:         cfg.DHT.BootstrapInterval.D(),
-		LowPeers:                  cfg.DHT.LowPeers,
+		LowPeers:                  lowPeers(cfg.DHT.LowPeers),
 		DHTMode:                   cfg.DHT.Mode,
 		DHTPrefix:                 cfg.DHT.ProtocolPrefix,
 		ConnMgrLow:                cfg.Swarm.ConnMgrLow,
@@ -233,6 +233,15 @@ func (n *Node) p2pConfig() (p2p.Config, error) {
 		return p2p.Config{}, err
 	}
 	return pc, nil
+}
+
+// lowPeers maps dht.low_peers onto p2p.Config.LowPeers: 0 turns the
+// immediate redial off (p2p's "never" is negative; its 0 is a default).
+func lowPeers(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // connLimitExempt parses swarm.conn_limit_exempt. The key absent (a
