@@ -139,6 +139,13 @@ func TestGatewayServesOtherNodesContent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The record reaches B through A's DHT put (B is not on the feed's
+		// topic), which runs in the background: wait for it, as a user
+		// would watch 'weft feed ls'.
+		nodetest.WaitFor(t, 30*time.Second, "A's DHT put of the record", func() bool {
+			f, ok := feedOf(a, rec.Name)
+			return ok && f.DHT != nil && f.DHT.Seq >= rec.Seq
+		})
 		resp, body := gwGet(t, b, http.MethodGet, "/ipns/"+rec.Name, nil)
 		if resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
 			t.Fatalf("status %d, %d bytes: %q", resp.StatusCode, len(body), clipBody(body))
