@@ -3,12 +3,16 @@ package feed
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/ipfs/boxo/ipns"
 	"github.com/ipfs/boxo/path"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -196,4 +200,71 @@ func FuzzFetchWire(f *testing.F) {
 			}
 		}
 	})
+}
+
+// kuboPeers is an Exchange and Fetcher with one peer, on a name's IPNS
+// topic only, that answers fetch requests with a record, as Kubo does.
+type kuboPeers struct {
+	name    string // IPNS topic the peer is on
+	record  []byte
+	fetched int
+}
+
+func (k *kuboPeers) TopicPeers(topic string) []peer.ID {
+	if topic == k.name {
+		return []peer.ID{"kubo"}
+	}
+	return nil
+}
+
+func (k *kuboPeers) Request(context.Context, peer.ID, []byte) ([]byte, error) {
+	return nil, errors.New("kubo does not speak weft's catch-up protocol")
+}
+
+func (k *kuboPeers) Fetch(_ context.Context, p peer.ID, req []byte) ([]byte, error) {
+	k.fetched++
+	r, err := DecodeFetchRequest(req)
+	if err != nil || p != "kubo" {
+		return nil, fmt.Errorf("bad fetch %v", err)
+	}
+	name, err := ipns.NameFromRoutingKey([]byte(r.Identifier))
+	if err != nil || IPNSTopic(name) != k.name {
+		return FetchResponse{Status: FetchNotFound}.Marshal(), nil
+	}
+	return FetchResponse{Status: FetchOK, Data: k.record}.Marshal(), nil
+}
+
+// TestCatchUpFetchesFromIPNSTopicPeers: following a name whose only peer
+// is on its IPNS topic (a Kubo node) gets the record over the fetch
+// protocol, validated before use; a forged one is refused.
+func TestCatchUpFetchesFromIPNSTopicPeers(t *testing.T) {
+	sk := testKey(t, 1)
+	name := testName(t, sk)
+	k := &kuboPeers{name: IPNSTopic(name), record: mustRecord(t, sk, 7, time.Hour, t0)}
+	m, err := New(t.Context(), Config{Exchange: k, Fetcher: k, Clock: newClock(), ResolveInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Follow(t.Context(), name, FollowOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := m.Feed(name); fi.Held.Seq != 7 || k.fetched != 1 {
+		t.Fatalf("held seq %d after %d fetches, want 7 after 1", fi.Held.Seq, k.fetched)
+	}
+	// A record signed by another key for this name is refused.
+	other := testName(t, testKey(t, 2))
+	k2 := &kuboPeers{name: IPNSTopic(other), record: mustRecord(t, sk, 9, time.Hour, t0)}
+	m2, err := New(t.Context(), Config{Exchange: k2, Fetcher: k2, Clock: newClock(), ResolveInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	if err := m2.Follow(t.Context(), other, FollowOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// (An Ed25519 name holds its key, so the other key's signature fails.)
+	if fi, _ := m2.Feed(other); !fi.Held.IsZero() || m2.Counters().BadSignature+m2.Counters().WrongName != 1 {
+		t.Fatalf("forged record: held seq %d, counters %+v", fi.Held.Seq, m2.Counters())
+	}
 }
