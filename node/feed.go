@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -63,22 +64,26 @@ func newFeeds(n *Node) (*feeds, error) {
 	f := &feeds{n: n, sub: map[string]*pubsub.Subscription{}, kick: make(chan struct{}, 1)}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	n.net.Host.SetStreamHandler(FeedProtocol, f.handleStream)
+	n.net.Host.SetStreamHandler(feed.FetchProtocolID, f.handleFetchStream)
 	m, err := feed.New(f.ctx, feed.Config{
-		Self:           n.net.Host.ID(),
-		Topics:         f,
-		Router:         dhtRouter{n},
-		Pinner:         f,
-		Exchange:       f,
-		Store:          kvStore{ds: n.store.Datastore(), prefix: "/weft"},
-		MaxRecordSize:  int(n.cfg.Feed.MaxRecordSize),
-		FetchTimeout:   n.cfg.Content.FetchTimeout.D() * 10,
-		RetryMin:       n.cfg.Feed.RetryMin.D(),
-		CatchUpTimeout: n.cfg.Feed.CatchUpTimeout.D(),
-		Logger:         n.log.With("subsystem", "feed"),
-		Tracer:         n.exchangeTracer(),
+		Self:            n.net.Host.ID(),
+		Topics:          f,
+		Router:          dhtRouter{n},
+		Pinner:          f,
+		Exchange:        f,
+		Fetcher:         f,
+		Store:           kvStore{ds: n.store.Datastore(), prefix: "/weft"},
+		MaxRecordSize:   int(n.cfg.Feed.MaxRecordSize),
+		FetchTimeout:    n.cfg.Content.FetchTimeout.D() * 10,
+		RetryMin:        n.cfg.Feed.RetryMin.D(),
+		CatchUpTimeout:  n.cfg.Feed.CatchUpTimeout.D(),
+		ResolveInterval: n.cfg.Feed.resolveInterval(),
+		Logger:          n.log.With("subsystem", "feed"),
+		Tracer:          n.exchangeTracer(),
 	})
 	if err != nil {
 		n.net.Host.RemoveStreamHandler(FeedProtocol)
+		n.net.Host.RemoveStreamHandler(feed.FetchProtocolID)
 		f.cancel()
 		return nil, fmt.Errorf("start feeds: %w", err)
 	}
@@ -130,6 +135,7 @@ func (f *feeds) close() {
 		f.n.log.Warn("close feeds", "err", err)
 	}
 	f.n.net.Host.RemoveStreamHandler(FeedProtocol)
+	f.n.net.Host.RemoveStreamHandler(feed.FetchProtocolID)
 	f.mu.Lock()
 	for _, s := range f.sub {
 		s.Cancel()
@@ -261,6 +267,61 @@ func (f *feeds) handleStream(s network.Stream) {
 		return
 	}
 	_, _ = s.Write(resp)
+}
+
+// Fetch implements feed.Fetcher: one delimited request and one delimited
+// response on a stream of the libp2p fetch protocol (Kubo's IPNS over
+// pubsub).
+func (f *feeds) Fetch(ctx context.Context, p peer.ID, req []byte) ([]byte, error) {
+	s, err := f.n.net.Host.NewStream(network.WithAllowLimitedConn(ctx, "weft feed"), p, feed.FetchProtocolID)
+	if err != nil {
+		return nil, fmt.Errorf("open fetch stream to %s: %w", p, err)
+	}
+	defer s.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = s.SetDeadline(dl)
+	}
+	if err := feed.WriteDelimited(s, req); err != nil {
+		s.Reset()
+		return nil, fmt.Errorf("send fetch request: %w", err)
+	}
+	_ = s.CloseWrite()
+	resp, err := feed.ReadDelimited(bufio.NewReader(s), feed.MaxFetchResponseSize)
+	if err != nil {
+		s.Reset()
+		return nil, fmt.Errorf("read fetch response from %s: %w", p, err)
+	}
+	return resp, nil
+}
+
+// handleFetchStream answers a fetch request for an IPNS record.
+func (f *feeds) handleFetchStream(s network.Stream) {
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
+	req, err := feed.ReadDelimited(bufio.NewReader(io.LimitReader(s, feed.MaxFetchRequestSize+16)), feed.MaxFetchRequestSize)
+	if err != nil {
+		s.Reset()
+		return
+	}
+	resp, err := f.m.HandleFetch(s.Conn().RemotePeer(), req)
+	if err != nil {
+		s.Reset()
+		return
+	}
+	if err := feed.WriteDelimited(s, resp); err != nil {
+		s.Reset()
+	}
+}
+
+// FetchIPNSRecord asks p for its record of name over the libp2p fetch
+// protocol, as Kubo's IPNS over pubsub does, and returns the raw answer
+// decoded but not validated (status and data).
+func (n *Node) FetchIPNSRecord(ctx context.Context, p peer.ID, name ipns.Name) (feed.FetchResponse, error) {
+	b, err := n.feeds.Fetch(ctx, p, feed.FetchRequest{Identifier: feed.RoutingKey(name)}.Marshal())
+	if err != nil {
+		return feed.FetchResponse{}, err
+	}
+	return feed.DecodeFetchResponse(b)
 }
 
 // dhtRouter puts and gets IPNS records in the DHT.

@@ -43,6 +43,9 @@ func newDaemonCmd() *cobra.Command {
 				otel.SetTextMapPropagator(propagation.TraceContext{})
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "weft daemon %s ready; API on %s\n", n.ID(), n.APIAddr())
+			if gw := n.GatewayAddr(); gw != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "gateway on http://%s/ipfs/\n", gw)
+			}
 			select {
 			case <-ctx.Done():
 				fmt.Fprintln(cmd.OutOrStdout(), "signal received, shutting down")
