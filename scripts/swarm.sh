@@ -70,7 +70,7 @@ name_of() { # PEER-ID -> nodeI
 }
 
 echo "building weft..."
-CGO_ENABLED=0 go build -o "$BIN" ./cmd/weft
+CGO_ENABLED=0 go build -buildvcs=auto -o "$BIN" ./cmd/weft # auto: the revision in `weft version` when built from a git checkout
 
 echo
 echo "== the swarm: $N daemons on 127.0.0.1, each told only node0's address"
