@@ -37,6 +37,7 @@ type Report struct {
 	Build    Build     `json:"build"`
 	Settings *Scenario `json:"settings"` // the scenario with every default filled in
 	Testnet  *State    `json:"testnet,omitempty"`
+	Shaping  string    `json:"shaping,omitempty"` // the mechanism that shaped the links: netem, delayline, bandwidth-only or none
 
 	Startup struct {
 		Nodes    int     `json:"nodes"`

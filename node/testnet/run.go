@@ -106,6 +106,10 @@ func Run(ctx context.Context, sc *Scenario, o RunOptions) (*Report, error) {
 	r.t = t
 	r.began = time.Now()
 	r.rep.Testnet = t.st
+	r.rep.Shaping = t.st.Shaping
+	if t.st.Mode != ModeNetns {
+		r.rep.Shaping = ShapingNone
+	}
 	r.rep.Startup.Nodes = len(t.st.Nodes)
 	r.sampleUsage()
 	r.rep.Startup.RSSBytes = r.totalRSS()
