@@ -420,6 +420,8 @@ func (t *Testnet) shaperConfig() ShaperConfig {
 }
 
 func (t *Testnet) writeShaperConfig() error {
+	t.shaperMu.Lock()
+	defer t.shaperMu.Unlock()
 	b, err := json.MarshalIndent(t.shaperConfig(), "", "  ")
 	if err != nil {
 		return err

@@ -58,6 +58,7 @@ type Testnet struct {
 
 	shaper     string        // Options.Shaper
 	shaperProc *proc.Process // the shaper, if this process started it
+	shaperMu   sync.Mutex    // serialises writes of the shaper's config
 }
 
 // State returns the testnet's state (read-only for callers).
