@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -89,7 +91,7 @@ func needNetnsTAP(t *testing.T) {
 }
 
 // ipCmds runs ip commands, failing the test on the first error.
-func ipCmds(t *testing.T, steps ...[]string) {
+func ipCmds(t testing.TB, steps ...[]string) {
 	t.Helper()
 	for _, a := range steps {
 		if out, err := exec.Command("ip", a...).CombinedOutput(); err != nil {
@@ -162,6 +164,97 @@ func medianOf(d []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
+// tapPairs makes a bridge namespace and two node namespaces a (10.99.0.1)
+// and b (10.99.0.2) whose links are TAP pairs on the bridge, ports p1 and
+// p2, as a delay-line testnet builds them; the test's cleanup deletes them.
+// The namespaces have no link to this machine.
+func tapPairs(tb testing.TB) (sw, a, b string) {
+	tb.Helper()
+	id := newID()
+	sw, a, b = "wts"+id+"-sw", "wts"+id+"-a", "wts"+id+"-b"
+	tb.Cleanup(func() {
+		for _, ns := range []string{a, b, sw} {
+			_ = exec.Command("ip", "netns", "del", ns).Run()
+		}
+	})
+	ipCmds(tb,
+		[]string{"netns", "add", sw}, []string{"netns", "add", a}, []string{"netns", "add", b},
+		[]string{"-n", sw, "link", "add", "br0", "type", "bridge"},
+		[]string{"-n", sw, "link", "set", "br0", "up"},
+	)
+	for i, ns := range []string{a, b} {
+		port := switchPort(i + 1)
+		ipCmds(tb,
+			[]string{"-n", ns, "link", "set", "lo", "up"},
+			[]string{"-n", sw, "tuntap", "add", "dev", port, "mode", "tap"},
+			[]string{"-n", sw, "link", "set", port, "master", "br0", "up"},
+			[]string{"-n", ns, "tuntap", "add", "dev", "eth0", "mode", "tap"},
+			[]string{"-n", ns, "addr", "add", fmt.Sprintf("10.99.0.%d/24", i+1), "dev", "eth0"},
+			[]string{"-n", ns, "link", "set", "eth0", "up"},
+		)
+	}
+	return sw, a, b
+}
+
+// BenchmarkShaperTCP measures one TCP stream from a to b through the
+// shaper: unshaped, and with 1 ms each way.
+func BenchmarkShaperTCP(b *testing.B) {
+	if why := canNetns(); why != "" {
+		b.Skipf("needs network namespaces: %s", why)
+	}
+	for _, bc := range []struct {
+		name  string
+		shape Shape
+	}{
+		{"unshaped", Shape{}},
+		{"1ms", Shape{Latency: Duration(time.Millisecond)}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			sw, na, nb := tapPairs(b)
+			s, err := NewShaper(ShaperConfig{Seed: 1, Links: []ShaperLink{
+				{Node: "a", NodeNS: na, NodeDev: "eth0", SwitchNS: sw, SwitchDev: "p1", Shape: bc.shape},
+				{Node: "b", NodeNS: nb, NodeDev: "eth0", SwitchNS: sw, SwitchDev: "p2", Shape: bc.shape},
+			}}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			var ln net.Listener
+			if err := inNetns(nb, func() (err error) { ln, err = net.Listen("tcp4", "10.99.0.2:9000"); return err }); err != nil {
+				b.Fatal(err)
+			}
+			defer ln.Close()
+			got := make(chan int64, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					got <- 0
+					return
+				}
+				n, _ := io.Copy(io.Discard, c)
+				c.Close()
+				got <- n
+			}()
+			var c net.Conn
+			if err := inNetns(na, func() (err error) { c, err = net.DialTimeout("tcp4", "10.99.0.2:9000", 10*time.Second); return err }); err != nil {
+				b.Fatal(err)
+			}
+			buf := make([]byte, 1<<20)
+			b.SetBytes(int64(len(buf)))
+			b.ResetTimer()
+			for range b.N {
+				if _, err := c.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			c.Close()
+			if n := <-got; n != int64(b.N)*int64(len(buf)) {
+				b.Fatalf("%d bytes arrived of %d", n, int64(b.N)*int64(len(buf)))
+			}
+		})
+	}
+}
+
 // TestRunShaper builds two namespaces whose links are TAP pairs on a
 // bridge, runs the shaper on them, and measures UDP round trips: 20 ms
 // each way gives about 40 ms; a reshape over the control socket to 5 ms
@@ -169,29 +262,7 @@ func medianOf(d []time.Duration) time.Duration {
 // its socket.
 func TestRunShaper(t *testing.T) {
 	needNetnsTAP(t)
-	id := newID()
-	sw, a, b := "wts"+id+"-sw", "wts"+id+"-a", "wts"+id+"-b"
-	t.Cleanup(func() {
-		for _, ns := range []string{a, b, sw} {
-			_ = exec.Command("ip", "netns", "del", ns).Run()
-		}
-	})
-	ipCmds(t,
-		[]string{"netns", "add", sw}, []string{"netns", "add", a}, []string{"netns", "add", b},
-		[]string{"-n", sw, "link", "add", "br0", "type", "bridge"},
-		[]string{"-n", sw, "link", "set", "br0", "up"},
-	)
-	for i, ns := range []string{a, b} {
-		port := switchPort(i + 1)
-		ipCmds(t,
-			[]string{"-n", ns, "link", "set", "lo", "up"},
-			[]string{"-n", sw, "tuntap", "add", "dev", port, "mode", "tap"},
-			[]string{"-n", sw, "link", "set", port, "master", "br0", "up"},
-			[]string{"-n", ns, "tuntap", "add", "dev", "eth0", "mode", "tap"},
-			[]string{"-n", ns, "addr", "add", "10.99.0." + string(rune('1'+i)) + "/24", "dev", "eth0"},
-			[]string{"-n", ns, "link", "set", "eth0", "up"},
-		)
-	}
+	sw, a, b := tapPairs(t)
 	dir := t.TempDir()
 	shape := Shape{Latency: Duration(20 * time.Millisecond)}
 	cfg := ShaperConfig{Socket: filepath.Join(dir, "shaper.sock"), Seed: 1, Links: []ShaperLink{
