@@ -12,8 +12,9 @@ import (
 // hands it on to the bridge after the link's serialisation time (its
 // bandwidth), its latency and a jitter drawn uniformly from ±jitter, or
 // drops it with the loss probability. Frames leave in the order they came
-// in (as netem does by default): a frame whose draw would overtake the one
-// before it waits for it.
+// in, as TCP expects of a link: a frame whose draw would overtake the one
+// before it waits for it (netem instead reorders under jitter unless it is
+// given a rate), so with jitter the delays sit a little above the latency.
 
 // LineShape is what a delay line applies to the frames that cross it.
 type LineShape struct {
