@@ -208,6 +208,14 @@ func newTestnetStatusCmd(getDir func() string) *cobra.Command {
 				state := "running"
 				if !st.ShaperRunning() {
 					state = "NOT running: links are down"
+				} else if stats, err := t.ShaperStats(ctx); err == nil {
+					var sum testnet.LineStats
+					for _, s := range stats {
+						sum.Sent += s.Sent
+						sum.Lost += s.Lost
+						sum.Overflow += s.Overflow
+					}
+					state += fmt.Sprintf("; frames sent %d, lost %d, dropped by full queues %d", sum.Sent, sum.Lost, sum.Overflow)
 				}
 				fmt.Fprintf(out, "shaper: pid %d, %s\n", st.ShaperPID, state)
 			}
