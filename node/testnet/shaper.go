@@ -446,7 +446,13 @@ func (t *Testnet) startShaper(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(st.Bin, "testnet", "shaper", "--dir", st.Dir)
+	args := []string{st.Bin, "testnet", "shaper", "--dir", st.Dir}
+	// Its timers are the links' latency: on a machine busy with the
+	// testnet's daemons, run it ahead of them (nice -10, every thread).
+	if nice, err := exec.LookPath("nice"); err == nil && os.Geteuid() == 0 {
+		args = append([]string{nice, "-n", "-10"}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	p, err := proc.Start(cmd)
