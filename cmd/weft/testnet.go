@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -74,13 +75,14 @@ ports. As root on Linux each node gets a network namespace on a private bridge
 		newTestnetShapeCmd(getDir),
 		newTestnetContainerCmd(),
 		newTestnetProbeCmd(),
+		newTestnetShaperCmd(getDir),
 	)
 	return cmd
 }
 
 func addShapeFlags(cmd *cobra.Command, s *testnet.Shape) {
 	f := cmd.Flags()
-	f.Var((*durationFlag)(&s.Latency), "latency", "one-way latency of every link, e.g. 20ms (tc netem)")
+	f.Var((*durationFlag)(&s.Latency), "latency", "one-way latency of every link, e.g. 20ms (tc netem, or the userspace delay line where the kernel has no netem)")
 	f.Var((*durationFlag)(&s.Jitter), "jitter", "latency jitter, e.g. 5ms")
 	f.StringVar(&s.Loss, "loss", "", "packet loss, e.g. 0.1%")
 	f.StringVar(&s.Bandwidth, "bandwidth", "", "bandwidth of every link, e.g. 100mbit")
@@ -102,6 +104,7 @@ func newTestnetUpCmd(getDir func() string) *cobra.Command {
 		bin      string
 		seed     int64
 		shape    testnet.Shape
+		shaper   string
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -119,7 +122,7 @@ func newTestnetUpCmd(getDir func() string) *cobra.Command {
 			ctx, cancel := cmdContext()
 			defer cancel()
 			began := time.Now()
-			t, err := testnet.Up(ctx, sc, testnet.Options{Dir: getDir(), Bin: bin, Mode: mode, Progress: cmd.ErrOrStderr()})
+			t, err := testnet.Up(ctx, sc, testnet.Options{Dir: getDir(), Bin: bin, Mode: mode, Shaper: shaper, Progress: cmd.ErrOrStderr()})
 			if err != nil {
 				return err
 			}
@@ -138,8 +141,13 @@ func newTestnetUpCmd(getDir func() string) *cobra.Command {
 	f.StringVar(&mode, "mode", "", "auto (namespaces when root), netns or loopback")
 	f.StringVar(&bin, "bin", "", "weft binary the daemons run (default: this one)")
 	f.Int64Var(&seed, "seed", 0, "seed of the random choices (default: from the clock)")
+	addShaperFlag(cmd, &shaper)
 	addShapeFlags(cmd, &shape)
 	return cmd
+}
+
+func addShaperFlag(cmd *cobra.Command, s *string) {
+	cmd.Flags().StringVar(s, "shaper", "", "how links get latency, jitter and loss: auto (tc netem, else the userspace delay line when asked for), delayline or tc")
 }
 
 func describeMode(st *testnet.State) string {
@@ -196,6 +204,21 @@ func newTestnetStatusCmd(getDir func() string) *cobra.Command {
 			}
 			st := t.State()
 			fmt.Fprintf(out, "testnet %s: %d nodes, %s\n", st.ID, len(st.Nodes), describeMode(st))
+			if st.Shaping == testnet.ShapingDelayLine {
+				state := "running"
+				if !st.ShaperRunning() {
+					state = "NOT running: links are down"
+				} else if stats, err := t.ShaperStats(ctx); err == nil {
+					var sum testnet.LineStats
+					for _, s := range stats {
+						sum.Sent += s.Sent
+						sum.Lost += s.Lost
+						sum.Overflow += s.Overflow
+					}
+					state += fmt.Sprintf("; frames sent %d, lost %d, dropped by full queues %d", sum.Sent, sum.Lost, sum.Overflow)
+				}
+				fmt.Fprintf(out, "shaper: pid %d, %s\n", st.ShaperPID, state)
+			}
 			if st.Partition != nil {
 				fmt.Fprintf(out, "partitioned: %v\n", st.Partition)
 			}
@@ -346,6 +369,7 @@ func newTestnetRunCmd(dir *string) *cobra.Command {
 		seed          int64
 		keepOnFailure bool
 		keep          bool
+		shaper        string
 	)
 	cmd := &cobra.Command{
 		Use:   "run FILE",
@@ -382,7 +406,7 @@ func newTestnetRunCmd(dir *string) *cobra.Command {
 			ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer cancel()
 			rep, err := testnet.Run(ctx, sc, testnet.RunOptions{
-				Options:      testnet.Options{Dir: d, Bin: bin, Mode: mode, Progress: cmd.ErrOrStderr()},
+				Options:      testnet.Options{Dir: d, Bin: bin, Mode: mode, Shaper: shaper, Progress: cmd.ErrOrStderr()},
 				ReportDir:    report,
 				ScenarioPath: path, ScenarioText: text,
 				KeepOnFailure: keepOnFailure, Keep: keep,
@@ -406,7 +430,25 @@ func newTestnetRunCmd(dir *string) *cobra.Command {
 	f.Int64Var(&seed, "seed", 0, "override the scenario's seed")
 	f.BoolVar(&keepOnFailure, "keep-on-failure", false, "leave a failed testnet up for inspection ('weft testnet down --dir DIR' removes it)")
 	f.BoolVar(&keep, "keep", false, "leave the testnet up after the run")
+	addShaperFlag(cmd, &shaper)
 	return cmd
+}
+
+// newTestnetShaperCmd is the shaper process a testnet starts when its
+// links go through the userspace delay line; `weft testnet down` stops it.
+func newTestnetShaperCmd(getDir func() string) *cobra.Command {
+	return &cobra.Command{
+		Use:    "shaper",
+		Short:  "Carry a testnet's links through userspace delay lines (started by 'weft testnet up')",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer cancel()
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+			return testnet.RunShaper(ctx, getDir(), log)
+		},
+	}
 }
 
 func newTestnetComposeCmd() *cobra.Command {

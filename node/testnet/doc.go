@@ -14,6 +14,10 @@
 //     bridge, with tc shaping and partitions by blackhole routes; otherwise
 //     (ModeLoopback) every node on 127.0.0.1 and partitions through each
 //     daemon's peer block list.
+//   - delayline.go, shaper.go, tap_linux.go: where the kernel has no
+//     sch_netem, a userspace delay line (latency, jitter, loss, bandwidth)
+//     between a pair of TAP devices per node, run by the `weft testnet
+//     shaper` process; rtt.go measures the round trips links give.
 //   - spec.go: Scenario, the TOML scenario format, and its validation.
 //   - actions.go: the table of actions a step may take and of checks an
 //     assert or wait-until step may make; each entry holds its validation

@@ -142,7 +142,7 @@ func (t *Testnet) setupSwitch(ctx context.Context) error {
 	}
 	// Bridged frames skip the switch namespace's (empty) iptables.
 	_ = run(ctx, "", "ip", "netns", "exec", st.Switch, "sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=0")
-	st.Shaping = probeShaping(ctx, st.Switch)
+	st.Shaping = t.chooseShaping(probeShaping(ctx, st.Switch))
 	if err := raiseNeighTable(st, len(t.sc.NodeNames())); err != nil {
 		t.say("warning: %v", err)
 	}
@@ -211,23 +211,69 @@ func probeShaping(ctx context.Context, ns string) string {
 	}
 	switch {
 	case netem && htb:
-		return "netem"
+		return ShapingNetem
 	case htb:
-		return "bandwidth-only"
+		return ShapingBandwidth
 	default:
-		return "none"
+		return ShapingNone
 	}
 }
 
-// ShapingNote explains what shaping this testnet can apply.
+// chooseShaping picks the mechanism from what the kernel has (probed) and
+// what the testnet was asked for: the userspace delay line where netem is
+// missing and the scenario wants latency, jitter or loss (or always, when
+// Options.Shaper says delayline).
+func (t *Testnet) chooseShaping(probed string) string {
+	switch {
+	case t.shaper == ShaperTC:
+		return probed
+	case t.shaper == ShaperDelayLine:
+		if why := tapAvailable(); why != "" {
+			t.say("warning: the delay line was asked for but cannot run (%s); shaping with %s", why, probed)
+			return probed
+		}
+		return ShapingDelayLine
+	case probed == ShapingNetem || !t.sc.wantsDelay():
+		return probed
+	case tapAvailable() != "":
+		t.say("warning: no sch_netem and no TAP devices (%s): latency, jitter and loss are not applied", tapAvailable())
+		return probed
+	}
+	return ShapingDelayLine
+}
+
+// wantsDelay says some link of the scenario (at start or in a shape step)
+// has latency, jitter or loss.
+func (sc *Scenario) wantsDelay() bool {
+	delay := func(s Shape) bool { return s.Latency > 0 || s.Jitter > 0 || s.LossPercent() > 0 }
+	if delay(sc.Network.Link) {
+		return true
+	}
+	for _, g := range sc.Groups {
+		if g.Link != nil && delay(*g.Link) {
+			return true
+		}
+	}
+	for _, st := range sc.Steps {
+		if st.Action == "shape" && delay(st.Shape) {
+			return true
+		}
+	}
+	return false
+}
+
+// ShapingNote says which mechanism shapes this testnet's links and what
+// it applies; it starts with the mechanism's name.
 func (s *State) ShapingNote() string {
 	switch {
 	case s.Mode != ModeNetns:
-		return "no link shaping on loopback (needs root for namespaces)"
-	case s.Shaping == "netem":
-		return "tc netem (latency, jitter, loss) and htb (bandwidth)"
-	case s.Shaping == "bandwidth-only":
-		return "bandwidth only (htb): this kernel has no sch_netem, so latency, jitter and loss are not applied"
+		return "none: no link shaping on loopback (needs root for namespaces)"
+	case s.Shaping == ShapingNetem:
+		return "netem: tc netem (latency, jitter, loss) and htb (bandwidth)"
+	case s.Shaping == ShapingDelayLine:
+		return "delayline: userspace delay line on TAP pairs (latency, jitter, loss, bandwidth; this kernel has no sch_netem or it was asked for)"
+	case s.Shaping == ShapingBandwidth:
+		return "bandwidth-only: htb; this kernel has no sch_netem, so latency, jitter and loss are not applied (the delay line runs when a scenario asks for them, or with --shaper delayline)"
 	default:
 		return "none: this kernel has neither sch_netem nor sch_htb"
 	}
@@ -243,7 +289,7 @@ func (t *Testnet) addNodeNS(ctx context.Context, n *NodeState, port int) error {
 	if err != nil {
 		return err
 	}
-	port0 := fmt.Sprintf("p%d", port)
+	port0 := switchPort(port)
 	steps := [][]string{
 		{"netns", "add", n.NS},
 		{"-n", n.NS, "link", "set", "lo", "up"},
@@ -251,6 +297,18 @@ func (t *Testnet) addNodeNS(ctx context.Context, n *NodeState, port int) error {
 		{"-n", st.Switch, "link", "set", port0, "master", "br0", "up"},
 		{"-n", n.NS, "addr", "add", n.IP + "/24", "dev", "eth0"},
 		{"-n", n.NS, "link", "set", "eth0", "up"},
+	}
+	if st.Shaping == ShapingDelayLine {
+		// Two TAP devices instead of a veth pair; the shaper joins them.
+		steps = [][]string{
+			{"netns", "add", n.NS},
+			{"-n", n.NS, "link", "set", "lo", "up"},
+			{"-n", st.Switch, "tuntap", "add", "dev", port0, "mode", "tap"},
+			{"-n", st.Switch, "link", "set", port0, "master", "br0", "up"},
+			{"-n", n.NS, "tuntap", "add", "dev", "eth0", "mode", "tap"},
+			{"-n", n.NS, "addr", "add", n.IP + "/24", "dev", "eth0"},
+			{"-n", n.NS, "link", "set", "eth0", "up"},
+		}
 	}
 	for _, a := range steps {
 		if err := run(ctx, "", "ip", a...); err != nil {
@@ -271,7 +329,10 @@ func (t *Testnet) applyShape(ctx context.Context, n *NodeState, s Shape) error {
 		t.setShape(n, s)
 		return nil
 	}
-	if st.Shaping == "none" {
+	if st.Shaping == ShapingDelayLine {
+		return t.shapeDelayLine(ctx, n, s)
+	}
+	if st.Shaping == ShapingNone {
 		if !s.IsZero() {
 			return errors.New("this kernel has neither sch_netem nor sch_htb: links cannot be shaped")
 		}
@@ -308,7 +369,7 @@ func (t *Testnet) applyShape(ctx context.Context, n *NodeState, s Shape) error {
 	} else if err := tc("class", "change", "dev", "eth0", "parent", "1:", "classid", "1:20", "htb", "rate", rate, "quantum", "200000"); err != nil {
 		return err
 	}
-	if st.Shaping == "netem" {
+	if st.Shaping == ShapingNetem {
 		if s.Latency > 0 || s.Jitter > 0 || s.LossPercent() > 0 {
 			args := []string{"qdisc", "replace", "dev", "eth0", "parent", "1:20", "handle", "20:", "netem", "limit", "10000"}
 			if s.Latency > 0 || s.Jitter > 0 {
@@ -328,6 +389,26 @@ func (t *Testnet) applyShape(ctx context.Context, n *NodeState, s Shape) error {
 		}
 	}
 	t.setShape(n, s)
+	return nil
+}
+
+// shapeDelayLine records n's shape and, once the shaper runs, hands it to
+// the shaper (before it starts, the shaper reads every shape from its
+// configuration).
+func (t *Testnet) shapeDelayLine(ctx context.Context, n *NodeState, s Shape) error {
+	if _, err := lineShapeOf(s); err != nil {
+		return err
+	}
+	t.setShape(n, s)
+	if t.st.ShaperPID == 0 {
+		return nil
+	}
+	if err := t.writeShaperConfig(); err != nil {
+		return err
+	}
+	if _, err := shaperCall(ctx, t.st.ShaperSock, shaperRequest{Op: "shape", Node: n.Name, Shape: s}); err != nil {
+		return fmt.Errorf("shape %s: %w", n.Name, err)
+	}
 	return nil
 }
 

@@ -37,6 +37,10 @@ type Report struct {
 	Build    Build     `json:"build"`
 	Settings *Scenario `json:"settings"` // the scenario with every default filled in
 	Testnet  *State    `json:"testnet,omitempty"`
+	Shaping  string    `json:"shaping,omitempty"` // the mechanism that shaped the links: netem, delayline, bandwidth-only or none
+	// LinkRTT is round trips (TCP handshakes, ms) from the first node to up
+	// to four others, measured just after start-up: what the links give.
+	LinkRTT Stats `json:"link_rtt_ms"`
 
 	Startup struct {
 		Nodes    int     `json:"nodes"`
@@ -378,6 +382,9 @@ func (rep *Report) Summary() string {
 		fmt.Fprintf(&b, "shaping   %s\n", t.ShapingNote())
 		if s := rep.Settings; s != nil {
 			fmt.Fprintf(&b, "link      %s\n", s.Network.Link)
+		}
+		if r := rep.LinkRTT; r.Count > 0 {
+			fmt.Fprintf(&b, "link RTT  p50 %.1fms  p90 %.1fms  max %.1fms  (TCP handshakes from the first node, n=%d)\n", r.P50, r.P90, r.Max, r.Count)
 		}
 	}
 	fmt.Fprintf(&b, "start-up  %d nodes ready in %.1fs, %s RSS in all\n", rep.Startup.Nodes, rep.Startup.Seconds, mib(rep.Startup.RSSBytes))

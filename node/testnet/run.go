@@ -108,7 +108,16 @@ func Run(ctx context.Context, sc *Scenario, o RunOptions) (*Report, error) {
 	r.t = t
 	r.began = time.Now()
 	r.rep.Testnet = t.st
+	r.rep.Shaping = t.st.Shaping
+	if t.st.Mode != ModeNetns {
+		r.rep.Shaping = ShapingNone
+	}
 	r.rep.Startup.Nodes = len(t.st.Nodes)
+	if rtt, err := t.measureLinkRTT(ctx); err != nil {
+		t.say("warning: %v", err)
+	} else {
+		r.rep.LinkRTT = statsOf(rtt)
+	}
 	r.sampleUsage()
 	r.rep.Startup.RSSBytes = r.totalRSS()
 	samplerDone := make(chan struct{})

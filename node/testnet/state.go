@@ -49,10 +49,15 @@ type State struct {
 	Switch     string     `json:"switch_ns,omitempty"`  // namespace holding the bridge
 	HostLink   string     `json:"host_link,omitempty"`  // veth from this machine to the bridge
 	Namespaces []string   `json:"namespaces,omitempty"` // every namespace made, switch included
-	Shaping    string     `json:"shaping,omitempty"`    // what shaping the kernel allows
+	Shaping    string     `json:"shaping,omitempty"`    // the mechanism that shapes links: netem, delayline, bandwidth-only or none
 	Partition  [][]string `json:"partition,omitempty"`  // groups of the current partition
 	NeighOld   []int      `json:"neigh_old,omitempty"`  // ARP table limits (gc_thresh1-3) before this testnet raised them
 	NeighSet   []int      `json:"neigh_set,omitempty"`  // and what it raised them to
+
+	// delayline shaping: the `weft testnet shaper` process and its socket
+	ShaperPID   int    `json:"shaper_pid,omitempty"`
+	ShaperStart uint64 `json:"shaper_start,omitempty"` // its start time in clock ticks, so a reused PID is never signalled
+	ShaperSock  string `json:"shaper_socket,omitempty"`
 
 	Nodes []*NodeState `json:"nodes"`
 }

@@ -29,7 +29,19 @@ type Options struct {
 	// StartConcurrency bounds daemons starting at once (default 2 per core,
 	// at least 4).
 	StartConcurrency int
+	// Shaper chooses how latency, jitter and loss are applied in netns
+	// mode: "" (auto: tc netem where the kernel has it, else the userspace
+	// delay line when the scenario asks for any of them), "delayline"
+	// (always the delay line) or "tc" (never the delay line).
+	Shaper string
 }
+
+// Shaper choices of Options.Shaper.
+const (
+	ShaperAuto      = ""
+	ShaperDelayLine = "delayline"
+	ShaperTC        = "tc"
+)
 
 // Testnet is a running set of weft daemons. Its methods are safe for
 // concurrent use.
@@ -43,6 +55,10 @@ type Testnet struct {
 	outMu sync.Mutex
 	procs map[string]*proc.Process // started by this process
 	rng   *rand.Rand
+
+	shaper     string        // Options.Shaper
+	shaperProc *proc.Process // the shaper, if this process started it
+	shaperMu   sync.Mutex    // serialises writes of the shaper's config
 }
 
 // State returns the testnet's state (read-only for callers).
@@ -106,12 +122,17 @@ func Up(ctx context.Context, sc *Scenario, o Options) (t *Testnet, err error) {
 	default:
 		st.Mode, st.Why = ModeLoopback, why
 	}
+	switch o.Shaper {
+	case ShaperAuto, ShaperDelayLine, ShaperTC:
+	default:
+		return nil, fmt.Errorf("shaper %q: want delayline or tc (or nothing for auto)", o.Shaper)
+	}
 	conc := o.StartConcurrency
 	if conc <= 0 {
 		conc = 4
 	}
 	t = &Testnet{st: st, sc: sc, progress: o.Progress, conc: conc, procs: map[string]*proc.Process{},
-		rng: rand.New(rand.NewPCG(uint64(sc.Seed), 0x7765667421))}
+		rng: rand.New(rand.NewPCG(uint64(sc.Seed), 0x7765667421)), shaper: o.Shaper}
 	if err := t.save(); err != nil {
 		return nil, err
 	}
@@ -250,6 +271,11 @@ func (t *Testnet) makeNodes(ctx context.Context) error {
 			return err
 		}
 		t.say("%d namespaces linked to the bridge", len(st.Nodes))
+		if st.Shaping == ShapingDelayLine {
+			if err := t.startShaper(ctx); err != nil {
+				return err
+			}
+		}
 	} else {
 		for _, n := range st.Nodes {
 			n.Shape = shapes[n.Name]
@@ -675,7 +701,7 @@ func (t *Testnet) Shape(ctx context.Context, names []string, s Shape) error {
 // Down stops every process of the testnet and removes its namespaces and
 // links; with removeDir it also deletes the testnet directory.
 func (t *Testnet) Down(ctx context.Context, removeDir bool) error {
-	return downState(ctx, t.st, removeDir, t.procs)
+	return downState(ctx, t.st, removeDir, t.procs, t.shaperProc)
 }
 
 // Down tears down the testnet whose state is in dir, whatever happened to
@@ -685,10 +711,10 @@ func Down(ctx context.Context, dir string, removeDir bool) error {
 	if err != nil {
 		return err
 	}
-	return downState(ctx, st, removeDir, nil)
+	return downState(ctx, st, removeDir, nil, nil)
 }
 
-func downState(ctx context.Context, st *State, removeDir bool, procs map[string]*proc.Process) error {
+func downState(ctx context.Context, st *State, removeDir bool, procs map[string]*proc.Process, shaper *proc.Process) error {
 	var errs []error
 	// SIGTERM everything, give the daemons 10s to close their stores, then
 	// SIGKILL what is left.
@@ -703,6 +729,9 @@ func downState(ctx context.Context, st *State, removeDir bool, procs map[string]
 				errs = append(errs, fmt.Errorf("%s (pid %d) did not exit", n.Name, n.PID))
 			}
 		}
+	}
+	if err := stopShaper(st, shaper); err != nil {
+		errs = append(errs, err)
 	}
 	if st.Mode == ModeNetns {
 		errs = append(errs, teardownNetns(ctx, st)...)
