@@ -35,8 +35,11 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 	if [ -n "$missing" ]; then
 		echo "scripts/test.sh: installing$missing for the NAT tests" >&2
 		apt-get update -qq >/dev/null
-		# The package's service is never started here (no init in CI
-		# containers); the tests run miniupnpd themselves in a namespace.
+		# The package's own service must never start on this machine's
+		# network: the tests run miniupnpd themselves in a namespace.
+		if command -v debconf-set-selections >/dev/null 2>&1; then
+			echo "miniupnpd miniupnpd/start_daemon boolean false" | debconf-set-selections
+		fi
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 	fi
 fi
