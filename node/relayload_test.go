@@ -121,7 +121,7 @@ func TestRelayLimitsUnderLoad(t *testing.T) {
 
 	// B, a reserved host, counts what reaches it over the sink protocol.
 	b := reserved[0]
-	var got atomic.Int64  // bytes B read, counted as they arrive
+	var got atomic.Int64   // bytes B read, counted as they arrive
 	var ended atomic.Int32 // sink streams B is done with
 	b.SetStreamHandler(sinkProto, func(s network.Stream) {
 		defer ended.Add(1)
