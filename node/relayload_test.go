@@ -201,9 +201,13 @@ func TestRelayLimitsUnderLoad(t *testing.T) {
 	if err == nil {
 		t.Fatalf("1 MiB went through a circuit limited to %d bytes", dataLimit)
 	}
-	nodetest.WaitFor(t, 10*time.Second, "B's sink stream ends", func() bool { return ended.Load() == 1 })
-	if g := got.Load(); g >= dataLimit || g == 0 {
-		t.Errorf("B received %d bytes over a circuit limited to %d, want some and less", g, dataLimit)
+	// B's handler may never run: when the relay resets the circuit before
+	// B has accepted the stream, the stream goes with the connection.
+	nodetest.WaitFor(t, 10*time.Second, "B's sink stream or its circuit from the pusher ends", func() bool {
+		return ended.Load() >= 1 || len(b.Network().ConnsToPeer(pusher.ID())) == 0
+	})
+	if g := got.Load(); g >= dataLimit {
+		t.Errorf("B received %d bytes over a circuit limited to %d", g, dataLimit)
 	}
 	t.Logf("pusher wrote %d bytes before the relay reset the circuit (%v); B received %d", sent, err, got.Load())
 	relayStillUp("after the data limit")
@@ -229,6 +233,9 @@ func TestRelayLimitsUnderLoad(t *testing.T) {
 	if _, err := push(small, 4<<10); err != nil {
 		t.Fatalf("a 4 KiB transfer over a fresh circuit: %v", err)
 	}
-	nodetest.WaitFor(t, 10*time.Second, "B receives the 4 KiB", func() bool { return got.Load() == 4<<10 })
+	nodetest.WaitFor(t, 10*time.Second, "B receives the 4 KiB", func() bool { return got.Load() >= 4<<10 })
+	if g := got.Load(); g != 4<<10 {
+		t.Errorf("B received %d bytes over the fresh circuit, want 4096", g)
+	}
 	relayStillUp("at the end")
 }

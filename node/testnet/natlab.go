@@ -357,10 +357,21 @@ func (h LabHost) routerExec(args ...string) []string {
 }
 
 // CheckIsolated proves that no namespace of the lab can reach beyond it:
-// each has only the lab's links (none into this machine's namespace), no
-// route outside the lab's ranges (a private host's default route goes to
-// its router), and no address of the lab's internet is on this machine.
+// see checkIsolated.
 func (l *NATLab) CheckIsolated(ctx context.Context) error {
+	private := map[string]bool{}
+	for _, h := range l.Private {
+		private[h.NS] = true
+	}
+	return checkIsolated(ctx, l.namespaces, private, l.Internet)
+}
+
+// checkIsolated proves that none of namespaces can reach beyond them: each
+// has only the links a lab or NAT testnet makes (none into this machine's
+// namespace), no route outside the internet range and the routers' LANs (a
+// private host's default route goes to its router), and no address of
+// the internet /24 is on this machine.
+func checkIsolated(ctx context.Context, namespaces []string, private map[string]bool, internet string) error {
 	inLab := func(route string) bool {
 		f := strings.Fields(route)
 		if len(f) == 0 {
@@ -380,17 +391,13 @@ func (l *NATLab) CheckIsolated(ctx context.Context) error {
 		}
 		return strings.HasPrefix(p.Addr().String(), NATLabPrefix) || strings.HasPrefix(p.Addr().String(), "10.78.")
 	}
-	for _, ns := range l.namespaces {
+	for _, ns := range namespaces {
 		out, err := output(ctx, "ip", "-n", ns, "-4", "route", "show")
 		if err != nil {
 			return fmt.Errorf("routes of %s: %w", ns, err)
 		}
-		private := false
-		for _, h := range l.Private {
-			private = private || h.NS == ns
-		}
 		for _, r := range strings.Split(strings.TrimSpace(out), "\n") {
-			if inLab(r) || private && strings.HasPrefix(r, "default via 10.78.") {
+			if inLab(r) || private[ns] && strings.HasPrefix(r, "default via 10.78.") {
 				continue
 			}
 			return fmt.Errorf("namespace %s has a route out of the lab: %q", ns, r)
@@ -410,10 +417,10 @@ func (l *NATLab) CheckIsolated(ctx context.Context) error {
 			}
 		}
 	}
-	// No address of the lab's internet is on this machine.
+	// No address of the internet range is on this machine.
 	addrs, _ := output(ctx, "ip", "-4", "-o", "addr", "show")
-	if pfx := strings.TrimSuffix(l.Internet, "0/24"); strings.Contains(addrs, " "+pfx) {
-		return fmt.Errorf("this machine has an address in the lab's range %s", l.Internet)
+	if pfx := strings.TrimSuffix(internet, "0/24"); strings.Contains(addrs, " "+pfx) {
+		return fmt.Errorf("this machine has an address in the lab's range %s", internet)
 	}
 	return nil
 }

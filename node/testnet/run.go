@@ -57,6 +57,7 @@ type runner struct {
 	stopWatch context.CancelFunc
 	watchWG   sync.WaitGroup
 	contentN  int
+	nat       natTrack
 }
 
 // feedTrack follows one feed's updates through the testnet.
