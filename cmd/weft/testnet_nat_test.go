@@ -11,8 +11,12 @@ import (
 )
 
 // natCIScenario is a small NAT scenario: 4 public relays (4 observers, so
-// observed addresses are trusted), two nodes behind port-restricted NATs
-// and one behind a symmetric NAT.
+// observed addresses are trusted), two nodes behind port-restricted NATs,
+// one behind a symmetric NAT and one behind a full-cone NAT. The full-cone
+// node is there for the feeds too: gossipsub opens no stream on a relayed
+// (limited) connection, so a feed update crosses a pair that can only be
+// relayed (symmetric and port-restricted) through a follower both reach
+// directly.
 const natCIScenario = `
 name = "ci-nat"
 seed = 16
@@ -37,11 +41,15 @@ nat = "port-restricted"
 name = "sym"
 count = 1
 nat = "symmetric"
+[[groups]]
+name = "fc"
+count = 1
+nat = "full-cone"
 [[steps]]
 action = "wait-until"
 check = "reachability"
 reachability = "public"
-nodes = "relay"
+nodes = ["relay", "fc"]
 [[steps]]
 action = "wait-until"
 check = "reachability"
@@ -49,7 +57,7 @@ reachability = "private"
 nodes = ["pr", "sym"]
 [[steps]]
 action = "connect"
-nodes = ["pr", "sym"]
+nodes = ["pr", "sym", "fc"]
 deadline = "10s"
 [[steps]]
 action = "assert"
@@ -63,15 +71,22 @@ via = "relayed"
 nodes = "sym"
 peers = "pr"
 [[steps]]
+action = "assert"
+check = "connection"
+via = "direct"
+nodes = "fc"
+peers = ["pr", "sym"]
+[[steps]]
 action = "pairwise"
-nodes = ["pr", "sym"]
+nodes = ["pr", "sym", "fc"]
 size = "16KiB"
 `
 
 // TestTestnetNATScenario runs a small scenario with NAT groups through
 // `weft testnet run`: AutoNAT verdicts within 60 s, the port-restricted
-// pair punched direct and the symmetric node's pairs on the relay, files
-// and feed updates both ways between every pair, the NAT section of the
+// pair punched direct, the full-cone node dialed directly, the symmetric
+// node's pairs with port-restricted ones on the relay, files and feed
+// updates both ways between every pair, the NAT section of the
 // report, and nothing left behind. It needs root (namespaces, nftables);
 // without root it says so and skips.
 func TestTestnetNATScenario(t *testing.T) {
@@ -82,7 +97,7 @@ func TestTestnetNATScenario(t *testing.T) {
 		t.Fatalf("cannot build NAT routers: %s", why)
 	}
 	if testing.Short() {
-		t.Skip("runs 7 daemons behind NAT routers for about a minute")
+		t.Skip("runs 8 daemons, 4 behind NAT routers for about a minute")
 	}
 	bin := buildWeft(t)
 	work := t.TempDir()
@@ -104,7 +119,7 @@ func TestTestnetNATScenario(t *testing.T) {
 	}
 	for _, n := range r.NAT.Nodes {
 		want := "private"
-		if n.Kind == "public" {
+		if n.Kind == "public" || n.Kind == "full-cone" {
 			want = "public"
 		}
 		if n.Reachability != want || n.VerdictSeconds > 60+r.Startup.Seconds {
@@ -120,6 +135,9 @@ func TestTestnetNATScenario(t *testing.T) {
 	}
 	if k := kinds["port-restricted × symmetric"]; k.Pairs != 2 || k.RelayedOnly != 2 || k.Fetched != 4 || k.FeedsArrived != 4 {
 		t.Errorf("port-restricted and symmetric pairs: %+v, want 2 pairs relayed only, 4 fetches and 4 feed updates", k)
+	}
+	if k := kinds["full-cone × symmetric"]; k.Pairs != 1 || k.Direct != 1 || k.Fetched != 2 || k.FeedsArrived != 2 {
+		t.Errorf("full-cone and symmetric pair: %+v, want 1 pair, direct, 2 fetches and 2 feed updates", k)
 	}
 	t.Logf("NAT section of the summary:\n%s", out[max(0, len(out)-2500):])
 }
