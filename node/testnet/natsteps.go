@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/weft-p2p/weft/node/api"
+	"github.com/weft-p2p/weft/protocol/feed"
 )
 
 // NAT steps and checks (their entries are in actions.go's tables):
@@ -471,6 +472,41 @@ func (r *runner) runPairwise(ctx context.Context, _ int, st *Step) (string, erro
 		}
 		return nil
 	}); err != nil {
+		return "", err
+	}
+	// Every follower has a topic peer on every feed it follows (or the
+	// publisher knows it subscribed) before the updates go out: a follower
+	// whose subscription no peer knows yet would miss the gossip (the
+	// feed's catch-up is not what is measured here).
+	meshed := func(n *NodeState) error {
+		end := time.Now().Add(st.Deadline.D())
+		for _, m := range ns {
+			if m == n {
+				continue
+			}
+			topic := feed.TopicPrefix + feeds[m.Name]
+			for {
+				// A topic peer of its own, or the publisher (not subscribed
+				// to its own topic) sees it there.
+				ps, err := r.t.Client(n).PubsubPeers(ctx, topic)
+				if err == nil && len(ps) > 0 {
+					break
+				}
+				if pub, perr := r.t.Client(m).PubsubPeers(ctx, topic); perr == nil && slices.Contains(pub, n.PeerID) {
+					break
+				}
+				if time.Now().After(end) || ctx.Err() != nil {
+					return fmt.Errorf("%s has no peer on %s's feed topic after %s (%v)", n.Name, m.Name, st.Deadline, err)
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+		}
+		return nil
+	}
+	if err := r.t.parallel(ns, 4, meshed); err != nil {
 		return "", err
 	}
 	published := map[string]time.Time{}
