@@ -58,6 +58,8 @@ type runner struct {
 	watchWG   sync.WaitGroup
 	contentN  int
 	nat       natTrack
+
+	fetchTraces []fetchTrace // traced fetches, when the scenario traces
 }
 
 // feedTrack follows one feed's updates through the testnet.
@@ -175,12 +177,20 @@ func Run(ctx context.Context, sc *Scenario, o RunOptions) (*Report, error) {
 	r.stopWatch()
 	<-samplerDone
 	r.watchWG.Wait()
+	keep := o.Keep || (runErr != nil && o.KeepOnFailure)
+	if tracingOn(sc) && !keep {
+		// The nodes flush their spans as they stop.
+		tctx, tcancel := context.WithTimeout(context.Background(), time.Minute)
+		if err := r.collectTraces(tctx); err != nil {
+			runErr = errors.Join(runErr, fmt.Errorf("collect traces: %w", err))
+		}
+		tcancel()
+	}
 	r.rep.Duration = time.Since(began).Seconds()
 	if runErr != nil {
 		r.rep.Error = runErr.Error()
 	}
 	r.rep.finish(r)
-	keep := o.Keep || (runErr != nil && o.KeepOnFailure)
 	if keep {
 		r.rep.KeptUp = t.st.Dir
 	}
