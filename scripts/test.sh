@@ -25,5 +25,24 @@ if [ "$(id -u)" = 0 ] && ! command -v ip >/dev/null 2>&1 && command -v apt-get >
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
 fi
 
+# The NAT tests (node/testnet TestNATKinds, cmd/weft TestNATHolePunch and
+# TestUPnPPortMapping) build routers in namespaces with nftables; the UPnP
+# one runs miniupnpd (nftables flavour) in a router namespace.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+	missing=""
+	command -v nft >/dev/null 2>&1 || missing="$missing nftables"
+	[ -x /usr/sbin/miniupnpd ] || missing="$missing miniupnpd"
+	if [ -n "$missing" ]; then
+		echo "scripts/test.sh: installing$missing for the NAT tests" >&2
+		apt-get update -qq >/dev/null
+		# The package's own service must never start on this machine's
+		# network: the tests run miniupnpd themselves in a namespace.
+		if command -v debconf-set-selections >/dev/null 2>&1; then
+			echo "miniupnpd miniupnpd/start_daemon boolean false" | debconf-set-selections
+		fi
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+	fi
+fi
+
 go vet ./...
 go test -race -timeout 20m ./...

@@ -200,6 +200,7 @@ func TestNATHolePunch(t *testing.T) {
 		t.Logf("lab internet %s: %s at %s behind router %s (%s)", lab.Internet, h.Name, h.IP, h.PublicIP, h.Kind)
 	}
 
+	started := time.Now()
 	relay := startLabDaemon(t, bin, lab.Public[0], [][2]string{
 		{"relay.service", "true"}, {"relay.client", "false"},
 		{"nat.autonat_service", "true"}, {"nat.reachability", "public"},
@@ -234,6 +235,22 @@ func TestNATHolePunch(t *testing.T) {
 		})
 	}
 	a, b, c := private["a"], private["b"], private["c"]
+
+	// AutoNAT gives everyone the right verdict within 60 s of start: the
+	// observers (not forced, unlike the relay) public, the nodes behind
+	// the port-restricted and symmetric routers private.
+	verdicts := func() string {
+		var out []string
+		for _, d := range append(public[1:], a, b, c) {
+			out = append(out, d.h.Name+"="+d.status(t).NAT.Reachability)
+		}
+		return strings.Join(out, " ")
+	}
+	want := "o1=public o2=public o3=public a=private b=private c=private"
+	nodetest.WaitFor(t, time.Until(started.Add(60*time.Second)), "AutoNAT verdicts "+want, func() bool {
+		return verdicts() == want
+	})
+	t.Logf("AutoNAT verdicts right %v after the first daemon started", time.Since(started).Round(100*time.Millisecond))
 
 	for _, d := range []*labDaemon{a, b, c} {
 		nodetest.WaitFor(t, 90*time.Second, d.h.Name+" holds a reservation on the relay", func() bool {

@@ -43,6 +43,14 @@ func NewClient(addr, token string) *Client {
 	return &Client{base: strings.TrimRight(base, "/"), token: token, http: &http.Client{}}
 }
 
+// NewClientHTTP is NewClient over hc (its transport may dial another way:
+// into a network namespace, say).
+func NewClientHTTP(addr, token string, hc *http.Client) *Client {
+	c := NewClient(addr, token)
+	c.http = hc
+	return c
+}
+
 // Base returns the API's base URL.
 func (c *Client) Base() string { return c.base }
 

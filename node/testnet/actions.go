@@ -129,6 +129,9 @@ var actions = map[string]action{
 	},
 	"partition": {
 		validate: func(v *stepValidator, st *Step) {
+			if v.s.HasNAT() {
+				v.bad("partition is not available with NAT groups (nodes behind routers have no address of their own on the internet)")
+			}
 			if len(st.Groups) < 2 {
 				v.bad("groups needs at least two groups of nodes")
 			}
@@ -139,6 +142,25 @@ var actions = map[string]action{
 			}
 		},
 		run: (*runner).runPartition,
+	},
+	"connect": {
+		validate: func(v *stepValidator, st *Step) {
+			if st.Deadline == 0 {
+				st.Deadline = Duration(30 * time.Second)
+			}
+		},
+		run: (*runner).runConnect,
+	},
+	"pairwise": {
+		validate: func(v *stepValidator, st *Step) {
+			if st.Deadline == 0 {
+				st.Deadline = Duration(60 * time.Second)
+			}
+			if st.Size == "" {
+				st.Size = "64KiB"
+			}
+		},
+		run: (*runner).runPairwise,
 	},
 	"heal": {run: func(r *runner, ctx context.Context, _ int, _ *Step) (string, error) { return "", r.t.Heal(ctx) }},
 	"shape": {
@@ -219,6 +241,22 @@ var checks = map[string]check{
 		eval: (*runner).checkDelivery,
 	},
 	"running": {eval: (*runner).checkRunning},
+	"connection": {
+		validate: func(v *stepValidator, st *Step) {
+			if st.Via != "direct" && st.Via != "relayed" {
+				v.bad("via %q: use direct or relayed", st.Via)
+			}
+		},
+		eval: (*runner).checkConnection,
+	},
+	"reachability": {
+		validate: func(v *stepValidator, st *Step) {
+			if st.Reach != "public" && st.Reach != "private" && st.Reach != "unknown" {
+				v.bad("reachability %q: use public, private or unknown", st.Reach)
+			}
+		},
+		eval: (*runner).checkReachability,
+	},
 }
 
 // validateCheck validates an assert or wait-until step: its check's name
@@ -226,7 +264,7 @@ var checks = map[string]check{
 func validateCheck(v *stepValidator, st *Step) {
 	c, ok := checks[st.Check]
 	if !ok {
-		v.bad("check %q: use holds, feed-seq, replicas, peers, members, delivery or running", st.Check)
+		v.bad("check %q: use holds, feed-seq, replicas, peers, members, delivery, running, connection or reachability", st.Check)
 		return
 	}
 	if c.validate != nil {

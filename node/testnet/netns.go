@@ -362,9 +362,12 @@ func (t *Testnet) applyShape(ctx context.Context, n *NodeState, s Shape) error {
 		if err := tc("class", "add", "dev", "eth0", "parent", "1:", "classid", "1:20", "htb", "rate", rate, "quantum", "200000"); err != nil {
 			return err
 		}
-		if err := tc("filter", "add", "dev", "eth0", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
-			"match", "ip", "dst", st.HostIP+"/32", "flowid", "1:10"); err != nil {
-			return err
+		// A NAT testnet's API traffic stays on the namespace's loopback.
+		if st.HostIP != "" {
+			if err := tc("filter", "add", "dev", "eth0", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
+				"match", "ip", "dst", st.HostIP+"/32", "flowid", "1:10"); err != nil {
+				return err
+			}
 		}
 	} else if err := tc("class", "change", "dev", "eth0", "parent", "1:", "classid", "1:20", "htb", "rate", rate, "quantum", "200000"); err != nil {
 		return err

@@ -55,6 +55,7 @@ type Report struct {
 	TotalRSS int64        `json:"total_rss_bytes"` // sum of the nodes' last RSS
 	PeakRSS  int64        `json:"total_peak_rss_bytes"`
 	TotalCPU float64      `json:"total_cpu_seconds"`
+	NAT      *NATReport   `json:"nat,omitempty"`    // scenarios with NAT groups
 	Traces   *TraceReport `json:"traces,omitempty"` // when the scenario sets tracing.exporter = "file"
 
 	fetchTimes []float64
@@ -268,6 +269,9 @@ func (rep *Report) finish(r *runner) {
 		rep.latencies = append(rep.latencies, lats...)
 		rep.Feeds = append(rep.Feeds, fr)
 	}
+	r.mu.Unlock()
+	rep.NAT = r.natReport()
+	r.mu.Lock()
 	if r.t != nil {
 		for _, n := range r.t.st.Nodes {
 			nr := NodeReport{Name: n.Name, IP: n.IP, PeerID: n.PeerID, Starts: n.Starts}
@@ -422,6 +426,9 @@ func (rep *Report) Summary() string {
 		fmt.Fprintf(&b, "  delivery  %d/%d (%.2f%%), %d seen on the topic\n", f.Delivered, f.Expected, 100*f.Ratio, f.OnTopic)
 		l := f.LatencyMS
 		fmt.Fprintf(&b, "  latency   p50 %.1fms  p90 %.1fms  p95 %.1fms  p99 %.1fms  max %.1fms  (n=%d)\n", l.P50, l.P90, l.P95, l.P99, l.Max, l.Count)
+	}
+	if rep.NAT != nil {
+		rep.NAT.summary(&b)
 	}
 	if rep.Fetch.Count > 0 {
 		f := rep.Fetch

@@ -57,6 +57,7 @@ type runner struct {
 	stopWatch context.CancelFunc
 	watchWG   sync.WaitGroup
 	contentN  int
+	nat       natTrack
 
 	fetchTraces []fetchTrace // traced fetches, when the scenario traces
 }

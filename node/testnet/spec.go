@@ -136,6 +136,16 @@ type Group struct {
 	// NoStart leaves the group's nodes down until a start step.
 	NoStart bool   `toml:"no_start" json:"no_start,omitempty"`
 	Link    *Shape `toml:"link" json:"link,omitempty"` // overrides network.link for this group
+	// NAT puts each node of the group behind a router of its own that
+	// translates as the kind says: full-cone, address-restricted,
+	// port-restricted or symmetric (see NATKind). A scenario with a NAT
+	// group runs in namespaces only, on a public-looking internet range
+	// (11.77.K.0/24) that exists only inside them; groups without nat are
+	// its public hosts.
+	NAT string `toml:"nat" json:"nat,omitempty"`
+	// Config sets daemon config keys on this group's nodes, after the
+	// scenario's [config].
+	Config map[string]string `toml:"config" json:"config,omitempty"`
 }
 
 // Step is one timed action. Which fields count depends on Action; the
@@ -147,6 +157,7 @@ type Step struct {
 
 	Node  string   `toml:"node" json:"node,omitempty"`   // one node (add, publish, collection-create, collection-add; assert/wait-until: who answers)
 	Nodes Selector `toml:"nodes" json:"nodes,omitempty"` // many nodes: "all", group and node names
+	Peers Selector `toml:"peers" json:"peers,omitempty"` // connect, connection: the other end of each pair (default: nodes)
 
 	As   string `toml:"as" json:"as,omitempty"`     // variable that receives the result ($name later)
 	CID  string `toml:"cid" json:"cid,omitempty"`   // a CID or $var
@@ -175,12 +186,14 @@ type Step struct {
 	Duration Duration `toml:"duration" json:"duration,omitempty"` // sleep
 
 	// assert and wait-until
-	Check    string   `toml:"check" json:"check,omitempty"`       // holds, feed-seq, replicas, peers, members, delivery, running
-	Seq      uint64   `toml:"seq" json:"seq,omitempty"`           // feed-seq
-	Min      float64  `toml:"min" json:"min,omitempty"`           // peers, members: at least; delivery: ratio
-	Negate   bool     `toml:"not" json:"not,omitempty"`           // the check must be false
-	Deadline Duration `toml:"deadline" json:"deadline,omitempty"` // wait-until (default 60s)
-	Timeout  Duration `toml:"timeout" json:"timeout,omitempty"`   // any step's own bound (default 2m)
+	Check    string   `toml:"check" json:"check,omitempty"`               // holds, feed-seq, replicas, peers, members, delivery, running, connection, reachability
+	Via      string   `toml:"via" json:"via,omitempty"`                   // connection: direct or relayed
+	Reach    string   `toml:"reachability" json:"reachability,omitempty"` // reachability: public or private
+	Seq      uint64   `toml:"seq" json:"seq,omitempty"`                   // feed-seq
+	Min      float64  `toml:"min" json:"min,omitempty"`                   // peers, members: at least; delivery: ratio
+	Negate   bool     `toml:"not" json:"not,omitempty"`                   // the check must be false
+	Deadline Duration `toml:"deadline" json:"deadline,omitempty"`         // wait-until (default 60s)
+	Timeout  Duration `toml:"timeout" json:"timeout,omitempty"`           // any step's own bound (default 2m)
 }
 
 // Selector names nodes: "all", a group name, a node name, or a list of
@@ -245,8 +258,10 @@ func normaliseSelectors(raw map[string]any) {
 		if !ok {
 			continue
 		}
-		if s, ok := m["nodes"].(string); ok {
-			m["nodes"] = []any{s}
+		for _, k := range []string{"nodes", "peers"} {
+			if s, ok := m[k].(string); ok {
+				m[k] = []any{s}
+			}
 		}
 		if gs, ok := m["groups"].([]any); ok {
 			for i, g := range gs {
@@ -423,6 +438,37 @@ func (s *Scenario) Validate() error {
 				bad("group %q link: %v", g.Name, err)
 			}
 		}
+		if g.NAT != "" {
+			if k, err := ParseNATKind(g.NAT); err != nil {
+				bad("group %q: %v", g.Name, err)
+			} else if k == NATUPnP {
+				bad("group %q: nat = \"upnp\" is for the NAT lab's tests, not yet for testnets", g.Name)
+			}
+		}
+		if c, err := node.DefaultConfig(node.ProfileLocal); err == nil && len(g.Config) > 0 {
+			if err := applyConfig(&c, s.Config); err == nil {
+				if err := applyConfig(&c, g.Config); err != nil {
+					bad("group %q config: %v", g.Name, err)
+				}
+			}
+		}
+	}
+	if s.HasNAT() {
+		if s.Network.Mode == "loopback" {
+			bad("network.mode loopback: groups behind a NAT need namespaces")
+		}
+		if s.Network.Subnet != "" {
+			bad("network.subnet: a scenario with NAT groups picks its own internet range (%sK.0/24)", NATLabPrefix)
+		}
+		public := 0
+		for _, g := range s.Groups {
+			if g.NAT == "" {
+				public += g.Count
+			}
+		}
+		if public == 0 {
+			bad("every group is behind a NAT: give a group without nat (public hosts: bootstrap, relays, AutoNAT servers)")
+		}
 	}
 	if total > MaxNodes {
 		bad("%d nodes: at most %d per testnet", total, MaxNodes)
@@ -443,6 +489,29 @@ func (s *Scenario) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// HasNAT says some group sits behind a NAT.
+func (s *Scenario) HasNAT() bool {
+	for _, g := range s.Groups {
+		if g.NAT != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// GroupOf returns the group a node belongs to.
+func (s *Scenario) GroupOf(name string) *Group {
+	for i := range s.Groups {
+		g := &s.Groups[i]
+		for k := 1; k <= g.Count; k++ {
+			if nodeName(g.Name, k) == name {
+				return g
+			}
+		}
+	}
+	return nil
 }
 
 // stepValidator collects the problems of one step.
@@ -491,6 +560,9 @@ func (s *Scenario) validateStep(st *Step, vars map[string]bool) error {
 	}
 	if _, err := s.Resolve(st.Nodes); err != nil {
 		v.bad("nodes: %v", err)
+	}
+	if _, err := s.Resolve(st.Peers); err != nil {
+		v.bad("peers: %v", err)
 	}
 	if st.Size != "" {
 		if _, err := node.ParseByteSize(st.Size); err != nil {

@@ -88,6 +88,52 @@ count = 12
 [[groups]]
 name = "a1"
 count = 1`, `ambiguous`},
+		{`[[groups]]
+name = "n"
+count = 2
+nat = "cone"`, `NAT kind "cone"`},
+		{`[[groups]]
+name = "n"
+count = 2
+nat = "symmetric"`, `every group is behind a NAT`},
+		{`[network]
+mode = "loopback"
+[[groups]]
+name = "p"
+count = 1
+[[groups]]
+name = "n"
+count = 2
+nat = "symmetric"`, `need namespaces`},
+		{`[[groups]]
+name = "p"
+count = 1
+[[groups]]
+name = "n"
+count = 2
+nat = "port-restricted"
+[[steps]]
+action = "partition"
+groups = [["p"], ["n"]]`, `partition is not available with NAT groups`},
+		{`[[groups]]
+name = "p"
+count = 1
+[groups.config]
+"relay.nonsense" = "1"`, `group "p" config`},
+		{`[[groups]]
+name = "p"
+count = 3
+[[steps]]
+action = "assert"
+check = "connection"
+via = "sideways"`, `via "sideways"`},
+		{`[[groups]]
+name = "p"
+count = 3
+[[steps]]
+action = "wait-until"
+check = "reachability"
+peers = "q"`, `reachability ""`},
 	}
 	for _, c := range cases {
 		sc, err := ParseScenario([]byte(c.doc))

@@ -53,6 +53,11 @@ type State struct {
 	Partition  [][]string `json:"partition,omitempty"`  // groups of the current partition
 	NeighOld   []int      `json:"neigh_old,omitempty"`  // ARP table limits (gc_thresh1-3) before this testnet raised them
 	NeighSet   []int      `json:"neigh_set,omitempty"`  // and what it raised them to
+	// Internet is set when groups sit behind NATs: Subnet is then a
+	// public-looking 11.77.K.0/24 that exists only inside the namespaces,
+	// this machine has no link into them (no HostIP, no HostLink), and the
+	// orchestrator reaches each API on its namespace's loopback.
+	Internet bool `json:"internet,omitempty"`
 
 	// delayline shaping: the `weft testnet shaper` process and its socket
 	ShaperPID   int    `json:"shaper_pid,omitempty"`
@@ -78,6 +83,11 @@ type NodeState struct {
 	Starts   int    `json:"starts"`
 	Shape    Shape  `json:"shape"`
 	Token    string `json:"-"`
+	// Behind a NAT: the kind, the router's namespace and its address on
+	// the internet (IP is then the node's address on its router's LAN).
+	NAT      string `json:"nat,omitempty"`
+	Router   string `json:"router_ns,omitempty"`
+	PublicIP string `json:"public_ip,omitempty"`
 
 	mu sync.Mutex // guards PID, PIDStart and Starts against readers outside Testnet.mu
 }

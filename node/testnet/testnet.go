@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,6 +60,9 @@ type Testnet struct {
 	shaper     string        // Options.Shaper
 	shaperProc *proc.Process // the shaper, if this process started it
 	shaperMu   sync.Mutex    // serialises writes of the shaper's config
+
+	httpMu sync.Mutex
+	httpNS map[string]*http.Client // API clients dialing inside a namespace (NAT testnets)
 }
 
 // State returns the testnet's state (read-only for callers).
@@ -119,6 +123,8 @@ func Up(ctx context.Context, sc *Scenario, o Options) (t *Testnet, err error) {
 		st.Mode = ModeNetns
 	case mode == ModeNetns:
 		return nil, fmt.Errorf("network namespaces unavailable: %s", why)
+	case sc.HasNAT():
+		return nil, fmt.Errorf("groups behind a NAT need network namespaces, unavailable here: %s", why)
 	default:
 		st.Mode, st.Why = ModeLoopback, why
 	}
@@ -144,7 +150,17 @@ func Up(ctx context.Context, sc *Scenario, o Options) (t *Testnet, err error) {
 			}
 		}
 	}()
-	if st.Mode == ModeNetns {
+	if st.Mode == ModeNetns && sc.HasNAT() {
+		st.Internet = true
+		if st.Subnet, err = pickLabSubnet(ctx, st.ID); err != nil {
+			return t, err
+		}
+		t.say("testnet %s: %d nodes in network namespaces on the internet %s (only inside them), some behind NAT routers", st.ID, len(sc.NodeNames()), st.Subnet)
+		if err := t.setupInternet(ctx); err != nil {
+			return t, err
+		}
+		t.say("shaping: %s", st.ShapingNote())
+	} else if st.Mode == ModeNetns {
 		st.Subnet = sc.Network.Subnet
 		if st.Subnet == "" {
 			if st.Subnet, err = pickSubnet(ctx, st.ID); err != nil {
@@ -161,6 +177,12 @@ func Up(ctx context.Context, sc *Scenario, o Options) (t *Testnet, err error) {
 	}
 	if err := t.makeNodes(ctx); err != nil {
 		return t, err
+	}
+	if st.Internet {
+		// Before any traffic: nothing in the testnet reaches beyond it.
+		if err := t.checkInternetIsolated(ctx); err != nil {
+			return t, err
+		}
 	}
 	var start []string
 	for _, g := range sc.Groups {
@@ -190,8 +212,15 @@ func (t *Testnet) makeNodes(ctx context.Context) error {
 			if st.Mode == ModeNetns {
 				n.NS = nsPrefix(st.ID) + name
 				n.IP = ipOf(st.Subnet, len(st.Nodes)+1)
+				if g.NAT != "" {
+					placeNATNode(st, n, len(st.Nodes)+1, g.NAT)
+				}
 				n.Swarm = fmt.Sprintf("/ip4/%s/tcp/%d", n.IP, SwarmPort)
 				n.API = fmt.Sprintf("%s:%d", n.IP, APIPort)
+				if st.Internet {
+					// Reached from a thread inside the namespace (nsHTTP).
+					n.API = fmt.Sprintf("127.0.0.1:%d", APIPort)
+				}
 			} else {
 				n.IP = "127.0.0.1"
 				sp, err := freePort()
@@ -250,6 +279,11 @@ func (t *Testnet) makeNodes(ctx context.Context) error {
 		if err := applyConfig(&cfg, sc.Config); err != nil {
 			return fmt.Errorf("%s: config: %w", n.Name, err)
 		}
+		if g := sc.GroupOf(n.Name); g != nil {
+			if err := applyConfig(&cfg, g.Config); err != nil {
+				return fmt.Errorf("%s: group config: %w", n.Name, err)
+			}
+		}
 		return node.SaveConfigFile(n.Repo, cfg)
 	})
 	if err != nil {
@@ -262,7 +296,11 @@ func (t *Testnet) makeNodes(ctx context.Context) error {
 			idx[n.Name] = i + 1
 		}
 		err = t.parallel(st.Nodes, 4, func(n *NodeState) error {
-			if err := t.addNodeNS(ctx, n, idx[n.Name]); err != nil {
+			add := t.addNodeNS
+			if n.NAT != "" {
+				add = t.addNATNodeNS
+			}
+			if err := add(ctx, n, idx[n.Name]); err != nil {
 				return fmt.Errorf("namespace for %s: %w", n.Name, err)
 			}
 			return t.applyShape(ctx, n, shapes[n.Name])
@@ -300,15 +338,26 @@ func (t *Testnet) topology() map[string][]string {
 		}
 		out[a.Name] = append(out[a.Name], addr(b))
 	}
-	switch t.sc.Network.Topology {
-	case "ring":
+	switch {
+	case t.st.Internet:
+		// Everyone knows every public node: they are the only ones
+		// reachable at start, and an observed address counts once 4 peers
+		// saw it.
+		for _, n := range nodes {
+			for _, m := range nodes {
+				if m.NAT == "" {
+					add(n, m)
+				}
+			}
+		}
+	case t.sc.Network.Topology == "ring":
 		for i, n := range nodes {
 			if len(nodes) > 1 {
 				add(n, nodes[(i+1)%len(nodes)])
 				add(n, nodes[(i+len(nodes)-1)%len(nodes)])
 			}
 		}
-	case "random":
+	case t.sc.Network.Topology == "random":
 		for i, n := range nodes[1:] {
 			// Earlier nodes only, so the graph is connected.
 			k := min(t.sc.Network.Degree, i+1)
@@ -378,6 +427,9 @@ func (t *Testnet) nodes(names []string) ([]*NodeState, error) {
 func (t *Testnet) Client(n *NodeState) *api.Client {
 	if n.Token == "" {
 		n.Token = node.ReadToken(n.Repo)
+	}
+	if t.st.Internet && n.NS != "" {
+		return api.NewClientHTTP(n.API, n.Token, t.nsHTTP(n.NS))
 	}
 	return api.NewClient(n.API, n.Token)
 }
