@@ -35,6 +35,17 @@ type Options struct {
 	// Tune, if set, may change the loaded config before the node starts
 	// (tests use it for short intervals).
 	Tune func(*Config)
+	// The simulator (node/testnet, --mode sim) runs many nodes in one
+	// process with these; the daemon leaves them zero.
+	// APIListener, if set, is where the API is served instead of a TCP
+	// listener on addresses.api; the node closes it.
+	APIListener net.Listener
+	// InMemoryStore keeps the store in memory (small memtables), not in
+	// the repo.
+	InMemoryStore bool
+	// TuneP2P, if set, may change the network config before it starts
+	// (the simulator's transports, connection and DHT limits).
+	TuneP2P func(*p2p.Config)
 }
 
 // Node is a running weft daemon.
@@ -104,7 +115,10 @@ func start(ctx context.Context, repo *Repo, opts Options) (_ *Node, err error) {
 
 	// Bind the API first: a taken port is the commonest start-up failure and
 	// should be reported before the slower parts start.
-	n.apiLn, err = net.Listen("tcp", cfg.Addresses.API)
+	n.apiLn = opts.APIListener
+	if n.apiLn == nil {
+		n.apiLn, err = net.Listen("tcp", cfg.Addresses.API)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("listen for API on %s: %w (is another daemon running? pick another port with 'weft config set addresses.api HOST:PORT')", cfg.Addresses.API, err)
 	}
@@ -123,7 +137,7 @@ func start(ctx context.Context, repo *Repo, opts Options) (_ *Node, err error) {
 		}
 	}()
 
-	n.store, err = store.Open(store.Config{
+	scfg := store.Config{
 		Path:          filepath.Join(repo.Path, StoreDir),
 		MaxBytes:      int64(cfg.Store.MaxBytes),
 		BufferedFiles: cfg.Store.BufferedFiles,
@@ -132,7 +146,15 @@ func start(ctx context.Context, repo *Repo, opts Options) (_ *Node, err error) {
 		// Badger is writing, so this bounds what a GC leaves on disk.
 		ValueLogFileSize: 16 << 20,
 		Logger:           log.With("subsystem", "store"),
-	})
+	}
+	if opts.InMemoryStore {
+		scfg.Path, scfg.InMemory = "", true
+		// In memory, Badger wants a batch (15% of a memtable) to hold its
+		// largest value (1 MiB): 8 MiB memtables, allocated but touched
+		// only as far as they fill.
+		scfg.MemTableSize, scfg.BlockCacheSize = 8<<20, 1<<20
+	}
+	n.store, err = store.Open(scfg)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
@@ -140,6 +162,9 @@ func start(ctx context.Context, repo *Repo, opts Options) (_ *Node, err error) {
 	pcfg, err := n.p2pConfig()
 	if err != nil {
 		return nil, err
+	}
+	if opts.TuneP2P != nil {
+		opts.TuneP2P(&pcfg)
 	}
 	n.net, err = p2p.New(ctx, pcfg)
 	if err != nil {

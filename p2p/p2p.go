@@ -124,6 +124,11 @@ type Config struct {
 	// NAT configures reachability checks, relays, hole punching, port
 	// mapping and the announced addresses (nat.go). Zero: all off.
 	NAT NATConfig
+	// Transports, when not empty, replaces the TCP and QUIC transports and
+	// the Noise and TLS security with these libp2p options. Only the
+	// simulator sets it (an in-memory transport with plaintext security,
+	// node/testnet/simlink); a real swarm never does.
+	Transports []libp2p.Option
 }
 
 func (c *Config) setDefaults() {
@@ -250,12 +255,18 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := []libp2p.Option{
-		libp2p.Identity(cfg.Identity),
-		libp2p.ListenAddrs(listen...),
+	transports := []libp2p.Option{
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Security(libp2ptls.ID, libp2ptls.New),
 		libp2p.Transport(tcp.NewTCPTransport),
+	}
+	if len(cfg.Transports) > 0 {
+		transports, quicOn = cfg.Transports, false
+	}
+	opts := []libp2p.Option{
+		libp2p.Identity(cfg.Identity),
+		libp2p.ListenAddrs(listen...),
+		libp2p.ChainOptions(transports...),
 		libp2p.DefaultMuxers,
 		libp2p.ConnectionManager(cm),
 		libp2p.ResourceManager(rm),

@@ -41,6 +41,14 @@ func NewClient(addr, token string) *Client {
 	return &Client{base: strings.TrimRight(base, "/"), token: token, http: &http.Client{}}
 }
 
+// WithHTTP returns a copy of c that sends its requests through hc (the
+// simulator's in-memory connections).
+func (c *Client) WithHTTP(hc *http.Client) *Client {
+	cc := *c
+	cc.http = hc
+	return &cc
+}
+
 // Base returns the API's base URL.
 func (c *Client) Base() string { return c.base }
 

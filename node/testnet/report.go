@@ -37,6 +37,9 @@ type Report struct {
 	Build    Build     `json:"build"`
 	Settings *Scenario `json:"settings"` // the scenario with every default filled in
 	Testnet  *State    `json:"testnet,omitempty"`
+	// Simulated is set when the run was simulated (RunSim): every time
+	// in the report is then virtual time.
+	Simulated *SimInfo `json:"simulated,omitempty"`
 
 	Startup struct {
 		Nodes    int     `json:"nodes"`
@@ -264,7 +267,7 @@ func (rep *Report) finish(r *runner) {
 		rep.Feeds = append(rep.Feeds, fr)
 	}
 	if r.t != nil {
-		for _, n := range r.t.st.Nodes {
+		for _, n := range r.t.state().Nodes {
 			nr := NodeReport{Name: n.Name, IP: n.IP, PeerID: n.PeerID, Starts: n.Starts}
 			if u := r.usage[n.Name]; u != nil {
 				nr.CPUSeconds = u.cpuPrev + u.cpuLast

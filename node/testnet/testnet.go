@@ -311,6 +311,10 @@ func freePort() (int, error) {
 // parallel runs fn over nodes with at most conc at once and returns every
 // error.
 func (t *Testnet) parallel(nodes []*NodeState, conc int, fn func(*NodeState) error) error {
+	return parallel(nodes, conc, fn)
+}
+
+func parallel(nodes []*NodeState, conc int, fn func(*NodeState) error) error {
 	sem := make(chan struct{}, conc)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
