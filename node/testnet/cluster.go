@@ -28,5 +28,5 @@ type cluster interface {
 
 var _ cluster = (*Testnet)(nil)
 
-func (t *Testnet) state() *State           { return t.st }
+func (t *Testnet) state() *State          { return t.st }
 func (t *Testnet) isUp(n *NodeState) bool { return n.alive() }

@@ -111,7 +111,7 @@ func RunSim(ctx context.Context, sc *Scenario, o RunOptions) (*Report, error) {
 		rep.Started = started
 		c.mu.Lock()
 		rep.Simulated = &SimInfo{
-			Model:          "simlink: in-memory byte pipes under plaintext security and yamux; sender-side latency ± uniform jitter, egress bandwidth, loss as one retransmission timeout of delay",
+			Model:          "simlink: in-memory byte pipes under plaintext security and yamux; sender-side latency ± uniform jitter, egress bandwidth, loss as one retransmission timeout of delay; CPU work costs no virtual time",
 			WallSeconds:    (WallClock() - wall0).Seconds(),
 			VirtualSeconds: time.Since(virt0).Seconds(),
 			PeakHeapBytes:  c.peakHeap,
@@ -604,6 +604,5 @@ func (l *pipeListener) Addr() net.Addr {
 	}
 	return net.TCPAddrFromAddrPort(ap)
 }
-
 
 func newSimNet(sc *Scenario) *simlink.Network { return simlink.New(uint64(sc.Seed)) }

@@ -76,9 +76,56 @@ func TestSimFeedSmall(t *testing.T) {
 		if err != nil {
 			t.Fatalf("run: %v", err)
 		}
-		if rep.Simulated == nil || len(rep.Feeds) != 1 || rep.Feeds[0].Delivery.Ratio != 1 {
-			t.Fatalf("report: %+v", rep)
-		}
+		checkSimFeedReport(t, rep, 10, 10)
 		t.Logf("%s", rep.Summary())
 	})
+}
+
+// TestSimFeed100 runs the shipped 100-node simulated feed scenario: every
+// node a weft node on simulated 20 ms ± 5 ms links, in virtual time.
+func TestSimFeed100(t *testing.T) {
+	if testing.Short() {
+		t.Skip("100 simulated nodes take about a minute of CPU; not in -short")
+	}
+	sc, _, err := LoadScenario("../../scripts/scenarios/feed-100-sim.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	synctest.Test(t, func(t *testing.T) {
+		rep, err := RunSim(context.Background(), sc, RunOptions{Options: Options{Dir: dir + "/net"}, ReportDir: dir + "/report"})
+		if err != nil {
+			t.Fatalf("run: %v\n%s", err, rep.Summary())
+		}
+		checkSimFeedReport(t, rep, 100, 50)
+		t.Logf("%s", rep.Summary())
+	})
+}
+
+// checkSimFeedReport checks what a simulated feed run must show: every
+// update delivered to every follower, latencies no shorter than one link
+// crossing, and the simulation's own figures.
+func checkSimFeedReport(t *testing.T, rep *Report, nodes, updates int) {
+	t.Helper()
+	sim := rep.Simulated
+	if sim == nil || sim.VirtualSeconds <= 0 || sim.WallSeconds <= 0 || sim.Links.Dials == 0 || sim.Links.Bytes == 0 {
+		t.Fatalf("simulation figures missing: %+v", sim)
+	}
+	if rep.Testnet == nil || rep.Testnet.Mode != ModeSim || len(rep.Testnet.Nodes) != nodes {
+		t.Fatalf("testnet state: %+v", rep.Testnet)
+	}
+	if len(rep.Feeds) != 1 {
+		t.Fatalf("%d feeds reported", len(rep.Feeds))
+	}
+	f := rep.Feeds[0]
+	if f.Updates != updates || f.Followers != nodes-1 || f.Ratio != 1 || f.Delivered != updates*(nodes-1) {
+		t.Fatalf("feed: %d updates, %d followers, %d/%d delivered", f.Updates, f.Followers, f.Delivered, f.Expected)
+	}
+	link := rep.Settings.Network.Link
+	if min := float64((link.Latency - link.Jitter).D().Milliseconds()); f.LatencyMS.P50 < min {
+		t.Errorf("median delivery %.1fms is faster than one link (%.0fms)", f.LatencyMS.P50, min)
+	}
+	if f.ImpliedHops == nil || f.ImpliedHops.Max < 1 {
+		t.Errorf("implied hops: %+v", f.ImpliedHops)
+	}
 }

@@ -40,7 +40,9 @@ type Scenario struct {
 // Network is how nodes are connected and shaped.
 type Network struct {
 	// Mode: "auto" (namespaces when root on Linux with iproute2, else
-	// loopback), "netns" (fail if namespaces cannot be made) or "loopback".
+	// loopback), "netns" (fail if namespaces cannot be made), "loopback",
+	// or "sim": every node in one process on simulated links in virtual
+	// time (RunSim; `weft testnet run` runs it through weft-testnet-sim).
 	Mode string `toml:"mode" json:"mode"`
 	// Topology says which peers each node knows at start (its bootstrap
 	// list): "star" (everyone knows the first node; default), "ring" (each
@@ -368,9 +370,9 @@ func (s *Scenario) Validate() error {
 	switch s.Network.Mode {
 	case "":
 		s.Network.Mode = "auto"
-	case "auto", "netns", "loopback":
+	case "auto", "netns", "loopback", ModeSim:
 	default:
-		bad("network.mode %q: use auto, netns or loopback", s.Network.Mode)
+		bad("network.mode %q: use auto, netns, loopback or sim", s.Network.Mode)
 	}
 	switch s.Network.Topology {
 	case "":

@@ -94,6 +94,9 @@ func Up(ctx context.Context, sc *Scenario, o Options) (t *Testnet, err error) {
 	if o.Mode != "" {
 		mode = o.Mode
 	}
+	if mode == ModeSim {
+		return nil, errors.New("a simulated testnet runs a scenario in one process ('weft testnet run FILE --mode sim'); it cannot be brought up for other commands")
+	}
 	st := &State{ID: newID(), Dir: dir, Bin: bin, Created: time.Now().UTC(), Scenario: sc.Name, Seed: sc.Seed, Topology: sc.Network.Topology}
 	why := canNetns()
 	switch {
