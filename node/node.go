@@ -40,9 +40,10 @@ type Options struct {
 	// APIListener, if set, is where the API is served instead of a TCP
 	// listener on addresses.api; the node closes it.
 	APIListener net.Listener
-	// InMemoryStore keeps the store in memory (small memtables), not in
-	// the repo.
-	InMemoryStore bool
+	// Store, if set, is the open store the node uses instead of the
+	// repo's; the node leaves it open on Close (a simulated node keeps its
+	// in-memory store across restarts).
+	Store *store.Store
 	// TuneP2P, if set, may change the network config before it starts
 	// (the simulator's transports, connection and DHT limits).
 	TuneP2P func(*p2p.Config)
@@ -61,6 +62,9 @@ type Node struct {
 	native  *native
 	metrics *metrics
 	started time.Time
+
+	// storeBorrowed: the store came from Options.Store; Close leaves it open.
+	storeBorrowed bool
 
 	apiLn   net.Listener
 	apiSrv  *http.Server
@@ -147,15 +151,9 @@ func start(ctx context.Context, repo *Repo, opts Options) (_ *Node, err error) {
 		ValueLogFileSize: 16 << 20,
 		Logger:           log.With("subsystem", "store"),
 	}
-	if opts.InMemoryStore {
-		scfg.Path, scfg.InMemory = "", true
-		// In memory, Badger wants a batch (15% of a memtable) to hold its
-		// largest value (1 MiB): 8 MiB memtables, allocated but touched
-		// only as far as they fill.
-		scfg.MemTableSize, scfg.BlockCacheSize = 8<<20, 1<<20
-	}
-	n.store, err = store.Open(scfg)
-	if err != nil {
+	if opts.Store != nil {
+		n.store, n.storeBorrowed = opts.Store, true
+	} else if n.store, err = store.Open(scfg); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 
@@ -357,7 +355,7 @@ func (n *Node) closeParts() error {
 			errs = append(errs, fmt.Errorf("stop network: %w", err))
 		}
 	}
-	if n.store != nil {
+	if n.store != nil && !n.storeBorrowed {
 		if err := n.store.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close store: %w", err))
 		}

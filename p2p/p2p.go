@@ -129,6 +129,9 @@ type Config struct {
 	// simulator sets it (an in-memory transport with plaintext security,
 	// node/testnet/simlink); a real swarm never does.
 	Transports []libp2p.Option
+	// BitswapWorkers, when above 0, bounds Bitswap's blockstore and task
+	// workers (default: boxo's, 128 and 8 goroutines per node).
+	BitswapWorkers int
 }
 
 func (c *Config) setDefaults() {

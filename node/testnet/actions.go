@@ -735,7 +735,7 @@ func (r *runner) checkReplicas(ctx context.Context, st *Step) (string, error) {
 		items = len(s.ItemList)
 		live := map[string]bool{}
 		for _, m := range r.t.state().Nodes {
-			if m.alive() {
+			if r.t.isUp(m) {
 				live[m.PeerID] = true
 			}
 		}

@@ -27,6 +27,7 @@ import (
 	"github.com/weft-p2p/weft/node/api"
 	"github.com/weft-p2p/weft/node/testnet/simlink"
 	"github.com/weft-p2p/weft/p2p"
+	"github.com/weft-p2p/weft/store"
 )
 
 // ModeSim is the mode of a simulated testnet: every node in one process on
@@ -95,7 +96,10 @@ func RunSim(ctx context.Context, sc *Scenario, o RunOptions) (*Report, error) {
 		sc.Seed = int64(uint64(wall0) & 0x7fffffff)
 	}
 	o.Mode = ModeSim
-	c := &simCluster{sc: sc, net: newSimNet(sc), running: map[string]*simNode{}}
+	// The nodes live in this process: they always stop at the end; keep
+	// and keep-on-failure keep only the directory (repos and sim.log).
+	c := &simCluster{sc: sc, net: newSimNet(sc), running: map[string]*simNode{}, keepDir: o.Keep || o.KeepOnFailure}
+	o.Keep, o.KeepOnFailure = false, false
 	stopSampler := c.sampleMemory()
 	virt0 := time.Now()
 	rep, err := runOn(ctx, sc, o, func(ctx context.Context) (cluster, error) {
@@ -132,8 +136,11 @@ type simCluster struct {
 	net *simlink.Network
 	log io.WriteCloser
 
+	keepDir bool // Down leaves the directory
+
 	mu       sync.Mutex
 	running  map[string]*simNode
+	stores   map[string]*store.Store // each node's, kept across restarts
 	boot     map[string][]peer.AddrInfo
 	peakHeap uint64
 	peakG    int
@@ -383,10 +390,30 @@ func (c *simCluster) startOne(ctx context.Context, n *NodeState) error {
 	ln := newPipeListener(n.API)
 	ip := c.nodeIP(n)
 	log := slog.New(slog.NewTextHandler(c.log, &slog.HandlerOptions{Level: slog.LevelWarn})).With("node", n.Name)
+	c.mu.Lock()
+	if c.stores == nil {
+		c.stores = map[string]*store.Store{}
+	}
+	s := c.stores[n.Name]
+	c.mu.Unlock()
+	if s == nil {
+		var err error
+		// A memtable's arena is allocated whole, so small ones: 2 MiB
+		// holds blocks up to 300 KiB, above the default chunk size.
+		s, err = store.Open(store.Config{InMemory: true, MemTableSize: 2 << 20, BlockCacheSize: 1 << 20,
+			Logger: log.With("subsystem", "store")})
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("start %s: %w", n.Name, err)
+		}
+		c.mu.Lock()
+		c.stores[n.Name] = s
+		c.mu.Unlock()
+	}
 	nd, err := node.Start(ctx, n.Repo, node.Options{
-		Logger:        log,
-		APIListener:   ln,
-		InMemoryStore: true,
+		Logger:      log,
+		APIListener: ln,
+		Store:       s,
 		TuneP2P: func(pc *p2p.Config) {
 			pc.Transports = []libp2p.Option{
 				libp2p.Transport(c.net.Transport(ip)),
@@ -395,6 +422,7 @@ func (c *simCluster) startOne(ctx context.Context, n *NodeState) error {
 			}
 			pc.ConnMgrLow, pc.ConnMgrHigh = simConnLow, simConnHigh
 			pc.EnableQUIC, pc.MDNS = false, false
+			pc.BitswapWorkers = 2
 		},
 	})
 	if err != nil {
@@ -452,12 +480,12 @@ func (c *simCluster) Stop(ctx context.Context, names []string) error {
 }
 
 // Kill is Stop: an in-process node cannot be killed, and its connections
-// close as a killed process's do (the kernel closes them). Its in-memory
-// store is gone either way.
+// close as a killed process's do (the kernel closes them). Its store
+// stays, as a killed daemon's stays on disk.
 func (c *simCluster) Kill(ctx context.Context, names []string) error { return c.Stop(ctx, names) }
 
-// Restart stops the named nodes and starts them again on their repos
-// (identity, keys and config kept; the in-memory store starts empty).
+// Restart stops the named nodes and starts them again on their repos and
+// in-memory stores.
 func (c *simCluster) Restart(ctx context.Context, names []string) error {
 	if err := c.Stop(ctx, names); err != nil {
 		return err
@@ -550,10 +578,18 @@ func (c *simCluster) Down(ctx context.Context, removeDir bool) error {
 	if c.st != nil {
 		err = c.Stop(ctx, names(c.st.Nodes))
 	}
+	c.mu.Lock()
+	for name, s := range c.stores {
+		if cerr := s.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close %s's store: %w", name, cerr))
+		}
+	}
+	c.stores = nil
+	c.mu.Unlock()
 	if c.log != nil {
 		c.log.Close()
 	}
-	if removeDir && c.st != nil {
+	if removeDir && !c.keepDir && c.st != nil {
 		err = errors.Join(err, os.RemoveAll(c.st.Dir))
 	}
 	return err

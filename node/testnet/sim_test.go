@@ -7,8 +7,7 @@ import (
 	"testing/synctest"
 )
 
-// simFeed is a feed scenario on simulated links: every node follows one
-// publisher, which publishes updates; every follower must get all of them.
+// simScenario parses and validates a scenario given as text.
 func simScenario(t *testing.T, text string) *Scenario {
 	t.Helper()
 	sc, err := ParseScenario([]byte(text))
@@ -21,6 +20,8 @@ func simScenario(t *testing.T, text string) *Scenario {
 	return sc
 }
 
+// simFeed10 is a 10-node feed on 20 ms ± 5 ms links whose publisher is
+// reshaped to 100 ms before it publishes.
 const simFeed10 = `
 name = "sim-feed-10"
 seed = 7
@@ -49,6 +50,10 @@ as = "blog"
 action = "sleep"
 duration = "5s"
 [[steps]]
+action = "shape"
+nodes = "n1"
+latency = "100ms"
+[[steps]]
 action = "publish"
 node = "n1"
 key = "blog"
@@ -68,6 +73,8 @@ feed = "$blog"
 min = 1.0
 `
 
+// TestSimFeedSmall runs a 10-node feed on simulated links, reshaping the
+// publisher's link before it publishes.
 func TestSimFeedSmall(t *testing.T) {
 	sc := simScenario(t, simFeed10)
 	dir := t.TempDir()
@@ -77,6 +84,11 @@ func TestSimFeedSmall(t *testing.T) {
 			t.Fatalf("run: %v", err)
 		}
 		checkSimFeedReport(t, rep, 10, 10)
+		// n1 was reshaped to 100 ms ± 5 ms before publishing: every update
+		// crosses its link first.
+		if p50 := rep.Feeds[0].LatencyMS.P50; p50 < 95 {
+			t.Errorf("median propagation %.1fms after the publisher's link went to 100ms", p50)
+		}
 		t.Logf("%s", rep.Summary())
 	})
 }
@@ -128,4 +140,29 @@ func checkSimFeedReport(t *testing.T, rep *Report, nodes, updates int) {
 	if f.ImpliedHops == nil || f.ImpliedHops.Max < 1 {
 		t.Errorf("implied hops: %+v", f.ImpliedHops)
 	}
+}
+
+// TestSimCIPartition5 runs the CI scenario of the namespaced testnet
+// (fetch, feed, collection; kill, partition, restart inside it, heal) on
+// simulated links: every action and check works in simulation.
+func TestSimCIPartition5(t *testing.T) {
+	sc, _, err := LoadScenario("../../scripts/scenarios/ci-partition-5.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	synctest.Test(t, func(t *testing.T) {
+		rep, err := RunSim(context.Background(), sc, RunOptions{Options: Options{Dir: dir + "/net"}, ReportDir: dir + "/report"})
+		if err != nil {
+			t.Fatalf("run: %v\n%s", err, rep.Summary())
+		}
+		if rep.Simulated == nil || rep.Simulated.Links.DialsBlackholed == 0 {
+			t.Errorf("the partition blackholed no dial: %+v", rep.Simulated)
+		}
+		for _, n := range rep.Testnet.Nodes {
+			if want := map[bool]int{true: 2, false: 1}[n.Name == "b2"]; n.Starts != want {
+				t.Errorf("%s started %d times, want %d", n.Name, n.Starts, want)
+			}
+		}
+	})
 }
