@@ -392,7 +392,11 @@ func (rep *Report) Summary() string {
 			fmt.Fprintf(&b, "link      %s\n", s.Network.Link)
 		}
 	}
-	fmt.Fprintf(&b, "start-up  %d nodes ready in %.1fs, %s RSS in all\n", rep.Startup.Nodes, rep.Startup.Seconds, mib(rep.Startup.RSSBytes))
+	if rep.Simulated != nil {
+		fmt.Fprintf(&b, "start-up  %d nodes ready in %.1fs (virtual)\n", rep.Startup.Nodes, rep.Startup.Seconds)
+	} else {
+		fmt.Fprintf(&b, "start-up  %d nodes ready in %.1fs, %s RSS in all\n", rep.Startup.Nodes, rep.Startup.Seconds, mib(rep.Startup.RSSBytes))
+	}
 	fmt.Fprintf(&b, "re-run    %s\n", rep.Rerun)
 	if rep.KeptUp != "" {
 		fmt.Fprintf(&b, "kept up   %s (inspect with 'weft testnet status --dir %s'; remove with 'weft testnet down --dir %s')\n", rep.KeptUp, rep.KeptUp, rep.KeptUp)
