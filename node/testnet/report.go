@@ -373,6 +373,7 @@ func (rep *Report) Summary() string {
 		fmt.Fprintf(&b, "          process: peak heap %s, peak %d goroutines, %s from the OS\n", mib(int64(sim.PeakHeapBytes)), sim.PeakGoroutines, mib(int64(sim.SysBytes)))
 		fmt.Fprintf(&b, "          links: %d dials (%d refused, %d into a partition), %s in %d segments, %d lost\n",
 			sim.Links.Dials, sim.Links.DialsRefused, sim.Links.DialsBlackholed, mib(sim.Links.Bytes), sim.Links.Segments, sim.Links.SegmentsLost)
+		fmt.Fprintf(&b, "          limits: %s\n", sim.Limits)
 	}
 	if t := rep.Testnet; t != nil {
 		net := "127.0.0.1 (" + t.Why + ")"

@@ -37,9 +37,14 @@ const ModeSim = "sim"
 // Connection and DHT limits of a simulated node. A simulated connection
 // end costs a yamux session (three goroutines and its buffers), so the
 // connection manager keeps fewer than a daemon's 64..192.
+// A topic's DHT discovery finds (and dials) at most simDiscoveryLimit
+// peers, not libp2p's 100: gossipsub needs a mesh of 6..12, and 100
+// connections per subscriber do not fit a thousand nodes in one process.
 const (
-	simConnLow  = 24
-	simConnHigh = 48
+	simConnLow        = 24
+	simConnHigh       = 48
+	simDiscoveryLimit = 16
+	simBitswapWorkers = 2
 )
 
 // SimInfo is what a report says about a simulated run.
@@ -57,6 +62,8 @@ type SimInfo struct {
 	PeakGoroutines int           `json:"peak_goroutines"`
 	SysBytes       uint64        `json:"sys_bytes"`
 	Links          simlink.Stats `json:"links"`
+	// Limits are a simulated node's limits that differ from a daemon's.
+	Limits string `json:"limits"`
 	// Determinism notes what is and is not reproducible from the seed.
 	Determinism string `json:"determinism"`
 }
@@ -98,7 +105,7 @@ func RunSim(ctx context.Context, sc *Scenario, o RunOptions) (*Report, error) {
 	o.Mode = ModeSim
 	// The nodes live in this process: they always stop at the end; keep
 	// and keep-on-failure keep only the directory (repos and sim.log).
-	c := &simCluster{sc: sc, net: newSimNet(sc), running: map[string]*simNode{}, keepDir: o.Keep || o.KeepOnFailure}
+	c := &simCluster{sc: sc, net: newSimNet(sc), running: map[string]*simNode{}, keepDir: o.Keep || o.KeepOnFailure, progress: o.Progress}
 	o.Keep, o.KeepOnFailure = false, false
 	stopSampler := c.sampleMemory()
 	virt0 := time.Now()
@@ -122,7 +129,9 @@ func RunSim(ctx context.Context, sc *Scenario, o RunOptions) (*Report, error) {
 			PeakGoroutines: c.peakG,
 			SysBytes:       ms.Sys,
 			Links:          c.net.Stats(),
-			Determinism:    "seeded: topology, identities, content, jitter and loss; not seeded: Go's scheduling, map order and libp2p's own randomness (crypto/rand), so event orders and figures vary a little between runs",
+			Limits: fmt.Sprintf("connections %d..%d (daemon 64..192), topic discovery finds %d peers (daemon 100), %d Bitswap workers (daemon 128+8), 2 MiB memtables",
+				simConnLow, simConnHigh, simDiscoveryLimit, simBitswapWorkers),
+			Determinism: "seeded: topology, identities, content, jitter and loss; not seeded: Go's scheduling, map order and libp2p's own randomness (crypto/rand), so event orders and figures vary a little between runs",
 		}
 		c.mu.Unlock()
 	})
@@ -136,7 +145,8 @@ type simCluster struct {
 	net *simlink.Network
 	log io.WriteCloser
 
-	keepDir bool // Down leaves the directory
+	keepDir  bool      // Down leaves the directory
+	progress io.Writer // start-up progress; nil: quiet
 
 	mu       sync.Mutex
 	running  map[string]*simNode
@@ -365,9 +375,14 @@ func (c *simCluster) Start(ctx context.Context, names []string) error {
 			todo = append(todo, n)
 		}
 	}
-	for _, n := range todo {
+	wall0, virt0 := WallClock(), time.Now()
+	for i, n := range todo {
 		if err := c.startOne(ctx, n); err != nil {
 			return err
+		}
+		if c.progress != nil && len(todo) > 1 && ((i+1)%max(1, len(todo)/10) == 0 || i+1 == len(todo)) {
+			fmt.Fprintf(c.progress, "%d/%d nodes started (%.1fs virtual, %.1fs wall)\n", i+1, len(todo),
+				time.Since(virt0).Seconds(), (WallClock() - wall0).Seconds())
 		}
 	}
 	return parallel(todo, 64, func(n *NodeState) error {
@@ -422,7 +437,8 @@ func (c *simCluster) startOne(ctx context.Context, n *NodeState) error {
 			}
 			pc.ConnMgrLow, pc.ConnMgrHigh = simConnLow, simConnHigh
 			pc.EnableQUIC, pc.MDNS = false, false
-			pc.BitswapWorkers = 2
+			pc.BitswapWorkers = simBitswapWorkers
+			pc.PubsubDiscoveryLimit = simDiscoveryLimit
 		},
 	})
 	if err != nil {
