@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"testing/cryptotest"
 	"testing/synctest"
 
 	"github.com/weft-p2p/weft/node/testnet"
@@ -44,6 +45,9 @@ func TestRun(t *testing.T) {
 	if ndir == "" {
 		ndir = filepath.Join(t.TempDir(), "net")
 	}
+	// crypto/rand from the seed too (keys, nonces, libp2p's choices), so
+	// runs differ only by goroutine scheduling and map order.
+	cryptotest.SetGlobalRandom(t, uint64(sc.Seed))
 	synctest.Test(t, func(t *testing.T) {
 		rep, err := testnet.RunSim(context.Background(), sc, testnet.RunOptions{
 			Options:   testnet.Options{Dir: ndir, Progress: os.Stderr},
