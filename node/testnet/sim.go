@@ -131,7 +131,7 @@ func RunSim(ctx context.Context, sc *Scenario, o RunOptions) (*Report, error) {
 			Links:          c.net.Stats(),
 			Limits: fmt.Sprintf("connections %d..%d (daemon 64..192), topic discovery finds %d peers (daemon 100), %d Bitswap workers (daemon 128+8), 2 MiB memtables",
 				simConnLow, simConnHigh, simDiscoveryLimit, simBitswapWorkers),
-			Determinism: "seeded: topology, identities, content, jitter and loss; not seeded: Go's scheduling, map order and libp2p's own randomness (crypto/rand), so event orders and figures vary a little between runs",
+			Determinism: "seeded: topology, identities, content, jitter and loss (and crypto/rand in weft-testnet-sim); not fixed: goroutine scheduling, map order and so the order goroutines draw randomness in: one seed gives the same deliveries, latencies differ by a few percent",
 		}
 		c.mu.Unlock()
 	})
