@@ -420,8 +420,8 @@ func (s *Scenario) Validate() error {
 			}
 		}
 	}
-	if total > MaxNodes {
-		bad("%d nodes: at most %d per testnet", total, MaxNodes)
+	if limit := maxNodes(s.Network.Mode); total > limit {
+		bad("%d nodes: at most %d per testnet in mode %s", total, limit, s.Network.Mode)
 	}
 	names := map[string]bool{}
 	for _, n := range s.NodeNames() {
@@ -510,8 +510,19 @@ func (s *Scenario) validateStep(st *Step, vars map[string]bool) error {
 
 var asRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`) })
 
-// MaxNodes bounds a testnet: namespaces share one /24.
-const MaxNodes = 250
+// MaxNodes bounds a testnet: namespaces share one /24. MaxSimNodes bounds
+// a simulated one (network.mode = "sim").
+const (
+	MaxNodes    = 250
+	MaxSimNodes = 5000
+)
+
+func maxNodes(mode string) int {
+	if mode == ModeSim {
+		return MaxSimNodes
+	}
+	return MaxNodes
+}
 
 func parseLoss(s string) (float64, error) {
 	if s == "" {
