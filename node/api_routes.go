@@ -162,7 +162,7 @@ func (n *Node) methods(rs []route) http.Handler {
 			writeError(w, &httpError{http.StatusServiceUnavailable, errors.New("daemon is starting; try again shortly")})
 			return
 		}
-		rt.h.ServeHTTP(w, r)
+		n.serveTraced(rt.method+" "+rt.path, rt.h, w, r)
 	})
 }
 

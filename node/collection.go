@@ -20,6 +20,8 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"github.com/weft-p2p/weft/protocol/collection"
 	"github.com/weft-p2p/weft/store"
 )
@@ -85,21 +87,30 @@ type CollectionConfig struct {
 	PinRetry            Duration `toml:"pin_retry" comment:"Wait before an item pin that failed is tried again. 0: 30s."`
 	FetchTimeout        Duration `toml:"fetch_timeout" comment:"A fetch of collection blocks (deltas, snapshots, the descriptor on join) gives up when no block arrives for this long. 0: 30s."`
 	PinConcurrency      int      `toml:"pin_concurrency" comment:"Item pins and unpins carried out at once, over all collections. 0: 8."`
+	MaxClaims           int      `toml:"max_claims" comment:"Blocks one member's heads announcements may have this node fetch at once; a block not fetched within 4 x fetch_timeout halves that member's budget. 0: 256."`
+	AnswerInterval      Duration `toml:"answer_interval" comment:"A heads request from one member is answered at most this often. Requests from non-members are never answered. 0: 2s."`
+	AnswerDelay         Duration `toml:"answer_delay" comment:"Longest random wait before answering a heads request; an identical answer from another member meanwhile cancels it. 0: 500ms."`
 }
 
-// DefaultCollectionConfig returns the defaults of CollectionConfig.
+// DefaultCollectionConfig returns the defaults of CollectionConfig. The
+// protocol's settings are collection.DefaultConfig's (defined there, once);
+// the others are the node's own.
 func DefaultCollectionConfig() CollectionConfig {
+	p := collection.DefaultConfig()
 	return CollectionConfig{
 		TickInterval:        Duration(time.Second),
-		HeartbeatInterval:   Duration(10 * time.Second),
-		SuspectAfter:        Duration(30 * time.Second),
-		GracePeriod:         Duration(60 * time.Second),
-		RebroadcastInterval: Duration(30 * time.Second),
-		SnapshotThreshold:   1000,
-		GCDelay:             Duration(10 * time.Minute),
-		PinRetry:            Duration(30 * time.Second),
+		HeartbeatInterval:   Duration(p.HeartbeatInterval),
+		SuspectAfter:        Duration(p.SuspectAfter),
+		GracePeriod:         Duration(p.GracePeriod),
+		RebroadcastInterval: Duration(p.RebroadcastInterval),
+		SnapshotThreshold:   p.SnapshotThreshold,
+		GCDelay:             Duration(p.GCDelay),
+		PinRetry:            Duration(p.PinRetry),
 		FetchTimeout:        Duration(30 * time.Second),
 		PinConcurrency:      8,
+		MaxClaims:           p.MaxClaims,
+		AnswerInterval:      Duration(p.AnswerInterval),
+		AnswerDelay:         Duration(p.AnswerDelay),
 	}
 }
 
@@ -124,6 +135,11 @@ func (c CollectionConfig) withDefaults() CollectionConfig {
 	if c.PinConcurrency == 0 {
 		c.PinConcurrency = d.PinConcurrency
 	}
+	if c.MaxClaims == 0 {
+		c.MaxClaims = d.MaxClaims
+	}
+	set(&c.AnswerInterval, d.AnswerInterval)
+	set(&c.AnswerDelay, d.AnswerDelay)
 	return c
 }
 
@@ -138,6 +154,10 @@ func (c CollectionConfig) protocol() collection.Config {
 		SnapshotThreshold:   c.SnapshotThreshold,
 		GCDelay:             c.GCDelay.D(),
 		PinRetry:            c.PinRetry.D(),
+		MaxClaims:           c.MaxClaims,
+		ClaimTimeout:        4 * c.FetchTimeout.D(),
+		AnswerInterval:      c.AnswerInterval.D(),
+		AnswerDelay:         c.AnswerDelay.D(),
 	}
 }
 
@@ -155,6 +175,7 @@ func (c CollectionConfig) validate() []error {
 		{"suspect_after", c.SuspectAfter}, {"grace_period", c.GracePeriod},
 		{"rebroadcast_interval", c.RebroadcastInterval}, {"gc_delay", c.GCDelay},
 		{"pin_retry", c.PinRetry}, {"fetch_timeout", c.FetchTimeout},
+		{"answer_interval", c.AnswerInterval}, {"answer_delay", c.AnswerDelay},
 	} {
 		if f.v < 0 {
 			bad(f.key, "must not be negative")
@@ -165,6 +186,9 @@ func (c CollectionConfig) validate() []error {
 	}
 	if c.PinConcurrency < 0 {
 		bad("pin_concurrency", "must not be negative")
+	}
+	if c.MaxClaims < 0 {
+		bad("max_claims", "must not be negative")
 	}
 	if len(errs) > 0 {
 		return errs
@@ -201,6 +225,8 @@ type collections struct {
 	wg     sync.WaitGroup
 	kick   chan struct{}
 	pinSem chan struct{}
+
+	auth authCounters // collection_auth.go
 }
 
 // member is this node's membership of one collection.
@@ -230,6 +256,9 @@ type member struct {
 	peers                        map[peer.ID]struct{}
 
 	heard map[peer.ID]time.Time // last message from each peer; reader only
+
+	answer   chan time.Duration // collection_auth.go: answers to schedule
+	reported collection.Stats   // the protocol's counts already added to cs.auth; under stepMu
 
 	fetch    fetches
 	checking atomic.Bool // checkPins runs
@@ -402,7 +431,7 @@ func (cs *collections) open(ctx context.Context, desc *collection.Descriptor, re
 		return nil, err
 	}
 	m := &member{cs: cs, c: c, id: id, topicName: CollectionTopic(id), name: rec.Name, leaving: rec.Leaving,
-		peers: map[peer.ID]struct{}{}, heard: map[peer.ID]time.Time{},
+		peers: map[peer.ID]struct{}{}, heard: map[peer.ID]time.Time{}, answer: make(chan time.Duration, 1),
 		fetch: fetches{inflight: map[string]struct{}{}, failed: map[string]failedFetch{}}}
 	// The collection's blocks, in any order; the descriptor is not one.
 	bstore := n.store.Blockstore()
@@ -453,10 +482,14 @@ func (cs *collections) open(ctx context.Context, desc *collection.Descriptor, re
 		return nil, fmt.Errorf("collection %s: subscribe: %w", id, err)
 	}
 	m.request.Store(true) // ask for heads at once, and again as peers appear
-	m.wg.Add(1)
+	m.wg.Add(2)
 	go func() {
 		defer m.wg.Done()
 		m.read()
+	}()
+	go func() {
+		defer m.wg.Done()
+		m.answerLoop()
 	}()
 	cs.mu.Lock()
 	cs.byID[id.KeyString()] = m
@@ -479,40 +512,6 @@ func (m *member) stop() {
 	m.sub.Cancel()
 	m.wg.Wait()
 	_ = m.cs.n.net.PubSub.UnregisterTopicValidator(m.topicName)
-}
-
-// validate drops malformed messages and messages for other collections
-// before gossipsub forwards them. Signatures and everything else are
-// checked by HandleMessage.
-func (m *member) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) bool {
-	data := msg.GetData()
-	if len(data) == 0 {
-		return false
-	}
-	var coll cid.Cid
-	switch data[0] {
-	case collection.KindHeartbeat:
-		h, err := collection.DecodeHeartbeat(data)
-		if err != nil {
-			return false
-		}
-		coll = h.Collection
-	case collection.KindHeads:
-		h, err := collection.DecodeHeads(data)
-		if err != nil {
-			return false
-		}
-		coll = h.Collection
-	case collection.KindHeadsRequest:
-		q, err := collection.DecodeHeadsRequest(data)
-		if err != nil {
-			return false
-		}
-		coll = q.Collection
-	default:
-		return false
-	}
-	return coll.Equals(m.id)
 }
 
 // read hands every topic message to the replica and publishes its replies.
@@ -539,21 +538,19 @@ func (m *member) read() {
 		}
 		m.heard[from] = now
 		if len(msg.Data) > 0 && msg.Data[0] == collection.KindHeartbeat {
-			// Heartbeats are timed by the replica's clock: keep it current
-			// even when the loop runs late, or a late tick would find every
-			// member unheard for a whole loop stall.
-			m.c.Tick(now)
+			continue // the validator took it (it makes its sender a member)
 		}
-		reply, err := m.c.HandleMessage(msg.Data)
+		m.c.Advance(now)
+		reply, err := m.c.HandleMessage(from, msg.Data)
 		if err != nil {
-			if !errors.Is(err, collection.ErrStaleHeartbeat) {
+			if !errors.Is(err, collection.ErrRateLimited) {
 				m.stats.badMessages.Add(1)
-				m.cs.log.Debug("collection: message refused", "collection", m.id, "from", msg.GetFrom(), "err", err)
 			}
+			m.cs.log.Debug("collection: message refused", "collection", m.id, "from", from, "err", err)
 			continue
 		}
-		if reply != nil {
-			m.publish(reply)
+		if reply.Answer {
+			m.scheduleAnswer(reply.Delay)
 		}
 		if len(msg.Data) > 0 && msg.Data[0] == collection.KindHeads {
 			m.cs.poke() // fetch what it names now, not at the next tick
@@ -599,6 +596,7 @@ func (m *member) step(now time.Time, full bool) {
 	cs, c := m.cs, m.c
 	if full {
 		c.Tick(now)
+		m.reportAuth()
 		// A peer new on the topic may have heads we lack (it reconnected
 		// after a partition, or just joined): ask at once rather than
 		// wait for its rebroadcast.
@@ -621,11 +619,13 @@ func (m *member) step(now time.Time, full bool) {
 			m.requestAgain = time.Time{}
 		}
 	}
-	if !now.Before(m.nextRequest) && m.request.Swap(false) {
-		m.publish(c.HeadsRequest())
-		m.nextRequest = now.Add(250 * time.Millisecond)
-	}
-	if full && !now.Before(m.nextBeat) {
+	// The first heartbeat goes out at once, before any request or heads:
+	// members take heads and requests only from members they heard.
+	first := m.nextBeat.IsZero()
+	if (full || first) && !now.Before(m.nextBeat) {
+		if first {
+			m.nextRequest = now.Add(100 * time.Millisecond)
+		}
 		if hb, err := c.Heartbeat(); err == nil {
 			m.publish(hb)
 		} else {
@@ -633,7 +633,11 @@ func (m *member) step(now time.Time, full bool) {
 		}
 		m.nextBeat = now.Add(cs.cfg.HeartbeatInterval.D())
 	}
-	if h := c.Heads(); string(h) != m.lastHeads || !now.Before(m.nextAnn) {
+	if !now.Before(m.nextRequest) && m.request.Swap(false) {
+		m.publish(c.HeadsRequest())
+		m.nextRequest = now.Add(250 * time.Millisecond)
+	}
+	if h := c.Heads(); !first && (string(h) != m.lastHeads || !now.Before(m.nextAnn)) {
 		m.publish(h)
 		m.lastHeads = string(h)
 		m.nextAnn = now.Add(cs.cfg.RebroadcastInterval.D())
@@ -825,7 +829,11 @@ func (m *member) sync() {
 			}
 		})
 	})
-	res, _ := m.c.Sync(m.ctx, getter) // what it could not fetch is counted above
+	ctx, span := n.startSpan(m.ctx, "weft.collection.sync", attribute.String("collection", m.id.String()),
+		attribute.Int("missing", len(m.c.Missing())))
+	res, _ := m.c.Sync(ctx, getter) // what it could not fetch is counted above
+	span.SetAttributes(attribute.Int("kept", len(res.Keep)), attribute.Int("rejected", len(res.Rejected)))
+	span.End()
 	m.stats.syncs.Add(1)
 	m.keepBlocks(sess, res.Keep)
 	for _, r := range res.Rejected {
@@ -975,9 +983,13 @@ func (m *member) startAction(a collection.Action) {
 // item already pinned recursively (by the user, or for another collection)
 // counts as held and keeps its pin; a direct pin is made recursive under
 // its own name.
-func (m *member) pinItem(item cid.Cid) error {
+func (m *member) pinItem(item cid.Cid) (err error) {
 	n := m.cs.n
-	p, err := n.store.Pins().Get(m.ctx, item)
+	// A repair: the replica's plan gave this node an item to hold.
+	ctx, span := n.startSpan(m.ctx, "weft.collection.repair", attribute.String("collection", m.id.String()),
+		attribute.String("item", item.String()))
+	defer func() { endSpan(span, err) }()
+	p, err := n.store.Pins().Get(ctx, item)
 	name := CollectionItemPinName(m.id)
 	switch {
 	case err == nil && p.Mode == store.Recursive:
@@ -987,7 +999,7 @@ func (m *member) pinItem(item cid.Cid) error {
 	case !errors.Is(err, store.ErrNotPinned):
 		return err
 	}
-	return n.Pin(m.ctx, item, true, name)
+	return n.Pin(ctx, item, true, name)
 }
 
 // unpinItem releases an item the collection no longer wants here: only a

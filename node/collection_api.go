@@ -210,7 +210,7 @@ func (cs *collections) join(ctx context.Context, desc *collection.Descriptor, na
 		_ = n.store.Datastore().Delete(ctx, collectionDSKey(id))
 		return api.CollectionSummary{}, err
 	}
-	n.content.provideAsync(id) // joiners find a member through the descriptor's providers
+	n.content.provideAsync(ctx, id) // joiners find a member through the descriptor's providers
 	cs.log.Info("collection joined", "collection", id, "name", name, "creator", desc.Creator)
 	return m.summary(), nil
 }
@@ -503,6 +503,8 @@ func (m *member) status() api.CollectionStatus {
 		BadMessages: m.stats.badMessages.Load(), Syncs: m.stats.syncs.Load(), SyncErrors: m.stats.syncErrors.Load(),
 		Pins: m.stats.pins.Load(), PinFailures: m.stats.pinFailures.Load(), Unpins: m.stats.unpins.Load(),
 		Snapshots: m.stats.snapshots.Load(),
+		NotMember: s.NotMember, OverBudget: s.OverBudget, RateLimited: s.RateLimited, FalseClaims: s.FalseClaims,
+		WantedFull: s.WantedFull, Answers: s.Answers, Suppressed: s.Suppressed,
 	}
 	m.stats.mu.Lock()
 	out.Stats.LastSyncError, out.Stats.LastPinError = m.stats.lastSyncErr, m.stats.lastPinErr

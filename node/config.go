@@ -22,6 +22,10 @@ const (
 	ProfilePublic = "public"
 )
 
+// DefaultGatewayAddr is addresses.gateway's default: Kubo's gateway port,
+// on loopback.
+const DefaultGatewayAddr = "127.0.0.1:8080"
+
 // LocalDHTPrefix is the DHT protocol prefix of the local profile: a weft swarm
 // of its own that never mixes with the public IPFS DHT.
 const LocalDHTPrefix = "/weft"
@@ -60,6 +64,7 @@ type Config struct {
 	Collection CollectionConfig `toml:"collection"`
 	Feed       FeedConfig       `toml:"feed"`
 	Log        LogConfig        `toml:"log"`
+	Tracing    TracingConfig    `toml:"tracing"`
 	Debug      DebugConfig      `toml:"debug"`
 }
 
@@ -70,8 +75,9 @@ type DebugConfig struct {
 
 // AddressesConfig says where the node listens.
 type AddressesConfig struct {
-	Swarm []string `toml:"swarm" comment:"libp2p listen multiaddrs. QUIC addresses are skipped in a private swarm (libp2p refuses a PSK on QUIC)."`
-	API   string   `toml:"api" comment:"HTTP API host:port. Loopback by default. Every /api/v1 call needs the bearer token in api.token; /metrics needs it only off loopback."`
+	Swarm   []string `toml:"swarm" comment:"libp2p listen multiaddrs. QUIC addresses are skipped in a private swarm (libp2p refuses a PSK on QUIC)."`
+	API     string   `toml:"api" comment:"HTTP API host:port. Loopback by default. Every /api/v1 call needs the bearer token in api.token; /metrics needs it only off loopback."`
+	Gateway string   `toml:"gateway" comment:"HTTP gateway host:port (/ipfs/ and /ipns/ paths, trustless CAR and raw responses; read-only). \"off\" or \"\" turns it off."`
 	// APIHosts are the Host names the API answers to besides its own
 	// address; anything else gets 403 (DNS rebinding defence).
 	APIHosts []string `toml:"api_hosts" comment:"Extra Host names (name or name:port) the HTTP API answers to, e.g. behind a reverse proxy. Besides these it answers only to its own address, loopback IPs and localhost with its port; any other Host gets 403 (DNS rebinding). Default: none."`
@@ -138,7 +144,7 @@ type DHTConfig struct {
 	Mode              string   `toml:"mode" comment:"auto, client or server. local profile: server (no AutoNAT on loopback); public: auto."`
 	ProtocolPrefix    string   `toml:"protocol_prefix" comment:"DHT protocol prefix; /ipfs is the public Amino DHT. A private swarm gets its own prefix derived from its key."`
 	BootstrapInterval Duration `toml:"bootstrap_interval" comment:"How often the bootstrap round runs (dial bootstrap and known peers, refresh the routing table)."`
-	LowPeers          int      `toml:"low_peers" comment:"Run a bootstrap round at once when connected peers drop below this."`
+	LowPeers          int      `toml:"low_peers" comment:"Run a bootstrap round at once when connected peers drop below this. 0: never (only the bootstrap_interval rounds)."`
 	// Per-peer limits on what the DHT answers.
 	StreamsPerPeer         int `toml:"streams_per_peer" comment:"Incoming DHT streams one peer may have open at once. 0: 16."`
 	RequestsPerPeer        int `toml:"requests_per_peer" comment:"DHT requests per second answered for one peer (a burst of 10 s worth); past it they wait, and are dropped past 5 s of waiting. 0: 200."`
@@ -207,10 +213,19 @@ func (c ContentConfig) maxGetEntries() int64 {
 
 // FeedConfig configures signed feeds (IPNS records over gossipsub and the DHT).
 type FeedConfig struct {
-	MaxRecordSize  ByteSize `toml:"max_record_size" comment:"Largest feed record accepted (at most 10KiB, the IPNS limit)."`
-	TickInterval   Duration `toml:"tick_interval" comment:"How often failed version fetches are retried when due."`
-	RetryMin       Duration `toml:"retry_min" comment:"First back-off before a failed version fetch or feed DHT put is retried (doubles up to 10m)."`
-	CatchUpTimeout Duration `toml:"catch_up_timeout" comment:"How long a catch-up asks topic peers, and then the DHT, for the latest record."`
+	MaxRecordSize   ByteSize `toml:"max_record_size" comment:"Largest feed record accepted (at most 10KiB, the IPNS limit)."`
+	TickInterval    Duration `toml:"tick_interval" comment:"How often failed version fetches are retried when due."`
+	RetryMin        Duration `toml:"retry_min" comment:"First back-off before a failed version fetch or feed DHT put is retried (doubles up to 10m)."`
+	CatchUpTimeout  Duration `toml:"catch_up_timeout" comment:"How long a catch-up asks topic peers, and then the DHT, for the latest record."`
+	ResolveInterval Duration `toml:"resolve_interval" comment:"How often every followed feed (IPNS name) is resolved again from its topic peers and the DHT, besides on new connections and pubsub: a name published by Kubo may reach only the DHT. 0: never (pubsub and new connections only)."`
+}
+
+// resolveInterval is feed.resolve_interval as protocol/feed takes it.
+func (c FeedConfig) resolveInterval() time.Duration {
+	if c.ResolveInterval == 0 {
+		return -1
+	}
+	return c.ResolveInterval.D()
 }
 
 // LogConfig configures structured logging.
@@ -218,6 +233,16 @@ type LogConfig struct {
 	Level      string   `toml:"level" comment:"debug, info, warn or error."`
 	Format     string   `toml:"format" comment:"text or json."`
 	Subsystems []string `toml:"subsystems" comment:"Per-subsystem levels, e.g. [\"p2p=debug\", \"store=warn\"] (p2p, store, feed, collection, api)."`
+}
+
+// TracingConfig configures OpenTelemetry tracing (node/tracing.go). Off by
+// default; the standard OTEL_* environment variables override these keys
+// (see README, Tracing).
+type TracingConfig struct {
+	Exporter    string  `toml:"exporter" comment:"Where spans go: \"\" (tracing off), \"otlp-http\", \"otlp-grpc\" or \"file\" (JSON lines in REPO/traces.jsonl, or tracing.file). OTEL_TRACES_EXPORTER overrides it."`
+	Endpoint    string  `toml:"endpoint" comment:"OTLP collector endpoint (host:port, or a URL for otlp-http). Empty: the exporter's default (localhost:4318 or :4317). OTEL_EXPORTER_OTLP_ENDPOINT overrides it."`
+	File        string  `toml:"file" comment:"File of the file exporter; relative paths are inside the repo. Default: traces.jsonl."`
+	SampleRatio float64 `toml:"sample_ratio" comment:"Share of new traces recorded, 0 to 1; a span whose parent came from a request keeps the parent's decision. OTEL_TRACES_SAMPLER(_ARG) override it."`
 }
 
 // DefaultConfig returns the configuration `weft init` writes for a profile.
@@ -228,6 +253,7 @@ func DefaultConfig(profile string) (Config, error) {
 		Addresses: AddressesConfig{
 			Swarm:          []string{"/ip4/127.0.0.1/tcp/4101", "/ip4/127.0.0.1/udp/4101/quic-v1"},
 			API:            "127.0.0.1:5101",
+			Gateway:        DefaultGatewayAddr,
 			APIHosts:       []string{},
 			Announce:       []string{},
 			AppendAnnounce: []string{},
@@ -271,10 +297,11 @@ func DefaultConfig(profile string) (Config, error) {
 		},
 		Store: StoreConfig{},
 		Feed: FeedConfig{
-			MaxRecordSize:  10 << 10,
-			TickInterval:   Duration(2 * time.Second),
-			RetryMin:       Duration(30 * time.Second),
-			CatchUpTimeout: Duration(10 * time.Second),
+			MaxRecordSize:   10 << 10,
+			TickInterval:    Duration(2 * time.Second),
+			RetryMin:        Duration(30 * time.Second),
+			CatchUpTimeout:  Duration(10 * time.Second),
+			ResolveInterval: Duration(time.Minute),
 		},
 		Content: ContentConfig{
 			FetchTimeout:         Duration(60 * time.Second),
@@ -287,6 +314,7 @@ func DefaultConfig(profile string) (Config, error) {
 		},
 		Collection: DefaultCollectionConfig(),
 		Log:        LogConfig{Level: "info", Format: "text", Subsystems: []string{}},
+		Tracing:    TracingConfig{SampleRatio: 1},
 	}
 	switch profile {
 	case ProfileLocal:
@@ -328,6 +356,11 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := splitHostPort(c.Addresses.API); err != nil {
 		bad("addresses.api", "%v", err)
+	}
+	if !gatewayOff(c.Addresses.Gateway) {
+		if _, _, err := splitHostPort(c.Addresses.Gateway); err != nil {
+			bad("addresses.gateway", "%v (or \"off\")", err)
+		}
 	}
 	for _, h := range c.Addresses.APIHosts {
 		name := h
@@ -387,6 +420,9 @@ func (c *Config) Validate() error {
 	if !strings.HasPrefix(c.DHT.ProtocolPrefix, "/") {
 		bad("dht.protocol_prefix", "%q must start with /", c.DHT.ProtocolPrefix)
 	}
+	if c.DHT.LowPeers < 0 {
+		bad("dht.low_peers", "must not be negative (0 turns the redial off)")
+	}
 	if c.DHT.BootstrapInterval <= 0 {
 		bad("dht.bootstrap_interval", "must be positive")
 	}
@@ -445,6 +481,9 @@ func (c *Config) Validate() error {
 	if c.Feed.TickInterval <= 0 || c.Feed.RetryMin <= 0 || c.Feed.CatchUpTimeout <= 0 {
 		bad("feed", "tick_interval, retry_min and catch_up_timeout must be positive")
 	}
+	if c.Feed.ResolveInterval < 0 {
+		bad("feed.resolve_interval", "must not be negative (0: off)")
+	}
 	if c.Store.MaxBytes < 0 {
 		bad("store.max_bytes", "must not be negative")
 	}
@@ -460,6 +499,14 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		bad("log.format", "%q is not text or json", c.Log.Format)
+	}
+	switch c.Tracing.Exporter {
+	case "", TraceOTLPHTTP, TraceOTLPGRPC, TraceFile:
+	default:
+		bad("tracing.exporter", "%q is not \"\", %s, %s or %s", c.Tracing.Exporter, TraceOTLPHTTP, TraceOTLPGRPC, TraceFile)
+	}
+	if !(c.Tracing.SampleRatio >= 0 && c.Tracing.SampleRatio <= 1) {
+		bad("tracing.sample_ratio", "must be between 0 and 1")
 	}
 	errs = append(errs, c.Collection.validate()...)
 	return errors.Join(errs...)

@@ -15,6 +15,8 @@ import (
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/weft-p2p/weft/p2p"
 	"github.com/weft-p2p/weft/protocol/exchange"
@@ -181,7 +183,14 @@ type AddResult struct {
 // Add imports a file or directory tree, pins the root (recursively, unless
 // pin is false), and announces it to the DHT. events receives progress and
 // one EventAdded per file and directory.
-func (n *Node) Add(ctx context.Context, nd files.Node, opts unixfs.Options, pin bool, name string, events func(unixfs.Event)) (cid.Cid, error) {
+func (n *Node) Add(ctx context.Context, nd files.Node, opts unixfs.Options, pin bool, name string, events func(unixfs.Event)) (root cid.Cid, err error) {
+	ctx, span := n.startSpan(ctx, "weft.add", attribute.Bool("pin", pin))
+	defer func() {
+		if root.Defined() {
+			span.SetAttributes(attribute.String("cid", root.String()))
+		}
+		endSpan(span, err)
+	}()
 	o := n.content.newOp(ctx)
 	defer o.close()
 	o.timer.Stop() // an add reads from the caller, not from peers
@@ -190,7 +199,7 @@ func (n *Node) Add(ctx context.Context, nd files.Node, opts unixfs.Options, pin 
 	// no existence check before each write (the store skips what it has).
 	writer := merkledag.NewDAGService(blockservice.New(o.sess.Blockstore(), nil, blockservice.WriteThrough(true)))
 	batch := ipld.NewBufferedDAG(o.ctx, writer)
-	root, err := unixfs.AddNode(o.ctx, batch, nd, opts, events)
+	root, err = unixfs.AddNode(o.ctx, batch, nd, opts, events)
 	if err != nil {
 		return cid.Undef, n.explainStoreErr(fmt.Errorf("add: %w", err))
 	}
@@ -202,7 +211,7 @@ func (n *Node) Add(ctx context.Context, nd files.Node, opts unixfs.Options, pin 
 			return cid.Undef, fmt.Errorf("pin %s: %w", root, err)
 		}
 	}
-	n.content.provideAsync(root)
+	n.content.provideAsync(ctx, root)
 	return root, nil
 }
 
@@ -222,14 +231,18 @@ func (n *Node) Fetch(ctx context.Context, root cid.Cid) error {
 	return n.fetch(o, root)
 }
 
-func (n *Node) fetch(o *op, root cid.Cid) error {
+func (n *Node) fetch(o *op, root cid.Cid) (err error) {
+	ctx, span := n.startSpan(o.ctx, "weft.fetch", attribute.String("cid", root.String()))
+	defer func() { endSpan(span, err) }()
 	// The native exchange first (one stream per weft provider, no per-block
 	// round trip); Bitswap then fetches whatever is still missing, from
 	// any IPFS peer.
-	if err := n.native.fetch(o, root, exchange.DAG()); err == nil {
+	if err := n.native.fetch(ctx, o, root, exchange.DAG()); err == nil {
 		return nil
 	}
-	err := merkledag.FetchGraph(o.ctx, root, o.dag, merkledag.Concurrency(32))
+	bctx, bspan := n.startSpan(ctx, "weft.fetch.bitswap", attribute.String("cid", root.String()))
+	err = merkledag.FetchGraph(bctx, root, o.dag, merkledag.Concurrency(32))
+	endSpan(bspan, err)
 	if err != nil {
 		return n.explainStoreErr(o.err(fmt.Errorf("fetch %s: %w", root, err)))
 	}
@@ -253,7 +266,7 @@ func (n *Node) Pin(ctx context.Context, c cid.Cid, recursive bool, name string) 
 	if err := n.store.Pins().Add(ctx, c, mode, name); err != nil {
 		return fmt.Errorf("pin %s: %w", c, err)
 	}
-	n.content.provideAsync(c)
+	n.content.provideAsync(ctx, c)
 	return nil
 }
 
@@ -286,7 +299,7 @@ func (n *Node) Cat(ctx context.Context, c cid.Cid, offset, length int64, w io.Wr
 			}
 			scope = exchange.Scope{Kind: exchange.ScopeRange, Offset: uint64(offset), Length: l}
 		}
-		_ = n.native.fetch(o, c, scope)
+		_ = n.native.fetch(o.ctx, o, c, scope)
 		r, err := unixfs.Cat(o.ctx, o.dag, c)
 		if err != nil {
 			return err
@@ -325,16 +338,21 @@ func (n *Node) Providers(ctx context.Context, c cid.Cid, max int) ([]peer.AddrIn
 }
 
 // provideAsync announces c to the DHT in the background (and every block
-// below it with Content.ProvideAll).
-func (c *content) provideAsync(root cid.Cid) {
+// below it with Content.ProvideAll). Its span joins the trace of from (the
+// add or pin that asked for it); it runs until the node closes, not until
+// from ends.
+func (c *content) provideAsync(from context.Context, root cid.Cid) {
+	ctx := trace.ContextWithSpanContext(c.ctx, trace.SpanContextFromContext(from))
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		c.provide(c.ctx, root)
+		c.provide(ctx, root)
 	}()
 }
 
 func (c *content) provide(ctx context.Context, root cid.Cid) {
+	ctx, span := c.n.startSpan(ctx, "weft.provide", attribute.String("cid", root.String()))
+	defer span.End()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	keys := []cid.Cid{root}
@@ -352,6 +370,7 @@ func (c *content) provide(ctx context.Context, root cid.Cid) {
 		c.n.metrics.observeDHT("provide", start, err)
 		if err != nil {
 			c.n.log.Debug("provide failed", "cid", k, "err", err)
+			endSpan(span, err)
 			return
 		}
 	}

@@ -596,7 +596,7 @@ func (n *Node) handleCarImport(w http.ResponseWriter, r *http.Request) (any, err
 	}
 	for _, root := range roots {
 		if pin {
-			n.content.provideAsync(root)
+			n.content.provideAsync(r.Context(), root)
 		}
 	}
 	return res, nil

@@ -9,44 +9,39 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	pb "github.com/libp2p/go-libp2p-kad-dht/pb"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/libp2p/go-msgio"
 	mh "github.com/multiformats/go-multihash"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/weft-p2p/weft/node"
+	"github.com/weft-p2p/weft/node/adversary"
 	"github.com/weft-p2p/weft/node/nodetest"
 )
 
-// dhtAttacker is a libp2p host with a DHT client speaking the victim's DHT
+// dhtAttacker is an adversary with a DHT client speaking the victim's DHT
 // protocol, connected to the victim and with the victim in its routing
 // table: what it provides or asks goes to the victim.
 func dhtAttacker(t *testing.T, victim *node.Node) (host.Host, *dht.IpfsDHT) {
 	t.Helper()
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.Transport(tcp.NewTCPTransport), libp2p.DisableRelay())
+	a, err := adversary.New(t.Context(), adversary.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := dht.New(h, dht.Mode(dht.ModeClient), dht.ProtocolPrefix(node.LocalDHTPrefix))
+	t.Cleanup(func() { a.Close() })
+	d, err := a.DHT(node.LocalDHTPrefix)
 	if err != nil {
-		h.Close()
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		d.Close()
-		h.Close()
-	})
-	if err := h.Connect(context.Background(), nodetest.AddrInfo(victim)); err != nil {
+	if err := a.Connect(t.Context(), nodetest.AddrInfo(victim)); err != nil {
 		t.Fatal(err)
 	}
 	nodetest.WaitFor(t, 10*time.Second, "the victim in the attacker's routing table", func() bool {
 		return d.RoutingTable().Find(victim.ID()) != ""
 	})
-	return h, d
+	return a.Host(), d
 }
 
 func randomCID(t *testing.T) cid.Cid {

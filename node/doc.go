@@ -34,7 +34,8 @@
 // content, the network and the store, in that order: everything that
 // writes to the store or sends on the network stops before the network and
 // the store go away. The store is closed last, so a clean stop syncs its
-// packs (see package store).
+// packs (see package store); then tracing flushes the spans of all that
+// (at most 5 s) and closes its exporter.
 //
 // # Who owns which goroutines
 //
@@ -61,6 +62,9 @@
 //     gossipsub's goroutines; Network.Close ends them.
 //   - store.Store: Badger's goroutines, and block listings (AllKeysChan)
 //     that end with their context or when the store closes; Store.Close.
+//   - tracing (tracing.go): with tracing on, the OpenTelemetry SDK's batch
+//     span processor and exporter; close shuts them down. Off, there are
+//     none (the no-op provider).
 //
 // # Errors
 //

@@ -2,84 +2,35 @@ package node_test
 
 import (
 	"bytes"
-	"context"
-	"io"
 	"runtime"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p"
-	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 
+	"github.com/weft-p2p/weft/node/adversary"
 	"github.com/weft-p2p/weft/node/nodetest"
 	"github.com/weft-p2p/weft/protocol/exchange"
 )
 
-// slowExchangePeer is a libp2p host that asks a provider for a whole DAG
+// slowExchangePeer is an adversary that asks a provider for a whole DAG
 // over the native exchange on many streams at once and then reads each
 // answer at 1 KiB every 10 s, opening a new stream whenever one is cut
 // off or refused: the slot-hogging attack of issue 22. Its streams end
 // when the test does.
-func slowExchangePeer(t *testing.T, victim peer.AddrInfo, root cid.Cid, streams int) host.Host {
+func slowExchangePeer(t *testing.T, victim peer.AddrInfo, root cid.Cid, streams int) *adversary.Peer {
 	t.Helper()
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.Transport(tcp.NewTCPTransport), libp2p.DisableRelay())
+	a, err := adversary.New(t.Context(), adversary.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		h.Close()
-	})
-	if err := h.Connect(ctx, victim); err != nil {
+	t.Cleanup(func() { a.Close() })
+	if err := a.Connect(t.Context(), victim); err != nil {
 		t.Fatal(err)
 	}
-	for range streams {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				slowRequest(ctx, h, victim.ID, root)
-				select { // a refused or cut stream is opened again, a little later
-				case <-ctx.Done():
-				case <-time.After(200 * time.Millisecond):
-				}
-			}
-		}()
-	}
-	return h
-}
-
-// slowRequest asks for root's DAG on one stream and reads the answer at
-// 1 KiB every 10 s until the stream fails or ctx ends.
-func slowRequest(ctx context.Context, h host.Host, p peer.ID, root cid.Cid) {
-	st, err := h.NewStream(ctx, p, exchange.ProtocolID)
-	if err != nil {
-		return
-	}
-	stop := context.AfterFunc(ctx, func() { st.Reset() })
-	defer stop()
-	defer st.Reset()
-	if err := exchange.WriteRequest(st, exchange.Request{Wants: []exchange.Want{{Cid: root, Scope: exchange.DAG()}}}); err != nil {
-		return
-	}
-	buf := make([]byte, 1<<10)
-	for {
-		if _, err := io.ReadFull(st, buf); err != nil {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(10 * time.Second):
-		}
-	}
+	a.SlowExchange(t.Context(), victim.ID, root, streams)
+	return a
 }
 
 // TestSlowExchangeFlood (issue 22, item 4): one peer holding 80 slow

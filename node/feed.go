@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -22,6 +23,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/weft-p2p/weft/node/api"
 	"github.com/weft-p2p/weft/protocol/feed"
@@ -61,21 +64,26 @@ func newFeeds(n *Node) (*feeds, error) {
 	f := &feeds{n: n, sub: map[string]*pubsub.Subscription{}, kick: make(chan struct{}, 1)}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	n.net.Host.SetStreamHandler(FeedProtocol, f.handleStream)
+	n.net.Host.SetStreamHandler(feed.FetchProtocolID, f.handleFetchStream)
 	m, err := feed.New(f.ctx, feed.Config{
-		Self:           n.net.Host.ID(),
-		Topics:         f,
-		Router:         dhtRouter{n},
-		Pinner:         f,
-		Exchange:       f,
-		Store:          kvStore{ds: n.store.Datastore(), prefix: "/weft"},
-		MaxRecordSize:  int(n.cfg.Feed.MaxRecordSize),
-		FetchTimeout:   n.cfg.Content.FetchTimeout.D() * 10,
-		RetryMin:       n.cfg.Feed.RetryMin.D(),
-		CatchUpTimeout: n.cfg.Feed.CatchUpTimeout.D(),
-		Logger:         n.log.With("subsystem", "feed"),
+		Self:            n.net.Host.ID(),
+		Topics:          f,
+		Router:          dhtRouter{n},
+		Pinner:          f,
+		Exchange:        f,
+		Fetcher:         f,
+		Store:           kvStore{ds: n.store.Datastore(), prefix: "/weft"},
+		MaxRecordSize:   int(n.cfg.Feed.MaxRecordSize),
+		FetchTimeout:    n.cfg.Content.FetchTimeout.D() * 10,
+		RetryMin:        n.cfg.Feed.RetryMin.D(),
+		CatchUpTimeout:  n.cfg.Feed.CatchUpTimeout.D(),
+		ResolveInterval: n.cfg.Feed.resolveInterval(),
+		Logger:          n.log.With("subsystem", "feed"),
+		Tracer:          n.exchangeTracer(),
 	})
 	if err != nil {
 		n.net.Host.RemoveStreamHandler(FeedProtocol)
+		n.net.Host.RemoveStreamHandler(feed.FetchProtocolID)
 		f.cancel()
 		return nil, fmt.Errorf("start feeds: %w", err)
 	}
@@ -127,6 +135,7 @@ func (f *feeds) close() {
 		f.n.log.Warn("close feeds", "err", err)
 	}
 	f.n.net.Host.RemoveStreamHandler(FeedProtocol)
+	f.n.net.Host.RemoveStreamHandler(feed.FetchProtocolID)
 	f.mu.Lock()
 	for _, s := range f.sub {
 		s.Cancel()
@@ -186,8 +195,12 @@ func (f *feeds) Publish(ctx context.Context, topic string, data []byte) error {
 
 func feedPinName(name ipns.Name) string { return "feed:" + name.String() }
 
-// Pin implements feed.Pinner: fetch and pin, labelled with the feed.
-func (f *feeds) Pin(ctx context.Context, name ipns.Name, c cid.Cid) error {
+// Pin implements feed.Pinner: fetch and pin, labelled with the feed. Its
+// span, weft.feed.pin, is a feed delivery on a follower: a new version's
+// fetch (and its requests to the providers) below it.
+func (f *feeds) Pin(ctx context.Context, name ipns.Name, c cid.Cid) (err error) {
+	ctx, span := f.n.startSpan(ctx, "weft.feed.pin", attribute.String("feed", name.String()), attribute.String("cid", c.String()))
+	defer func() { endSpan(span, err) }()
 	return f.n.Pin(ctx, c, true, feedPinName(name))
 }
 
@@ -254,6 +267,61 @@ func (f *feeds) handleStream(s network.Stream) {
 		return
 	}
 	_, _ = s.Write(resp)
+}
+
+// Fetch implements feed.Fetcher: one delimited request and one delimited
+// response on a stream of the libp2p fetch protocol (Kubo's IPNS over
+// pubsub).
+func (f *feeds) Fetch(ctx context.Context, p peer.ID, req []byte) ([]byte, error) {
+	s, err := f.n.net.Host.NewStream(network.WithAllowLimitedConn(ctx, "weft feed"), p, feed.FetchProtocolID)
+	if err != nil {
+		return nil, fmt.Errorf("open fetch stream to %s: %w", p, err)
+	}
+	defer s.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = s.SetDeadline(dl)
+	}
+	if err := feed.WriteDelimited(s, req); err != nil {
+		s.Reset()
+		return nil, fmt.Errorf("send fetch request: %w", err)
+	}
+	_ = s.CloseWrite()
+	resp, err := feed.ReadDelimited(bufio.NewReader(s), feed.MaxFetchResponseSize)
+	if err != nil {
+		s.Reset()
+		return nil, fmt.Errorf("read fetch response from %s: %w", p, err)
+	}
+	return resp, nil
+}
+
+// handleFetchStream answers a fetch request for an IPNS record.
+func (f *feeds) handleFetchStream(s network.Stream) {
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
+	req, err := feed.ReadDelimited(bufio.NewReader(io.LimitReader(s, feed.MaxFetchRequestSize+16)), feed.MaxFetchRequestSize)
+	if err != nil {
+		s.Reset()
+		return
+	}
+	resp, err := f.m.HandleFetch(s.Conn().RemotePeer(), req)
+	if err != nil {
+		s.Reset()
+		return
+	}
+	if err := feed.WriteDelimited(s, resp); err != nil {
+		s.Reset()
+	}
+}
+
+// FetchIPNSRecord asks p for its record of name over the libp2p fetch
+// protocol, as Kubo's IPNS over pubsub does, and returns the raw answer
+// decoded but not validated (status and data).
+func (n *Node) FetchIPNSRecord(ctx context.Context, p peer.ID, name ipns.Name) (feed.FetchResponse, error) {
+	b, err := n.feeds.Fetch(ctx, p, feed.FetchRequest{Identifier: feed.RoutingKey(name)}.Marshal())
+	if err != nil {
+		return feed.FetchResponse{}, err
+	}
+	return feed.DecodeFetchResponse(b)
 }
 
 // dhtRouter puts and gets IPNS records in the DHT.
@@ -377,7 +445,9 @@ func (n *Node) Keys() ([]api.Key, error) {
 }
 
 // PublishFeed publishes c as the next version of the feed of key.
-func (n *Node) PublishFeed(ctx context.Context, key string, c cid.Cid) (api.FeedRecord, error) {
+func (n *Node) PublishFeed(ctx context.Context, key string, c cid.Cid) (_ api.FeedRecord, err error) {
+	ctx, span := n.startSpan(ctx, "weft.feed.publish", attribute.String("cid", c.String()))
+	defer func() { endSpan(span, err) }()
 	sk, err := n.Key(key)
 	if err != nil {
 		return api.FeedRecord{}, err
@@ -386,6 +456,7 @@ func (n *Node) PublishFeed(ctx context.Context, key string, c cid.Cid) (api.Feed
 	if err != nil {
 		return api.FeedRecord{}, fmt.Errorf("publish: %w", err)
 	}
+	span.SetAttributes(attribute.String("feed", rec.Name.String()), attribute.Int64("seq", int64(rec.Seq)))
 	return recordInfo(rec), nil
 }
 
@@ -405,7 +476,9 @@ func parseFeedName(s string) (ipns.Name, error) {
 }
 
 // FollowFeed follows a feed (fetching and pinning each version with pin).
-func (n *Node) FollowFeed(ctx context.Context, s string, opts feed.FollowOptions) error {
+func (n *Node) FollowFeed(ctx context.Context, s string, opts feed.FollowOptions) (err error) {
+	ctx, span := n.startSpan(ctx, "weft.feed.follow", attribute.String("feed", s), attribute.Bool("pin", opts.Pin))
+	defer func() { endSpan(span, err) }()
 	name, err := parseFeedName(s)
 	if err != nil {
 		return err

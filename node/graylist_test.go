@@ -2,153 +2,53 @@ package node_test
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/ipfs/boxo/path"
-	"github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p"
-	pubsub "github.com/libp2p/go-libp2p-pubsub"
-	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 
 	"github.com/weft-p2p/weft/node"
+	"github.com/weft-p2p/weft/node/adversary"
 	"github.com/weft-p2p/weft/node/nodetest"
 	"github.com/weft-p2p/weft/p2p"
 	"github.com/weft-p2p/weft/protocol/feed"
 )
 
-// gossiper is a libp2p host with a gossipsub router of its own (no peer
-// scoring, message signing on) that joins a topic and publishes whatever
-// it is told to every peer on the topic, mesh or not: the attack of a peer
-// that gossips garbage and ignores being pruned.
-type gossiper struct {
-	h     host.Host
-	ps    *pubsub.PubSub
-	topic *pubsub.Topic
-	sub   *pubsub.Subscription
-	out   *sendCounter
-}
-
-// sendCounter is a gossipsub tracer counting, per peer, the published
-// messages sent and the RPCs dropped (for the failure message).
-type sendCounter struct {
-	mu      sync.Mutex
-	sent    map[peer.ID]int
-	dropped map[peer.ID]int
-}
-
-func (c *sendCounter) SendRPC(rpc *pubsub.RPC, p peer.ID) {
-	c.mu.Lock()
-	c.sent[p] += len(rpc.GetPublish())
-	c.mu.Unlock()
-}
-
-func (c *sendCounter) DropRPC(rpc *pubsub.RPC, p peer.ID) {
-	c.mu.Lock()
-	c.dropped[p] += len(rpc.GetPublish())
-	c.mu.Unlock()
-}
-
-func (c *sendCounter) String(p peer.ID) string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return fmt.Sprintf("sent %d, dropped %d", c.sent[p], c.dropped[p])
-}
-
-func (c *sendCounter) OnNewOutboundStream(peer.ID, protocol.ID)             {}
-func (c *sendCounter) OnClosedOutboundStream(peer.ID)                       {}
-func (c *sendCounter) Join(string)                                          {}
-func (c *sendCounter) Leave(string)                                         {}
-func (c *sendCounter) Graft(peer.ID, string)                                {}
-func (c *sendCounter) Prune(peer.ID, string)                                {}
-func (c *sendCounter) ValidateMessage(*pubsub.Message)                      {}
-func (c *sendCounter) DeliverMessage(*pubsub.Message)                       {}
-func (c *sendCounter) RejectMessage(*pubsub.Message, string)                {}
-func (c *sendCounter) DuplicateMessage(*pubsub.Message)                     {}
-func (c *sendCounter) ThrottlePeer(peer.ID)                                 {}
-func (c *sendCounter) RecvRPC(*pubsub.RPC)                                  {}
-func (c *sendCounter) UndeliverableMessage(*pubsub.Message)                 {}
-func (c *sendCounter) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
-
-func startGossiper(t *testing.T, topic string) *gossiper {
+// startGossiper starts an adversary that subscribes to topic and is seen
+// on it by every node: it publishes whatever it is told to every peer on
+// the topic, mesh or not, the attack of a peer that gossips garbage and
+// ignores being pruned.
+func startGossiper(t *testing.T, topic string, nodes ...*node.Node) *adversary.Peer {
 	t.Helper()
-	h, err := libp2p.New(
-		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
-		libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.DisableRelay(),
-	)
+	g, err := adversary.New(t.Context(), adversary.Options{})
 	if err != nil {
-		t.Fatalf("gossiper host: %v", err)
+		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	g := &gossiper{h: h, out: &sendCounter{sent: map[peer.ID]int{}, dropped: map[peer.ID]int{}}}
-	t.Cleanup(func() {
-		if g.sub != nil {
-			g.sub.Cancel()
-		}
-		cancel()
-		h.Close()
-	})
-	// Flood publishing sends every message to every peer on the topic,
-	// in the mesh or not: the gossiper ignores the PRUNE a victim sends
-	// once its score goes negative, as an attacker would. The queue holds
-	// the whole flood: with gossipsub's default of 32 a slow victim would
-	// see most of it dropped on the gossiper's side.
-	if g.ps, err = pubsub.NewGossipSub(ctx, h, pubsub.WithFloodPublish(true),
-		pubsub.WithPeerOutboundQueueSize(4096), pubsub.WithRawTracer(g.out)); err != nil {
-		t.Fatalf("gossiper gossipsub: %v", err)
+	t.Cleanup(func() { g.Close() })
+	if _, err := g.Subscribe(topic); err != nil {
+		t.Fatal(err)
 	}
-	if g.topic, err = g.ps.Join(topic); err != nil {
-		t.Fatalf("gossiper join: %v", err)
-	}
-	// Subscribed, so that its victims take it into their mesh.
-	if g.sub, err = g.topic.Subscribe(); err != nil {
-		t.Fatalf("gossiper subscribe: %v", err)
-	}
-	return g
-}
-
-// connect dials every node and waits until each side sees the other on the
-// topic.
-func (g *gossiper) connect(t *testing.T, nodes ...*node.Node) {
-	t.Helper()
 	for _, n := range nodes {
-		if err := g.h.Connect(t.Context(), nodetest.AddrInfo(n)); err != nil {
-			t.Fatalf("gossiper connect to %s: %v", n.ID(), err)
+		if err := g.Connect(t.Context(), nodetest.AddrInfo(n)); err != nil {
+			t.Fatal(err)
 		}
 	}
-	topic := g.topic.String()
 	nodetest.WaitFor(t, 20*time.Second, "gossiper and nodes see each other on the topic", func() bool {
 		mine := map[peer.ID]bool{}
-		for _, p := range g.ps.ListPeers(topic) {
+		for _, p := range g.TopicPeers(topic) {
 			mine[p] = true
 		}
 		for _, n := range nodes {
-			if !mine[n.ID()] || !contains(n.Network().PubSub.ListPeers(topic), g.h.ID()) {
+			if !mine[n.ID()] || !contains(n.Network().PubSub.ListPeers(topic), g.ID()) {
 				return false
 			}
 		}
 		return true
 	})
-}
-
-// flood publishes count messages made by msg, as fast as gossipsub takes
-// them, and stops early when ctx ends.
-func (g *gossiper) flood(ctx context.Context, count int, msg func(i int) []byte) error {
-	for i := range count {
-		if err := g.topic.Publish(ctx, msg(i)); err != nil {
-			return fmt.Errorf("gossiper publish %d: %w", i, err)
-		}
-	}
-	return nil
+	return g
 }
 
 func contains(ps []peer.ID, p peer.ID) bool {
@@ -158,39 +58,6 @@ func contains(ps []peer.ID, p peer.ID) bool {
 		}
 	}
 	return false
-}
-
-// invalidRecords returns count feed records for name that every honest
-// node rejects: half are random bytes, half are well-formed records with
-// ever higher sequence numbers, pointing at value, signed by a key that is
-// not the feed's (each costs its victims a signature check).
-func invalidRecords(t *testing.T, name string, value cid.Cid, count int) [][]byte {
-	t.Helper()
-	forger, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fn, err := feed.ParseName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := make([][]byte, count)
-	for i := range out {
-		if i%2 == 0 {
-			out[i] = make([]byte, 64+i%200)
-			_, _ = rand.Read(out[i])
-			continue
-		}
-		rec, err := feed.NewRecord(forger, path.FromCid(value), uint64(1_000_000+i), time.Hour, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := feed.Validate(fn, rec, time.Now()); err == nil {
-			t.Fatal("a forged record validates")
-		}
-		out[i] = rec
-	}
-	return out
 }
 
 // TestGarbageGossiperGraylisted: a peer that sends 1,000 invalid records on
@@ -252,9 +119,12 @@ func TestGarbageGossiperGraylisted(t *testing.T) {
 		return true
 	})
 
-	g := startGossiper(t, feed.Topic(fn))
-	g.connect(t, honest...)
-	junk := invalidRecords(t, name, content, garbage)
+	topic := feed.Topic(fn)
+	g := startGossiper(t, topic, honest...)
+	junk, err := adversary.InvalidFeedRecords(name, content, garbage)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// The flood goes out in chunks, an honest update right after each, so
 	// that every update travels behind garbage; a watcher notes when each
@@ -268,7 +138,7 @@ func TestGarbageGossiperGraylisted(t *testing.T) {
 	start := time.Now()
 	for i := range updates {
 		chunk := garbage / updates
-		if err := g.flood(ctx, chunk, func(k int) []byte { return junk[i*chunk+k] }); err != nil {
+		if err := g.Flood(ctx, topic, chunk, 0, func(k int) []byte { return junk[i*chunk+k] }); err != nil {
 			t.Fatal(err)
 		}
 		at := time.Now()
@@ -295,16 +165,16 @@ func TestGarbageGossiperGraylisted(t *testing.T) {
 	for i, n := range honest {
 		deadline := start.Add(cutOffBound)
 		for {
-			score, ok := n.Network().PeerScore(g.h.ID())
-			connected := n.Network().Host.Network().Connectedness(g.h.ID()) == network.Connected
-			banned := n.Network().Banned(g.h.ID())
+			score, ok := n.Network().PeerScore(g.ID())
+			connected := n.Network().Host.Network().Connectedness(g.ID()) == network.Connected
+			banned := n.Network().Banned(g.ID())
 			if ok && score < p2p.GraylistThreshold && !connected && banned {
 				break
 			}
 			if time.Now().After(deadline) {
 				c := n.FeedCounters()
 				t.Fatalf("honest node %d not done with the gossiper %v after the flood began: score %.0f (known %v), connected %v, banned %v; gossiper to it: %s; feed counters %+v; topic stats %+v",
-					i, cutOffBound, score, ok, connected, banned, g.out.String(n.ID()), c, n.Network().PubsubStats()[feed.Topic(fn)])
+					i, cutOffBound, score, ok, connected, banned, sentTo(g, n.ID()), c, n.Network().PubsubStats()[feed.Topic(fn)])
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -313,10 +183,10 @@ func TestGarbageGossiperGraylisted(t *testing.T) {
 	for _, n := range honest {
 		// A dial back may complete its handshake on the gossiper's side
 		// before the node's gater refuses it; it must not last.
-		_ = g.h.Connect(ctx, nodetest.AddrInfo(n))
+		_ = g.Host().Connect(ctx, nodetest.AddrInfo(n))
 		nodetest.WaitFor(t, 10*time.Second, "node "+n.ID().String()+" refuses the banned gossiper", func() bool {
-			return n.Network().Host.Network().Connectedness(g.h.ID()) != network.Connected &&
-				g.h.Network().Connectedness(n.ID()) != network.Connected
+			return n.Network().Host.Network().Connectedness(g.ID()) != network.Connected &&
+				g.Host().Network().Connectedness(n.ID()) != network.Connected
 		})
 		st := n.Network().ScoreStats()
 		if st.Banned != 1 || st.Disconnected != 1 {
@@ -329,7 +199,7 @@ func TestGarbageGossiperGraylisted(t *testing.T) {
 		}
 		c := n.FeedCounters()
 		t.Logf("node %s: rejected %d (bad signature %d, malformed %d), signature checks %d, gossiper score %.0f",
-			n.ID(), c.Rejected(), c.BadSignature, c.Malformed, c.SignatureChecks, scoreOf(n, g.h.ID()))
+			n.ID(), c.Rejected(), c.BadSignature, c.Malformed, c.SignatureChecks, scoreOf(n, g.ID()))
 	}
 	t.Logf("gossiper cut off by all %d nodes %v after the flood began; slowest honest update %v", len(honest), cutOff, worst)
 }
@@ -383,4 +253,9 @@ func watchArrivals(t *testing.T, fs []*node.Node, name string) func(j int, seq u
 func scoreOf(n *node.Node, p peer.ID) float64 {
 	s, _ := n.Network().PeerScore(p)
 	return s
+}
+
+func sentTo(g *adversary.Peer, p peer.ID) string {
+	sent, dropped := g.SentTo(p)
+	return fmt.Sprintf("sent %d, dropped %d", sent, dropped)
 }

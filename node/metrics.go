@@ -219,6 +219,7 @@ type dynamicCollector struct {
 	feedRecords, feedSeq, feedPinned, feedLag *prometheus.Desc
 	feedDHTPuts                               *prometheus.Desc
 	collItems, collState, collMembers         *prometheus.Desc
+	collRefused, collAnswers                  *prometheus.Desc
 }
 
 func newDynamicCollector(n *Node) *dynamicCollector {
@@ -235,11 +236,13 @@ func newDynamicCollector(n *Node) *dynamicCollector {
 		collItems:   prometheus.NewDesc("weft_collection_items", "Items in a collection this node is a member of.", []string{"collection"}, nil),
 		collState:   prometheus.NewDesc("weft_collection_items_by_state", "A collection's items by replication state (ok, repairing, under_replicated).", []string{"collection", "state"}, nil),
 		collMembers: prometheus.NewDesc("weft_collection_members_alive", "Members of a collection heard recently, this node included.", []string{"collection"}, nil),
+		collRefused: prometheus.NewDesc("weft_collection_refused_total", "Collection topic messages and claims refused, by reason (not_member, over_budget, rate_limited, false_claim, wanted_full).", []string{"reason"}, nil),
+		collAnswers: prometheus.NewDesc("weft_collection_answers_total", "Answers to collection heads requests published.", nil, nil),
 	}
 }
 
 func (d *dynamicCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, desc := range []*prometheus.Desc{d.psDelivered, d.psSent, d.psRejected, d.feedRecords, d.feedSeq, d.feedPinned, d.feedLag, d.feedDHTPuts, d.collItems, d.collState, d.collMembers} {
+	for _, desc := range []*prometheus.Desc{d.psDelivered, d.psSent, d.psRejected, d.feedRecords, d.feedSeq, d.feedPinned, d.feedLag, d.feedDHTPuts, d.collItems, d.collState, d.collMembers, d.collRefused, d.collAnswers} {
 		ch <- desc
 	}
 }
@@ -256,6 +259,11 @@ func (d *dynamicCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(d.psRejected, prometheus.CounterValue, float64(v), topic, reason)
 		}
 	}
+	as := n.CollectionAuthStats()
+	for reason, v := range as.Refused {
+		ch <- prometheus.MustNewConstMetric(d.collRefused, prometheus.CounterValue, float64(v), reason)
+	}
+	ch <- prometheus.MustNewConstMetric(d.collAnswers, prometheus.CounterValue, float64(as.Answers))
 	for _, c := range n.CollectionList() {
 		ch <- prometheus.MustNewConstMetric(d.collItems, prometheus.GaugeValue, float64(c.Items), c.ID)
 		ch <- prometheus.MustNewConstMetric(d.collMembers, prometheus.GaugeValue, float64(c.MembersAlive), c.ID)

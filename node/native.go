@@ -12,6 +12,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"github.com/weft-p2p/weft/protocol/exchange"
 )
 
@@ -36,6 +38,7 @@ func newNative(n *Node) (*native, error) {
 		MaxStreamsPerPeer: n.cfg.Content.NativeStreamsPerPeer,
 		WriteTimeout:      n.cfg.Content.NativeWriteTimeout.D(),
 		Logger:            n.log.With("subsystem", "exchange"),
+		Tracer:            n.exchangeTracer(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start exchange server: %w", err)
@@ -130,10 +133,13 @@ const (
 // weft peers the DHT names as providers (first) and the connected ones
 // again. It returns nil when everything is held; otherwise the caller falls
 // back to Bitswap, which only fetches what is still missing.
-func (x *native) fetch(o *op, root cid.Cid, scope exchange.Scope) error {
+func (x *native) fetch(ctx context.Context, o *op, root cid.Cid, scope exchange.Scope) (err error) {
 	if !x.n.cfg.Content.Native {
 		return errors.New("native exchange disabled")
 	}
+	ctx, span := x.n.startSpan(ctx, "weft.fetch.native", attribute.String("cid", root.String()),
+		attribute.String("scope", scope.Kind.String()))
+	defer func() { endSpan(span, err) }()
 	log := x.n.log.With("subsystem", "exchange")
 	f, err := exchange.NewFetcher(exchange.Config{
 		Blocks:       touchingBlocks{o.sess.Blockstore(), o},
@@ -144,6 +150,7 @@ func (x *native) fetch(o *op, root cid.Cid, scope exchange.Scope) error {
 		// out before PutMany returns.
 		PutCopies: true,
 		Buffers:   x.n.store.Buffers(),
+		Tracer:    x.n.exchangeTracer(),
 	})
 	if err != nil {
 		return err
@@ -167,7 +174,7 @@ func (x *native) fetch(o *op, root cid.Cid, scope exchange.Scope) error {
 			ps = ps[len(batch):]
 			var st exchange.Stats
 			start := time.Now()
-			st, err = f.Fetch(o.ctx, root, scope, batch)
+			st, err = f.Fetch(ctx, root, scope, batch)
 			progress = progress || st.Blocks > 0
 			if err == nil {
 				o.touch()
@@ -196,7 +203,7 @@ func (x *native) fetch(o *op, root cid.Cid, scope exchange.Scope) error {
 			// Ask the DHT who provides root, connect to them, and ask the
 			// weft peers among them first from now on.
 			looked = true
-			found = x.dhtProviders(o.ctx, root)
+			found = x.dhtProviders(ctx, root)
 			if len(found) > 0 {
 				continue
 			}
@@ -222,11 +229,15 @@ func (x *native) fetch(o *op, root cid.Cid, scope exchange.Scope) error {
 // dhtProviders asks the DHT for up to 8 providers of root (for at most 5 s)
 // and connects to them; Connect waits for identify, which the protocol
 // check in nativePeers needs.
-func (x *native) dhtProviders(ctx context.Context, root cid.Cid) []peer.ID {
+func (x *native) dhtProviders(ctx context.Context, root cid.Cid) (found []peer.ID) {
+	ctx, span := x.n.startSpan(ctx, "weft.fetch.find_providers", attribute.String("cid", root.String()))
+	defer func() {
+		span.SetAttributes(attribute.Int("providers", len(found)))
+		span.End()
+	}()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	h := x.n.net.Host
-	var found []peer.ID
 	for ai := range x.n.net.DHT.FindProvidersAsync(ctx, root, 8) {
 		if ai.ID == h.ID() {
 			continue

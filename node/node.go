@@ -61,6 +61,7 @@ type Node struct {
 	feeds   *feeds
 	native  *native
 	metrics *metrics
+	tracing *tracing
 	started time.Time
 
 	// storeBorrowed: the store came from Options.Store; Close leaves it open.
@@ -73,7 +74,8 @@ type Node struct {
 	// long handlers (exports, walks, streams) return and Shutdown does not
 	// wait out its timeout on them.
 	apiCancel context.CancelFunc
-	guard     *guard // the API's browser and token rules (api_guard.go)
+	guard     *guard         // the API's browser and token rules (api_guard.go)
+	gateway   *gatewayServer // nil when addresses.gateway is off
 
 	ready        atomic.Bool
 	shutdown     chan struct{}
@@ -116,6 +118,14 @@ func start(ctx context.Context, repo *Repo, opts Options) (_ *Node, err error) {
 			n.closeParts()
 		}
 	}()
+
+	ts, err := ResolveTracing(cfg.Tracing, repo.Path, os.Getenv)
+	if err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
+	}
+	if n.tracing, err = startTracing(ctx, ts, cfg.PeerID); err != nil {
+		return nil, err
+	}
 
 	// Bind the API first: a taken port is the commonest start-up failure and
 	// should be reported before the slower parts start.
@@ -176,11 +186,14 @@ func start(ctx context.Context, repo *Repo, opts Options) (_ *Node, err error) {
 	if n.feeds, err = newFeeds(n); err != nil {
 		return nil, err
 	}
+	if err := n.startGateway(); err != nil {
+		return nil, err
+	}
 	n.ready.Store(true)
 	if err := writeFileAtomic(filepath.Join(repo.Path, APIFile), []byte(n.apiAddr+"\n"), 0o644); err != nil {
 		return nil, err
 	}
-	n.log.Info("weft daemon ready", "peer", n.net.Host.ID(), "api", n.apiAddr, "addrs", n.net.Host.Addrs(), "private", n.net.Private())
+	n.log.Info("weft daemon ready", "peer", n.net.Host.ID(), "api", n.apiAddr, "gateway", n.GatewayAddr(), "addrs", n.net.Host.Addrs(), "private", n.net.Private())
 	return n, nil
 }
 
@@ -217,7 +230,7 @@ func (n *Node) p2pConfig() (p2p.Config, error) {
 		AllowPeers:                allow,
 		Bootstrap:                 boot,
 		BootstrapInterval:         cfg.DHT.BootstrapInterval.D(),
-		LowPeers:                  cfg.DHT.LowPeers,
+		LowPeers:                  lowPeers(cfg.DHT.LowPeers),
 		DHTMode:                   cfg.DHT.Mode,
 		DHTPrefix:                 cfg.DHT.ProtocolPrefix,
 		ConnMgrLow:                cfg.Swarm.ConnMgrLow,
@@ -252,6 +265,15 @@ func (n *Node) p2pConfig() (p2p.Config, error) {
 		return p2p.Config{}, err
 	}
 	return pc, nil
+}
+
+// lowPeers maps dht.low_peers onto p2p.Config.LowPeers: 0 turns the
+// immediate redial off (p2p's "never" is negative; its 0 is a default).
+func lowPeers(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // connLimitExempt parses swarm.conn_limit_exempt. The key absent (a
@@ -337,6 +359,9 @@ func (n *Node) closeParts() error {
 	} else if n.apiLn != nil {
 		n.apiLn.Close()
 	}
+	if err := n.stopGateway(); err != nil {
+		errs = append(errs, err)
+	}
 	n.wg.Wait()
 	if n.colls != nil {
 		n.colls.close()
@@ -359,6 +384,11 @@ func (n *Node) closeParts() error {
 		if err := n.store.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close store: %w", err))
 		}
+	}
+	// A collector that is down must not fail the shutdown: its spans are
+	// lost, and the log says so.
+	if err := n.tracing.close(); err != nil {
+		n.log.Warn("tracing: spans not flushed", "err", err)
 	}
 	return errors.Join(errs...)
 }

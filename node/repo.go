@@ -56,9 +56,13 @@ func DefaultRepoPath() string {
 // InitOptions are the choices `weft init` offers. Zero values take the
 // profile's defaults.
 type InitOptions struct {
-	Profile     string   // local (default) or public
-	Listen      []string // swarm listen multiaddrs
-	API         string   // API host:port
+	Profile string   // local (default) or public
+	Listen  []string // swarm listen multiaddrs
+	API     string   // API host:port
+	// Gateway is the HTTP gateway's host:port ("off": none). Empty takes
+	// the profile's default, or port 0 on loopback when API's port is 0
+	// (test nodes, which must not collide on 8080).
+	Gateway     string
 	Bootstrap   []string // bootstrap multiaddrs with /p2p/ID
 	SwarmKey    []byte   // contents of a swarm.key to copy in
 	NewSwarmKey bool     // generate a fresh swarm key
@@ -81,6 +85,12 @@ func InitRepo(dir string, opts InitOptions) (Config, error) {
 	}
 	if opts.API != "" {
 		cfg.Addresses.API = opts.API
+	}
+	switch {
+	case opts.Gateway != "":
+		cfg.Addresses.Gateway = opts.Gateway
+	case strings.HasSuffix(cfg.Addresses.API, ":0"):
+		cfg.Addresses.Gateway = "127.0.0.1:0"
 	}
 	if len(opts.Bootstrap) > 0 {
 		cfg.Bootstrap = opts.Bootstrap

@@ -64,7 +64,7 @@ type Config struct {
 	// BootstrapInterval is the period of the bootstrap round (default 5m).
 	BootstrapInterval time.Duration
 	// LowPeers triggers a bootstrap round at once when connected peers drop
-	// below it (default 4).
+	// below it (0: 4; negative: never, only the periodic rounds run).
 	LowPeers int
 	// DHTMode is auto, client or server (default server).
 	DHTMode string
@@ -144,7 +144,7 @@ func (c *Config) setDefaults() {
 	if c.BootstrapInterval <= 0 {
 		c.BootstrapInterval = 5 * time.Minute
 	}
-	if c.LowPeers <= 0 {
+	if c.LowPeers == 0 {
 		c.LowPeers = 4
 	}
 	if c.DHTMode == "" {

@@ -72,7 +72,7 @@ func (o *clientOpts) call(fn func(ctx context.Context, c *api.Client) error) err
 	if err != nil {
 		return err
 	}
-	ctx, cancel := cmdContext()
+	ctx, cancel := o.cmdContext("")
 	defer cancel()
 	return explainAPIError(fn(ctx, c))
 }
@@ -91,6 +91,19 @@ func cmdContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
+// cmdContext is cmdContext for a client command: it also carries the
+// command's trace (see cliTrace), whose file, with the file exporter, is
+// in the repo the command talks to. name names the span ("weft pin
+// add"; "": taken from the command line).
+func (o *clientOpts) cmdContext(name string) (context.Context, context.CancelFunc) {
+	ctx, cancel := cmdContext()
+	ctx, end := cliTrace(ctx, name, repoPath(o.repo))
+	return ctx, func() {
+		end()
+		cancel()
+	}
+}
+
 // clientCmd builds a command that calls the API and prints the result as
 // JSON (--json) or with the given table printer.
 func clientCmd(o *clientOpts, use, short string, args cobra.PositionalArgs,
@@ -105,7 +118,7 @@ func clientCmd(o *clientOpts, use, short string, args cobra.PositionalArgs,
 			if err != nil {
 				return err
 			}
-			ctx, cancel := cmdContext()
+			ctx, cancel := o.cmdContext(cmd.CommandPath())
 			defer cancel()
 			v, err := call(ctx, c, a)
 			if err != nil {

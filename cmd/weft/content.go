@@ -147,7 +147,7 @@ func newAddCmd(o *clientOpts) *cobra.Command {
 			if name != "" {
 				q.Set("name", name)
 			}
-			ctx, cancel := cmdContext()
+			ctx, cancel := o.cmdContext(cmd.CommandPath())
 			defer cancel()
 			bar := newProgress(cmd.ErrOrStderr(), "adding "+label, total)
 			out := cmd.OutOrStdout()
@@ -238,7 +238,7 @@ func newGetCmd(o *clientOpts) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, cancel := cmdContext()
+			ctx, cancel := o.cmdContext(cmd.CommandPath())
 			defer cancel()
 			r, err := c.Get(ctx, args[0], filepath.Base(out))
 			if err != nil {
@@ -544,7 +544,7 @@ func newCarCmd(o *clientOpts) *cobra.Command {
 				defer f.Close()
 				r = f
 			}
-			ctx, cancel := cmdContext()
+			ctx, cancel := o.cmdContext(cmd.CommandPath())
 			defer cancel()
 			res, err := c.CarImport(ctx, r, !noPin)
 			if err != nil {
@@ -566,18 +566,28 @@ func newCarCmd(o *clientOpts) *cobra.Command {
 }
 
 func newProvidersCmd(o *clientOpts) *cobra.Command {
-	var max int
-	cmd := clientCmd(o, "providers CID", "Find peers that provide CID, through the DHT", cobra.ExactArgs(1),
-		func(ctx context.Context, c *api.Client, a []string) (any, error) { return c.Providers(ctx, a[0], max) },
+	var max, found int
+	cmd := clientCmd(o, "providers CID", "Find peers that provide CID, through the DHT (exit 1 when none is found)", cobra.ExactArgs(1),
+		func(ctx context.Context, c *api.Client, a []string) (any, error) {
+			ps, err := c.Providers(ctx, a[0], max)
+			found = len(ps)
+			return ps, err
+		},
 		func(w io.Writer, v any) {
-			ps := v.([]api.PeerInfo)
-			for _, p := range ps {
+			for _, p := range v.([]api.PeerInfo) {
 				fmt.Fprintln(w, p.ID)
 			}
-			if len(ps) == 0 {
-				fmt.Fprintln(w, "no providers found")
-			}
 		})
+	run := cmd.RunE
+	cmd.RunE = func(cmd *cobra.Command, a []string) error {
+		if err := run(cmd, a); err != nil {
+			return err
+		}
+		if found == 0 {
+			return &exitError{1, errors.New("no providers found")}
+		}
+		return nil
+	}
 	cmd.Flags().IntVar(&max, "max", 20, "stop after this many providers")
 	return cmd
 }

@@ -8,6 +8,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/weft-p2p/weft/node"
 )
@@ -34,7 +36,16 @@ func newDaemonCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if n.Tracing() {
+				// The DHT's and Bitswap's own spans go to the global
+				// provider: make it the node's, so they are recorded too.
+				otel.SetTracerProvider(n.TracerProvider())
+				otel.SetTextMapPropagator(propagation.TraceContext{})
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "weft daemon %s ready; API on %s\n", n.ID(), n.APIAddr())
+			if gw := n.GatewayAddr(); gw != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "gateway on http://%s/ipfs/\n", gw)
+			}
 			select {
 			case <-ctx.Done():
 				fmt.Fprintln(cmd.OutOrStdout(), "signal received, shutting down")

@@ -35,6 +35,10 @@ func newFeedCmd(o *clientOpts) *cobra.Command {
 		},
 		func(w io.Writer, v any) {
 			f := v.(api.Feed)
+			if f.Held.CID == "" {
+				fmt.Fprintf(w, "following %s (no record yet)\n", f.Name)
+				return
+			}
 			fmt.Fprintf(w, "following %s (at seq %d)\n", f.Name, f.Held.Seq)
 		})
 	follow.Flags().BoolVar(&pin, "pin", false, "fetch and pin each version, unpinning the one it replaces")

@@ -23,9 +23,9 @@ func repoPath(p string) string {
 
 func newInitCmd() *cobra.Command {
 	var (
-		repo, profile, apiAddr, swarmKeyFile string
-		listen, bootstrap                    []string
-		newSwarmKey                          bool
+		repo, profile, apiAddr, gatewayAddr, swarmKeyFile string
+		listen, bootstrap                                 []string
+		newSwarmKey                                       bool
 	)
 	cmd := &cobra.Command{
 		Use:   "init",
@@ -33,7 +33,7 @@ func newInitCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dir := repoPath(repo)
-			opts := node.InitOptions{Profile: profile, Listen: listen, API: apiAddr, Bootstrap: bootstrap, NewSwarmKey: newSwarmKey}
+			opts := node.InitOptions{Profile: profile, Listen: listen, API: apiAddr, Gateway: gatewayAddr, Bootstrap: bootstrap, NewSwarmKey: newSwarmKey}
 			if swarmKeyFile != "" {
 				b, err := os.ReadFile(swarmKeyFile)
 				if err != nil {
@@ -61,6 +61,7 @@ func newInitCmd() *cobra.Command {
 	f.StringVar(&profile, "profile", node.ProfileLocal, "local (own DHT, no bootstrap, loopback) or public (IPFS Amino DHT and bootstrap list)")
 	f.StringArrayVar(&listen, "listen", nil, "swarm listen multiaddr (repeatable; default per profile)")
 	f.StringVar(&apiAddr, "api", "", "HTTP API host:port (default 127.0.0.1:5101)")
+	f.StringVar(&gatewayAddr, "gateway", "", "HTTP gateway host:port, or off (default 127.0.0.1:8080; port 0 when --api has port 0)")
 	f.StringArrayVar(&bootstrap, "bootstrap", nil, "bootstrap peer multiaddr with /p2p/ID (repeatable)")
 	f.StringVar(&swarmKeyFile, "swarm-key", "", "make the swarm private with this swarm.key (Kubo format)")
 	f.BoolVar(&newSwarmKey, "new-swarm-key", false, "make the swarm private with a freshly generated key")

@@ -56,12 +56,16 @@ func newRootCmd() *cobra.Command {
 		Short:         "weft: a peer-to-peer node daemon (Kademlia DHT, content-addressed data, gossipsub)",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       versionString(),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.AddCommand(
+		newVersionCmd(),
 		newInitCmd(),
 		newDaemonCmd(),
 		newConfigCmd(),
 		newTestnetCmd(),
+		newAdversaryCmd(),
 	)
 	addClientCommands(root)
 	return root

@@ -394,7 +394,11 @@ func newTestnetRunCmd(dir *string) *cobra.Command {
 			out := cmd.OutOrStdout()
 			if rep != nil {
 				fmt.Fprint(out, rep.Summary())
-				fmt.Fprintf(out, "\nreport: %s (report.json, summary.txt, latency.svg, delivery.svg)\n", report)
+				svgs := "latency.svg, delivery.svg"
+				if rep.Traces != nil {
+					svgs += ", trace-fetch.svg, trace-feed.svg"
+				}
+				fmt.Fprintf(out, "\nreport: %s (report.json, summary.txt, %s)\n", report, svgs)
 			}
 			return err
 		},

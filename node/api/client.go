@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"go.opentelemetry.io/otel/propagation"
 )
 
 // ErrUnreachable says nothing answered at the API address.
@@ -95,6 +97,9 @@ func (c *Client) Raw(ctx context.Context, method, path string, query url.Values,
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
+	// The span in ctx, if any, becomes the parent of the daemon's spans
+	// for this call (W3C traceparent).
+	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(req.Header))
 	resp, err := c.http.Do(req)
 	if err != nil {
 		var op *net.OpError

@@ -142,6 +142,14 @@ type CollectionStats struct {
 	LastPinError    string `json:"last_pin_error,omitempty"`
 	Unpins          uint64 `json:"unpins"`
 	Snapshots       uint64 `json:"snapshots_written"`
+	// Refusals of topic messages (see README, Malicious peers).
+	NotMember   uint64 `json:"not_member"`         // heads messages and requests from non-members
+	OverBudget  uint64 `json:"over_budget"`        // claimed blocks over the sender's budget (collection.max_claims)
+	RateLimited uint64 `json:"rate_limited"`       // heads requests within collection.answer_interval of the last answer
+	FalseClaims uint64 `json:"false_claims"`       // claimed blocks never fetched
+	WantedFull  uint64 `json:"wanted_full"`        // wanted blocks evicted or refused because the wanted set was full
+	Answers     uint64 `json:"answers"`            // answers to heads requests published
+	Suppressed  uint64 `json:"answers_suppressed"` // answers cancelled: another member answered alike first
 }
 
 // CollectionStore is what the collection's own blocks take in this node's

@@ -5,11 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/weft-p2p/weft/node"
 	"github.com/weft-p2p/weft/node/api"
 )
 
@@ -96,6 +101,31 @@ var actions = map[string]action{
 			}
 		},
 		run: (*runner).runCollectionAdd,
+	},
+	"attack": {
+		validate: func(v *stepValidator, st *Step) {
+			v.node("node", st.Node)
+			if len(st.Nodes) == 0 {
+				v.bad("nodes (the victims) is required")
+			}
+			switch st.Attack {
+			case "junk-heads", "heads-requests":
+				v.ref("collection", st.Collection)
+			case "feed-records":
+				v.ref("feed", st.Feed)
+			case "slow-exchange":
+				v.ref("cid", st.CID)
+				if st.Duration <= 0 {
+					v.bad("duration is required (how long the streams are held)")
+				}
+			default:
+				v.bad("attack %q: want junk-heads, heads-requests, feed-records or slow-exchange", st.Attack)
+			}
+			if st.Count < 0 || st.Rate < 0 || st.Heads < 0 {
+				v.bad("count, rate and heads must not be negative")
+			}
+		},
+		run: (*runner).runAttack,
 	},
 	"partition": {
 		validate: func(v *stepValidator, st *Step) {
@@ -263,6 +293,7 @@ func (r *runner) runFetch(ctx context.Context, _ int, st *Step) (string, error) 
 	var mu sync.Mutex
 	var times []float64
 	err = t.parallel(ns, 8, func(n *NodeState) error {
+		ctx, traceID := newRootContext(ctx) // each fetch is a trace of its own
 		began := time.Now()
 		var err error
 		if pin {
@@ -277,9 +308,13 @@ func (r *runner) runFetch(ctx context.Context, _ int, st *Step) (string, error) 
 		if err != nil {
 			return fmt.Errorf("%s: fetch %s: %w", n.Name, c, err)
 		}
+		took := time.Since(began).Seconds()
 		mu.Lock()
-		times = append(times, time.Since(began).Seconds())
+		times = append(times, took)
 		mu.Unlock()
+		r.mu.Lock()
+		r.fetchTraces = append(r.fetchTraces, fetchTrace{id: traceID, node: n.Name, seconds: took})
+		r.mu.Unlock()
 		return nil
 	})
 	r.mu.Lock()
@@ -842,4 +877,146 @@ func sorted(s []string) []string {
 		return strings.Compare(a, b)
 	})
 	return out
+}
+
+// runAttack runs `weft adversary` in the attacking node's namespace
+// against the victims' swarm addresses, and waits until it is done. The
+// attacker is a peer of its own (its own key and port), beside the node's
+// daemon, which takes no part.
+func (r *runner) runAttack(ctx context.Context, _ int, st *Step) (string, error) {
+	n, err := r.node(st.Node)
+	if err != nil {
+		return "", err
+	}
+	victims, err := r.selected(st.Nodes, true)
+	if err != nil {
+		return "", err
+	}
+	// The attacker is this binary (the one running the scenario), which
+	// may differ from the daemons' (--bin): old daemons can be attacked.
+	self, err := os.Executable()
+	if err != nil {
+		self = "weft"
+	}
+	args := []string{self, "adversary", st.Attack}
+	if n.IP != "" {
+		args = append(args, "--listen", "/ip4/"+n.IP+"/tcp/0")
+	}
+	if key := filepath.Join(n.Repo, node.SwarmKeyFile); fileExists(key) {
+		args = append(args, "--swarm-key", key)
+	}
+	for _, v := range victims {
+		if v == n {
+			continue
+		}
+		addr := v.Swarm
+		if !strings.Contains(addr, "/p2p/") {
+			addr += "/p2p/" + v.PeerID
+		}
+		args = append(args, "--connect", addr)
+	}
+	val := func(s string) (string, error) { return r.val(s) }
+	var coll string
+	switch st.Attack {
+	case "junk-heads", "heads-requests":
+		c, err := val(st.Collection)
+		if err != nil {
+			return "", err
+		}
+		coll = c
+		args = append(args, "--collection", c)
+		if st.Heads > 0 {
+			args = append(args, "--heads", strconv.Itoa(st.Heads))
+		}
+		if st.Member {
+			args = append(args, "--member")
+		}
+	case "feed-records":
+		f, err := val(st.Feed)
+		if err != nil {
+			return "", err
+		}
+		args = append(args, "--feed", f)
+	case "slow-exchange":
+		c, err := val(st.CID)
+		if err != nil {
+			return "", err
+		}
+		args = append(args, "--cid", strings.Split(c, ",")[0], "--duration", st.Duration.String())
+	}
+	if st.Count > 0 {
+		args = append(args, "--count", strconv.Itoa(st.Count))
+	}
+	if st.Rate > 0 {
+		args = append(args, "--rate", strconv.FormatFloat(st.Rate, 'f', -1, 64))
+	}
+	cmd, err := r.t.Command(n.Name, args)
+	if err != nil {
+		return "", err
+	}
+	var before []api.CollectionStats
+	if coll != "" {
+		before = r.collectionStats(ctx, victims, coll)
+	}
+	var out, errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := runCmd(ctx, cmd); err != nil {
+		return "", fmt.Errorf("%s: weft adversary %s: %w: %s", n.Name, st.Attack, err, strings.TrimSpace(errOut.String()))
+	}
+	detail := fmt.Sprintf("%s attacked %d nodes: %s", n.Name, len(victims), strings.TrimSpace(out.String()))
+	if coll != "" {
+		// What it cost the members: answers they published, and what
+		// they refused, during the attack (largest over the members).
+		after := r.collectionStats(ctx, victims, coll)
+		var ans, nm, ob, rl, total uint64
+		for i := range after {
+			d := func(f func(api.CollectionStats) uint64) uint64 { return f(after[i]) - f(before[i]) }
+			a := d(func(s api.CollectionStats) uint64 { return s.Answers })
+			ans, total = max(ans, a), total+a
+			nm = max(nm, d(func(s api.CollectionStats) uint64 { return s.NotMember }))
+			ob = max(ob, d(func(s api.CollectionStats) uint64 { return s.OverBudget }))
+			rl = max(rl, d(func(s api.CollectionStats) uint64 { return s.RateLimited }))
+		}
+		detail += fmt.Sprintf("; per member at most: %d answers (%d in all), %d refused as not a member, %d claims over budget, %d requests rate-limited",
+			ans, total, nm, ob, rl)
+	}
+	return detail, nil
+}
+
+// collectionStats reads each node's counters for the collection (zero for
+// a node that does not answer).
+func (r *runner) collectionStats(ctx context.Context, nodes []*NodeState, coll string) []api.CollectionStats {
+	out := make([]api.CollectionStats, len(nodes))
+	for i, n := range nodes {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		st, err := r.t.Client(n).CollectionStatus(cctx, coll)
+		cancel()
+		if err == nil {
+			out[i] = st.Stats
+		}
+	}
+	return out
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// runCmd runs cmd to its end, killing it (and waiting for it) if ctx ends
+// first.
+func runCmd(ctx context.Context, cmd *exec.Cmd) error {
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		_ = cmd.Process.Kill()
+		<-done
+		return ctx.Err()
+	}
 }

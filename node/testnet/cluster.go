@@ -2,6 +2,7 @@ package testnet
 
 import (
 	"context"
+	"os/exec"
 
 	"github.com/weft-p2p/weft/node/api"
 )
@@ -20,6 +21,8 @@ type cluster interface {
 	Heal(ctx context.Context) error
 	Shape(ctx context.Context, names []string, s Shape) error
 	Down(ctx context.Context, removeDir bool) error
+	// Command prepares a weft command run as the named node (attack).
+	Command(name string, args []string) (*exec.Cmd, error)
 	nodes(names []string) ([]*NodeState, error)
 	parallel(nodes []*NodeState, conc int, fn func(*NodeState) error) error
 	// isUp says whether a node runs.

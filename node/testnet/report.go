@@ -54,6 +54,7 @@ type Report struct {
 	TotalRSS int64        `json:"total_rss_bytes"` // sum of the nodes' last RSS
 	PeakRSS  int64        `json:"total_peak_rss_bytes"`
 	TotalCPU float64      `json:"total_cpu_seconds"`
+	Traces   *TraceReport `json:"traces,omitempty"` // when the scenario sets tracing.exporter = "file"
 
 	fetchTimes []float64
 	latencies  []float64       // every delivery latency, ms
@@ -327,6 +328,23 @@ func (rep *Report) Write(dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, "delivery.svg"), []byte(deliverySVG(rep)), 0o644); err != nil {
 		return err
 	}
+	if tr := rep.Traces; tr != nil {
+		for _, s := range []struct {
+			sum   *TraceSummary
+			title string
+		}{
+			{tr.SlowestFetch, "Slowest fetch"},
+			{tr.SlowestFeed, "Slowest feed delivery (a follower fetching and pinning a version)"},
+		} {
+			if s.sum == nil || s.sum.SVG == "" {
+				continue
+			}
+			title := fmt.Sprintf("%s: %s on %s, %.0f ms", s.title, s.sum.Root, s.sum.Node, s.sum.Seconds*1000)
+			if err := os.WriteFile(filepath.Join(dir, s.sum.SVG), []byte(timelineSVG(title, s.sum.trace, s.sum.names)), 0o644); err != nil {
+				return err
+			}
+		}
+	}
 	if len(rep.fetchTimes) > 0 {
 		ms := make([]float64, len(rep.fetchTimes))
 		for i, s := range rep.fetchTimes {
@@ -439,6 +457,25 @@ func (rep *Report) Summary() string {
 	if rep.Fetch.Count > 0 {
 		f := rep.Fetch
 		fmt.Fprintf(&b, "\nfetch     p50 %.3fs  p90 %.3fs  p99 %.3fs  max %.3fs  (n=%d)\n", f.P50, f.P90, f.P99, f.Max, f.Count)
+	}
+	if tr := rep.Traces; tr != nil {
+		fmt.Fprintf(&b, "\ntraces    %d spans in %d traces from %d nodes\n", tr.Spans, tr.Traces, len(tr.SpansPerNode))
+		line := func(label string, s TraceSummary) {
+			fmt.Fprintf(&b, "  %-14s %8.0fms  %-32s on %-6s %3d spans, nodes %s", label, s.Seconds*1000, s.Root, s.Node, s.Spans, strings.Join(s.Nodes, ","))
+			if s.SVG != "" {
+				fmt.Fprintf(&b, "  (%s)", s.SVG)
+			}
+			b.WriteString("\n")
+		}
+		if tr.SlowestFetch != nil {
+			line("slowest fetch", *tr.SlowestFetch)
+		}
+		if tr.SlowestFeed != nil {
+			line("slowest feed", *tr.SlowestFeed)
+		}
+		for i, s := range tr.Slowest {
+			line(fmt.Sprintf("slowest #%d", i+1), s)
+		}
 	}
 	if len(rep.Nodes) > 0 && rep.Simulated == nil {
 		fmt.Fprintf(&b, "\nresources total RSS %s (peak %s), CPU %.1fs over %d nodes\n", mib(rep.TotalRSS), mib(rep.PeakRSS), rep.TotalCPU, len(rep.Nodes))

@@ -57,6 +57,8 @@ type runner struct {
 	stopWatch context.CancelFunc
 	watchWG   sync.WaitGroup
 	contentN  int
+
+	fetchTraces []fetchTrace // traced fetches, when the scenario traces
 }
 
 // feedTrack follows one feed's updates through the testnet.
@@ -189,6 +191,15 @@ func runOn(ctx context.Context, sc *Scenario, o RunOptions, up func(context.Cont
 	r.stopWatch()
 	<-samplerDone
 	r.watchWG.Wait()
+	keep := o.Keep || (runErr != nil && o.KeepOnFailure)
+	if tracingOn(sc) && !keep {
+		// The nodes flush their spans as they stop.
+		tctx, tcancel := context.WithTimeout(context.Background(), time.Minute)
+		if err := r.collectTraces(tctx); err != nil {
+			runErr = errors.Join(runErr, fmt.Errorf("collect traces: %w", err))
+		}
+		tcancel()
+	}
 	r.rep.Duration = time.Since(began).Seconds()
 	if runErr != nil {
 		r.rep.Error = runErr.Error()
@@ -197,7 +208,6 @@ func runOn(ctx context.Context, sc *Scenario, o RunOptions, up func(context.Cont
 		sim(r.rep)
 	}
 	r.rep.finish(r)
-	keep := o.Keep || (runErr != nil && o.KeepOnFailure)
 	if keep {
 		r.rep.KeptUp = t.state().Dir
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/metrics"
@@ -310,7 +311,9 @@ func (c *simCluster) up(ctx context.Context, o Options) error {
 
 // simRepo makes n's repo with the seeded identity sk.
 func simRepo(n *NodeState, sk crypto.PrivKey) error {
-	if _, err := node.InitRepo(n.Repo, node.InitOptions{Listen: []string{n.Swarm}, API: n.API}); err != nil {
+	// No gateway: a real socket would keep the simulation's clock from
+	// advancing (a goroutine waiting on the network is not idle to synctest).
+	if _, err := node.InitRepo(n.Repo, node.InitOptions{Listen: []string{n.Swarm}, API: n.API, Gateway: "off"}); err != nil {
 		return err
 	}
 	b, err := crypto.MarshalPrivateKey(sk)
@@ -585,6 +588,12 @@ func (c *simCluster) Shape(_ context.Context, names []string, s Shape) error {
 		c.mu.Unlock()
 	}
 	return nil
+}
+
+// Command is refused: the attack action runs a weft process, and a
+// simulated testnet has none.
+func (c *simCluster) Command(name string, _ []string) (*exec.Cmd, error) {
+	return nil, fmt.Errorf("%s: the attack action runs a weft process next to the node; a simulated testnet has no processes", name)
 }
 
 // Down closes every node; with removeDir it deletes the simulation's

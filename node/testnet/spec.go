@@ -167,6 +167,12 @@ type Step struct {
 
 	Groups []Selector `toml:"groups" json:"groups,omitempty"` // partition
 
+	// attack: node runs `weft adversary ATTACK` against nodes
+	Attack string  `toml:"attack" json:"attack,omitempty"` // junk-heads, heads-requests, feed-records, slow-exchange
+	Rate   float64 `toml:"rate" json:"rate,omitempty"`     // messages a second (0: the attack's default)
+	Heads  int     `toml:"heads" json:"heads,omitempty"`   // junk-heads: random heads per message
+	Member bool    `toml:"member" json:"member,omitempty"` // heads-requests: join the collection first
+
 	Shape
 	Duration Duration `toml:"duration" json:"duration,omitempty"` // sleep
 

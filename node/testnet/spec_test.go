@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/weft-p2p/weft/node/tracefile"
 )
 
 // Every shipped scenario parses and validates.
@@ -53,6 +56,22 @@ cid = "$nope"`, `$nope is not set`},
 name = "n"
 count = 1
 typo = 3`, `unknown key groups.typo`},
+		{`[[groups]]
+name = "n"
+count = 2
+[[steps]]
+action = "attack"
+node = "n1"
+nodes = "n"
+attack = "junk-heads"`, `collection is required`},
+		{`[[groups]]
+name = "n"
+count = 2
+[[steps]]
+action = "attack"
+node = "n1"
+nodes = "n"
+attack = "meteor"`, `attack "meteor"`},
 		{`[network.link]
 loss = "lots"
 [[groups]]
@@ -225,5 +244,46 @@ func TestLoopbackUpDown(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); err == nil {
 		t.Error("dir left")
+	}
+}
+
+func TestTimelineSVG(t *testing.T) {
+	at := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	sp := func(node, id, parent, name string, from, to int, attrs map[string]string) tracefile.Span {
+		return tracefile.Span{Node: node, TraceID: "t", SpanID: id, ParentID: parent, Name: name,
+			Start: at.Add(time.Duration(from) * time.Millisecond), End: at.Add(time.Duration(to) * time.Millisecond), Attrs: attrs}
+	}
+	spans := []tracefile.Span{
+		sp("a", "1", "remote", "api POST /api/v1/pin/add", 0, 900, nil),
+		sp("a", "2", "1", "weft.fetch", 5, 890, nil),
+		sp("a", "3", "2", "weft.exchange.request", 10, 800, map[string]string{"peer": "PB"}),
+		sp("b", "4", "3", "weft.exchange.serve", 20, 790, map[string]string{"peer": "PA"}),
+		sp("a", "5", "1", "IpfsDHT.Provide", 890, 1200, nil),
+		sp("a", "6", "5", "KademliaDHT.Query", 900, 1000, nil),
+		sp("a", "7", "6", "KademliaDHT.Dial", 900, 950, nil),
+	}
+	spans[3].Kind = 2 // server
+	tr := tracefile.Group(spans)
+	if len(tr) != 1 {
+		t.Fatalf("%d traces", len(tr))
+	}
+	svg := timelineSVG("Slowest fetch", tr[0], map[string]string{"PA": "a", "PB": "b"})
+	var v struct{}
+	if err := xml.Unmarshal([]byte(svg), &v); err != nil {
+		t.Fatalf("not XML: %v", err)
+	}
+	for _, want := range []string{
+		"a: api POST /api/v1/pin/add",
+		"    a: weft.exchange.request → b",
+		"      b: weft.exchange.serve ← a",
+		"  a: IpfsDHT.Provide (+2)",
+		"1200 ms",
+	} {
+		if !strings.Contains(svg, want) {
+			t.Errorf("timeline lacks %q:\n%s", want, svg)
+		}
+	}
+	if strings.Contains(svg, "KademliaDHT.Dial") {
+		t.Error("a library's inner spans are drawn instead of folded")
 	}
 }

@@ -204,7 +204,11 @@ func (t *Testnet) makeNodes(ctx context.Context) error {
 		if sc.Network.QUIC {
 			listen = append(listen, strings.Replace(n.Swarm, "/tcp/", "/udp/", 1)+"/quic-v1")
 		}
-		cfg, err := node.InitRepo(n.Repo, node.InitOptions{Listen: listen, API: n.API})
+		io := node.InitOptions{Listen: listen, API: n.API}
+		if st.Mode != ModeNetns {
+			io.Gateway = "127.0.0.1:0" // loopback nodes share 8080: each takes a free port
+		}
+		cfg, err := node.InitRepo(n.Repo, io)
 		if err != nil {
 			return fmt.Errorf("init %s: %w", n.Name, err)
 		}

@@ -107,30 +107,31 @@ func TestHeartbeatValidation(t *testing.T) {
 	s := newSim(t, 2, 1, fastConfig(), 1)
 	a, b := s.nodes[0], s.nodes[1]
 	hb := s.beat(b)
-	if _, err := a.c.HandleMessage(hb); err != nil {
+	bid := b.c.Self()
+	if _, err := a.c.HandleMessage(bid, hb); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.c.HandleMessage(hb); !errors.Is(err, ErrStaleHeartbeat) {
+	if _, err := a.c.HandleMessage(bid, hb); !errors.Is(err, ErrStaleHeartbeat) {
 		t.Fatalf("replay: %v", err)
 	}
 	// tampered
 	h, _ := DecodeHeartbeat(s.beat(b))
 	h.Pinned = 99
 	h.body = nil
-	if _, err := a.c.HandleMessage(h.Encode()); !errors.Is(err, ErrBadSignature) {
+	if _, err := a.c.HandleMessage(bid, h.Encode()); !errors.Is(err, ErrBadSignature) {
 		t.Fatalf("tampered: %v", err)
 	}
 	// another collection
 	other := &Heartbeat{Collection: newBlock([]byte("x")).Cid(), Time: uint64(s.now.UnixNano()) + 5}
 	other.sign(b.key)
-	if _, err := a.c.HandleMessage(other.Encode()); !errors.Is(err, ErrWrongCollection) {
+	if _, err := a.c.HandleMessage(bid, other.Encode()); !errors.Is(err, ErrWrongCollection) {
 		t.Fatalf("other collection: %v", err)
 	}
 	// a stranger's heartbeat from long ago
-	k, _ := testKey(t, 99)
+	k, kid := testKey(t, 99)
 	old := &Heartbeat{Collection: a.c.ID(), Time: uint64(t0.Add(-time.Hour).UnixNano())}
 	old.sign(k)
-	if _, err := a.c.HandleMessage(old.Encode()); !errors.Is(err, ErrStaleHeartbeat) {
+	if _, err := a.c.HandleMessage(kid, old.Encode()); !errors.Is(err, ErrStaleHeartbeat) {
 		t.Fatalf("old stranger: %v", err)
 	}
 	if st := a.c.Stats(); st.Heartbeats != 1 || st.BadHeartbeats != 4 {
@@ -353,8 +354,13 @@ func TestUngrantedKeyRejectedEverywhere(t *testing.T) {
 	evil2 := craft(t, outsider, s.desc.ID(), 2, []Link{{Cid: evil.Cid(), Author: oid, Seq: 1}}, Op{Kind: OpGrant, Peer: oid})
 	s.rogue.put(evil, evil2)
 	ann := &Heads{Collection: s.desc.ID(), Heads: []Link{{Cid: evil2.Cid(), Author: oid, Seq: 2}}}
-	// The outsider announces on the topic.
-	s.queue = append(s.queue, simMsg{from: -1, data: ann.Encode()})
+	// The outsider joins (a heartbeat makes anyone a member) and
+	// announces on the topic.
+	hb := &Heartbeat{Collection: s.desc.ID(), Time: uint64(s.now.UnixNano())}
+	if err := hb.sign(outsider); err != nil {
+		t.Fatal(err)
+	}
+	s.queue = append(s.queue, simMsg{from: -1, id: oid, data: hb.Encode()}, simMsg{from: -1, id: oid, data: ann.Encode()})
 	for range 5 {
 		s.step(time.Second)
 	}

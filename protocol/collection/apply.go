@@ -103,7 +103,7 @@ func (c *Collection) knownBlock(k string) bool {
 // rejectBlock remembers that a block was refused and counts it.
 func (c *Collection) rejectBlock(id cid.Cid, err error) error {
 	k := id.KeyString()
-	delete(c.wanted, k)
+	c.unwant(k)
 	if _, ok := c.rejected[k]; !ok {
 		c.rejected[k] = err
 		c.rejOrder = append(c.rejOrder, k)
@@ -134,7 +134,7 @@ func (c *Collection) addDelta(id cid.Cid, data []byte, res *Result) error {
 		return c.rejectBlock(id, err)
 	}
 	k := id.KeyString()
-	delete(c.wanted, k)
+	c.gotWanted(k)
 	w, known := c.wix[d.Author]
 	if known && d.Seq <= c.base[w] {
 		c.stats.Covered++
@@ -262,7 +262,7 @@ func (c *Collection) waitFor(l Link, child string) {
 	}
 	wr.children[child] = struct{}{}
 	if _, ok := c.pending[k]; !ok {
-		c.wantLink(l)
+		c.wantLink(l, "")
 	}
 }
 
@@ -420,25 +420,38 @@ func (c *Collection) missing() []cid.Cid {
 }
 
 // want records a block to fetch unless it is known, pending or rejected.
-func (c *Collection) want(id cid.Cid) {
+// by is the member whose heads message claimed it ("" for blocks named by
+// signed data the replica holds: parents of deltas, chunks of snapshots);
+// a claim counts against the member's budget (auth.go). It reports
+// whether the block is wanted now.
+func (c *Collection) want(id cid.Cid, by peer.ID) bool {
 	k := id.KeyString()
 	if _, ok := c.rejected[k]; ok {
-		return
+		return false
 	}
 	if c.knownBlock(k) {
-		return
+		return false
 	}
 	if _, ok := c.wanted[k]; ok {
-		return
+		return true
 	}
-	if len(c.wanted) >= c.cfg.MaxPending {
-		return
+	if by != "" && !c.mayClaim(by) {
+		c.stats.OverBudget++
+		return false
 	}
-	c.wanted[k] = wantRec{c: id, since: c.now}
+	if len(c.wanted) >= c.cfg.MaxPending && !c.evictFor(by) {
+		c.stats.WantedFull++
+		return false
+	}
+	c.wanted[k] = wantRec{c: id, since: c.now, by: by}
+	if by != "" {
+		c.claimOf(by).open++
+	}
+	return true
 }
 
 // wantLink records the block a link names, with its (author, seq).
-func (c *Collection) wantLink(l Link) {
+func (c *Collection) wantLink(l Link, by peer.ID) {
 	k := l.Cid.KeyString()
 	if w, ok := c.wanted[k]; ok {
 		if w.seq == 0 {
@@ -447,7 +460,7 @@ func (c *Collection) wantLink(l Link) {
 		}
 		return
 	}
-	c.want(l.Cid)
+	c.want(l.Cid, by)
 	if w, ok := c.wanted[k]; ok {
 		w.author, w.seq = l.Author, l.Seq
 		c.wanted[k] = w

@@ -79,6 +79,12 @@ type Collection struct {
 	lastBeat  uint64
 	pins      map[string]*pinRec
 	alloc     *allocation
+
+	// auth.go
+	claims    map[peer.ID]*claimRec
+	strangers map[peer.ID]*stranger
+	answered  map[peer.ID]time.Time // requester -> last answer scheduled for it
+	answerDue bool                  // an answer is scheduled (TakeAnswer)
 }
 
 type dot struct {
@@ -134,6 +140,7 @@ type wantRec struct {
 	since  time.Time
 	author peer.ID
 	seq    uint64
+	by     peer.ID // the member whose heads message claimed it; "" for blocks signed data named
 }
 
 type retired struct {
@@ -161,6 +168,15 @@ type Stats struct {
 	SnapshotsLoaded uint64
 	Heartbeats      uint64 // heartbeats accepted
 	BadHeartbeats   uint64 // heartbeats refused (stale, bad signature, malformed)
+
+	// Refusals of topic messages (auth.go).
+	NotMember   uint64 // heads messages and requests from senders that are not members
+	OverBudget  uint64 // claimed blocks not taken: the sender's claim budget was used up
+	RateLimited uint64 // heads requests not answered: the requester was answered within AnswerInterval
+	FalseClaims uint64 // claimed blocks not fetched within ClaimTimeout
+	WantedFull  uint64 // wanted blocks evicted or not taken because the wanted set was full
+	Answers     uint64 // answers to heads requests handed out by TakeAnswer
+	Suppressed  uint64 // scheduled answers cancelled: another member answered alike first
 }
 
 // New returns the replica of the collection desc describes, for the member
@@ -214,6 +230,9 @@ func New(desc *Descriptor, key crypto.PrivKey, cfg Config, now time.Time) (*Coll
 		rejected:   map[string]error{},
 		members:    map[peer.ID]*member{},
 		pins:       map[string]*pinRec{},
+		claims:     map[peer.ID]*claimRec{},
+		strangers:  map[peer.ID]*stranger{},
+		answered:   map[peer.ID]time.Time{},
 	}
 	c.intern(desc.Creator)
 	c.updateLive()

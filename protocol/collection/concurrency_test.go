@@ -52,7 +52,7 @@ func TestConcurrentUse(t *testing.T) {
 				}
 				store.put(snap...)
 			}
-			if _, err := r.HandleMessage(w.Heads()); err != nil {
+			if _, err := r.HandleMessage(w.Self(), w.Heads()); err != nil {
 				t.Error(err)
 				return
 			}
@@ -89,9 +89,14 @@ func TestConcurrentUse(t *testing.T) {
 				t.Error(err)
 				return
 			}
-			r.HandleMessage(hb)
-			if reply, _ := w.HandleMessage(r.HeadsRequest()); reply != nil {
-				r.HandleMessage(reply)
+			r.HandleMessage(w.Self(), hb)
+			if rhb, err := r.Heartbeat(); err == nil {
+				w.HandleMessage(r.Self(), rhb)
+			}
+			if reply, _ := w.HandleMessage(r.Self(), r.HeadsRequest()); reply.Answer {
+				if a := w.TakeAnswer(); a != nil {
+					r.HandleMessage(w.Self(), a)
+				}
 			}
 		}
 	})

@@ -55,6 +55,20 @@ type Config struct {
 	// MaxRejected bounds the remembered CIDs of rejected blocks (so they
 	// are not fetched again). Default 10000.
 	MaxRejected int
+	// MaxClaims bounds the blocks one member's heads messages may have the
+	// replica fetch at once (its claims: announced heads and snapshots not
+	// fetched yet). Each claim that turns out false halves the sender's
+	// budget until it makes a true one. Default 256.
+	MaxClaims int
+	// ClaimTimeout is how long a claimed block may stay unfetched before
+	// the claim counts as false. Default 2m.
+	ClaimTimeout time.Duration
+	// AnswerInterval is how often at most a heads request from one member
+	// is answered. Default 2s.
+	AnswerInterval time.Duration
+	// AnswerDelay bounds the random delay before an answer, during which
+	// an identical answer from another member cancels it. Default 500ms.
+	AnswerDelay time.Duration
 }
 
 // DefaultConfig returns the defaults.
@@ -72,6 +86,10 @@ func DefaultConfig() Config {
 		MaxClockSkew:        5 * time.Minute,
 		MaxRejected:         10000,
 		WarmUp:              30 * time.Second,
+		MaxClaims:           256,
+		ClaimTimeout:        2 * time.Minute,
+		AnswerInterval:      2 * time.Second,
+		AnswerDelay:         500 * time.Millisecond,
 	}
 }
 
@@ -114,6 +132,18 @@ func (c Config) withDefaults() Config {
 	if c.WarmUp == 0 {
 		c.WarmUp = c.SuspectAfter
 	}
+	if c.MaxClaims == 0 {
+		c.MaxClaims = d.MaxClaims
+	}
+	if c.ClaimTimeout == 0 {
+		c.ClaimTimeout = d.ClaimTimeout
+	}
+	if c.AnswerInterval == 0 {
+		c.AnswerInterval = d.AnswerInterval
+	}
+	if c.AnswerDelay == 0 {
+		c.AnswerDelay = d.AnswerDelay
+	}
 	return c
 }
 
@@ -126,13 +156,14 @@ func (c Config) Validate() error {
 	}
 	switch {
 	case c.HeartbeatInterval < 0 || c.SuspectAfter < 0 || c.GracePeriod < 0 ||
-		c.RebroadcastInterval < 0 || c.PendingTTL < 0 || c.PinRetry < 0 || c.MaxClockSkew < 0:
+		c.RebroadcastInterval < 0 || c.PendingTTL < 0 || c.PinRetry < 0 || c.MaxClockSkew < 0 ||
+		c.ClaimTimeout < 0 || c.AnswerInterval < 0 || c.AnswerDelay < 0:
 		return bad("negative interval")
 	case c.SuspectAfter <= c.HeartbeatInterval:
 		return bad("SuspectAfter (%v) must exceed HeartbeatInterval (%v)", c.SuspectAfter, c.HeartbeatInterval)
 	case c.GracePeriod < c.SuspectAfter:
 		return bad("GracePeriod (%v) must be at least SuspectAfter (%v)", c.GracePeriod, c.SuspectAfter)
-	case c.SnapshotThreshold < 0 || c.MaxPending < 0 || c.MaxRejected < 0:
+	case c.SnapshotThreshold < 0 || c.MaxPending < 0 || c.MaxRejected < 0 || c.MaxClaims < 0:
 		return bad("negative limit")
 	}
 	return nil

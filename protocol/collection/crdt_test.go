@@ -390,11 +390,12 @@ func TestMissingParentsFetchedAtOnce(t *testing.T) {
 	r := newReplica(t, d, k, fastConfig())
 	// The join path: a heads request, answered with heads and the recent
 	// deltas, then one sync.
-	reply, err := c.HandleMessage(r.HeadsRequest())
-	if err != nil || reply == nil {
-		t.Fatalf("reply: %v", err)
+	introduce(t, c, r)
+	reply := ask(t, c, r)
+	if reply == nil {
+		t.Fatal("no answer")
 	}
-	if _, err := r.HandleMessage(reply); err != nil {
+	if _, err := r.HandleMessage(c.Self(), reply); err != nil {
 		t.Fatal(err)
 	}
 	if got := len(r.Missing()); got != 50 {
@@ -408,13 +409,14 @@ func TestMissingParentsFetchedAtOnce(t *testing.T) {
 		t.Fatalf("rounds %d applied %d", res.Rounds, len(res.Applied))
 	}
 	// Same heads: no reply.
-	if reply, _ := c.HandleMessage(r.HeadsRequest()); reply != nil {
+	if reply, _ := c.HandleMessage(r.Self(), r.HeadsRequest()); reply.Answer {
 		t.Fatal("replied to a member with the same heads")
 	}
 	// A head no one has: Sync reports it.
 	k3, _ := testKey(t, 3)
 	r3 := newReplica(t, d, k3, fastConfig())
-	r3.HandleMessage(c.Heads())
+	introduce(t, c, r3)
+	r3.HandleMessage(c.Self(), c.Heads())
 	_, err = r3.Sync(t.Context(), mapGetter{})
 	var inc *IncompleteError
 	if !errors.As(err, &inc) || len(inc.Missing) != 1 || !errors.Is(err, ErrIncomplete) {

@@ -71,6 +71,16 @@ var (
 	ErrIncomplete = errors.New("sync incomplete")
 	// ErrInvalidConfig is wrapped by every error Config.Validate returns.
 	ErrInvalidConfig = errors.New("invalid collection config")
+	// ErrNotMember is returned for a heads message or heads request whose
+	// sender is not a member the replica knows (heard through a signed
+	// heartbeat) nor a writer.
+	ErrNotMember = errors.New("sender is not a member of the collection")
+	// ErrSenderMismatch is returned for a heartbeat published by another
+	// peer than the member it names.
+	ErrSenderMismatch = errors.New("heartbeat published by another peer than its member")
+	// ErrRateLimited is returned for a heads request from a member already
+	// answered within AnswerInterval.
+	ErrRateLimited = errors.New("heads request within the answer interval")
 )
 
 func malformed(format string, args ...any) error {

@@ -138,7 +138,8 @@ func FuzzReplica(f *testing.F) {
 		}
 		before := fingerprint(r)
 		r.AddBlock(newBlock(data))
-		r.HandleMessage(data)
+		r.Authorize(rs[1].Self(), data)
+		r.HandleMessage(rs[1].Self(), data)
 		r.Tick(t0.Add(1))
 		_ = r.Plan()
 		_ = r.Status()

@@ -80,6 +80,11 @@ func (h *Heartbeat) encodeBody() []byte {
 	return e.b
 }
 
+// Sign sets MemberKey and Member to key's and signs the heartbeat. Members
+// get their heartbeats from Collection.Heartbeat; Sign is for tools that
+// speak the protocol without a replica (node/adversary).
+func (h *Heartbeat) Sign(key crypto.PrivKey) error { return h.sign(key) }
+
 func (h *Heartbeat) sign(key crypto.PrivKey) error {
 	h.MemberKey = key.GetPublic()
 	id, err := peer.IDFromPublicKey(h.MemberKey)

@@ -154,3 +154,31 @@ func mustKey(t testing.TB, seed int64) crypto.PrivKey {
 	k, _ := testKey(t, seed)
 	return k
 }
+
+// introduce makes a and b members of each other's replicas, as their
+// first heartbeats do.
+func introduce(t testing.TB, a, b *Collection) {
+	t.Helper()
+	for _, p := range [][2]*Collection{{a, b}, {b, a}} {
+		hb, err := p[1].Heartbeat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p[0].HandleMessage(p[1].Self(), hb); err != nil {
+			t.Fatalf("heartbeat: %v", err)
+		}
+	}
+}
+
+// ask has r request heads from src and returns src's answer, or nil.
+func ask(t testing.TB, src, r *Collection) []byte {
+	t.Helper()
+	reply, err := src.HandleMessage(r.Self(), r.HeadsRequest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reply.Answer {
+		return nil
+	}
+	return src.TakeAnswer()
+}

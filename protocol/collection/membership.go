@@ -58,13 +58,14 @@ func (c *Collection) expire() {
 			}
 			if len(wr.children) == 0 {
 				delete(c.waits, k)
-				delete(c.wanted, k)
+				c.unwant(k)
 			}
 		}
 	}
+	c.expireClaims()
 	for k, w := range c.wanted {
 		if w.since.Before(cutoff) {
-			delete(c.wanted, k)
+			c.unwant(k)
 		}
 	}
 	for k, l := range c.loading {

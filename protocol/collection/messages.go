@@ -3,6 +3,8 @@ package collection
 import (
 	"fmt"
 	"sort"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Heads returns the encoded Heads message announcing the replica's
@@ -54,15 +56,20 @@ func (c *Collection) headsReply() []byte {
 	return h.Encode()
 }
 
-// HandleMessage handles one message received on the collection's topic: a
-// heartbeat, a heads announcement (whose unknown heads and snapshots
-// become Missing) or a heads request. For a request from a member whose
-// heads differ from the local ones it returns a reply for node/ to
-// publish; otherwise reply is nil. Messages from the local member are
-// ignored.
-func (c *Collection) HandleMessage(data []byte) (reply []byte, err error) {
+// HandleMessage handles one message received on the collection's topic
+// from from, the gossip sender's verified identity: a heartbeat, a heads
+// announcement (whose unknown heads and snapshots become Missing, as the
+// sender's claims) or a heads request. Heads messages and requests from
+// senders that are not members are refused (ErrNotMember); see auth.go.
+// For a request from a member whose heads differ from the local ones it
+// may schedule an answer: the Reply says when to call TakeAnswer.
+// Messages from the local member are ignored.
+func (c *Collection) HandleMessage(from peer.ID, data []byte) (Reply, error) {
 	if len(data) == 0 {
-		return nil, malformed("empty message")
+		return Reply{}, malformed("empty message")
+	}
+	if from == c.self {
+		return Reply{}, nil
 	}
 	switch data[0] {
 	case KindHeartbeat:
@@ -71,56 +78,50 @@ func (c *Collection) HandleMessage(data []byte) (reply []byte, err error) {
 			c.mu.Lock()
 			c.stats.BadHeartbeats++
 			c.mu.Unlock()
-			return nil, err
-		}
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if err := c.handleHeartbeat(h); err != nil {
-			c.stats.BadHeartbeats++
-			return nil, err
-		}
-		c.stats.Heartbeats++
-		return nil, nil
-	case KindHeads:
-		h, err := DecodeHeads(data)
-		if err != nil {
-			return nil, err
+			return Reply{}, err
 		}
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if !h.Collection.Equals(c.id) {
-			return nil, fmt.Errorf("heads: %w", ErrWrongCollection)
+			c.stats.BadHeartbeats++
+			return Reply{}, fmt.Errorf("heartbeat: %w", ErrWrongCollection)
 		}
-		for _, s := range h.Snapshots {
-			c.want(s)
+		if h.Member != from {
+			c.stats.BadHeartbeats++
+			return Reply{}, fmt.Errorf("heartbeat of %s from %s: %w", h.Member, from, ErrSenderMismatch)
 		}
-		for _, l := range h.Heads {
-			if st, _ := c.linkStateOf(l); st == linkMissing {
-				c.wantLink(l)
-			}
+		return Reply{}, c.takeHeartbeat(h)
+	case KindHeads:
+		h, err := DecodeHeads(data)
+		if err != nil {
+			return Reply{}, err
 		}
-		// Recent lists are taken only as answers to a request of ours, so
-		// that no one can make us fetch thousands of blocks unasked.
-		if !c.requested.IsZero() && !c.now.After(c.requested.Add(c.cfg.PendingTTL)) {
-			for _, r := range h.Recent {
-				c.want(r)
-			}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if !h.Collection.Equals(c.id) {
+			return Reply{}, fmt.Errorf("heads: %w", ErrWrongCollection)
 		}
-		return nil, nil
+		if !c.isMember(from) {
+			c.strangerVerdict(from, h)
+			return Reply{}, fmt.Errorf("heads from %s: %w", from, ErrNotMember)
+		}
+		c.takeHeads(from, h)
+		return Reply{}, nil
 	case KindHeadsRequest:
 		q, err := DecodeHeadsRequest(data)
 		if err != nil {
-			return nil, err
+			return Reply{}, err
 		}
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if !q.Collection.Equals(c.id) {
-			return nil, fmt.Errorf("heads request: %w", ErrWrongCollection)
+			return Reply{}, fmt.Errorf("heads request: %w", ErrWrongCollection)
 		}
-		if q.Digest == headsDigest(c.snapshotCIDs(), c.headLinks()) {
-			return nil, nil
+		if !c.isMember(from) {
+			c.strangerVerdict(from, nil)
+			return Reply{}, fmt.Errorf("heads request from %s: %w", from, ErrNotMember)
 		}
-		return c.headsReply(), nil
+		return c.takeRequest(from, q)
 	}
-	return nil, malformed("message kind 0x%02x is not a heartbeat or heads message", data[0])
+	return Reply{}, malformed("message kind 0x%02x is not a heartbeat or heads message", data[0])
 }

@@ -63,6 +63,7 @@ type simJob struct {
 
 type simMsg struct {
 	from int
+	id   peer.ID // the sender, for from < 0
 	data []byte
 }
 
@@ -324,9 +325,14 @@ func (s *sim) deliver() {
 				} else if !to.up {
 					continue
 				}
-				reply, _ := to.c.HandleMessage(m.data)
-				if reply != nil {
-					s.publish(to, reply)
+				sender := m.id
+				if m.from >= 0 {
+					sender = s.nodes[m.from].c.Self()
+				}
+				if r, _ := to.c.HandleMessage(sender, m.data); r.Answer {
+					if a := to.c.TakeAnswer(); a != nil {
+						s.publish(to, a)
+					}
 				}
 			}
 		}

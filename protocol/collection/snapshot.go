@@ -232,7 +232,7 @@ func (c *Collection) addSnapshot(id cid.Cid, data []byte, res *Result) error {
 		return c.rejectBlock(id, errSuperseded)
 	}
 	k := id.KeyString()
-	delete(c.wanted, k)
+	c.gotWanted(k)
 	c.loading[k] = &snapLoad{root: id, s: s, size: len(data), grants: grants, since: c.now}
 	for _, ch := range s.Chunks {
 		ck := ch.KeyString()
@@ -242,7 +242,7 @@ func (c *Collection) addSnapshot(id cid.Cid, data []byte, res *Result) error {
 			c.dropOrphan(ck)
 		}
 		if _, have := c.chunkData[ck]; !have {
-			c.want(ch)
+			c.want(ch, "")
 		}
 	}
 	c.finishLoads(res)
@@ -267,7 +267,7 @@ func (c *Collection) addChunk(id cid.Cid, data []byte, res *Result) error {
 		c.orphanBytes += len(data)
 		return nil
 	}
-	delete(c.wanted, k)
+	c.unwant(k)
 	c.chunkData[k] = data
 	c.finishLoads(res)
 	return nil
@@ -321,7 +321,7 @@ func (c *Collection) dropLoad(k string) {
 		if c.chunkRefs[ck]--; c.chunkRefs[ck] <= 0 {
 			delete(c.chunkRefs, ck)
 			delete(c.chunkData, ck)
-			delete(c.wanted, ck)
+			c.unwant(ck)
 		}
 	}
 }
@@ -348,93 +348,17 @@ func (c *Collection) loadSnapshot(l *snapLoad, res *Result) error {
 	for i, d := range s.Clock {
 		sw[i] = c.intern(d.Author)
 	}
-	type sitem struct {
-		c    cid.Cid
-		adds []addRec
+	sItems, size, err := c.decodeSnapItems(l, sw)
+	if err != nil {
+		return err
 	}
-	sItems := make(map[string]*sitem, s.Items)
-	var prev string
-	var count uint64
-	size := l.size
-	for i, ch := range s.Chunks {
-		data := c.chunkData[ch.KeyString()]
-		size += len(data)
-		chunk, err := DecodeChunk(data)
-		if err != nil {
-			return fmt.Errorf("%w: chunk %d: %v", ErrBadSnapshot, i, err)
-		}
-		if !chunk.Collection.Equals(c.id) {
-			return fmt.Errorf("%w: chunk %d: %v", ErrBadSnapshot, i, ErrWrongCollection)
-		}
-		for _, it := range chunk.Items {
-			k := it.Item.KeyString()
-			if count > 0 && k <= prev {
-				return fmt.Errorf("%w: chunk %d: items out of order", ErrBadSnapshot, i)
-			}
-			prev = k
-			count++
-			si := &sitem{c: it.Item, adds: make([]addRec, 0, len(it.Adds))}
-			for _, a := range it.Adds {
-				if int(a.Writer) >= len(s.Clock) || a.Seq > s.Clock[a.Writer].Seq {
-					return fmt.Errorf("%w: chunk %d: add (%d, %d) outside the clock", ErrBadSnapshot, i, a.Writer, a.Seq)
-				}
-				si.adds = append(si.adds, addRec{w: sw[a.Writer], seq: a.Seq, idx: a.Index, repl: a.Replication, label: a.Label})
-			}
-			sItems[k] = si
-		}
-	}
-	if count != s.Items {
-		return fmt.Errorf("%w: root says %d items, chunks hold %d", ErrBadSnapshot, s.Items, count)
-	}
-
 	svv := make([]uint64, len(c.wids))
 	for i, d := range s.Clock {
 		svv[sw[i]] = d.Seq
 	}
 	oldvv := append([]uint64(nil), c.vv...)
 	oldBase := append([]uint64(nil), c.base...)
-	has := func(adds []addRec, a addRec) bool {
-		for _, b := range adds {
-			if b.w == a.w && b.seq == a.seq && b.idx == a.idx {
-				return true
-			}
-		}
-		return false
-	}
-	// Our adds that the snapshot has seen and dropped are gone.
-	for k, it := range c.items {
-		var sAdds []addRec
-		if si := sItems[k]; si != nil {
-			sAdds = si.adds
-		}
-		kept := it.adds[:0]
-		for _, a := range it.adds {
-			if has(sAdds, a) || a.seq > svv[a.w] {
-				kept = append(kept, a)
-			}
-		}
-		it.adds = kept
-		if len(kept) == 0 {
-			delete(c.items, k)
-		}
-	}
-	// The snapshot's adds that we have not seen are new.
-	for k, si := range sItems {
-		it := c.items[k]
-		for _, a := range si.adds {
-			if a.seq <= oldvv[a.w] {
-				continue // seen, and removed since (or kept above)
-			}
-			if it == nil {
-				it = &itemRec{c: si.c, hrw: itemDigest(si.c)}
-				c.items[k] = it
-			}
-			if !has(it.adds, a) {
-				it.adds = append(it.adds, a)
-			}
-		}
-	}
-	c.itemsV++
+	c.mergeSnapItems(sItems, svv, oldvv)
 	for p, g := range l.grants {
 		w := c.intern(p)
 		if g0, ok := c.grants[w]; !ok || g.seq < g0.seq {
@@ -451,11 +375,142 @@ func (c *Collection) loadSnapshot(l *snapLoad, res *Result) error {
 		c.vv[w] = max(c.vv[w], svv[w])
 		c.base[w] = max(c.base[w], svv[w])
 	}
+	c.mergeSnapHeads(s.Heads, svv, oldBase)
 
-	// Heads and the folded frontier. A link covered by the snapshot's clock
-	// but not among its heads lies below one of them.
-	sHeads := make(map[string]Link, len(s.Heads))
-	for _, h := range s.Heads {
+	// Fold: deltas the snapshot covers leave the live set.
+	for k, r := range c.deltas {
+		if r.seq <= c.base[r.w] {
+			delete(c.deltas, k)
+			delete(c.byDot, dot{r.w, r.seq})
+			c.retire(r.c)
+		}
+	}
+	// Snapshots this one supersedes.
+	for k, r := range c.snaps {
+		if clockLE(r.clock, svv) {
+			c.dropSnap(k)
+		}
+	}
+	rec := &snapRec{root: l.root, s: s, clock: svv, chunks: s.Chunks, size: size}
+	c.snaps[l.root.KeyString()] = rec
+	for _, ch := range s.Chunks {
+		c.liveChunks[ch.KeyString()]++
+	}
+	c.stats.SnapshotsLoaded++
+	res.Loaded = append(res.Loaded, l.root)
+	res.Keep = append(res.Keep, l.root)
+	res.Keep = append(res.Keep, s.Chunks...)
+	res.HeadsChanged = true
+	c.afterFold(res)
+	return nil
+}
+
+// snapItem is one item of a snapshot being loaded, with its adds in this
+// collection's writer numbering.
+type snapItem struct {
+	c    cid.Cid
+	adds []addRec
+}
+
+// decodeSnapItems decodes and checks the chunks of l: each names this
+// collection, items are in strictly ascending order, every add lies inside
+// the snapshot's clock, and the count matches the root. sw maps the
+// snapshot's writer indexes to ours. It returns the items by key and the
+// snapshot's size in bytes.
+func (c *Collection) decodeSnapItems(l *snapLoad, sw []int) (map[string]*snapItem, int, error) {
+	s := l.s
+	items := make(map[string]*snapItem, s.Items)
+	var prev string
+	var count uint64
+	size := l.size
+	for i, ch := range s.Chunks {
+		data := c.chunkData[ch.KeyString()]
+		size += len(data)
+		chunk, err := DecodeChunk(data)
+		if err != nil {
+			return nil, 0, fmt.Errorf("%w: chunk %d: %v", ErrBadSnapshot, i, err)
+		}
+		if !chunk.Collection.Equals(c.id) {
+			return nil, 0, fmt.Errorf("%w: chunk %d: %v", ErrBadSnapshot, i, ErrWrongCollection)
+		}
+		for _, it := range chunk.Items {
+			k := it.Item.KeyString()
+			if count > 0 && k <= prev {
+				return nil, 0, fmt.Errorf("%w: chunk %d: items out of order", ErrBadSnapshot, i)
+			}
+			prev = k
+			count++
+			si := &snapItem{c: it.Item, adds: make([]addRec, 0, len(it.Adds))}
+			for _, a := range it.Adds {
+				if int(a.Writer) >= len(s.Clock) || a.Seq > s.Clock[a.Writer].Seq {
+					return nil, 0, fmt.Errorf("%w: chunk %d: add (%d, %d) outside the clock", ErrBadSnapshot, i, a.Writer, a.Seq)
+				}
+				si.adds = append(si.adds, addRec{w: sw[a.Writer], seq: a.Seq, idx: a.Index, repl: a.Replication, label: a.Label})
+			}
+			items[k] = si
+		}
+	}
+	if count != s.Items {
+		return nil, 0, fmt.Errorf("%w: root says %d items, chunks hold %d", ErrBadSnapshot, s.Items, count)
+	}
+	return items, size, nil
+}
+
+// hasAdd reports whether adds holds a (same writer, sequence and index).
+func hasAdd(adds []addRec, a addRec) bool {
+	for _, b := range adds {
+		if b.w == a.w && b.seq == a.seq && b.idx == a.idx {
+			return true
+		}
+	}
+	return false
+}
+
+// mergeSnapItems merges a snapshot's items into ours: our adds that the
+// snapshot has seen (its clock svv covers them) and dropped are gone, and
+// its adds we have not seen (beyond our clock oldvv) are new.
+func (c *Collection) mergeSnapItems(sItems map[string]*snapItem, svv, oldvv []uint64) {
+	for k, it := range c.items {
+		var sAdds []addRec
+		if si := sItems[k]; si != nil {
+			sAdds = si.adds
+		}
+		kept := it.adds[:0]
+		for _, a := range it.adds {
+			if hasAdd(sAdds, a) || a.seq > svv[a.w] {
+				kept = append(kept, a)
+			}
+		}
+		it.adds = kept
+		if len(kept) == 0 {
+			delete(c.items, k)
+		}
+	}
+	for k, si := range sItems {
+		it := c.items[k]
+		for _, a := range si.adds {
+			if a.seq <= oldvv[a.w] {
+				continue // seen, and removed since (or kept above)
+			}
+			if it == nil {
+				it = &itemRec{c: si.c, hrw: itemDigest(si.c)}
+				c.items[k] = it
+			}
+			if !hasAdd(it.adds, a) {
+				it.adds = append(it.adds, a)
+			}
+		}
+	}
+	c.itemsV++
+}
+
+// mergeSnapHeads computes the folded frontier and the heads after a snapshot
+// with heads sHeadList and clock svv is merged into ours (whose base clock
+// was oldBase). A link covered by a clock but not among that side's heads
+// lies below one of them.
+func (c *Collection) mergeSnapHeads(sHeadList []Link, svv, oldBase []uint64) {
+	sHeads := make(map[string]Link, len(sHeadList))
+	for _, h := range sHeadList {
 		sHeads[h.Cid.KeyString()] = h
 	}
 	oldBaseHeads := c.baseHeads
@@ -502,34 +557,12 @@ func (c *Collection) loadSnapshot(l *snapLoad, res *Result) error {
 		}
 	}
 	c.heads = newHeads
+}
 
-	// Fold: deltas the snapshot covers leave the live set.
-	for k, r := range c.deltas {
-		if r.seq <= c.base[r.w] {
-			delete(c.deltas, k)
-			delete(c.byDot, dot{r.w, r.seq})
-			c.retire(r.c)
-		}
-	}
-	// Snapshots this one supersedes.
-	for k, r := range c.snaps {
-		if clockLE(r.clock, svv) {
-			c.dropSnap(k)
-		}
-	}
-	rec := &snapRec{root: l.root, s: s, clock: svv, chunks: s.Chunks, size: size}
-	c.snaps[l.root.KeyString()] = rec
-	for _, ch := range s.Chunks {
-		c.liveChunks[ch.KeyString()]++
-	}
-	c.stats.SnapshotsLoaded++
-	res.Loaded = append(res.Loaded, l.root)
-	res.Keep = append(res.Keep, l.root)
-	res.Keep = append(res.Keep, s.Chunks...)
-	res.HeadsChanged = true
-
-	// Pending deltas now folded in are dropped; deltas waiting for folded
-	// parents may go ahead.
+// afterFold runs once a snapshot has moved the base clock: pending deltas
+// now folded in are dropped, wanted links now covered are forgotten, and
+// deltas waiting for folded parents may go ahead.
+func (c *Collection) afterFold(res *Result) {
 	for k, p := range c.pending {
 		if w, ok := c.wix[p.d.Author]; ok && p.d.Seq <= c.base[w] {
 			c.dropPending(k)
@@ -539,7 +572,7 @@ func (c *Collection) loadSnapshot(l *snapLoad, res *Result) error {
 	for k, w := range c.wanted {
 		if w.seq > 0 {
 			if st, _ := c.linkStateOf(Link{Cid: w.c, Author: w.author, Seq: w.seq}); st != linkMissing {
-				delete(c.wanted, k)
+				c.unwant(k)
 			}
 		}
 	}
@@ -547,13 +580,12 @@ func (c *Collection) loadSnapshot(l *snapLoad, res *Result) error {
 	for k, wr := range c.waits {
 		if st, _ := c.linkStateOf(wr.link); st != linkMissing {
 			delete(c.waits, k)
-			delete(c.wanted, k)
+			c.unwant(k)
 			retry = append(retry, keysOf(wr.children)...)
 		}
 	}
 	sort.Strings(retry)
 	c.resolve(retry, res)
-	return nil
 }
 
 func (c *Collection) dropSnap(k string) {

@@ -28,12 +28,9 @@ func liveGetter(t testing.TB, r *Collection, all mapGetter) mapGetter {
 // does: heads request, reply, sync.
 func join(t testing.TB, r, src *Collection, g BlockGetter) SyncResult {
 	t.Helper()
-	reply, err := src.HandleMessage(r.HeadsRequest())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if reply != nil {
-		if _, err := r.HandleMessage(reply); err != nil {
+	introduce(t, src, r)
+	if reply := ask(t, src, r); reply != nil {
+		if _, err := r.HandleMessage(src.Self(), reply); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -47,6 +47,10 @@
 //	message Request {
 //	  repeated Want wants = 1;   // 1..MaxWants, walked in order
 //	  uint64 limit = 2;          // stop after this many block bytes (0: none)
+//	  string trace = 3;          // optional W3C traceparent of the requester's
+//	                             // span (printable ASCII, <= MaxTraceSize);
+//	                             // providers that predate it skip it as an
+//	                             // unknown field, so it needs no new version
 //	}
 //	message Want {
 //	  bytes cid = 1;

@@ -16,6 +16,9 @@ import (
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/semaphore"
 )
 
@@ -66,6 +69,10 @@ type Config struct {
 	Buffers Buffers
 	// Logger receives the package's logs (nil: slog.Default()).
 	Logger *slog.Logger
+	// Tracer, if set, records a client span for every request sent (a
+	// child of the span in Fetch's context) and carries its context to the
+	// provider in Request.Trace.
+	Tracer trace.Tracer
 }
 
 func (c *Config) setDefaults() {
@@ -792,6 +799,22 @@ func (r *run) request(c *conn, unit []item, limit uint64) (rest, missing []item,
 		r.mu.Unlock()
 	}()
 
+	var got verdict // for the span
+	if tr := r.cfg.Tracer; tr != nil {
+		_, span := tr.Start(r.ctx, "weft.exchange.request", trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("peer", c.p.String()), attribute.Int("wants", len(unit)),
+				attribute.Int64("limit", int64(limit))))
+		req.Trace = traceParent(trace.ContextWithSpan(r.ctx, span))
+		defer func() {
+			span.SetAttributes(attribute.Int("rest", len(rest)), attribute.Int("missing", len(missing)),
+				attribute.Int64("blocks", got.blocks), attribute.Int64("bytes", got.bytes))
+			if perr != nil {
+				span.RecordError(perr)
+				span.SetStatus(codes.Error, perr.Error())
+			}
+			span.End()
+		}()
+	}
 	c.dog.resume()
 	defer c.dog.pause()
 	if err := WriteRequest(c.st, req); err != nil {
@@ -806,6 +829,7 @@ func (r *run) request(c *conn, unit []item, limit uint64) (rest, missing []item,
 	go func() { res <- r.verifyLoop(c, fl, events, stop) }()
 	rest, perr = r.readLoop(c, unit, events, stop)
 	v := <-res
+	got = v
 	if v.bad != nil {
 		return append(v.rest, rest...), v.missing, v.bad, lane{}
 	}

@@ -28,9 +28,13 @@ func FuzzDecodeRequest(f *testing.F) {
 		{Wants: []Want{{Cid: a, Scope: DAG()}}},
 		{Wants: []Want{{Cid: a, Scope: Block()}, {Cid: b, Scope: Range(3, 100)}}, Limit: 1 << 20},
 		{Wants: []Want{{Cid: b, Scope: Range(0, -1)}}},
+		{Wants: []Want{{Cid: a, Scope: DAG()}}, Trace: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
 	} {
 		f.Add(AppendRequest(nil, r))
 	}
+	// A trace field with a control byte, and one repeated.
+	f.Add(append(AppendRequest(nil, Request{Wants: []Want{{Cid: a, Scope: DAG()}}}), 0x1a, 0x02, 'a', 0x07))
+	f.Add(append(AppendRequest(nil, Request{Wants: []Want{{Cid: a, Scope: DAG()}}, Trace: "x"}), 0x1a, 0x01, 'y'))
 	f.Add([]byte{})
 	f.Add([]byte{0x0a, 0x02, 0x08, 0x01})
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -43,6 +47,9 @@ func FuzzDecodeRequest(f *testing.F) {
 		}
 		if len(r.Wants) == 0 || len(r.Wants) > MaxWants {
 			t.Fatalf("decoded %d wants", len(r.Wants))
+		}
+		if len(r.Trace) > MaxTraceSize {
+			t.Fatalf("decoded a trace of %d bytes", len(r.Trace))
 		}
 		for _, w := range r.Wants {
 			if !w.Cid.Defined() || w.Scope.validate() != nil {

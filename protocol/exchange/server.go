@@ -15,6 +15,9 @@ import (
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/semaphore"
 )
 
@@ -59,6 +62,9 @@ type ServerConfig struct {
 	Buffers Buffers
 	// Logger receives the package's logs (nil: slog.Default()).
 	Logger *slog.Logger
+	// Tracer, if set, records a server span for every request that carries
+	// a trace context (Request.Trace), as a child of the requester's span.
+	Tracer trace.Tracer
 }
 
 // DefaultMaxPending is the default bound on the CIDs a walk holds pending:
@@ -293,7 +299,7 @@ func (s *Server) Handle(st Stream, from peer.ID) {
 	defer wdog.stop()
 	s.hold(StreamBuffers)
 	defer s.hold(-StreamBuffers)
-	err := s.serve(st, ps, dog, wdog)
+	err := s.serve(st, from, ps, dog, wdog)
 	if err != nil && !errors.Is(err, io.EOF) {
 		if s.ctx.Err() == nil {
 			s.cfg.Logger.Debug("exchange: serving stream failed", "peer", from, "err", err)
@@ -306,7 +312,7 @@ func (s *Server) Handle(st Stream, from peer.ID) {
 
 // serve answers requests until the requester closes its side (io.EOF) or
 // something fails.
-func (s *Server) serve(st Stream, ps *peerState, dog, wdog *watchdog) error {
+func (s *Server) serve(st Stream, from peer.ID, ps *peerState, dog, wdog *watchdog) error {
 	br := bufio.NewReaderSize(&kickReader{st, dog}, streamReadBuf)
 	bw := bufio.NewWriterSize(&chunkWriter{w: st, dog: dog, wdog: wdog}, streamWriteBuf)
 	for {
@@ -319,13 +325,33 @@ func (s *Server) serve(st Stream, ps *peerState, dog, wdog *watchdog) error {
 			return err
 		}
 		s.nRequests.Add(1)
-		if err := s.answer(req, ps, bw); err != nil {
-			return err
-		}
-		if err := bw.Flush(); err != nil {
+		if err := s.answerTraced(req, ps, bw, from); err != nil {
 			return err
 		}
 	}
+}
+
+// answerTraced answers req and flushes, under a server span when req
+// carries a trace context and the Server has a Tracer.
+func (s *Server) answerTraced(req Request, ps *peerState, bw *bufio.Writer, from peer.ID) (err error) {
+	if s.cfg.Tracer != nil && req.Trace != "" {
+		ctx := remoteParent(context.Background(), req.Trace)
+		if trace.SpanContextFromContext(ctx).IsValid() {
+			_, span := s.cfg.Tracer.Start(ctx, "weft.exchange.serve", trace.WithSpanKind(trace.SpanKindServer),
+				trace.WithAttributes(attribute.String("peer", from.String()), attribute.Int("wants", len(req.Wants))))
+			defer func() {
+				if err != nil {
+					span.RecordError(err)
+					span.SetStatus(codes.Error, err.Error())
+				}
+				span.End()
+			}()
+		}
+	}
+	if err := s.answer(req, ps, bw); err != nil {
+		return err
+	}
+	return bw.Flush()
 }
 
 // answer walks req and writes its frames to bw, ending with End. A reader

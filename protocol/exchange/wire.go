@@ -27,6 +27,9 @@ const (
 	MaxRequestSize = 512 << 10
 	// MaxWants bounds the wants in one Request.
 	MaxWants = 8192
+	// MaxTraceSize bounds a Request's Trace, in bytes (a W3C traceparent
+	// is 55).
+	MaxTraceSize = 128
 	// MaxErrorMessage bounds an Error frame's message, in bytes.
 	MaxErrorMessage = 256
 	// maxCidSize bounds a CID on the wire (verifcid allows digests up to 128 bytes).
@@ -124,12 +127,19 @@ type Request struct {
 	// the rest elsewhere). It is how a requester splits a DAG whose shape it
 	// does not know yet among several providers.
 	Limit uint64
+	// Trace, if not empty, is the W3C traceparent of the requester's span
+	// for this request (at most MaxTraceSize bytes), so the provider's span
+	// joins the requester's trace. Providers that predate it skip it as an
+	// unknown field; a requester that sends none is served as before. A
+	// value that does not parse as a traceparent is ignored.
+	Trace string
 }
 
 // Request and Want field numbers.
 const (
 	fieldWants  = 1
 	fieldLimit  = 2
+	fieldTrace  = 3
 	fieldCid    = 1
 	fieldScope  = 2
 	fieldOffset = 3
@@ -145,6 +155,10 @@ func AppendRequest(b []byte, r Request) []byte {
 	if r.Limit != 0 {
 		b = protowire.AppendTag(b, fieldLimit, protowire.VarintType)
 		b = protowire.AppendVarint(b, r.Limit)
+	}
+	if r.Trace != "" {
+		b = protowire.AppendTag(b, fieldTrace, protowire.BytesType)
+		b = protowire.AppendString(b, r.Trace)
 	}
 	return b
 }
@@ -170,14 +184,14 @@ func appendWant(b []byte, w Want) []byte {
 // DecodeRequest decodes a Request encoded by AppendRequest. It skips
 // unknown fields and refuses truncated input, wrong wire types, repeated
 // scalar fields, more than MaxWants wants, none at all, input above
-// MaxRequestSize, and wants with an invalid CID or scope. Every error wraps
-// ErrMalformed.
+// MaxRequestSize, a Trace above MaxTraceSize or not printable ASCII, and
+// wants with an invalid CID or scope. Every error wraps ErrMalformed.
 func DecodeRequest(b []byte) (Request, error) {
 	var r Request
 	if len(b) > MaxRequestSize {
 		return r, fmt.Errorf("%w: request of %d bytes exceeds %d", ErrMalformed, len(b), MaxRequestSize)
 	}
-	var seenLimit bool
+	var seenLimit, seenTrace bool
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -210,7 +224,26 @@ func DecodeRequest(b []byte) (Request, error) {
 			seenLimit = true
 			b = b[n:]
 			r.Limit = v
-		case num == fieldWants || num == fieldLimit:
+		case num == fieldTrace && typ == protowire.BytesType:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return Request{}, fmt.Errorf("%w: trace: %v", ErrMalformed, protowire.ParseError(n))
+			}
+			if seenTrace {
+				return Request{}, fmt.Errorf("%w: repeated trace", ErrMalformed)
+			}
+			seenTrace = true
+			b = b[n:]
+			if len(v) > MaxTraceSize {
+				return Request{}, fmt.Errorf("%w: trace of %d bytes exceeds %d", ErrMalformed, len(v), MaxTraceSize)
+			}
+			for _, c := range v {
+				if c < 0x20 || c > 0x7e {
+					return Request{}, fmt.Errorf("%w: trace is not printable ASCII", ErrMalformed)
+				}
+			}
+			r.Trace = string(v)
+		case num == fieldWants || num == fieldLimit || num == fieldTrace:
 			return Request{}, fmt.Errorf("%w: field %d has wire type %d", ErrMalformed, num, typ)
 		default:
 			n := protowire.ConsumeFieldValue(num, typ, b)

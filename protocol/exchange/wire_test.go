@@ -32,6 +32,7 @@ func TestRequestRoundTrip(t *testing.T) {
 		{Wants: []Want{{Cid: a, Scope: Range(0, -1)}}},
 		{Wants: []Want{{Cid: a, Scope: Range(10, 0)}}},
 		{Wants: []Want{{Cid: a, Scope: Range(1<<40, 5)}}},
+		{Wants: []Want{{Cid: a, Scope: DAG()}}, Trace: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
 	} {
 		var buf bytes.Buffer
 		if err := WriteRequest(&buf, r); err != nil {
@@ -72,6 +73,10 @@ func TestDecodeRequestRejects(t *testing.T) {
 		"scope as bytes":   tagB(fieldWants, want(tagB(fieldCid, c.Bytes()), tagB(fieldScope, []byte{1}))),
 		"too many wants":   tooMany,
 		"oversize request": make([]byte, MaxRequestSize+1),
+		"repeated trace":   want(tagB(fieldWants, good), tagB(fieldTrace, []byte("a")), tagB(fieldTrace, []byte("b"))),
+		"trace as varint":  want(tagB(fieldWants, good), tagV(fieldTrace, 1)),
+		"oversize trace":   want(tagB(fieldWants, good), tagB(fieldTrace, bytes.Repeat([]byte("a"), MaxTraceSize+1))),
+		"trace not ascii":  want(tagB(fieldWants, good), tagB(fieldTrace, []byte("00-\n"))),
 	} {
 		if _, err := DecodeRequest(b); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: err = %v", name, err)
@@ -80,6 +85,16 @@ func TestDecodeRequestRejects(t *testing.T) {
 	// Unknown fields are skipped, for later additions.
 	if _, err := DecodeRequest(want(tagB(fieldWants, want(good, tagV(9, 1))), tagB(7, []byte("x")))); err != nil {
 		t.Errorf("unknown fields: %v", err)
+	}
+	// A request without a trace (an older requester) decodes as before, and
+	// an older provider skips the trace as an unknown field: what it decodes
+	// is the request without it.
+	withTrace := AppendRequest(nil, Request{Wants: []Want{{Cid: c, Scope: DAG()}}, Trace: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+	if r, err := DecodeRequest(AppendRequest(nil, Request{Wants: []Want{{Cid: c, Scope: DAG()}}})); err != nil || r.Trace != "" {
+		t.Errorf("request without trace: %+v, %v", r, err)
+	}
+	if !bytes.HasPrefix(withTrace, tagB(fieldWants, good)) || len(withTrace) == len(tagB(fieldWants, good)) {
+		t.Errorf("the trace is not a field after the wants: %x", withTrace)
 	}
 	// The length prefix is bounded before anything is read.
 	r := bufio.NewReader(bytes.NewReader(protowire.AppendVarint(nil, MaxRequestSize+1)))

@@ -8,6 +8,9 @@ import (
 
 	"github.com/ipfs/boxo/ipns"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // catchCall is a catch-up in flight; concurrent CatchUps of one name share it.
@@ -29,6 +32,13 @@ func (m *Manager) HandleRequest(from peer.ID, data []byte) ([]byte, error) {
 		return nil, err
 	}
 	m.c.requestsServed.Add(1)
+	if m.cfg.Tracer != nil && req.Trace != "" {
+		if ctx := remoteParent(context.Background(), req.Trace); trace.SpanContextFromContext(ctx).IsValid() {
+			_, span := m.cfg.Tracer.Start(ctx, "weft.feed.catchup.serve", trace.WithSpanKind(trace.SpanKindServer),
+				trace.WithAttributes(attribute.String("feed", req.Name.String()), attribute.String("peer", from.String())))
+			defer span.End()
+		}
+	}
 	m.mu.Lock()
 	var held *Record
 	if st := m.feeds[nameKey(req.Name)]; st != nil {
@@ -76,7 +86,7 @@ func (m *Manager) CatchUp(ctx context.Context, name ipns.Name) (Record, error) {
 	m.catching[key] = c
 	m.mu.Unlock()
 
-	c.rec, c.err = m.catchUp(ctx, name)
+	c.rec, c.err = m.catchUp(ctx, name, false)
 
 	m.mu.Lock()
 	delete(m.catching, key)
@@ -88,7 +98,43 @@ func (m *Manager) CatchUp(ctx context.Context, name ipns.Name) (Record, error) {
 // CatchUpAll catches up every tracked feed, a few at a time. node/ calls it
 // when the node (re)connects to the swarm.
 func (m *Manager) CatchUpAll(ctx context.Context) error {
-	names := m.trackedNames()
+	return m.eachName(ctx, m.trackedNames(), m.CatchUp)
+}
+
+// Refresh resolves name again: like CatchUp, but the DHT is asked as well
+// even when peers answered, since an owner that publishes like Kubo may
+// reach only the DHT, and peers that follow the name may be as stale as
+// this node.
+func (m *Manager) Refresh(ctx context.Context, name ipns.Name) (Record, error) {
+	if m.isClosed() {
+		return Record{}, ErrClosed
+	}
+	return m.catchUp(ctx, name, true)
+}
+
+// RefreshAll refreshes every followed feed this node does not own, a few at
+// a time. The Manager runs it every Config.ResolveInterval.
+func (m *Manager) RefreshAll(ctx context.Context) error {
+	m.mu.Lock()
+	var names []ipns.Name
+	for _, st := range m.feeds {
+		if st.follow != nil && !st.owned {
+			names = append(names, st.name)
+		}
+	}
+	m.mu.Unlock()
+	return m.eachName(ctx, names, m.Refresh)
+}
+
+func (m *Manager) isClosed() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.closed
+}
+
+// eachName runs fn for every name, four at a time, and joins the errors
+// other than ErrNotFound.
+func (m *Manager) eachName(ctx context.Context, names []ipns.Name, fn func(context.Context, ipns.Name) (Record, error)) error {
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
@@ -101,7 +147,7 @@ func (m *Manager) CatchUpAll(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if _, err := m.CatchUp(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
+			if _, err := fn(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
 				mu.Lock()
 				errs = append(errs, fmt.Errorf("catch up %s: %w", name, err))
 				mu.Unlock()
@@ -138,7 +184,9 @@ func (m *Manager) heldRecord(name ipns.Name) (Record, bool) {
 	return *st.held, true
 }
 
-func (m *Manager) catchUp(ctx context.Context, name ipns.Name) (Record, error) {
+// catchUp asks peers (and the DHT when they have nothing newer to give, or
+// always with refresh) for name's newest record.
+func (m *Manager) catchUp(ctx context.Context, name ipns.Name, refresh bool) (Record, error) {
 	m.c.catchUps.Add(1)
 	req := Request{Name: name}
 	if held, ok := m.heldRecord(name); ok {
@@ -164,7 +212,7 @@ func (m *Manager) catchUp(ctx context.Context, name ipns.Name) (Record, error) {
 			notNewer = true
 		}
 	}
-	if best.IsZero() && !notNewer && m.cfg.Router != nil {
+	if (refresh || best.IsZero() && !notNewer) && m.cfg.Router != nil {
 		m.c.catchUpsDHT.Add(1)
 		dctx, cancel := context.WithTimeout(ctx, m.cfg.CatchUpTimeout)
 		data, err := m.cfg.Router.GetValue(dctx, RoutingKey(name))
@@ -208,36 +256,111 @@ func (m *Manager) consider(name ipns.Name, data []byte) (Record, bool) {
 	return rec, true
 }
 
+// HandleFetch answers a libp2p fetch request (FetchProtocolID) from peer
+// from with the newest unexpired record held for the requested routing
+// key, as Kubo's IPNS-over-pubsub does for the names it follows. It never
+// blocks on I/O. An error (wrapping ErrBadRequest) means the request did
+// not decode: close the stream without answering.
+func (m *Manager) HandleFetch(from peer.ID, data []byte) ([]byte, error) {
+	req, err := DecodeFetchRequest(data)
+	if err != nil {
+		m.c.badRequests.Add(1)
+		return nil, err
+	}
+	m.c.requestsServed.Add(1)
+	resp := FetchResponse{Status: FetchNotFound}
+	if name, err := ipns.NameFromRoutingKey([]byte(req.Identifier)); err == nil {
+		if held, ok := m.heldRecord(name); ok && !m.clock.Now().After(held.EOL) {
+			resp = FetchResponse{Status: FetchOK, Data: held.Raw}
+		}
+	}
+	return resp.Marshal(), nil
+}
+
 type peerAnswer struct {
 	resp Response
 	err  error
 }
 
-// askPeers sends req to up to Config.CatchUpPeers topic peers at once and
-// collects their answers, within Config.CatchUpTimeout.
+// askPeers sends req to up to Config.CatchUpPeers peers on the feed's
+// topic, and a fetch request to up to as many others on its IPNS topic (as
+// Kubo's do), all at once, and collects their answers within
+// Config.CatchUpTimeout. A fetched record comes back as StatusFound.
 func (m *Manager) askPeers(ctx context.Context, name ipns.Name, req Request) []peerAnswer {
 	if m.cfg.Exchange == nil {
 		return nil
 	}
-	var peers []peer.ID
+	asked := map[peer.ID]bool{m.cfg.Self: true}
+	var peers, fetchPeers []peer.ID
 	for _, p := range m.cfg.Exchange.TopicPeers(Topic(name)) {
-		if p != m.cfg.Self && len(peers) < m.cfg.CatchUpPeers {
+		if !asked[p] && len(peers) < m.cfg.CatchUpPeers {
 			peers = append(peers, p)
+			asked[p] = true
 		}
 	}
-	if len(peers) == 0 {
+	if m.cfg.Fetcher != nil {
+		for _, p := range m.cfg.Exchange.TopicPeers(IPNSTopic(name)) {
+			if !asked[p] && len(fetchPeers) < m.cfg.CatchUpPeers {
+				fetchPeers = append(fetchPeers, p)
+				asked[p] = true
+			}
+		}
+	}
+	if len(peers)+len(fetchPeers) == 0 {
 		return nil
 	}
 	qctx, cancel := context.WithTimeout(ctx, m.cfg.CatchUpTimeout)
 	defer cancel()
 	reqData := req.Marshal()
-	answers := make([]peerAnswer, len(peers))
+	fetchData := FetchRequest{Identifier: RoutingKey(name)}.Marshal()
+	answers := make([]peerAnswer, len(peers)+len(fetchPeers))
 	var wg sync.WaitGroup
+	for i, p := range fetchPeers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a := &answers[len(peers)+i]
+			data, err := m.cfg.Fetcher.Fetch(qctx, p, fetchData)
+			if err != nil {
+				a.err = fmt.Errorf("peer %s: fetch: %w", p, err)
+				return
+			}
+			resp, err := DecodeFetchResponse(data)
+			if err != nil {
+				a.err = fmt.Errorf("peer %s: fetch: %w", p, err)
+				return
+			}
+			if resp.Status == FetchOK && len(resp.Data) > 0 {
+				a.resp = Response{Status: StatusFound, Record: resp.Data}
+			} else {
+				a.resp = Response{Status: StatusNotFound}
+			}
+		}()
+	}
 	for i, p := range peers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			data, err := m.cfg.Exchange.Request(qctx, p, reqData)
+			data := reqData
+			if tr := m.cfg.Tracer; tr != nil {
+				ctx, span := tr.Start(qctx, "weft.feed.catchup.request", trace.WithSpanKind(trace.SpanKindClient),
+					trace.WithAttributes(attribute.String("feed", name.String()), attribute.String("peer", p.String())))
+				defer func() {
+					if err := answers[i].err; err != nil {
+						span.RecordError(err)
+						span.SetStatus(codes.Error, err.Error())
+					} else {
+						span.SetAttributes(attribute.String("status", answers[i].resp.Status.String()))
+					}
+					span.End()
+				}()
+				if tp := traceParent(ctx); tp != "" {
+					r := req
+					r.Trace = tp
+					data = r.Marshal()
+				}
+			}
+			data, err := m.cfg.Exchange.Request(qctx, p, data)
 			if err != nil {
 				answers[i].err = fmt.Errorf("peer %s: %w", p, err)
 				return

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config describes a Manager. Every optional field's zero value is a
@@ -24,6 +25,9 @@ type Config struct {
 	Pinner Pinner
 	// Exchange carries catch-up requests (nil: catch up from the DHT only).
 	Exchange Exchange
+	// Fetcher asks peers on a name's IPNS topic for their record with the
+	// libp2p fetch protocol, as Kubo does (nil: not asked).
+	Fetcher Fetcher
 	// Store persists follows, owned feeds, held and pinned records and used
 	// sequence numbers (nil: all of it lives in memory and dies with the
 	// Manager).
@@ -50,12 +54,25 @@ type Config struct {
 	// CatchUpTimeout bounds asking peers, and separately the DHT fallback,
 	// during a catch-up (0: 10s).
 	CatchUpTimeout time.Duration
+	// ResolveInterval is how often every followed feed not owned here is
+	// resolved again (its topic peers and the DHT asked for a newer
+	// record), so a name whose owner publishes only to the DHT does not go
+	// stale (0: DefaultResolveInterval; negative: never).
+	ResolveInterval time.Duration
 	// DHTPutTimeout bounds one background DHT put of a published record
 	// (0: 1m).
 	DHTPutTimeout time.Duration
 	// Logger receives the package's logs (nil: slog.Default()).
 	Logger *slog.Logger
+	// Tracer, if set, records a client span for every catch-up request
+	// sent (its trace context travels in Request.Trace) and a server span
+	// for every one answered that carries one.
+	Tracer trace.Tracer
 }
+
+// DefaultResolveInterval is Config.ResolveInterval's default: well under
+// the 4 h at which Kubo republishes, and the 1 m of its pubsub resolver.
+const DefaultResolveInterval = time.Minute
 
 func (c *Config) setDefaults() {
 	if c.Clock == nil {
@@ -84,6 +101,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.CatchUpTimeout == 0 {
 		c.CatchUpTimeout = 10 * time.Second
+	}
+	if c.ResolveInterval == 0 {
+		c.ResolveInterval = DefaultResolveInterval
 	}
 	if c.DHTPutTimeout == 0 {
 		c.DHTPutTimeout = time.Minute

@@ -69,6 +69,14 @@ type Exchange interface {
 	Request(ctx context.Context, p peer.ID, req []byte) ([]byte, error)
 }
 
+// Fetcher speaks the libp2p fetch protocol (FetchProtocolID): node/ opens
+// a stream to p, writes req delimited (WriteDelimited), reads at most
+// MaxFetchResponseSize bytes of delimited response and returns it; on the
+// other side it answers with Manager.HandleFetch.
+type Fetcher interface {
+	Fetch(ctx context.Context, p peer.ID, req []byte) ([]byte, error)
+}
+
 // KV persists feed state: which feeds are followed and owned, the newest
 // record held and pinned for each, and the last sequence number used for
 // each owned key. node/ backs it with the datastore; keys are short strings

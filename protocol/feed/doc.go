@@ -7,7 +7,9 @@
 // to an /ipfs/ path with a strictly increasing sequence number and an
 // end-of-validity time. Each record is sent on the feed's gossipsub topic
 // (Topic) and put into the DHT under its routing key (RoutingKey), in the
-// background: publishing never waits on the DHT.
+// background: publishing never waits on the DHT. Records also go out on
+// the name's IPNS topic (IPNSTopic), the one Kubo's IPNS over pubsub uses,
+// and followers listen on both.
 //
 // Followers keep two positions per feed:
 //
@@ -29,8 +31,10 @@
 // expired validity or an oversize payload are rejected, counted (Counters)
 // and never applied; the gossipsub verdict (Decision.Verdict) keeps them from
 // being forwarded. Nodes that were offline catch up by asking the feed's
-// topic peers for their newest record (Request, Response), with the DHT as
-// fallback.
+// topic peers for their newest record (Request, Response), and peers on the
+// IPNS topic with the libp2p fetch protocol (FetchRequest, FetchResponse),
+// with the DHT as fallback. Every Config.ResolveInterval a followed name is
+// resolved again (RefreshAll), the DHT asked even when peers answered.
 //
 // The package is plain logic: it imports nothing from weft's node, p2p or
 // store packages. What it needs from the network, the DHT, the block store

@@ -50,6 +50,8 @@ func FuzzDecodeRequest(f *testing.F) {
 	name := testName(f, testKey(f, 1))
 	f.Add(Request{Name: name}.Marshal())
 	f.Add(Request{Name: name, Have: true, HaveSeq: 42}.Marshal())
+	f.Add(Request{Name: name, Trace: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}.Marshal())
+	f.Add(append(Request{Name: name, Trace: "x"}.Marshal(), 0x1a, 0x01, 0x07))
 	f.Add(append(Request{Name: name}.Marshal(), 0x4d, 1, 2, 3, 4))
 	f.Add([]byte{0x0a, 0x02, 0x00, 0x00})
 	f.Add([]byte{})
@@ -62,7 +64,7 @@ func FuzzDecodeRequest(f *testing.F) {
 			return
 		}
 		again, err := DecodeRequest(r.Marshal())
-		if err != nil || !again.Name.Equal(r.Name) || again.Have != r.Have || again.HaveSeq != r.HaveSeq {
+		if err != nil || !again.Name.Equal(r.Name) || again.Have != r.Have || again.HaveSeq != r.HaveSeq || again.Trace != r.Trace || len(r.Trace) > MaxTraceSize {
 			t.Fatalf("re-encoding changed %+v to %+v (%v)", r, again, err)
 		}
 		// Answering it must not panic either.

@@ -145,7 +145,30 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		m.Close()
 		return nil, err
 	}
+	if cfg.ResolveInterval > 0 {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.resolveLoop(cfg.ResolveInterval)
+		}()
+	}
 	return m, nil
+}
+
+// resolveLoop runs RefreshAll every interval until Close.
+func (m *Manager) resolveLoop(interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+			if err := m.RefreshAll(m.ctx); err != nil && m.ctx.Err() == nil {
+				m.log.Debug("scheduled resolve", "err", err)
+			}
+		}
+	}
 }
 
 // Close stops fetching and waits for the Manager's goroutines. It runs
@@ -405,8 +428,10 @@ func (m *Manager) Unfollow(ctx context.Context, name ipns.Name) error {
 		}
 	}
 	if m.cfg.Topics != nil {
-		if err := m.cfg.Topics.Leave(Topic(name)); err != nil {
-			errs = append(errs, fmt.Errorf("feed: unfollow %s: leave topic: %w", name, err))
+		for _, topic := range []string{Topic(name), IPNSTopic(name)} {
+			if err := m.cfg.Topics.Leave(topic); err != nil {
+				errs = append(errs, fmt.Errorf("feed: unfollow %s: leave topic %s: %w", name, topic, err))
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -487,8 +512,12 @@ func (m *Manager) join(name ipns.Name) error {
 	if m.cfg.Topics == nil {
 		return nil
 	}
-	if err := m.cfg.Topics.Join(Topic(name), m.TopicValidator(name)); err != nil {
-		return fmt.Errorf("feed: join topic of %s: %w", name, err)
+	// weft's own topic, and the one Kubo publishes and listens on: records
+	// are the same bare IPNS records on both, validated alike.
+	for _, topic := range []string{Topic(name), IPNSTopic(name)} {
+		if err := m.cfg.Topics.Join(topic, m.TopicValidator(name)); err != nil {
+			return fmt.Errorf("feed: join topic %s of %s: %w", topic, name, err)
+		}
 	}
 	return nil
 }

@@ -478,7 +478,7 @@ type recTopics struct {
 	m         *Manager
 	self      peer.ID
 	joined    map[string]bool
-	published [][]byte
+	published map[string][][]byte // by topic
 	verdicts  []Verdict
 }
 
@@ -499,7 +499,9 @@ func (r *recTopics) Leave(topic string) error {
 func (r *recTopics) Publish(_ context.Context, topic string, data []byte) error {
 	name, err := NameFromTopic(topic)
 	if err != nil {
-		return err
+		if name, err = NameFromIPNSTopic(topic); err != nil {
+			return err
+		}
 	}
 	v := r.m.HandleMessage(name, r.self, data).Verdict
 	r.mu.Lock()
@@ -508,7 +510,10 @@ func (r *recTopics) Publish(_ context.Context, topic string, data []byte) error 
 	if v != Accept {
 		return fmt.Errorf("validation: %v", v)
 	}
-	r.published = append(r.published, data)
+	if r.published == nil {
+		r.published = map[string][][]byte{}
+	}
+	r.published[topic] = append(r.published[topic], data)
 	return nil
 }
 
@@ -530,8 +535,10 @@ func TestPublish(t *testing.T) {
 			t.Fatalf("publish %d: seq %d, %v", i, rec.Seq, err)
 		}
 	}
-	if !topics.joined[Topic(name)] || len(topics.published) != 3 {
-		t.Fatalf("joined %v, published %d", topics.joined, len(topics.published))
+	// On weft's topic and on Kubo's IPNS one alike.
+	if !topics.joined[Topic(name)] || !topics.joined[IPNSTopic(name)] ||
+		len(topics.published[Topic(name)]) != 3 || len(topics.published[IPNSTopic(name)]) != 3 {
+		t.Fatalf("joined %v, published %d and %d", topics.joined, len(topics.published[Topic(name)]), len(topics.published[IPNSTopic(name)]))
 	}
 	// The DHT put runs in the background; it ends with the newest record.
 	eventually(t, 5*time.Second, "the DHT to take seq 3", func() bool {

@@ -97,8 +97,11 @@ func (m *Manager) Publish(ctx context.Context, sk crypto.PrivKey, value path.Pat
 		}
 	}
 	if m.cfg.Topics != nil {
-		if err := m.cfg.Topics.Publish(ctx, Topic(name), data); err != nil {
-			errs = append(errs, fmt.Errorf("feed: publish %s seq %d on topic: %w", name, seq, err))
+		// On weft's topic, and on the IPNS one for Kubo's followers.
+		for _, topic := range []string{Topic(name), IPNSTopic(name)} {
+			if err := m.cfg.Topics.Publish(ctx, topic, data); err != nil {
+				errs = append(errs, fmt.Errorf("feed: publish %s seq %d on topic %s: %w", name, seq, topic, err))
+			}
 		}
 	}
 	m.putDHT(st, seq, data, rec.EOL)

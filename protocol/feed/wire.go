@@ -18,6 +18,10 @@ import (
 //	                               // as in the routing key after "/ipns/"
 //	  optional uint64 have_seq = 2; // sequence number the asker holds;
 //	                               // absent when it holds no record
+//	  string trace = 3;            // W3C traceparent of the asker's span,
+//	                               // optional, printable ASCII, at most
+//	                               // MaxTraceSize bytes (peers that predate
+//	                               // it skip it as an unknown field)
 //	}
 //	message Response {
 //	  Status status = 1;           // FOUND = 1, NOT_FOUND = 2, NOT_NEWER = 3
@@ -32,6 +36,8 @@ import (
 const (
 	// MaxRequestSize bounds an encoded Request.
 	MaxRequestSize = 256
+	// MaxTraceSize bounds a Request's Trace.
+	MaxTraceSize = 128
 	// MaxResponseSize bounds an encoded Response.
 	MaxResponseSize = MaxRecordSize + 64
 )
@@ -43,6 +49,9 @@ type Request struct {
 	// A peer answers StatusNotNewer when it holds nothing above HaveSeq.
 	Have    bool
 	HaveSeq uint64
+	// Trace is the W3C traceparent of the asker's span ("" if none); a
+	// value that does not parse is ignored.
+	Trace string
 }
 
 // Status is a Response's outcome.
@@ -80,6 +89,7 @@ type Response struct {
 const (
 	fieldName    protowire.Number = 1
 	fieldHaveSeq protowire.Number = 2
+	fieldTrace   protowire.Number = 3
 	fieldStatus  protowire.Number = 1
 	fieldRecord  protowire.Number = 2
 )
@@ -87,12 +97,16 @@ const (
 // Marshal encodes r.
 func (r Request) Marshal() []byte {
 	id := []byte(r.Name.Peer())
-	b := make([]byte, 0, len(id)+16)
+	b := make([]byte, 0, len(id)+16+len(r.Trace))
 	b = protowire.AppendTag(b, fieldName, protowire.BytesType)
 	b = protowire.AppendBytes(b, id)
 	if r.Have {
 		b = protowire.AppendTag(b, fieldHaveSeq, protowire.VarintType)
 		b = protowire.AppendVarint(b, r.HaveSeq)
+	}
+	if r.Trace != "" {
+		b = protowire.AppendTag(b, fieldTrace, protowire.BytesType)
+		b = protowire.AppendString(b, r.Trace)
 	}
 	return b
 }
@@ -104,9 +118,25 @@ func DecodeRequest(b []byte) (Request, error) {
 		return Request{}, fmt.Errorf("%w: request of %d bytes, limit %d", ErrBadRequest, len(b), MaxRequestSize)
 	}
 	var r Request
-	var haveName bool
+	var haveName, haveTrace bool
 	err := walkFields(b, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
 		switch num {
+		case fieldTrace:
+			if typ != protowire.BytesType {
+				return errWireType(num, typ)
+			}
+			if haveTrace {
+				return errRepeated(num)
+			}
+			if len(v) > MaxTraceSize {
+				return fmt.Errorf("trace of %d bytes, limit %d", len(v), MaxTraceSize)
+			}
+			for _, c := range v {
+				if c < 0x20 || c > 0x7e {
+					return fmt.Errorf("trace is not printable ASCII")
+				}
+			}
+			r.Trace, haveTrace = string(v), true
 		case fieldName:
 			if typ != protowire.BytesType {
 				return errWireType(num, typ)

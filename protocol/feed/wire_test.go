@@ -14,12 +14,13 @@ func TestRequestRoundTrip(t *testing.T) {
 		{Name: name},
 		{Name: name, Have: true},
 		{Name: name, Have: true, HaveSeq: 1<<64 - 1},
+		{Name: name, Have: true, HaveSeq: 1<<64 - 1, Trace: string(bytes.Repeat([]byte("t"), MaxTraceSize))},
 	} {
 		got, err := DecodeRequest(r.Marshal())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !got.Name.Equal(r.Name) || got.Have != r.Have || got.HaveSeq != r.HaveSeq {
+		if !got.Name.Equal(r.Name) || got.Have != r.Have || got.HaveSeq != r.HaveSeq || got.Trace != r.Trace {
 			t.Fatalf("got %+v, want %+v", got, r)
 		}
 		if len(r.Marshal()) > MaxRequestSize {
@@ -71,6 +72,10 @@ func TestDecodeRequestRefuses(t *testing.T) {
 	if _, err := DecodeRequest(cat(good, unknown)); err != nil {
 		t.Fatalf("unknown field refused: %v", err)
 	}
+	// Without a trace (an older asker) the request decodes as before.
+	if r, err := DecodeRequest(good); err != nil || r.Trace != "" {
+		t.Fatalf("request without trace: %+v, %v", r, err)
+	}
 	for _, tc := range []struct {
 		name string
 		data []byte
@@ -85,6 +90,10 @@ func TestDecodeRequestRefuses(t *testing.T) {
 		{"truncated", good[:len(good)-1]},
 		{"field number zero", []byte{0x02, 0x00}},
 		{"oversize", cat(good, field(9, protowire.BytesType, make([]byte, MaxRequestSize)))},
+		{"trace wrong type", cat(good, field(3, protowire.VarintType, []byte{1}))},
+		{"trace repeated", cat(good, field(3, protowire.BytesType, []byte("a")), field(3, protowire.BytesType, []byte("b")))},
+		{"trace too long", cat(good, field(3, protowire.BytesType, bytes.Repeat([]byte("a"), MaxTraceSize+1)))},
+		{"trace not ascii", cat(good, field(3, protowire.BytesType, []byte("a\x00")))},
 	} {
 		if _, err := DecodeRequest(tc.data); !errors.Is(err, ErrBadRequest) {
 			t.Errorf("%s: err = %v", tc.name, err)
