@@ -35,6 +35,18 @@ type Options struct {
 	// Tune, if set, may change the loaded config before the node starts
 	// (tests use it for short intervals).
 	Tune func(*Config)
+	// The simulator (node/testnet, --mode sim) runs many nodes in one
+	// process with these; the daemon leaves them zero.
+	// APIListener, if set, is where the API is served instead of a TCP
+	// listener on addresses.api; the node closes it.
+	APIListener net.Listener
+	// Store, if set, is the open store the node uses instead of the
+	// repo's; the node leaves it open on Close (a simulated node keeps its
+	// in-memory store across restarts).
+	Store *store.Store
+	// TuneP2P, if set, may change the network config before it starts
+	// (the simulator's transports, connection and DHT limits).
+	TuneP2P func(*p2p.Config)
 }
 
 // Node is a running weft daemon.
@@ -51,6 +63,9 @@ type Node struct {
 	metrics *metrics
 	tracing *tracing
 	started time.Time
+
+	// storeBorrowed: the store came from Options.Store; Close leaves it open.
+	storeBorrowed bool
 
 	apiLn   net.Listener
 	apiSrv  *http.Server
@@ -114,7 +129,10 @@ func start(ctx context.Context, repo *Repo, opts Options) (_ *Node, err error) {
 
 	// Bind the API first: a taken port is the commonest start-up failure and
 	// should be reported before the slower parts start.
-	n.apiLn, err = net.Listen("tcp", cfg.Addresses.API)
+	n.apiLn = opts.APIListener
+	if n.apiLn == nil {
+		n.apiLn, err = net.Listen("tcp", cfg.Addresses.API)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("listen for API on %s: %w (is another daemon running? pick another port with 'weft config set addresses.api HOST:PORT')", cfg.Addresses.API, err)
 	}
@@ -133,7 +151,7 @@ func start(ctx context.Context, repo *Repo, opts Options) (_ *Node, err error) {
 		}
 	}()
 
-	n.store, err = store.Open(store.Config{
+	scfg := store.Config{
 		Path:          filepath.Join(repo.Path, StoreDir),
 		MaxBytes:      int64(cfg.Store.MaxBytes),
 		BufferedFiles: cfg.Store.BufferedFiles,
@@ -142,14 +160,19 @@ func start(ctx context.Context, repo *Repo, opts Options) (_ *Node, err error) {
 		// Badger is writing, so this bounds what a GC leaves on disk.
 		ValueLogFileSize: 16 << 20,
 		Logger:           log.With("subsystem", "store"),
-	})
-	if err != nil {
+	}
+	if opts.Store != nil {
+		n.store, n.storeBorrowed = opts.Store, true
+	} else if n.store, err = store.Open(scfg); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 
 	pcfg, err := n.p2pConfig()
 	if err != nil {
 		return nil, err
+	}
+	if opts.TuneP2P != nil {
+		opts.TuneP2P(&pcfg)
 	}
 	n.net, err = p2p.New(ctx, pcfg)
 	if err != nil {
@@ -357,7 +380,7 @@ func (n *Node) closeParts() error {
 			errs = append(errs, fmt.Errorf("stop network: %w", err))
 		}
 	}
-	if n.store != nil {
+	if n.store != nil && !n.storeBorrowed {
 		if err := n.store.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close store: %w", err))
 		}

@@ -58,9 +58,11 @@ func (n *Network) StartBitswap(bs blockstore.Blockstore, cfg BitswapConfig) *Bit
 		},
 	})
 	net := &recordingNet{BitSwapNetwork: bsnet.NewFromIpfsHost(n.Host), asked: x.asked}
-	x.Bitswap = bitswap.New(n.ctx, net, n.DHT, bs,
-		bitswap.WithTracer(x),
-	)
+	opts := []bitswap.Option{bitswap.WithTracer(x)}
+	if w := n.cfg.BitswapWorkers; w > 0 {
+		opts = append(opts, bitswap.EngineBlockstoreWorkerCount(w), bitswap.TaskWorkerCount(w))
+	}
+	x.Bitswap = bitswap.New(n.ctx, net, n.DHT, bs, opts...)
 	n.bitswap = x
 	return x
 }

@@ -24,6 +24,7 @@ import (
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/discovery"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
@@ -124,6 +125,19 @@ type Config struct {
 	// NAT configures reachability checks, relays, hole punching, port
 	// mapping and the announced addresses (nat.go). Zero: all off.
 	NAT NATConfig
+	// Transports, when not empty, replaces the TCP and QUIC transports and
+	// the Noise and TLS security with these libp2p options. Only the
+	// simulator sets it (an in-memory transport with plaintext security,
+	// node/testnet/simlink); a real swarm never does.
+	Transports []libp2p.Option
+	// PubsubDiscoveryLimit, when above 0, bounds how many peers of a topic
+	// one DHT discovery round finds (and so dials); 0 keeps libp2p's 100,
+	// with which every subscriber of a big topic connects to up to 100 of
+	// the others.
+	PubsubDiscoveryLimit int
+	// BitswapWorkers, when above 0, bounds Bitswap's blockstore and task
+	// workers (default: boxo's, 128 and 8 goroutines per node).
+	BitswapWorkers int
 }
 
 func (c *Config) setDefaults() {
@@ -250,12 +264,18 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := []libp2p.Option{
-		libp2p.Identity(cfg.Identity),
-		libp2p.ListenAddrs(listen...),
+	transports := []libp2p.Option{
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Security(libp2ptls.ID, libp2ptls.New),
 		libp2p.Transport(tcp.NewTCPTransport),
+	}
+	if len(cfg.Transports) > 0 {
+		transports, quicOn = cfg.Transports, false
+	}
+	opts := []libp2p.Option{
+		libp2p.Identity(cfg.Identity),
+		libp2p.ListenAddrs(listen...),
+		libp2p.ChainOptions(transports...),
 		libp2p.DefaultMuxers,
 		libp2p.ConnectionManager(cm),
 		libp2p.ResourceManager(rm),
@@ -322,7 +342,7 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 		pubsub.WithMaxMessageSize(cfg.PubsubMaxMessageSize),
 		pubsub.WithPeerScore(peerScoreParams(cfg.Score), peerScoreThresholds()),
 		pubsub.WithPeerScoreInspect(pubsub.ExtendedPeerScoreInspectFn(n.scores.inspect), cfg.Score.CheckInterval),
-		pubsub.WithDiscovery(drouting.NewRoutingDiscovery(n.DHT)),
+		pubsub.WithDiscovery(drouting.NewRoutingDiscovery(n.DHT), discoveryOpts(cfg.PubsubDiscoveryLimit)...),
 	)
 	if err != nil {
 		n.abort()
@@ -346,6 +366,13 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 		}
 	}
 	return n, nil
+}
+
+func discoveryOpts(limit int) []pubsub.DiscoverOpt {
+	if limit <= 0 {
+		return nil
+	}
+	return []pubsub.DiscoverOpt{pubsub.WithDiscoveryOpts(discovery.Limit(limit))}
 }
 
 func (n *Network) abort() {

@@ -136,8 +136,8 @@ type Config struct {
 	// MaxBytes is the storage limit on the logical size of the stored blocks.
 	// 0 means unlimited. Past it, Put and PutMany fail with ErrStoreFull.
 	MaxBytes int64
-	// InMemory keeps everything in memory (tests only). Values are limited
-	// to 1 MiB. GC still deletes blocks but there is no disk space to give
+	// InMemory keeps everything in memory (tests and simulations only).
+	// Values are limited to 1 MiB, or 15% of MemTableSize if that is less. GC still deletes blocks but there is no disk space to give
 	// back.
 	InMemory bool
 	// ValueLogFileSize is the size of one Badger value log file, where the
@@ -222,8 +222,9 @@ func (c Config) badgerOptions() badger.Options {
 		WithMetricsEnabled(false)
 	if c.InMemory {
 		// Without a value log every value lives in the memtable, up to
-		// Badger's largest threshold.
-		opts = opts.WithValueThreshold(1 << 20)
+		// Badger's largest threshold or a batch (15% of a memtable),
+		// whichever is smaller.
+		opts = opts.WithValueThreshold(min(1<<20, 15*c.MemTableSize/100))
 	}
 	return opts
 }

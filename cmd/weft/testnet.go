@@ -370,6 +370,7 @@ func newTestnetRunCmd(dir *string) *cobra.Command {
 		keepOnFailure bool
 		keep          bool
 		shaper        string
+		simBin        string
 	)
 	cmd := &cobra.Command{
 		Use:   "run FILE",
@@ -402,6 +403,9 @@ func newTestnetRunCmd(dir *string) *cobra.Command {
 				return err
 			}
 			path, _ := filepath.Abs(a[0])
+			if mode == testnet.ModeSim || (mode == "" && sc.Network.Mode == testnet.ModeSim) {
+				return runSimulated(cmd, simBin, path, sc, report, *dir)
+			}
 			// Ctrl-C tears the testnet down rather than leaving it behind.
 			ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer cancel()
@@ -425,7 +429,8 @@ func newTestnetRunCmd(dir *string) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&report, "report", "", "report folder (default ./testnet-report-NAME-TIME)")
-	f.StringVar(&mode, "mode", "", "override network.mode: auto, netns or loopback")
+	f.StringVar(&mode, "mode", "", "override network.mode: auto, netns, loopback or sim (every node in one process on simulated links, in virtual time)")
+	f.StringVar(&simBin, "sim-bin", "", "the simulation driver for --mode sim (default: weft-testnet-sim beside this binary, then on PATH)")
 	f.StringVar(&bin, "bin", "", "weft binary the daemons run (default: this one)")
 	f.Int64Var(&seed, "seed", 0, "override the scenario's seed")
 	f.BoolVar(&keepOnFailure, "keep-on-failure", false, "leave a failed testnet up for inspection ('weft testnet down --dir DIR' removes it)")
@@ -587,4 +592,46 @@ func runDaemon(cmd *cobra.Command, dir string) error {
 	d.SetErr(cmd.ErrOrStderr())
 	d.SilenceUsage, d.SilenceErrors = true, true
 	return d.Execute()
+}
+
+// runSimulated runs a scenario in simulation: the weft-testnet-sim test
+// binary (node/testnet/simrun) does it, since virtual time needs a
+// testing/synctest bubble and only a test can make one. Its wall time is
+// bounded by the scenario's timeout plus five minutes.
+func runSimulated(cmd *cobra.Command, bin, path string, sc *testnet.Scenario, report, dir string) error {
+	if bin == "" {
+		if self, err := os.Executable(); err == nil {
+			if p := filepath.Join(filepath.Dir(self), "weft-testnet-sim"); fileExists(p) {
+				bin = p
+			}
+		}
+	}
+	if bin == "" {
+		p, err := exec.LookPath("weft-testnet-sim")
+		if err != nil {
+			return errors.New("--mode sim needs the simulation driver weft-testnet-sim beside weft or on PATH; build it with: go test -c -o \"$(dirname \"$(command -v weft)\")/weft-testnet-sim\" ./node/testnet/simrun (or pass --sim-bin)")
+		}
+		bin = p
+	}
+	args := []string{"-test.run", "^TestRun$", "-test.count", "1",
+		"-test.timeout", (sc.Timeout.D() + 5*time.Minute).String(),
+		"-sim.scenario", path, "-sim.seed", fmt.Sprint(sc.Seed), "-sim.report", report}
+	if dir != "" {
+		args = append(args, "-sim.dir", dir)
+	}
+	ctx := cmd.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	c := exec.CommandContext(ctx, bin, args...)
+	c.Stdout, c.Stderr = cmd.OutOrStdout(), cmd.ErrOrStderr()
+	if err := c.Run(); err != nil {
+		return fmt.Errorf("simulated run of %s failed (see the summary above and %s): %w", sc.Name, report, err)
+	}
+	return nil
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir()
 }

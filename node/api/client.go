@@ -51,6 +51,14 @@ func NewClientHTTP(addr, token string, hc *http.Client) *Client {
 	return c
 }
 
+// WithHTTP returns a copy of c that sends its requests through hc (the
+// simulator's in-memory connections).
+func (c *Client) WithHTTP(hc *http.Client) *Client {
+	cc := *c
+	cc.http = hc
+	return &cc
+}
+
 // Base returns the API's base URL.
 func (c *Client) Base() string { return c.base }
 

@@ -34,10 +34,10 @@ type action struct {
 // actions is every action a step may take, by name. README.md
 // ("Scenario files") lists each one's fields.
 var actions = map[string]action{
-	"start":   {run: lifecycle((*Testnet).Start)},
-	"stop":    {run: lifecycle((*Testnet).Stop)},
-	"kill":    {run: lifecycle((*Testnet).Kill)},
-	"restart": {run: lifecycle((*Testnet).Restart)},
+	"start":   {run: lifecycle(cluster.Start)},
+	"stop":    {run: lifecycle(cluster.Stop)},
+	"kill":    {run: lifecycle(cluster.Kill)},
+	"restart": {run: lifecycle(cluster.Restart)},
 	"add": {
 		validate: func(v *stepValidator, st *Step) {
 			v.node("node", st.Node)
@@ -294,7 +294,7 @@ func (r *runner) check(ctx context.Context, st *Step) (string, error) {
 
 // lifecycle is the run of start, stop, kill and restart: f on the
 // selected nodes.
-func lifecycle(f func(t *Testnet, ctx context.Context, names []string) error) func(*runner, context.Context, int, *Step) (string, error) {
+func lifecycle(f func(c cluster, ctx context.Context, names []string) error) func(*runner, context.Context, int, *Step) (string, error) {
 	return func(r *runner, ctx context.Context, _ int, st *Step) (string, error) {
 		ns, err := r.sc.Resolve(st.Nodes)
 		if err != nil {
@@ -562,7 +562,7 @@ func (r *runner) runWaitUntil(ctx context.Context, idx int, st *Step) (string, e
 	began := time.Now()
 	deadline := began.Add(st.Deadline.D())
 	poll := 250 * time.Millisecond
-	if len(r.t.st.Nodes) > 20 {
+	if len(r.t.state().Nodes) > 20 {
 		poll = time.Second
 	}
 	var detail string
@@ -598,7 +598,7 @@ func (r *runner) checkRunning(_ context.Context, st *Step) (string, error) {
 	}
 	var bad []string
 	for _, n := range ns {
-		if n.alive() == st.Negate {
+		if r.t.isUp(n) == st.Negate {
 			bad = append(bad, n.Name)
 		}
 	}
@@ -807,8 +807,8 @@ func (r *runner) checkReplicas(ctx context.Context, st *Step) (string, error) {
 		}
 		items = len(s.ItemList)
 		live := map[string]bool{}
-		for _, m := range r.t.st.Nodes {
-			if m.alive() {
+		for _, m := range r.t.state().Nodes {
+			if r.t.isUp(m) {
 				live[m.PeerID] = true
 			}
 		}

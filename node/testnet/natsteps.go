@@ -145,7 +145,7 @@ func (r *runner) pairsOf(st *Step) ([][2]*NodeState, error) {
 				continue
 			}
 			x, y := a, b
-			if r.t.index(y) < r.t.index(x) {
+			if nodeIndex(r.t.state(), y) < nodeIndex(r.t.state(), x) {
 				x, y = y, x
 			}
 			k := [2]string{x.Name, y.Name}
@@ -159,10 +159,10 @@ func (r *runner) pairsOf(st *Step) ([][2]*NodeState, error) {
 		return nil, errors.New("no pair of running nodes selected")
 	}
 	sort.Slice(out, func(i, j int) bool {
-		if a, b := r.t.index(out[i][0]), r.t.index(out[j][0]); a != b {
+		if a, b := nodeIndex(r.t.state(), out[i][0]), nodeIndex(r.t.state(), out[j][0]); a != b {
 			return a < b
 		}
-		return r.t.index(out[i][1]) < r.t.index(out[j][1])
+		return nodeIndex(r.t.state(), out[i][1]) < nodeIndex(r.t.state(), out[j][1])
 	})
 	return out, nil
 }
@@ -590,13 +590,13 @@ func (r *runner) runPairwise(ctx context.Context, _ int, st *Step) (string, erro
 
 // natReport assembles the NAT section from what the steps gathered.
 func (r *runner) natReport() *NATReport {
-	if r.t == nil || !r.t.st.Internet {
+	if r.t == nil || !r.t.state().Internet {
 		return nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rep := &NATReport{Pairs: r.nat.pairs, Exchange: r.nat.exchange}
-	for _, n := range r.t.st.Nodes {
+	for _, n := range r.t.state().Nodes {
 		nr := NATNodeReport{Name: n.Name, Kind: kindOf(n), Address: n.IP}
 		if n.PublicIP != "" {
 			nr.Address = n.PublicIP

@@ -41,6 +41,9 @@ type Report struct {
 	// LinkRTT is round trips (TCP handshakes, ms) from the first node to up
 	// to four others, measured just after start-up: what the links give.
 	LinkRTT Stats `json:"link_rtt_ms"`
+	// Simulated is set when the run was simulated (RunSim): every time
+	// in the report is then virtual time.
+	Simulated *SimInfo `json:"simulated,omitempty"`
 
 	Startup struct {
 		Nodes    int     `json:"nodes"`
@@ -138,6 +141,12 @@ type FeedReport struct {
 	Updates   int    `json:"updates"`
 	Delivery
 	LatencyMS Stats `json:"latency_ms"` // publish call to arrival on the follower's topic
+	// ImpliedHops is each latency divided by the one-way link latency
+	// (network.link.latency; absent without one): the number of link
+	// crossings an update's path took, so its maximum bounds the mesh
+	// diameter the run saw (jitter blurs it; in a real run processing time
+	// inflates it, in a simulated one processing costs no time).
+	ImpliedHops *Stats `json:"implied_hops,omitempty"`
 }
 
 // Delivery counts follower-updates: an update is delivered to a follower
@@ -266,6 +275,14 @@ func (rep *Report) finish(r *runner) {
 			}
 		}
 		fr.LatencyMS = statsOf(lats)
+		if link := rep.Settings.Network.Link.Latency.D(); link > 0 && len(lats) > 0 {
+			hops := make([]float64, len(lats))
+			for i, ms := range lats {
+				hops[i] = ms / (float64(link.Microseconds()) / 1000)
+			}
+			h := statsOf(hops)
+			fr.ImpliedHops = &h
+		}
 		rep.latencies = append(rep.latencies, lats...)
 		rep.Feeds = append(rep.Feeds, fr)
 	}
@@ -273,7 +290,7 @@ func (rep *Report) finish(r *runner) {
 	rep.NAT = r.natReport()
 	r.mu.Lock()
 	if r.t != nil {
-		for _, n := range r.t.st.Nodes {
+		for _, n := range r.t.state().Nodes {
 			nr := NodeReport{Name: n.Name, IP: n.IP, PeerID: n.PeerID, Starts: n.Starts}
 			if u := r.usage[n.Name]; u != nil {
 				nr.CPUSeconds = u.cpuPrev + u.cpuLast
@@ -377,13 +394,27 @@ func (rep *Report) Summary() string {
 	fmt.Fprintf(&b, ", %s, %d CPUs\n", rep.Build.GoVersion, rep.Build.CPUs)
 	fmt.Fprintf(&b, "seed      %d\n", rep.Seed)
 	fmt.Fprintf(&b, "started   %s, ran %.1fs\n", rep.Started.Format(time.RFC3339), rep.Duration)
+	if sim := rep.Simulated; sim != nil {
+		fmt.Fprintf(&b, "SIMULATED %.1fs of virtual time in %.1fs of wall time; every time in this report is virtual\n", sim.VirtualSeconds, sim.WallSeconds)
+		fmt.Fprintf(&b, "          process: peak heap %s, peak %d goroutines, %s from the OS\n", mib(int64(sim.PeakHeapBytes)), sim.PeakGoroutines, mib(int64(sim.SysBytes)))
+		fmt.Fprintf(&b, "          links: %d dials (%d refused, %d into a partition), %s in %d segments, %d lost\n",
+			sim.Links.Dials, sim.Links.DialsRefused, sim.Links.DialsBlackholed, mib(sim.Links.Bytes), sim.Links.Segments, sim.Links.SegmentsLost)
+		fmt.Fprintf(&b, "          limits: %s\n", sim.Limits)
+	}
 	if t := rep.Testnet; t != nil {
 		net := "127.0.0.1 (" + t.Why + ")"
-		if t.Mode == ModeNetns {
+		switch t.Mode {
+		case ModeNetns:
 			net = "network namespaces on " + t.Subnet
+		case ModeSim:
+			net = t.Why
 		}
 		fmt.Fprintf(&b, "network   %s, topology %s\n", net, t.Topology)
-		fmt.Fprintf(&b, "shaping   %s\n", t.ShapingNote())
+		if t.Mode == ModeSim {
+			fmt.Fprintf(&b, "shaping   %s\n", rep.Simulated.Model)
+		} else {
+			fmt.Fprintf(&b, "shaping   %s\n", t.ShapingNote())
+		}
 		if s := rep.Settings; s != nil {
 			fmt.Fprintf(&b, "link      %s\n", s.Network.Link)
 		}
@@ -391,7 +422,11 @@ func (rep *Report) Summary() string {
 			fmt.Fprintf(&b, "link RTT  p50 %.1fms  p90 %.1fms  max %.1fms  (TCP handshakes from the first node, n=%d)\n", r.P50, r.P90, r.Max, r.Count)
 		}
 	}
-	fmt.Fprintf(&b, "start-up  %d nodes ready in %.1fs, %s RSS in all\n", rep.Startup.Nodes, rep.Startup.Seconds, mib(rep.Startup.RSSBytes))
+	if rep.Simulated != nil {
+		fmt.Fprintf(&b, "start-up  %d nodes ready in %.1fs (virtual)\n", rep.Startup.Nodes, rep.Startup.Seconds)
+	} else {
+		fmt.Fprintf(&b, "start-up  %d nodes ready in %.1fs, %s RSS in all\n", rep.Startup.Nodes, rep.Startup.Seconds, mib(rep.Startup.RSSBytes))
+	}
 	fmt.Fprintf(&b, "re-run    %s\n", rep.Rerun)
 	if rep.KeptUp != "" {
 		fmt.Fprintf(&b, "kept up   %s (inspect with 'weft testnet status --dir %s'; remove with 'weft testnet down --dir %s')\n", rep.KeptUp, rep.KeptUp, rep.KeptUp)
@@ -426,6 +461,9 @@ func (rep *Report) Summary() string {
 		fmt.Fprintf(&b, "  delivery  %d/%d (%.2f%%), %d seen on the topic\n", f.Delivered, f.Expected, 100*f.Ratio, f.OnTopic)
 		l := f.LatencyMS
 		fmt.Fprintf(&b, "  latency   p50 %.1fms  p90 %.1fms  p95 %.1fms  p99 %.1fms  max %.1fms  (n=%d)\n", l.P50, l.P90, l.P95, l.P99, l.Max, l.Count)
+		if h := f.ImpliedHops; h != nil {
+			fmt.Fprintf(&b, "  hops      p50 %.1f  p99 %.1f  max %.1f  (latency / link latency: a mesh diameter of about %.0f)\n", h.P50, h.P99, h.Max, math.Round(h.Max))
+		}
 	}
 	if rep.NAT != nil {
 		rep.NAT.summary(&b)
@@ -453,7 +491,7 @@ func (rep *Report) Summary() string {
 			line(fmt.Sprintf("slowest #%d", i+1), s)
 		}
 	}
-	if len(rep.Nodes) > 0 {
+	if len(rep.Nodes) > 0 && rep.Simulated == nil {
 		fmt.Fprintf(&b, "\nresources total RSS %s (peak %s), CPU %.1fs over %d nodes\n", mib(rep.TotalRSS), mib(rep.PeakRSS), rep.TotalCPU, len(rep.Nodes))
 		b.WriteString("  node        starts  cpu(s)  rss-peak  rss-last\n")
 		for _, n := range rep.Nodes {

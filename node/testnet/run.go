@@ -43,7 +43,7 @@ func (e *AssertionError) Unwrap() error { return e.Cause }
 
 // runner carries a scenario through its steps.
 type runner struct {
-	t     *Testnet
+	t     cluster
 	sc    *Scenario
 	began time.Time
 	rng   *rand.Rand
@@ -87,6 +87,18 @@ type nodeUsage struct {
 // report and tears the testnet down (unless asked to keep it). The error
 // is an *AssertionError when a check failed.
 func Run(ctx context.Context, sc *Scenario, o RunOptions) (*Report, error) {
+	return runOn(ctx, sc, o, func(ctx context.Context) (cluster, error) {
+		t, err := Up(ctx, sc, o.Options)
+		if err != nil {
+			return nil, err
+		}
+		return t, nil
+	}, nil)
+}
+
+// runOn is Run on the cluster up makes; sim, when set, fills in the report's
+// simulation section at the end (sim.go).
+func runOn(ctx context.Context, sc *Scenario, o RunOptions, up func(context.Context) (cluster, error), sim func(*Report)) (*Report, error) {
 	if sc.Seed == 0 {
 		sc.Seed = time.Now().UnixNano() & 0x7fffffff
 	}
@@ -98,26 +110,31 @@ func Run(ctx context.Context, sc *Scenario, o RunOptions) (*Report, error) {
 	r.watchCtx, r.stopWatch = context.WithCancel(ctx)
 
 	began := time.Now()
-	t, err := Up(ctx, sc, o.Options)
+	t, err := up(ctx)
 	r.rep.Startup.Seconds = time.Since(began).Seconds()
 	if err != nil {
 		r.rep.Error = err.Error()
+		if sim != nil {
+			sim(r.rep)
+		}
 		r.rep.finish(r)
 		_ = r.rep.Write(o.ReportDir)
 		return r.rep, fmt.Errorf("testnet up: %w", err)
 	}
 	r.t = t
 	r.began = time.Now()
-	r.rep.Testnet = t.st
-	r.rep.Shaping = t.st.Shaping
-	if t.st.Mode != ModeNetns {
+	r.rep.Testnet = t.state()
+	r.rep.Startup.Nodes = len(t.state().Nodes)
+	r.rep.Shaping = t.state().Shaping
+	if t.state().Mode != ModeNetns {
 		r.rep.Shaping = ShapingNone
 	}
-	r.rep.Startup.Nodes = len(t.st.Nodes)
-	if rtt, err := t.measureLinkRTT(ctx); err != nil {
-		t.say("warning: %v", err)
-	} else {
-		r.rep.LinkRTT = statsOf(rtt)
+	if tn, ok := t.(*Testnet); ok { // real links only: a simulation reports its own
+		if rtt, err := tn.measureLinkRTT(ctx); err != nil {
+			tn.say("warning: %v", err)
+		} else {
+			r.rep.LinkRTT = statsOf(rtt)
+		}
 	}
 	r.sampleUsage()
 	r.rep.Startup.RSSBytes = r.totalRSS()
@@ -199,9 +216,12 @@ func Run(ctx context.Context, sc *Scenario, o RunOptions) (*Report, error) {
 	if runErr != nil {
 		r.rep.Error = runErr.Error()
 	}
+	if sim != nil {
+		sim(r.rep)
+	}
 	r.rep.finish(r)
 	if keep {
-		r.rep.KeptUp = t.st.Dir
+		r.rep.KeptUp = t.state().Dir
 	}
 	if werr := r.rep.Write(o.ReportDir); werr != nil {
 		runErr = errors.Join(runErr, fmt.Errorf("write report: %w", werr))
@@ -215,8 +235,8 @@ func Run(ctx context.Context, sc *Scenario, o RunOptions) (*Report, error) {
 }
 
 func (r *runner) sampleUsage() {
-	for _, n := range r.t.st.Nodes {
-		if !n.alive() {
+	for _, n := range r.t.state().Nodes {
+		if !r.t.isUp(n) {
 			continue
 		}
 		pid, _ := n.proc()
@@ -274,7 +294,7 @@ func (r *runner) node(name string) (*NodeState, error) {
 	if err != nil {
 		return nil, err
 	}
-	return r.t.st.Node(names[0])
+	return r.t.state().Node(names[0])
 }
 
 // selected returns the nodes of a selector; running keeps only the live
@@ -289,7 +309,7 @@ func (r *runner) selected(sel Selector, running bool) ([]*NodeState, error) {
 		return nil, err
 	}
 	if running {
-		ns = slices.DeleteFunc(ns, func(n *NodeState) bool { return !n.alive() })
+		ns = slices.DeleteFunc(ns, func(n *NodeState) bool { return !r.t.isUp(n) })
 	}
 	return ns, nil
 }
@@ -398,7 +418,7 @@ func (r *runner) watch(tr *feedTrack, n *NodeState) {
 	go func() {
 		defer r.watchWG.Done()
 		for attempt := 0; attempt < 100000 && r.watchCtx.Err() == nil; attempt++ {
-			if n.alive() {
+			if r.t.isUp(n) {
 				_ = r.t.Client(n).Subscribe(r.watchCtx, topic, func(m api.PubsubMessage) bool {
 					now := time.Now()
 					rec, err := ipns.UnmarshalRecord(m.Data)
@@ -447,7 +467,7 @@ func (r *runner) refreshFeed(ctx context.Context, tr *feedTrack) {
 	r.mu.Unlock()
 	ns, _ := r.t.nodes(followers)
 	_ = r.t.parallel(ns, 8, func(n *NodeState) error {
-		if !n.alive() {
+		if !r.t.isUp(n) {
 			return nil
 		}
 		seq, err := r.heldSeq(ctx, n, tr.Name)

@@ -40,7 +40,9 @@ type Scenario struct {
 // Network is how nodes are connected and shaped.
 type Network struct {
 	// Mode: "auto" (namespaces when root on Linux with iproute2, else
-	// loopback), "netns" (fail if namespaces cannot be made) or "loopback".
+	// loopback), "netns" (fail if namespaces cannot be made), "loopback",
+	// or "sim": every node in one process on simulated links in virtual
+	// time (RunSim; `weft testnet run` runs it through weft-testnet-sim).
 	Mode string `toml:"mode" json:"mode"`
 	// Topology says which peers each node knows at start (its bootstrap
 	// list): "star" (everyone knows the first node; default), "ring" (each
@@ -389,9 +391,9 @@ func (s *Scenario) Validate() error {
 	switch s.Network.Mode {
 	case "":
 		s.Network.Mode = "auto"
-	case "auto", "netns", "loopback":
+	case "auto", "netns", "loopback", ModeSim:
 	default:
-		bad("network.mode %q: use auto, netns or loopback", s.Network.Mode)
+		bad("network.mode %q: use auto, netns, loopback or sim", s.Network.Mode)
 	}
 	switch s.Network.Topology {
 	case "":
@@ -470,8 +472,8 @@ func (s *Scenario) Validate() error {
 			bad("every group is behind a NAT: give a group without nat (public hosts: bootstrap, relays, AutoNAT servers)")
 		}
 	}
-	if total > MaxNodes {
-		bad("%d nodes: at most %d per testnet", total, MaxNodes)
+	if limit := maxNodes(s.Network.Mode); total > limit {
+		bad("%d nodes: at most %d per testnet in mode %s", total, limit, s.Network.Mode)
 	}
 	names := map[string]bool{}
 	for _, n := range s.NodeNames() {
@@ -586,8 +588,19 @@ func (s *Scenario) validateStep(st *Step, vars map[string]bool) error {
 
 var asRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`) })
 
-// MaxNodes bounds a testnet: namespaces share one /24.
-const MaxNodes = 250
+// MaxNodes bounds a testnet: namespaces share one /24. MaxSimNodes bounds
+// a simulated one (network.mode = "sim").
+const (
+	MaxNodes    = 250
+	MaxSimNodes = 5000
+)
+
+func maxNodes(mode string) int {
+	if mode == ModeSim {
+		return MaxSimNodes
+	}
+	return MaxNodes
+}
 
 func parseLoss(s string) (float64, error) {
 	if s == "" {

@@ -114,6 +114,9 @@ func Up(ctx context.Context, sc *Scenario, o Options) (t *Testnet, err error) {
 	if o.Mode != "" {
 		mode = o.Mode
 	}
+	if mode == ModeSim {
+		return nil, errors.New("a simulated testnet runs a scenario in one process ('weft testnet run FILE --mode sim'); it cannot be brought up for other commands")
+	}
 	st := &State{ID: newID(), Dir: dir, Bin: bin, Created: time.Now().UTC(), Scenario: sc.Name, Seed: sc.Seed, Topology: sc.Network.Topology}
 	why := canNetns()
 	switch {
@@ -390,6 +393,10 @@ func freePort() (int, error) {
 // parallel runs fn over nodes with at most conc at once and returns every
 // error.
 func (t *Testnet) parallel(nodes []*NodeState, conc int, fn func(*NodeState) error) error {
+	return parallel(nodes, conc, fn)
+}
+
+func parallel(nodes []*NodeState, conc int, fn func(*NodeState) error) error {
 	sem := make(chan struct{}, conc)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -852,8 +859,11 @@ func (t *Testnet) Status(ctx context.Context) []NodeStatus {
 	return out
 }
 
-func (t *Testnet) index(n *NodeState) int {
-	for i, m := range t.st.Nodes {
+func (t *Testnet) index(n *NodeState) int { return nodeIndex(t.st, n) }
+
+// nodeIndex is n's position in st.Nodes, or -1.
+func nodeIndex(st *State, n *NodeState) int {
+	for i, m := range st.Nodes {
 		if m == n {
 			return i
 		}

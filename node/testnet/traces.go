@@ -80,8 +80,8 @@ func newRootContext(ctx context.Context) (context.Context, string) {
 // timelines later with the report.
 func (r *runner) collectTraces(ctx context.Context) error {
 	var running []string
-	for _, n := range r.t.st.Nodes {
-		if n.alive() {
+	for _, n := range r.t.state().Nodes {
+		if r.t.isUp(n) {
 			running = append(running, n.Name)
 		}
 	}
@@ -93,7 +93,7 @@ func (r *runner) collectTraces(ctx context.Context) error {
 	var all []tracefile.Span
 	tr := &TraceReport{SpansPerNode: map[string]int{}}
 	names := map[string]string{}
-	for _, n := range r.t.st.Nodes {
+	for _, n := range r.t.state().Nodes {
 		names[n.PeerID] = n.Name
 	}
 	summarise := func(t tracefile.Trace) TraceSummary {
@@ -101,7 +101,7 @@ func (r *runner) collectTraces(ctx context.Context) error {
 		return TraceSummary{ID: t.ID, Root: root.Name, Node: root.Node, Seconds: t.Duration().Seconds(),
 			Spans: len(t.Spans), Nodes: t.Nodes(), trace: t, names: names}
 	}
-	for _, n := range r.t.st.Nodes {
+	for _, n := range r.t.state().Nodes {
 		ss, err := tracefile.ReadFile(filepath.Join(n.Repo, node.DefaultTraceFile), n.Name)
 		if err != nil {
 			return fmt.Errorf("%s: %w", n.Name, err)

@@ -1,0 +1,168 @@
+package testnet
+
+import (
+	"context"
+	"os"
+	"testing"
+	"testing/synctest"
+)
+
+// simScenario parses and validates a scenario given as text.
+func simScenario(t *testing.T, text string) *Scenario {
+	t.Helper()
+	sc, err := ParseScenario([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return sc
+}
+
+// simFeed10 is a 10-node feed on 20 ms ± 5 ms links whose publisher is
+// reshaped to 100 ms before it publishes.
+const simFeed10 = `
+name = "sim-feed-10"
+seed = 7
+timeout = "5m"
+[network]
+topology = "random"
+degree = 3
+[network.link]
+latency = "20ms"
+jitter = "5ms"
+[[groups]]
+name = "n"
+count = 10
+[[steps]]
+action = "wait-until"
+check = "peers"
+min = 2
+deadline = "60s"
+[[steps]]
+action = "follow"
+publisher = "n1"
+key = "blog"
+nodes = "all"
+as = "blog"
+[[steps]]
+action = "sleep"
+duration = "5s"
+[[steps]]
+action = "shape"
+nodes = "n1"
+latency = "100ms"
+[[steps]]
+action = "publish"
+node = "n1"
+key = "blog"
+count = 10
+interval = "250ms"
+size = "1KiB"
+[[steps]]
+action = "wait-until"
+check = "feed-seq"
+feed = "$blog"
+seq = 10
+deadline = "60s"
+[[steps]]
+action = "assert"
+check = "delivery"
+feed = "$blog"
+min = 1.0
+`
+
+// TestSimFeedSmall runs a 10-node feed on simulated links, reshaping the
+// publisher's link before it publishes.
+func TestSimFeedSmall(t *testing.T) {
+	sc := simScenario(t, simFeed10)
+	dir := t.TempDir()
+	synctest.Test(t, func(t *testing.T) {
+		rep, err := RunSim(context.Background(), sc, RunOptions{Options: Options{Dir: dir + "/net", Progress: os.Stderr}, ReportDir: dir + "/report"})
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+		checkSimFeedReport(t, rep, 10, 10)
+		// n1 was reshaped to 100 ms ± 5 ms before publishing: every update
+		// crosses its link first.
+		if p50 := rep.Feeds[0].LatencyMS.P50; p50 < 95 {
+			t.Errorf("median propagation %.1fms after the publisher's link went to 100ms", p50)
+		}
+		t.Logf("%s", rep.Summary())
+	})
+}
+
+// TestSimFeed100 runs the shipped 100-node simulated feed scenario: every
+// node a weft node on simulated 20 ms ± 5 ms links, in virtual time.
+func TestSimFeed100(t *testing.T) {
+	if testing.Short() {
+		t.Skip("100 simulated nodes take about a minute of CPU; not in -short")
+	}
+	sc, _, err := LoadScenario("../../scripts/scenarios/feed-100-sim.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	synctest.Test(t, func(t *testing.T) {
+		rep, err := RunSim(context.Background(), sc, RunOptions{Options: Options{Dir: dir + "/net"}, ReportDir: dir + "/report"})
+		if err != nil {
+			t.Fatalf("run: %v\n%s", err, rep.Summary())
+		}
+		checkSimFeedReport(t, rep, 100, 50)
+		t.Logf("%s", rep.Summary())
+	})
+}
+
+// checkSimFeedReport checks what a simulated feed run must show: every
+// update delivered to every follower, latencies no shorter than one link
+// crossing, and the simulation's own figures.
+func checkSimFeedReport(t *testing.T, rep *Report, nodes, updates int) {
+	t.Helper()
+	sim := rep.Simulated
+	if sim == nil || sim.VirtualSeconds <= 0 || sim.WallSeconds <= 0 || sim.Links.Dials == 0 || sim.Links.Bytes == 0 {
+		t.Fatalf("simulation figures missing: %+v", sim)
+	}
+	if rep.Testnet == nil || rep.Testnet.Mode != ModeSim || len(rep.Testnet.Nodes) != nodes {
+		t.Fatalf("testnet state: %+v", rep.Testnet)
+	}
+	if len(rep.Feeds) != 1 {
+		t.Fatalf("%d feeds reported", len(rep.Feeds))
+	}
+	f := rep.Feeds[0]
+	if f.Updates != updates || f.Followers != nodes-1 || f.Ratio != 1 || f.Delivered != updates*(nodes-1) {
+		t.Fatalf("feed: %d updates, %d followers, %d/%d delivered", f.Updates, f.Followers, f.Delivered, f.Expected)
+	}
+	link := rep.Settings.Network.Link
+	if min := float64((link.Latency - link.Jitter).D().Milliseconds()); f.LatencyMS.P50 < min {
+		t.Errorf("median delivery %.1fms is faster than one link (%.0fms)", f.LatencyMS.P50, min)
+	}
+	if f.ImpliedHops == nil || f.ImpliedHops.Max < 1 {
+		t.Errorf("implied hops: %+v", f.ImpliedHops)
+	}
+}
+
+// TestSimCIPartition5 runs the CI scenario of the namespaced testnet
+// (fetch, feed, collection; kill, partition, restart inside it, heal) on
+// simulated links: every action and check works in simulation.
+func TestSimCIPartition5(t *testing.T) {
+	sc, _, err := LoadScenario("../../scripts/scenarios/ci-partition-5.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	synctest.Test(t, func(t *testing.T) {
+		rep, err := RunSim(context.Background(), sc, RunOptions{Options: Options{Dir: dir + "/net"}, ReportDir: dir + "/report"})
+		if err != nil {
+			t.Fatalf("run: %v\n%s", err, rep.Summary())
+		}
+		if rep.Simulated == nil || rep.Simulated.Links.DialsBlackholed == 0 {
+			t.Errorf("the partition blackholed no dial: %+v", rep.Simulated)
+		}
+		for _, n := range rep.Testnet.Nodes {
+			if want := map[bool]int{true: 2, false: 1}[n.Name == "b2"]; n.Starts != want {
+				t.Errorf("%s started %d times, want %d", n.Name, n.Starts, want)
+			}
+		}
+	})
+}
