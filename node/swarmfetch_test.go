@@ -102,7 +102,10 @@ func TestSwarmFetchAtOnce(t *testing.T) {
 		t.Skip("starts 17 nodes")
 	}
 	const fetchers = 16
-	idle := 30 * time.Second
+	// The idle timeout is far above what a fetch takes even on a loaded
+	// machine (about 4 s alone under -race, 17 s beside the rest of CI), so
+	// a fetch that waited it out cannot pass for a slow one.
+	idle := 90 * time.Second
 	nodes := meshNodes(t, 1+fetchers, func(c *node.Config) {
 		c.Content.FetchTimeout = node.Duration(idle)
 	})
