@@ -192,6 +192,15 @@ echo
 echo "== the dashboard of node0 (peers, bandwidth, feeds, collections, a live graph of the swarm):"
 echo "  http://$(cat "$(repo 0)/api")/ui/?token=$(cat "$(repo 0)/api.token")"
 echo "  (every node has one: http://\$(cat REPO/api)/ui/?token=\$(cat REPO/api.token))"
+# The daemon prints its gateway's address when ready (a free port here).
+GW=$(sed -n 's|^gateway on \(http://[^ ]*\)/ipfs/$|\1|p' "$(repo 0).log" | head -1)
+if [ -n "$GW" ]; then
+  echo
+  echo "== node0's HTTP gateway (read-only, as Kubo's on :8080): the file added above, by path, as a CAR, as a range:"
+  echo "  $GW/ipfs/$CID"
+  echo "  curl -s '$GW/ipfs/$CID?format=car' | wc -c"
+  echo "  curl -s -H 'Range: bytes=0-99' $GW/ipfs/$CID | wc -c"
+fi
 
 # ---------------------------------------------------------------- next steps
 echo
