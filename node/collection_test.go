@@ -580,6 +580,15 @@ func TestCollectionUnauthorized(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "members in sync", func() (bool, string) { return sameState(t, id, cl.nodes) })
+	// mallory is a member the others have heard: what follows is a
+	// member's forgery, refused as unauthorized, not a stranger's message
+	// (which is dropped before anything is fetched).
+	for _, n := range cl.nodes {
+		waitFor(t, 20*time.Second, "every member heard on "+n.ID().String(), func() (bool, string) {
+			st, _ := n.CollectionStatus(id)
+			return st.MembersAlive == len(cl.nodes), fmt.Sprintf("%d of %d members alive", st.MembersAlive, len(cl.nodes))
+		})
+	}
 
 	// Through the API: refused, with the reason and the way out.
 	cm := nodetest.Client(mallory)
