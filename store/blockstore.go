@@ -317,6 +317,7 @@ func (b *blockStore) putChunk(ctx context.Context, entries []putEntry) error {
 // are set, as a key records where its data is; if the attempt fails after
 // that, it gives their space back.
 func (b *blockStore) putAttempt(entries []putEntry, files *[]putEntry) error {
+	b.s.comp.wrote()
 	txn := b.s.db.NewTransaction(true)
 	defer txn.Discard()
 	*files = (*files)[:0]
@@ -449,6 +450,7 @@ func (b *blockStore) deleteAttempt(key []byte) (err error) {
 	}()
 	b.s.sweepMu.Lock()
 	defer b.s.sweepMu.Unlock()
+	b.s.comp.wrote()
 	txn := b.s.db.NewTransaction(true)
 	defer txn.Discard()
 	item, err := txn.Get(key)

@@ -278,6 +278,7 @@ func (s *Store) sweepBatch(g *gcRun, keys [][]byte, readTs uint64) (n, freed int
 	}
 	for {
 		n, gone = 0, deleted{}
+		s.comp.wrote()
 		txn := s.db.NewTransaction(true)
 		for _, k := range cand {
 			item, err := txn.Get(k)
@@ -335,7 +336,7 @@ func (s *Store) reclaim(ctx context.Context) error {
 	s.flushMu.Lock()
 	s.flushDone = done
 	s.flushMu.Unlock()
-	err := s.db.DropPrefix(flushPrefix)
+	err := s.comp.exclusive(func() error { return s.db.DropPrefix(flushPrefix) })
 	s.flushMu.Lock()
 	s.flushDone = nil
 	s.flushMu.Unlock()

@@ -49,6 +49,7 @@ func reopenAfterCrash(t testing.TB, s *Store) *Store {
 	t.Helper()
 	s.closeOnce.Do(func() {
 		s.cancel()
+		<-s.compDone
 		s.life.Lock()
 		s.closed = true
 		s.life.Unlock()

@@ -265,6 +265,9 @@ type Store struct {
 
 	files *fileTier // nil in memory
 
+	comp     *compactions  // pauses Badger's compaction workers while idle
+	compDone chan struct{} // closed when runCompactions has returned
+
 	pins *Pins
 	bs   *blockStore
 	ds   *Datastore
@@ -316,6 +319,7 @@ func open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s.db = db
+	s.comp = newCompactions(db, compactionIdle)
 	clean, err := s.loadUsage()
 	if err != nil {
 		db.Close()
@@ -328,6 +332,11 @@ func open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("record store generation: %w", err)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.compDone = make(chan struct{})
+	go func() {
+		defer close(s.compDone)
+		s.runCompactions(s.ctx.Done())
+	}()
 	s.pins = &Pins{s: s}
 	s.bs = &blockStore{s: s}
 	s.ds = &Datastore{s: s}
@@ -472,6 +481,7 @@ func valueLen(item *badger.Item) (int, error) {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.cancel()
+		<-s.compDone // before Badger's Close stops the workers itself
 		s.life.Lock()
 		s.closed = true
 		s.life.Unlock()
@@ -609,6 +619,7 @@ func (s *Store) reserve(n int64) error {
 // update runs fn in a read-write transaction, waiting out the moments when
 // GC has Badger's writes blocked. fn may run more than once.
 func (s *Store) update(fn func(txn *badger.Txn) error) error {
+	s.comp.wrote()
 	for {
 		err := s.db.Update(fn)
 		if !errors.Is(err, badger.ErrBlockedWrites) {
