@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 
+	"github.com/weft-p2p/weft/node"
 	"github.com/weft-p2p/weft/node/nodetest"
 	"github.com/weft-p2p/weft/protocol/unixfs"
 )
@@ -42,9 +43,16 @@ func startPlainIPFSPeer(t *testing.T) (host.Host, *bitswap.Bitswap, blockservice
 }
 
 // TestBitswapOnlyPeer: a weft node fetches from, and serves to, a peer that
-// speaks nothing but Bitswap.
+// speaks nothing but Bitswap; its Bitswap server runs only while asked
+// (content.bitswap_server_idle), and starts again at the next want.
 func TestBitswapOnlyPeer(t *testing.T) {
-	w := nodetest.Start(t, nodetest.Options{})
+	w := nodetest.Start(t, nodetest.Options{Tune: func(c *node.Config) {
+		c.Content.BitswapServerIdle = node.Duration(time.Second)
+	}})
+	bsw := w.Network().Bitswap()
+	if bsw.ServerRunning() {
+		t.Fatal("the Bitswap server runs before any peer asked for a block")
+	}
 	h, _, bserv := startPlainIPFSPeer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -76,5 +84,25 @@ func TestBitswapOnlyPeer(t *testing.T) {
 	}
 	if !bytes.Equal(buf.Bytes(), ours) {
 		t.Fatal("Bitswap-only peer fetched different bytes from weft")
+	}
+	st, err := bsw.Stat()
+	if err != nil || st.BlocksSent == 0 {
+		t.Fatalf("Bitswap stat after serving: %+v, %v", st, err)
+	}
+
+	// Idle: the server stops; the next want starts it again and is served.
+	nodetest.WaitFor(t, 20*time.Second, "the idle Bitswap server stopped", func() bool { return !bsw.ServerRunning() })
+	again := randomBytes(13, 1<<20+3)
+	againCID := addBytes(t, w, again)
+	r, err = unixfs.Cat(ctx, dag, againCID)
+	if err != nil {
+		t.Fatalf("Bitswap-only peer cat after the server stopped: %v", err)
+	}
+	buf.Reset()
+	if _, err := buf.ReadFrom(r); err != nil || !bytes.Equal(buf.Bytes(), again) {
+		t.Fatalf("Bitswap-only peer read after the server stopped: %v", err)
+	}
+	if st2, _ := bsw.Stat(); st2.BlocksSent <= st.BlocksSent {
+		t.Fatalf("blocks sent %d then %d: the second server's are not counted", st.BlocksSent, st2.BlocksSent)
 	}
 }

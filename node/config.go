@@ -198,6 +198,7 @@ type ContentConfig struct {
 	NativeMaxStreams     int      `toml:"native_max_streams" comment:"Native exchange streams served at once, over all peers; more are answered busy. 0: 64."`
 	NativeStreamsPerPeer int      `toml:"native_streams_per_peer" comment:"Native exchange streams served at once to one peer, so one peer cannot take every slot. 0: 8."`
 	NativeWriteTimeout   Duration `toml:"native_write_timeout" comment:"Minimum rate for native exchange requesters: sending an answer may take this long per 64 KiB (plus this long of grace) before the stream is cut off, so a peer reading a trickle cannot hold a slot. 0: 10s."`
+	BitswapServerIdle    Duration `toml:"bitswap_server_idle" comment:"The Bitswap server (answering other peers' wants) starts at a peer's first want and stops after this long with no Bitswap message, as its engine wakes ten times a second while it runs; peers repeat their wants every minute. 0: 5m."`
 }
 
 // DefaultMaxGetEntries is content.max_get_entries when it is 0.
@@ -311,6 +312,7 @@ func DefaultConfig(profile string) (Config, error) {
 			NativeMaxStreams:     64,
 			NativeStreamsPerPeer: 8,
 			NativeWriteTimeout:   Duration(10 * time.Second),
+			BitswapServerIdle:    Duration(5 * time.Minute),
 		},
 		Collection: DefaultCollectionConfig(),
 		Log:        LogConfig{Level: "info", Format: "text", Subsystems: []string{}},

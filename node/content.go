@@ -58,7 +58,7 @@ func (n *Node) ContentOpsInFlight() int64 { return n.content.ops.Load() }
 
 func newContent(n *Node) *content {
 	c := &content{n: n}
-	c.x = n.net.StartBitswap(n.store.Blockstore(), p2p.BitswapConfig{})
+	c.x = n.net.StartBitswap(n.store.Blockstore(), p2p.BitswapConfig{ServerIdle: n.cfg.Content.BitswapServerIdle.D()})
 	c.bserv = blockservice.New(n.store.Blockstore(), c.x)
 	c.dag = merkledag.NewDAGService(c.bserv)
 	c.ctx, c.cancel = context.WithCancel(context.Background())

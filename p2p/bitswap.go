@@ -2,15 +2,19 @@ package p2p
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/boxo/bitswap"
+	"github.com/ipfs/boxo/bitswap/client"
 	bsmsg "github.com/ipfs/boxo/bitswap/message"
 	bsiface "github.com/ipfs/boxo/bitswap/network"
 	"github.com/ipfs/boxo/bitswap/network/bsnet"
+	"github.com/ipfs/boxo/bitswap/server"
 	"github.com/ipfs/boxo/blockstore"
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -32,6 +36,7 @@ type Bitswap struct {
 	onBad     func(peer.ID, cid.Cid)
 	network   *Network
 	asked     *askedSet
+	server    *lazyServer
 }
 
 // BitswapConfig configures StartBitswap.
@@ -41,6 +46,12 @@ type BitswapConfig struct {
 	BadPeerLimit int
 	// OnBadBlock, if set, is called for every rejected block (for metrics).
 	OnBadBlock func(from peer.ID, c cid.Cid)
+	// ServerIdle is how long the Bitswap server (what answers other peers'
+	// wants) keeps running after the last message from any peer (default
+	// 5m; peers repeat the wants they still have every minute). It starts
+	// again at the next message. While it runs its decision engine wakes
+	// ten times a second.
+	ServerIdle time.Duration
 }
 
 // StartBitswap starts Bitswap over bs, finding providers through the DHT.
@@ -48,6 +59,9 @@ type BitswapConfig struct {
 func (n *Network) StartBitswap(bs blockstore.Blockstore, cfg BitswapConfig) *Bitswap {
 	if cfg.BadPeerLimit <= 0 {
 		cfg.BadPeerLimit = 3
+	}
+	if cfg.ServerIdle <= 0 {
+		cfg.ServerIdle = 5 * time.Minute
 	}
 	x := &Bitswap{bad: map[peer.ID]int{}, badLimit: cfg.BadPeerLimit, onBad: cfg.OnBadBlock, network: n, asked: newAskedSet()}
 	n.Host.Network().Notify(&network.NotifyBundle{
@@ -57,10 +71,19 @@ func (n *Network) StartBitswap(bs blockstore.Blockstore, cfg BitswapConfig) *Bit
 			}
 		},
 	})
-	net := &recordingNet{BitSwapNetwork: bsnet.NewFromIpfsHost(n.Host), asked: x.asked}
-	opts := []bitswap.Option{bitswap.WithTracer(x)}
+	inner := bsnet.NewFromIpfsHost(n.Host)
+	var serverOpts []server.Option
 	if w := n.cfg.BitswapWorkers; w > 0 {
-		opts = append(opts, bitswap.EngineBlockstoreWorkerCount(w), bitswap.TaskWorkerCount(w))
+		serverOpts = append(serverOpts, server.EngineBlockstoreWorkerCount(w), server.TaskWorkerCount(w))
+	}
+	x.server = &lazyServer{ctx: n.ctx, net: inner, bs: bs, opts: serverOpts, idle: cfg.ServerIdle}
+	net := &recordingNet{BitSwapNetwork: inner, asked: x.asked, also: x.server}
+	opts := []bitswap.Option{
+		bitswap.WithTracer(x),
+		// boxo's own server would run from the start; lazyServer runs it
+		// only while peers ask for blocks.
+		bitswap.WithServerEnabled(false),
+		bitswap.WithClientOption(client.WithBlockReceivedNotifier(x.server)),
 	}
 	x.Bitswap = bitswap.New(n.ctx, net, n.DHT, bs, opts...)
 	n.bitswap = x
@@ -89,6 +112,12 @@ func (x *Bitswap) MessageSent(peer.ID, bsmsg.BitSwapMessage) {}
 type recordingNet struct {
 	bsiface.BitSwapNetwork
 	asked *askedSet
+	also  bsiface.Receiver // receives what Bitswap's own receiver does
+}
+
+// Start adds the lazy server to the receivers boxo's Bitswap registers.
+func (r *recordingNet) Start(rs ...bsiface.Receiver) {
+	r.BitSwapNetwork.Start(append(rs, r.also)...)
 }
 
 func (r *recordingNet) SendMessage(ctx context.Context, p peer.ID, msg bsmsg.BitSwapMessage) error {
@@ -208,3 +237,38 @@ func (x *Bitswap) BadBlocks() int64 { return x.badBlocks.Load() }
 
 // Bitswap returns the Bitswap StartBitswap started, or nil before then.
 func (n *Network) Bitswap() *Bitswap { return n.bitswap }
+
+// NotifyNewBlocks tells the client (wants waiting for these blocks) and,
+// when it runs, the server (peers that want them) about blocks just stored.
+func (x *Bitswap) NotifyNewBlocks(ctx context.Context, blks ...blocks.Block) error {
+	return errors.Join(x.Bitswap.NotifyNewBlocks(ctx, blks...), x.server.notifyNewBlocks(ctx, blks))
+}
+
+// Stat is boxo's Bitswap statistics, the server's included.
+func (x *Bitswap) Stat() (*bitswap.Stat, error) {
+	st, err := x.Bitswap.Stat()
+	if err != nil {
+		return st, err
+	}
+	ss := x.server.stat()
+	st.Peers, st.BlocksSent, st.DataSent = ss.Peers, ss.BlocksSent, ss.DataSent
+	return st, nil
+}
+
+// WantlistForPeer is what p wants of us (or, for ourselves, what we want).
+func (x *Bitswap) WantlistForPeer(p peer.ID) []cid.Cid {
+	if p == x.network.Host.ID() {
+		return x.Bitswap.WantlistForPeer(p)
+	}
+	return x.server.wantlistForPeer(p)
+}
+
+// Close stops the client, the network and the server.
+func (x *Bitswap) Close() error {
+	err := x.Bitswap.Close()
+	x.server.close()
+	return err
+}
+
+// ServerRunning reports whether the Bitswap server runs now.
+func (x *Bitswap) ServerRunning() bool { return x.server.running() }
