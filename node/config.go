@@ -66,6 +66,14 @@ type Config struct {
 	Log        LogConfig        `toml:"log"`
 	Tracing    TracingConfig    `toml:"tracing"`
 	Debug      DebugConfig      `toml:"debug"`
+	Runtime    RuntimeConfig    `toml:"runtime"`
+}
+
+// RuntimeConfig tunes the Go runtime of a daemon (one node in its
+// process; nodes sharing a process, in tests and simulations, leave it
+// alone).
+type RuntimeConfig struct {
+	MemoryTrimInterval Duration `toml:"memory_trim_interval" comment:"How often the daemon looks whether it has gone quiet with garbage or free heap left over (after start-up, a transfer); if so it collects and gives the memory back to the OS. 0: off."`
 }
 
 // DebugConfig holds switches for looking inside a running daemon.
@@ -317,6 +325,7 @@ func DefaultConfig(profile string) (Config, error) {
 		Collection: DefaultCollectionConfig(),
 		Log:        LogConfig{Level: "info", Format: "text", Subsystems: []string{}},
 		Tracing:    TracingConfig{SampleRatio: 1},
+		Runtime:    RuntimeConfig{MemoryTrimInterval: Duration(30 * time.Second)},
 	}
 	switch profile {
 	case ProfileLocal:

@@ -59,6 +59,9 @@ func newMetrics(n *Node) *metrics {
 		}
 		return float64(n.net.DHT.RoutingTable().Size())
 	})
+	counter("weft_memory_trims_total", "Times the daemon, gone quiet, collected its garbage and gave the memory back to the OS (runtime.memory_trim_interval).", func() float64 {
+		return float64(n.memTrims.Load())
+	})
 	gauge("weft_store_blocks", "Blocks in the store.", func() float64 {
 		if !ready() {
 			return 0

@@ -47,10 +47,16 @@ type Options struct {
 	// TuneP2P, if set, may change the network config before it starts
 	// (the simulator's transports, connection and DHT limits).
 	TuneP2P func(*p2p.Config)
+	// OwnsProcess says this node is alone in its process (the daemon): it
+	// then tunes the Go runtime for itself (config [runtime]).
+	OwnsProcess bool
 }
 
 // Node is a running weft daemon.
 type Node struct {
+	trimCancel context.CancelFunc // stops the memory trimmer (OwnsProcess)
+	memTrims   atomic.Int64       // times the trimmer gave memory back
+
 	repo    *Repo
 	cfg     Config
 	log     *slog.Logger
@@ -188,6 +194,15 @@ func start(ctx context.Context, repo *Repo, opts Options) (_ *Node, err error) {
 	}
 	if err := n.startGateway(); err != nil {
 		return nil, err
+	}
+	if opts.OwnsProcess && cfg.Runtime.MemoryTrimInterval > 0 {
+		tctx, cancel := context.WithCancel(context.Background())
+		n.trimCancel = cancel
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			trimMemory(tctx, cfg.Runtime.MemoryTrimInterval.D(), func() { n.memTrims.Add(1) })
+		}()
 	}
 	n.ready.Store(true)
 	if err := writeFileAtomic(filepath.Join(repo.Path, APIFile), []byte(n.apiAddr+"\n"), 0o644); err != nil {
@@ -361,6 +376,9 @@ func (n *Node) closeParts() error {
 	}
 	if err := n.stopGateway(); err != nil {
 		errs = append(errs, err)
+	}
+	if n.trimCancel != nil {
+		n.trimCancel()
 	}
 	n.wg.Wait()
 	if n.colls != nil {

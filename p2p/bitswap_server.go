@@ -32,13 +32,13 @@ type lazyServer struct {
 	opts []server.Option
 	idle time.Duration
 
-	mu      sync.Mutex
-	srv     *server.Server // nil while stopped
-	timer   *time.Timer    // closes srv after idle
-	last    time.Time      // the last message
-	closed  bool
-	sent    server.Stat // blocks and bytes sent by servers closed before
-	starts  int
+	mu     sync.Mutex
+	srv    *server.Server // nil while stopped
+	timer  *time.Timer    // closes srv after idle
+	last   time.Time      // the last message
+	closed bool
+	sent   server.Stat // blocks and bytes sent by servers closed before
+	starts int
 }
 
 // get returns the running server, starting it if need be, and notes a

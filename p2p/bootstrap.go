@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,10 +35,23 @@ type bootstrapper struct {
 	cfg     Config
 	trigger chan struct{}
 	saveMu  sync.Mutex
+	saved   map[peer.ID]savedPeer // what saveKnownPeers last wrote, under saveMu
 }
 
+// savedPeer is a known-peer record as last written.
+type savedPeer struct {
+	addrs string
+	at    time.Time
+}
+
+// knownPeerRefresh is how old a saved record of a peer that is still
+// connected, at the same addresses, may grow before it is written again:
+// rewriting unchanged records every minute kept the store (and its
+// compaction workers) busy in an idle swarm.
+const knownPeerRefresh = 10 * time.Minute
+
 func newBootstrapper(n *Network, cfg Config) *bootstrapper {
-	return &bootstrapper{n: n, cfg: cfg, trigger: make(chan struct{}, 1)}
+	return &bootstrapper{n: n, cfg: cfg, trigger: make(chan struct{}, 1), saved: map[peer.ID]savedPeer{}}
 }
 
 func (b *bootstrapper) start(wg *sync.WaitGroup) {
@@ -164,7 +178,8 @@ func (b *bootstrapper) loadKnownPeers(ctx context.Context) []peer.AddrInfo {
 }
 
 // saveKnownPeers remembers the currently connected peers (most recent first,
-// at most KnownPeersLimit) and forgets the oldest beyond that.
+// at most KnownPeersLimit) and forgets the oldest beyond that. A peer whose
+// record is unchanged and younger than knownPeerRefresh is not written again.
 func (b *bootstrapper) saveKnownPeers() {
 	b.saveMu.Lock()
 	defer b.saveMu.Unlock()
@@ -177,6 +192,12 @@ func (b *bootstrapper) saveKnownPeers() {
 	if err != nil {
 		b.cfg.Logger.Warn("known peers: batch", "err", err)
 		return
+	}
+	written := map[peer.ID]savedPeer{}
+	for p, sp := range b.saved {
+		if now.Sub(sp.at) >= knownPeerRefresh {
+			delete(b.saved, p) // due again anyway; keeps the map to recent peers
+		}
 	}
 	for _, p := range h.Network().Peers() {
 		var addrs []string
@@ -192,15 +213,26 @@ func (b *bootstrapper) saveKnownPeers() {
 		if len(addrs) == 0 {
 			continue
 		}
+		key := strings.Join(addrs, " ")
+		if sp, ok := b.saved[p]; ok && sp.addrs == key && now.Sub(sp.at) < knownPeerRefresh {
+			continue
+		}
+		written[p] = savedPeer{addrs: key, at: now}
 		v, _ := json.Marshal(knownPeer{Addrs: addrs, LastSeen: now})
 		if err := batch.Put(ctx, knownPeersPrefix.ChildString(p.String()), v); err != nil {
 			b.cfg.Logger.Warn("known peers: put", "err", err)
 			return
 		}
 	}
+	if len(written) == 0 {
+		return
+	}
 	if err := batch.Commit(ctx); err != nil {
 		b.cfg.Logger.Warn("known peers: save", "err", err)
 		return
+	}
+	for p, sp := range written {
+		b.saved[p] = sp
 	}
 	b.prune(ctx)
 }

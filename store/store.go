@@ -118,7 +118,7 @@ var (
 // Defaults for the zero values of Config.
 const (
 	DefaultValueLogFileSize = 64 << 20
-	DefaultMemTableSize     = 16 << 20
+	DefaultMemTableSize     = 4 << 20
 	DefaultBlockCacheSize   = 16 << 20
 	// DefaultValueThreshold is the size from which values go to Badger's
 	// value log instead of its LSM tree: blocks (those under 64 KiB; larger
@@ -145,7 +145,7 @@ type Config struct {
 	// file at a time, and never the file being written, so smaller files
 	// reclaim sooner and more finely at the cost of more files.
 	ValueLogFileSize int64
-	// MemTableSize is the size of Badger's memtables (default 16 MiB). With
+	// MemTableSize is the size of Badger's memtables (default 4 MiB). With
 	// block data in the value log, a memtable holds keys and small records
 	// only, so a small one is enough and keeps an idle node's memory low.
 	MemTableSize int64

@@ -24,7 +24,7 @@ func newDaemonCmd() *cobra.Command {
 			dir := repoPath(repo)
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			opts := node.Options{Tune: func(c *node.Config) {
+			opts := node.Options{OwnsProcess: true, Tune: func(c *node.Config) {
 				if logLevel != "" {
 					c.Log.Level = logLevel
 				}
