@@ -568,15 +568,32 @@ func (m *member) publish(data []byte) {
 // (a heads message arrived, a write or a sync finished). A kicked step
 // only announces heads and starts fetches; the tick also advances the
 // replica's clock, heartbeats, pins and unpins.
+//
+// With no collection the ticker is stopped, so an idle node without
+// collections does not wake for them; adding one pokes the loop.
 func (cs *collections) loop() {
-	t := time.NewTicker(cs.cfg.TickInterval.D())
-	defer t.Stop()
+	var t *time.Ticker
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
 	for {
+		var tick <-chan time.Time
+		if cs.count() > 0 {
+			if t == nil {
+				t = time.NewTicker(cs.cfg.TickInterval.D())
+			}
+			tick = t.C
+		} else if t != nil {
+			t.Stop()
+			t = nil
+		}
 		full := false
 		select {
 		case <-cs.ctx.Done():
 			return
-		case <-t.C:
+		case <-tick:
 			full = true
 		case <-cs.kick:
 		}
@@ -585,6 +602,13 @@ func (cs *collections) loop() {
 			m.step(now, full)
 		}
 	}
+}
+
+// count is the number of collections this node is a member of.
+func (cs *collections) count() int {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return len(cs.byID)
 }
 
 func (m *member) step(now time.Time, full bool) {

@@ -73,7 +73,7 @@ type Config struct {
 // process; nodes sharing a process, in tests and simulations, leave it
 // alone).
 type RuntimeConfig struct {
-	MemoryTrimInterval Duration `toml:"memory_trim_interval" comment:"How often the daemon looks whether it has gone quiet with garbage or free heap left over (after start-up, a transfer); if so it collects and gives the memory back to the OS. 0: off."`
+	MemoryTrimInterval Duration `toml:"memory_trim_interval" comment:"How often the daemon looks whether it has gone quiet with garbage or free heap left over (after start-up, a transfer); if so it collects and gives the memory back to the OS. At its first look it also unmaps the pages of the weft binary that start-up touched (they stay in the page cache, shared). 0: off."`
 }
 
 // DebugConfig holds switches for looking inside a running daemon.
@@ -183,7 +183,7 @@ type PubsubConfig struct {
 	MaxMessageSize      ByteSize `toml:"max_message_size" comment:"Largest pubsub message accepted or sent."`
 	ScoreDecayInterval  Duration `toml:"score_decay_interval" comment:"How often gossipsub peer score counters decay (at least 1s; 0 = 1s)."`
 	InvalidMessageDecay Duration `toml:"invalid_message_decay" comment:"How long a peer's count of invalid messages on a topic takes to decay to nothing while it stays connected (0 = 1h). About 16 invalid messages graylist a peer."`
-	ScoreCheckInterval  Duration `toml:"score_check_interval" comment:"How often peer scores are read to disconnect peers below the graylist threshold (0 = 1s)."`
+	ScoreCheckInterval  Duration `toml:"score_check_interval" comment:"How often peer scores are read to disconnect peers below the graylist threshold (0 = 5s)."`
 	GraylistBan         Duration `toml:"graylist_ban" comment:"How long a peer disconnected for a score below the graylist threshold is refused (0 = 10m)."`
 }
 
@@ -301,7 +301,7 @@ func DefaultConfig(profile string) (Config, error) {
 			MaxMessageSize:      1 << 20,
 			ScoreDecayInterval:  Duration(time.Second),
 			InvalidMessageDecay: Duration(time.Hour),
-			ScoreCheckInterval:  Duration(time.Second),
+			ScoreCheckInterval:  Duration(5 * time.Second),
 			GraylistBan:         Duration(10 * time.Minute),
 		},
 		Store: StoreConfig{},

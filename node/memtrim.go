@@ -63,11 +63,14 @@ func shouldTrim(prev, cur memStats) bool {
 	return quiet && excess > trimSlack
 }
 
-// trimMemory runs the trimmer until ctx ends; trims counts what it did.
-func trimMemory(ctx context.Context, every time.Duration, trims func()) {
+// trimMemory runs the trimmer until ctx ends; trims counts what it did. At
+// its first look it also releases the pages of the binary that start-up
+// touched (releaseStartupPages).
+func (n *Node) trimMemory(ctx context.Context, every time.Duration, trims func()) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	prev := readMemStats()
+	first := true
 	for {
 		select {
 		case <-ctx.Done():
@@ -81,5 +84,13 @@ func trimMemory(ctx context.Context, every time.Duration, trims func()) {
 			cur = readMemStats()
 		}
 		prev = cur
+		if first { // after the collection, which reads the binary's tables too
+			first = false
+			if released, err := releaseStartupPages(); err != nil {
+				n.log.Warn("memory trimmer", "err", err)
+			} else {
+				n.log.Debug("memory trimmer: released the binary's start-up pages", "bytes", released)
+			}
+		}
 	}
 }

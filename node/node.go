@@ -201,7 +201,7 @@ func start(ctx context.Context, repo *Repo, opts Options) (_ *Node, err error) {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
-			trimMemory(tctx, cfg.Runtime.MemoryTrimInterval.D(), func() { n.memTrims.Add(1) })
+			n.trimMemory(tctx, cfg.Runtime.MemoryTrimInterval.D(), func() { n.memTrims.Add(1) })
 		}()
 	}
 	n.ready.Store(true)

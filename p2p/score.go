@@ -25,7 +25,7 @@ type ScoreConfig struct {
 	// 1h). Longer means a slow trickle of garbage is caught too.
 	InvalidMessageDecay time.Duration
 	// CheckInterval is how often the scores are read to disconnect peers
-	// below the graylist threshold (default 1s).
+	// below the graylist threshold (default 5s).
 	CheckInterval time.Duration
 	// BanDuration is how long a peer disconnected for its score is refused,
 	// in both directions (default 10m).
@@ -40,7 +40,7 @@ func (c *ScoreConfig) setDefaults() {
 		c.InvalidMessageDecay = time.Hour
 	}
 	if c.CheckInterval <= 0 {
-		c.CheckInterval = time.Second
+		c.CheckInterval = 5 * time.Second
 	}
 	if c.BanDuration <= 0 {
 		c.BanDuration = 10 * time.Minute
