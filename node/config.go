@@ -73,7 +73,7 @@ type Config struct {
 // process; nodes sharing a process, in tests and simulations, leave it
 // alone).
 type RuntimeConfig struct {
-	MemoryTrimInterval Duration `toml:"memory_trim_interval" comment:"How often the daemon looks whether it has gone quiet with garbage or free heap left over (after start-up, a transfer); if so it collects and gives the memory back to the OS. At its first look it also unmaps the pages of the weft binary that start-up touched (they stay in the page cache, shared). 0: off."`
+	MemoryTrimInterval Duration `toml:"memory_trim_interval" comment:"How often the daemon looks whether it has gone quiet with garbage or free heap left over (after start-up, a transfer); if so it collects and gives the memory back to the OS. At its first look, and when the daemon goes quiet after work, it also unmaps the pages of the weft binary that start-up or the work touched (they stay in the page cache, shared; what runs next maps them again). 0: off."`
 }
 
 // DebugConfig holds switches for looking inside a running daemon.

@@ -63,14 +63,16 @@ func shouldTrim(prev, cur memStats) bool {
 	return quiet && excess > trimSlack
 }
 
-// trimMemory runs the trimmer until ctx ends; trims counts what it did. At
-// its first look it also releases the pages of the binary that start-up
-// touched (releaseStartupPages).
+// trimMemory runs the trimmer until ctx ends; trims counts what it did.
+// At its first look, and at the first quiet look after a busy one, it also
+// releases the pages of the binary that start-up or the work touched
+// (releaseBinaryPages): the code of an add or a fetch is not what an idle
+// daemon runs.
 func (n *Node) trimMemory(ctx context.Context, every time.Duration, trims func()) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	prev := readMemStats()
-	first := true
+	release := true // start-up was busy
 	for {
 		select {
 		case <-ctx.Done():
@@ -78,18 +80,23 @@ func (n *Node) trimMemory(ctx context.Context, every time.Duration, trims func()
 		case <-t.C:
 		}
 		cur := readMemStats()
-		if shouldTrim(prev, cur) {
+		quiet := cur.allocs-prev.allocs < trimQuietBytes
+		if shouldTrim(prev, cur) || quiet && release {
 			debug.FreeOSMemory()
 			trims()
 			cur = readMemStats()
 		}
 		prev = cur
-		if first { // after the collection, which reads the binary's tables too
-			first = false
-			if released, err := releaseStartupPages(); err != nil {
+		if !quiet {
+			release = true
+			continue
+		}
+		if release { // after the collection, which reads the binary's tables too
+			release = false
+			if released, err := releaseBinaryPages(); err != nil {
 				n.log.Warn("memory trimmer", "err", err)
 			} else {
-				n.log.Debug("memory trimmer: released the binary's start-up pages", "bytes", released)
+				n.log.Debug("memory trimmer: released the binary's pages", "bytes", released)
 			}
 		}
 	}

@@ -2,5 +2,5 @@
 
 package node
 
-// releaseStartupPages does nothing off Linux.
-func releaseStartupPages() (int64, error) { return 0, nil }
+// releaseBinaryPages does nothing off Linux.
+func releaseBinaryPages() (int64, error) { return 0, nil }

@@ -24,8 +24,8 @@ import (
 // there are no huge pages, and once maxBufferSlabs are in use (heap buffers
 // of 64 KiB to 4 MiB are pooled too); Put takes back any slice. Slabs are never unmapped, so a slice
 // used after its Put reads garbage, never faults. The memory of slabs left
-// free for trimAfter beyond keepFreeSlabs is given back to the system (a
-// timer does it): a fetch that keeps handing buffers back and taking them
+// free for trimAfter beyond keepFreeSlabs, and of every slab free for
+// keepIdle, is given back to the system (a timer does it): a fetch that keeps handing buffers back and taking them
 // again never waits for fresh zeroed pages.
 type Buffers struct {
 	mu    sync.Mutex
@@ -47,10 +47,14 @@ const (
 	// maxBufferSlabs bounds the slabs of a store (256 MiB of address
 	// space; only what is in use or kept free is resident).
 	maxBufferSlabs = 128
-	// keepFreeSlabs is how many free slabs keep their memory for good.
+	// keepFreeSlabs is how many free slabs keep their memory for
+	// keepIdle, so that transfers one after another reuse them.
 	keepFreeSlabs = 8
 	// trimAfter is how long a free slab beyond those keeps its memory.
 	trimAfter = 5 * time.Second
+	// keepIdle is how long the kept free slabs keep theirs: an idle
+	// daemon holds none.
+	keepIdle = 30 * time.Second
 )
 
 // slab is 2 MiB of memory, handed out whole or as two halves.
@@ -141,7 +145,7 @@ func (b *Buffers) Put(buf []byte) {
 	}
 	s.freed = time.Now()
 	b.free = append(b.free, s)
-	if len(b.free) > keepFreeSlabs && !b.trimming {
+	if !b.trimming {
 		b.trimming = true
 		time.AfterFunc(trimAfter, b.trim)
 	}
@@ -162,20 +166,18 @@ func (b *Buffers) trim() {
 	}
 	now := time.Now()
 	for _, s := range b.free { // oldest first
-		if resident <= keepFreeSlabs {
-			break
-		}
 		if s.released {
 			continue
 		}
-		if now.Sub(s.freed) < trimAfter {
-			break // and so are those after it
+		age := now.Sub(s.freed)
+		if age < trimAfter || resident <= keepFreeSlabs && age < keepIdle {
+			continue
 		}
 		releaseSlab(s.mem)
 		s.released = true
 		resident--
 	}
-	if resident > keepFreeSlabs {
+	if resident > 0 {
 		b.trimming = true
 		time.AfterFunc(trimAfter, b.trim)
 	}

@@ -70,7 +70,7 @@ func TestBuffers(t *testing.T) {
 
 // TestBuffersBounded: past maxBufferSlabs slabs in use, Get falls back to
 // the heap; slabs free for trimAfter beyond keepFreeSlabs give their memory
-// back, and are reused later.
+// back, the others after keepIdle, and are reused later.
 func TestBuffersBounded(t *testing.T) {
 	var b Buffers
 	var got [][]byte
@@ -112,6 +112,15 @@ func TestBuffersBounded(t *testing.T) {
 	b.trim()
 	if n := released(); n != maxBufferSlabs-keepFreeSlabs {
 		t.Fatalf("%d slabs released after trimAfter, want %d", n, maxBufferSlabs-keepFreeSlabs)
+	}
+	b.mu.Lock()
+	for _, s := range b.free {
+		s.freed = s.freed.Add(-keepIdle)
+	}
+	b.mu.Unlock()
+	b.trim()
+	if n := released(); n != maxBufferSlabs {
+		t.Fatalf("%d slabs released after keepIdle, want all %d", n, maxBufferSlabs)
 	}
 	buf := b.Get(2 << 20)
 	for i := range buf {
