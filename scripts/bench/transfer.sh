@@ -23,4 +23,4 @@ start_daemon b "$A_ADDR"
 for _ in $(seq 1 100); do "$BIN" peers --repo "$WORK/b" | grep -q 12D3 && break; sleep 0.05; done
 args=(-weft "$BIN" -a "$WORK/a" -b "$WORK/b" -iters "${WEFT_BENCH_ITERS:-5}" -size "${WEFT_BENCH_SIZE:-268435456}")
 [ -n "${WEFT_BENCH_KUBO:-}" ] && args+=(-kubo "$WEFT_BENCH_KUBO")
-"$WORK/transfer" "${args[@]}"
+"$WORK/transfer" -pids "$(IFS=,; echo "${PIDS[*]}")" "${args[@]}"

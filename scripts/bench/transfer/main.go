@@ -40,6 +40,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -145,10 +146,20 @@ func serve(args []string) error {
 		}
 		defer h.Close()
 		h.SetStreamHandler(streamProto, func(st network.Stream) {
+			// 1 MiB writes, as weft's exchange writes 1 MiB blocks.
 			buf := make([]byte, 1<<20)
-			if _, err := io.CopyBuffer(st, newPattern(*size), buf); err != nil {
-				st.Reset()
-				return
+			src := newPattern(*size)
+			for {
+				n, err := io.ReadFull(src, buf)
+				if n > 0 {
+					if _, err := st.Write(buf[:n]); err != nil {
+						st.Reset()
+						return
+					}
+				}
+				if err != nil {
+					break
+				}
 			}
 			st.CloseWrite()
 			io.Copy(io.Discard, st) // until the reader closes
@@ -163,6 +174,7 @@ func serve(args []string) error {
 type result struct {
 	names []string
 	secs  map[string][]float64
+	cpu   map[string][]float64 // CPU seconds of all the processes involved
 }
 
 func (r *result) add(name string, d time.Duration) {
@@ -170,6 +182,41 @@ func (r *result) add(name string, d time.Duration) {
 		r.names = append(r.names, name)
 	}
 	r.secs[name] = append(r.secs[name], d.Seconds())
+}
+
+// procCPU returns the user+system CPU time of process pid so far, from
+// /proc/PID/stat (0 if it cannot be read).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	_, rest, ok := strings.Cut(string(b), ") ") // the name may hold spaces
+	if !ok {
+		return 0
+	}
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+// cpuMeter sums the CPU time of this process, its finished children (the
+// weft commands), the stream server and the daemons.
+type cpuMeter struct{ pids []int }
+
+func (m cpuMeter) now() time.Duration {
+	var self, kids syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &self)
+	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &kids)
+	t := time.Duration(self.Utime.Nano() + self.Stime.Nano() + kids.Utime.Nano() + kids.Stime.Nano())
+	for _, p := range m.pids {
+		t += procCPU(p)
+	}
+	return t
 }
 
 func median(xs []float64) float64 {
@@ -188,6 +235,7 @@ func run() error {
 	iters := flag.Int("iters", 5, "iterations (at least 3)")
 	size := flag.Int64("size", 256<<20, "bytes per transfer")
 	kubo := flag.String("kubo", "", "Kubo binary (ipfs) to add the same bytes offline, as a baseline for add")
+	pids := flag.String("pids", "", "comma-separated PIDs of the daemons, for their CPU time")
 	flag.Parse()
 	if *weft == "" || *repoA == "" || *repoB == "" || *iters < 3 {
 		return errors.New("usage: transfer -weft BIN -a REPO_A -b REPO_B [-iters N>=3] [-size BYTES] [-kubo IPFS_BIN]")
@@ -214,6 +262,12 @@ func run() error {
 		return fmt.Errorf("start stream server: %w", err)
 	}
 	defer func() { stdin.Close(); child.Wait() }()
+	meter := cpuMeter{pids: []int{child.Process.Pid}}
+	for _, p := range strings.Split(*pids, ",") {
+		if n, err := strconv.Atoi(strings.TrimSpace(p)); err == nil {
+			meter.pids = append(meter.pids, n)
+		}
+	}
 	clients := map[string]host.Host{}
 	servers := map[string]peer.ID{}
 	sc := bufio.NewScanner(out)
@@ -305,80 +359,95 @@ func run() error {
 		}
 	}
 
-	res := &result{secs: map[string][]float64{}}
+	res := &result{secs: map[string][]float64{}, cpu: map[string][]float64{}}
+	// timed runs fn as step name, recording its wall and CPU time.
+	timed := func(name string, fn func() error) (time.Duration, error) {
+		c0, t0 := meter.now(), time.Now()
+		err := fn()
+		d := time.Since(t0)
+		res.add(name, d)
+		res.cpu[name] = append(res.cpu[name], (meter.now() - c0).Seconds())
+		return d, err
+	}
 	var catBest, pinBest, addSha, addKubo []float64
 	fmt.Printf("%d iterations of %d MiB each\n", *iters, *size>>20)
 	for i := range *iters {
 		var best time.Duration
 		for _, s := range security {
-			d, err := stream(s.name)
+			d, err := timed("stream-"+s.name, func() error { _, err := stream(s.name); return err })
 			if err != nil {
 				return err
 			}
-			res.add("stream-"+s.name, d)
 			if best == 0 || d < best {
 				best = d
 			}
 		}
 		res.add("stream-best", best)
 
-		t0 := time.Now()
-		h := sha256.New()
-		if _, err := io.CopyBuffer(h, newPattern(*size), make([]byte, 1<<20)); err != nil {
+		sha, _ := timed("sha256", func() error {
+			h := sha256.New()
+			_, err := io.CopyBuffer(h, newPattern(*size), make([]byte, 1<<20))
+			h.Sum(nil)
 			return err
-		}
-		h.Sum(nil)
-		sha := time.Since(t0)
-		res.add("sha256", sha)
-
-		dAdd, catCID, err := addA()
+		})
+		var catCID, pinCID string
+		dAdd, err := timed("add", func() (err error) { _, catCID, err = addA(); return err })
 		if err != nil {
 			return err
 		}
-		res.add("add", dAdd)
 		addSha = append(addSha, sha.Seconds()/dAdd.Seconds())
 		if *kubo != "" {
-			cmd := exec.CommandContext(ctx, *kubo, "add", "-q", "--offline", "--cid-version=1", "--raw-leaves", "--chunker=size-1048576", "-")
-			cmd.Env = append(os.Environ(), "IPFS_PATH="+kuboRepo)
-			cmd.Stdin = newPattern(*size)
-			t0 := time.Now()
-			if b, err := cmd.CombinedOutput(); err != nil {
-				return fmt.Errorf("kubo add: %w: %s", err, b)
+			d, err := timed("kubo-add", func() error {
+				cmd := exec.CommandContext(ctx, *kubo, "add", "-q", "--offline", "--cid-version=1", "--raw-leaves", "--chunker=size-1048576", "-")
+				cmd.Env = append(os.Environ(), "IPFS_PATH="+kuboRepo)
+				cmd.Stdin = newPattern(*size)
+				if b, err := cmd.CombinedOutput(); err != nil {
+					return fmt.Errorf("kubo add: %w: %s", err, b)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
 			}
-			d := time.Since(t0)
-			res.add("kubo-add", d)
 			addKubo = append(addKubo, d.Seconds()/dAdd.Seconds())
 		}
 
-		dCat, _, err := weftCmd(nil, devnull, "cat", "--repo", *repoB, catCID)
+		dCat, err := timed("cat", func() error {
+			_, _, err := weftCmd(nil, devnull, "cat", "--repo", *repoB, catCID)
+			return err
+		})
 		if err != nil {
 			return err
 		}
-		res.add("cat", dCat)
 		catBest = append(catBest, best.Seconds()/dCat.Seconds())
 
-		_, pinCID, err := addA()
+		if _, pinCID, err = addA(); err != nil {
+			return err
+		}
+		dPin, err := timed("pin", func() error {
+			_, _, err := weftCmd(nil, nil, "pin", "add", "--repo", *repoB, pinCID)
+			return err
+		})
 		if err != nil {
 			return err
 		}
-		dPin, _, err := weftCmd(nil, nil, "pin", "add", "--repo", *repoB, pinCID)
-		if err != nil {
-			return err
-		}
-		res.add("pin", dPin)
 		pinBest = append(pinBest, best.Seconds()/dPin.Seconds())
 		fmt.Printf("  iteration %d: best stream %.0f MB/s, cat %.0f MB/s, pin %.0f MB/s, add %.0f MB/s, sha256 %.0f MB/s\n",
 			i+1, float64(*size)/best.Seconds()/1e6, float64(*size)/dCat.Seconds()/1e6, float64(*size)/dPin.Seconds()/1e6,
 			float64(*size)/dAdd.Seconds()/1e6, float64(*size)/sha.Seconds()/1e6)
 	}
 
-	fmt.Printf("\nmedians of %d iterations (MB/s):\n", *iters)
+	fmt.Printf("\nmedians of %d iterations:\n  %-13s %8s %12s\n", *iters, "", "MB/s", "CPU ms/MiB")
 	for _, n := range res.names {
 		var rates []float64
 		for _, s := range res.secs[n] {
 			rates = append(rates, float64(*size)/s/1e6)
 		}
-		fmt.Printf("  %-13s %8.1f\n", n, median(rates))
+		cpu := "-"
+		if c := res.cpu[n]; len(c) > 0 {
+			cpu = fmt.Sprintf("%.2f", median(c)*1e3/float64(*size>>20))
+		}
+		fmt.Printf("  %-13s %8.1f %12s\n", n, median(rates), cpu)
 	}
 	tls, noi := res.secs["stream-tls"], res.secs["stream-noise"]
 	var tlsOverNoise []float64
