@@ -16,11 +16,14 @@
 //	                          same bytes into an offline Kubo repo
 //
 // Every iteration measures all of them back to back, and it prints the
-// median throughput of each and the medians of the per-iteration ratios
+// median throughput of each, its median CPU time per MiB (this process, its
+// finished children, the stream server and the daemons given with -pids:
+// the work of every process involved, which a busy machine disturbs less
+// than the wall time) and the medians of the per-iteration ratios
 // (cat/best, pin/best, add/sha256, add/kubo-add). scripts/bench/transfer.sh
 // starts the daemons and runs it.
 //
-//	transfer -weft BIN -a REPO_A -b REPO_B [-iters 5] [-size 268435456] [-kubo IPFS_BIN]
+//	transfer -weft BIN -a REPO_A -b REPO_B [-pids PID,PID] [-iters 5] [-size 268435456] [-kubo IPFS_BIN]
 package main
 
 import (
