@@ -107,8 +107,10 @@ func (a *arrivals) wait(c cid.Cid) (ch <-chan struct{}, ok bool) {
 // not there yet is waited for while the fetch runs, and asked for through
 // fallback (the operation's DAG, with Bitswap) once it has ended.
 type arrivingGetter struct {
-	local    ipld.NodeGetter // the session's blockstore alone
-	bs       interface{ Has(context.Context, cid.Cid) (bool, error) }
+	local ipld.NodeGetter // the session's blockstore alone
+	bs    interface {
+		Has(context.Context, cid.Cid) (bool, error)
+	}
 	arr      *arrivals
 	fallback ipld.NodeGetter
 }
