@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/ipfs/boxo/blockservice"
+	"github.com/ipfs/boxo/blockstore"
 	"github.com/ipfs/boxo/ipld/merkledag"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
@@ -107,10 +108,8 @@ func (a *arrivals) wait(c cid.Cid) (ch <-chan struct{}, ok bool) {
 // not there yet is waited for while the fetch runs, and asked for through
 // fallback (the operation's DAG, with Bitswap) once it has ended.
 type arrivingGetter struct {
-	local ipld.NodeGetter // the session's blockstore alone
-	bs    interface {
-		Has(context.Context, cid.Cid) (bool, error)
-	}
+	local    ipld.NodeGetter // the session's blockstore alone
+	bs       blockstore.Blockstore
 	arr      *arrivals
 	fallback ipld.NodeGetter
 }
