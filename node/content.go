@@ -108,6 +108,9 @@ type op struct {
 	cancel context.CancelCauseFunc
 	timer  *time.Timer
 	idle   time.Duration
+	// arrivals, when set before a native fetch starts, hears of every
+	// block the fetch writes (streaming reads, arrivals.go).
+	arrivals *arrivals
 }
 
 func (c *content) newOp(parent context.Context) *op {
@@ -299,8 +302,20 @@ func (n *Node) Cat(ctx context.Context, c cid.Cid, offset, length int64, w io.Wr
 			}
 			scope = exchange.Scope{Kind: exchange.ScopeRange, Offset: uint64(offset), Length: l}
 		}
-		_ = n.native.fetch(o.ctx, o, c, scope)
-		r, err := unixfs.Cat(o.ctx, o.dag, c)
+		// The reader starts at once and waits for each block the fetch
+		// has not written yet (arrivals.go), so the bytes go out while
+		// the rest arrive.
+		fctx, stop := context.WithCancel(o.ctx)
+		o.arrivals = newArrivals()
+		fetched := make(chan struct{})
+		go func() {
+			defer close(fetched)
+			defer o.arrivals.end()
+			_ = n.native.fetch(fctx, o, c, scope)
+		}()
+		defer func() { stop(); <-fetched }()
+		dag := &sessionDAG{get: &touchGetter{newArrivingGetter(o, o.arrivals), o}, add: o.dag}
+		r, err := unixfs.Cat(o.ctx, dag, c)
 		if err != nil {
 			return err
 		}

@@ -56,7 +56,8 @@ func (x *native) close() {
 }
 
 // touchingBlocks pushes the operation's idle timeout back on every batch
-// written, so a long native fetch that keeps making progress is never cut.
+// written, so a long native fetch that keeps making progress is never cut,
+// and tells a streaming reader of the operation (op.arrivals) what arrived.
 type touchingBlocks struct {
 	exchange.Blocks
 	o *op
@@ -66,6 +67,9 @@ func (t touchingBlocks) PutMany(ctx context.Context, bs []blocks.Block) error {
 	err := t.Blocks.PutMany(ctx, bs)
 	if err == nil {
 		t.o.touch()
+		if t.o.arrivals != nil {
+			t.o.arrivals.put(bs)
+		}
 	}
 	return err
 }

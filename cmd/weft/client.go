@@ -80,7 +80,9 @@ func (o *clientOpts) call(fn func(ctx context.Context, c *api.Client) error) err
 // copyStream copies a streamed answer to w, closing it.
 func copyStream(w io.Writer, r io.ReadCloser, what string) error {
 	defer r.Close()
-	if _, err := io.Copy(w, r); err != nil {
+	// 1 MiB at a time, not io.Copy's 32 KiB (which os.File's ReadFrom
+	// would use): a 256 MiB cat makes 256 reads and writes, not 8,192.
+	if _, err := io.CopyBuffer(struct{ io.Writer }{w}, r, make([]byte, 1<<20)); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil

@@ -32,7 +32,7 @@ func (c *Client) Add(ctx context.Context, nd files.Node, params url.Values, onEv
 	if onSent != nil {
 		body = &countingReader{r: body, fn: onSent}
 	}
-	resp, err := c.Raw(ctx, http.MethodPost, "/api/v1/add", params, body, ctype)
+	resp, err := c.Raw(ctx, http.MethodPost, "/api/v1/add", params, bigChunks{body}, ctype)
 	if err != nil {
 		return "", err
 	}
@@ -164,6 +164,37 @@ func (c *Client) Providers(ctx context.Context, cid string, max int) ([]PeerInfo
 func (c *Client) GC(ctx context.Context) (GCResult, error) {
 	var out GCResult
 	return out, c.Do(ctx, http.MethodPost, "/api/v1/gc", nil, nil, &out)
+}
+
+// bigChunks sends a request body in writes of up to uploadChunk bytes, so
+// the HTTP transport sends chunks of that size: its own copy would read
+// and send 32 KiB at a time, and the daemon would make a read for each
+// chunk (measured: a quarter of an add's CPU went to those reads).
+type bigChunks struct{ r io.Reader }
+
+const uploadChunk = 1 << 20
+
+func (b bigChunks) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+func (b bigChunks) WriteTo(w io.Writer) (int64, error) {
+	buf := make([]byte, uploadChunk)
+	var total int64
+	for {
+		n, err := io.ReadFull(b.r, buf)
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		switch {
+		case err == io.EOF || err == io.ErrUnexpectedEOF:
+			return total, nil
+		case err != nil:
+			return total, err
+		}
+	}
 }
 
 type countingReader struct {

@@ -229,14 +229,14 @@ func dagBlocks(t testing.TB, bs *memBlocks, root cid.Cid, scope Scope) []cid.Cid
 }
 
 // newHost starts a libp2p host on 127.0.0.1 with weft's transport and
-// security choices (TCP, Noise preferred over TLS, default muxers), closed
+// security choices (TCP, TLS preferred over Noise, default muxers), closed
 // at cleanup.
 func newHost(t testing.TB) host.Host {
 	t.Helper()
 	h, err := libp2p.New(
 		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
-		libp2p.Security(noise.ID, noise.New),
 		libp2p.Security(libp2ptls.ID, libp2ptls.New),
+		libp2p.Security(noise.ID, noise.New),
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.DefaultMuxers,
 		libp2p.DisableRelay(),

@@ -14,6 +14,10 @@
 #            `weft cat` between two daemons (process start included), 21
 #            runs, beside the CLI's own baseline, the binary's start alone,
 #            and the same fetch through the API from a running client
+#   daemons  then scripts/bench/transfer.sh: 256 MiB through the CLI between
+#            two daemons, `weft cat` and `weft pin add` beside the best
+#            plain libp2p stream (TLS or Noise) and `weft add` beside
+#            SHA-256 (and Kubo's add with WEFT_BENCH_KUBO), same run
 # Also printed: CPU milliseconds per MiB of each (both nodes share the
 # process, so it is the work of both sides).
 #
@@ -88,3 +92,7 @@ awk '
 echo
 echo "1 KiB through the CLI (scripts/bench/latency.sh):"
 scripts/bench/latency.sh | tail -5 | sed 's/^/  /'
+
+echo
+echo "256 MiB between two daemons through the CLI (scripts/bench/transfer.sh):"
+WEFT_BENCH_ITERS=$ITERS scripts/bench/transfer.sh | sed -n '/^medians/,$p' | sed 's/^/  /'

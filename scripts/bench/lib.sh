@@ -14,12 +14,15 @@ trap 'exit 130' INT TERM
 CGO_ENABLED=0 go build -o "$BIN" ./cmd/weft
 
 # start_daemon NAME [BOOTSTRAP]: init a repo at $WORK/NAME and run its daemon
-# until it writes REPO/api.
+# until it writes REPO/api. WEFT_BENCH_SET="KEY=VALUE ..." sets config keys
+# (weft config set) before the daemon starts, e.g. debug.pprof=true.
 start_daemon() {
   local repo="$WORK/$1"
   local args=(init --repo "$repo" --listen /ip4/127.0.0.1/tcp/0 --api 127.0.0.1:0)
   [ -n "${2:-}" ] && args+=(--bootstrap "$2")
   "$BIN" "${args[@]}" >/dev/null
+  local kv
+  for kv in ${WEFT_BENCH_SET:-}; do "$BIN" config set --repo "$repo" "${kv%%=*}" "${kv#*=}" >/dev/null; done
   "$BIN" daemon --repo "$repo" >"$repo.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 1 200); do [ -s "$repo/api" ] && return 0; sleep 0.05; done
