@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/security/insecure"
@@ -36,14 +37,24 @@ import (
 const ModeSim = "sim"
 
 // Connection and DHT limits of a simulated node. A simulated connection
-// end costs a yamux session (three goroutines and its buffers), so the
-// connection manager keeps fewer than a daemon's 64..192.
+// end costs a yamux session and the handlers of its streams (gossipsub's
+// two, an idle DHT stream for a minute: about ten goroutines), and a
+// node's DHT lookups dial far more peers than it keeps: at a thousand
+// nodes, one routing-table refresh reaches 150 or more. So the connection
+// manager keeps fewer connections than a daemon's 64..192, protects a new
+// one for simConnGrace instead of 30 s (a lookup's query lasts well under
+// it), and trims every simConnSilence instead of every 10 s: connections
+// a lookup made and no longer uses are closed within seconds, as an idle
+// timeout would, while the gossipsub mesh and the feed's peers, which the
+// manager's tags protect, stay.
 // A topic's DHT discovery finds (and dials) at most simDiscoveryLimit
 // peers, not libp2p's 100: gossipsub needs a mesh of 6..12, and 100
 // connections per subscriber do not fit a thousand nodes in one process.
 const (
-	simConnLow        = 24
-	simConnHigh       = 48
+	simConnLow        = 16
+	simConnHigh       = 32
+	simConnGrace      = 5 * time.Second
+	simConnSilence    = 5 * time.Second
 	simDiscoveryLimit = 16
 	simBitswapWorkers = 2
 )
@@ -130,8 +141,8 @@ func RunSim(ctx context.Context, sc *Scenario, o RunOptions) (*Report, error) {
 			PeakGoroutines: c.peakG,
 			SysBytes:       ms.Sys,
 			Links:          c.net.Stats(),
-			Limits: fmt.Sprintf("connections %d..%d (daemon 64..192), topic discovery finds %d peers (daemon 100), %d Bitswap workers (daemon 128+8), 2 MiB memtables",
-				simConnLow, simConnHigh, simDiscoveryLimit, simBitswapWorkers),
+			Limits: fmt.Sprintf("connections %d..%d, new ones protected %v, trimmed every %v (daemon 64..192, 30s, 10s), the DHT's own routing-table refresh off (weft's bootstrap round refreshes at start and every 5 min), topic discovery finds %d peers (daemon 100), %d Bitswap workers (daemon 128+8), 2 MiB memtables",
+				simConnLow, simConnHigh, simConnGrace, simConnSilence, simDiscoveryLimit, simBitswapWorkers),
 			Determinism: "seeded: topology, identities, content, jitter and loss (and crypto/rand in weft-testnet-sim); not fixed: goroutine scheduling, map order and so the order goroutines draw randomness in: one seed gives the same deliveries, latencies differ by a few percent",
 		}
 		c.mu.Unlock()
@@ -282,7 +293,6 @@ func (c *simCluster) up(ctx context.Context, o Options) error {
 			return err
 		}
 		cfg.Bootstrap = boot[n.Name]
-		cfg.DHT.BootstrapInterval = node.Duration(30 * time.Second)
 		if err := applyConfig(&cfg, sc.Config); err != nil {
 			return fmt.Errorf("%s: config: %w", n.Name, err)
 		}
@@ -439,9 +449,14 @@ func (c *simCluster) startOne(ctx context.Context, n *NodeState) error {
 				libp2p.DisableIdentifyAddressDiscovery(),
 			}
 			pc.ConnMgrLow, pc.ConnMgrHigh = simConnLow, simConnHigh
+			pc.ConnMgrGrace, pc.ConnMgrSilence = simConnGrace, simConnSilence
 			pc.EnableQUIC, pc.MDNS = false, false
 			pc.BitswapWorkers = simBitswapWorkers
 			pc.PubsubDiscoveryLimit = simDiscoveryLimit
+			// One routing-table refresh at start, weft's bootstrap round's,
+			// not also the DHT's own (a second full refresh of every
+			// bucket at the same moment).
+			pc.DHTExtraOptions = append(pc.DHTExtraOptions, dht.DisableAutoRefresh())
 		},
 	})
 	if err != nil {

@@ -173,3 +173,78 @@ func TestSimCIPartition5(t *testing.T) {
 		}
 	})
 }
+
+// simDHT20 is 20 nodes that look each other and a block up in the DHT.
+const simDHT20 = `
+name = "sim-dht-20"
+seed = 20
+timeout = "5m"
+[network]
+topology = "random"
+degree = 3
+[network.link]
+latency = "20ms"
+jitter = "5ms"
+[[groups]]
+name = "n"
+count = 20
+[[steps]]
+action = "wait-until"
+check = "peers"
+min = 3
+deadline = "60s"
+[[steps]]
+action = "sleep"
+duration = "10s"
+[[steps]]
+action = "add"
+node = "n7"
+size = "4KiB"
+as = "block"
+[[steps]]
+action = "sleep"
+duration = "10s"
+[[steps]]
+action = "dht-lookup"
+lookup = "find-peer"
+count = 30
+[[steps]]
+action = "dht-lookup"
+lookup = "find-providers"
+cid = "$block"
+nodes = "all"
+`
+
+// TestSimDHTLookup runs measured find-peer and find-providers lookups on
+// 20 simulated nodes: every lookup finds what it looks for, and the hop
+// counts and times are those of real walks (at least one link's latency
+// per hop).
+func TestSimDHTLookup(t *testing.T) {
+	sc := simScenario(t, simDHT20)
+	dir := t.TempDir()
+	synctest.Test(t, func(t *testing.T) {
+		rep, err := RunSim(context.Background(), sc, RunOptions{Options: Options{Dir: dir + "/net"}, ReportDir: dir + "/report"})
+		if err != nil {
+			t.Fatalf("run: %v\n%s", err, rep.Summary())
+		}
+		if len(rep.DHT) != 2 {
+			t.Fatalf("%d dht reports, want 2", len(rep.DHT))
+		}
+		for _, d := range rep.DHT {
+			want := map[string]int{"find-peer": 30, "find-providers": 20}[d.Kind]
+			if d.Lookups != want || d.Found != want {
+				t.Errorf("%s: %d lookups, %d found, want %d", d.Kind, d.Lookups, d.Found, want)
+			}
+			if remote := d.Found - d.Local; remote > 0 {
+				if d.Hops.Count != remote || d.Hops.Max < 1 || d.Hops.Max > 8 {
+					t.Errorf("%s: hops %+v over %d remote lookups", d.Kind, d.Hops, remote)
+				}
+				// Every hop is a query and its answer: 30 ms at least.
+				if min := 30 * d.Hops.Mean; d.TimeMS.Mean < min*0.9 {
+					t.Errorf("%s: mean time %.1fms for %.2f hops", d.Kind, d.TimeMS.Mean, d.Hops.Mean)
+				}
+			}
+		}
+		t.Logf("%s", rep.Summary())
+	})
+}
