@@ -143,7 +143,7 @@ func RunSim(ctx context.Context, sc *Scenario, o RunOptions) (*Report, error) {
 			Links:          c.net.Stats(),
 			Limits: fmt.Sprintf("connections %d..%d, new ones protected %v, trimmed every %v (daemon 64..192, 30s, 10s), the DHT's own routing-table refresh off (weft's bootstrap round refreshes at start and every 5 min), topic discovery finds %d peers (daemon 100), %d Bitswap workers (daemon 128+8), 2 MiB memtables",
 				simConnLow, simConnHigh, simConnGrace, simConnSilence, simDiscoveryLimit, simBitswapWorkers),
-			Determinism: "seeded: topology, identities, content, jitter and loss (and crypto/rand in weft-testnet-sim); not fixed: goroutine scheduling, map order and so the order goroutines draw randomness in: one seed gives the same deliveries, latencies differ by a few percent",
+			Determinism: "fixed by the seed: identities, addresses, topology, content, the steps and their outcomes, delivery counts (TestSimReproducible); not fixed: goroutine scheduling, which decides the order in which the links draw jitter, gossipsub draws peers from math/rand and goroutines draw from the seeded crypto/rand stream (so keys made during the run, a feed's name among them), and so latencies (a few percent) and which updates arrive over the topic rather than by catch-up",
 		}
 		c.mu.Unlock()
 	})

@@ -25,7 +25,7 @@ var (
 	dir      = flag.String("sim.dir", "", "folder for the nodes' repos and log (default: a temporary one, removed)")
 	maxMem   = flag.Int64("sim.maxmem", 16<<30, "abort the run (exit 3) when the process holds more memory than this many bytes; 0: no limit")
 	profDir  = flag.String("sim.profile", "", "write heap and goroutine profiles into this folder at the -sim.profile-at wall times, and a CPU profile (cpu.prof) from the start to the last of them")
-	gcPct    = flag.Int("sim.gogc", 400, "the collector's GOGC while the simulation runs (the GOGC variable, when set, wins); with a hundred thousand goroutines or more, each collection scans every stack, so fewer and larger cycles; the heap stays under -sim.maxmem*3/4")
+	gcPct    = flag.Int("sim.gogc", 200, "the collector's GOGC while the simulation runs (the GOGC variable, when set, wins); with a hundred thousand goroutines or more, each collection scans every stack, so fewer and larger cycles; the heap stays under -sim.maxmem*3/4")
 	profAt   = flag.String("sim.profile-at", "60s", "comma-separated wall-clock times after the start for -sim.profile")
 )
 
