@@ -88,9 +88,11 @@ type StepResult struct {
 	Name    string  `json:"name,omitempty"`
 	Started float64 `json:"started_seconds"` // since the nodes were up
 	Seconds float64 `json:"seconds"`
-	OK      bool    `json:"ok"`
-	Detail  string  `json:"detail,omitempty"`
-	Error   string  `json:"error,omitempty"`
+	// WallSeconds is a simulated step's duration on the machine's clock.
+	WallSeconds float64 `json:"wall_seconds,omitempty"`
+	OK          bool    `json:"ok"`
+	Detail      string  `json:"detail,omitempty"`
+	Error       string  `json:"error,omitempty"`
 }
 
 // Timing is how long a wait-until took to come true.

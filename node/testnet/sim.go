@@ -117,7 +117,8 @@ func RunSim(ctx context.Context, sc *Scenario, o RunOptions) (*Report, error) {
 	o.Mode = ModeSim
 	// The nodes live in this process: they always stop at the end; keep
 	// and keep-on-failure keep only the directory (repos and sim.log).
-	c := &simCluster{sc: sc, net: newSimNet(sc), running: map[string]*simNode{}, keepDir: o.Keep || o.KeepOnFailure, progress: o.Progress}
+	c := &simCluster{sc: sc, net: newSimNet(sc), running: map[string]*simNode{}, keepDir: o.Keep || o.KeepOnFailure, progress: o.Progress,
+		memTable: simMemTable(sc)}
 	o.Keep, o.KeepOnFailure = false, false
 	stopSampler := c.sampleMemory()
 	virt0 := time.Now()
@@ -141,8 +142,8 @@ func RunSim(ctx context.Context, sc *Scenario, o RunOptions) (*Report, error) {
 			PeakGoroutines: c.peakG,
 			SysBytes:       ms.Sys,
 			Links:          c.net.Stats(),
-			Limits: fmt.Sprintf("connections %d..%d, new ones protected %v, trimmed every %v (daemon 64..192, 30s, 10s), the DHT's own routing-table refresh off (weft's bootstrap round refreshes at start and every 5 min), topic discovery finds %d peers (daemon 100), %d Bitswap workers (daemon 128+8), 2 MiB memtables",
-				simConnLow, simConnHigh, simConnGrace, simConnSilence, simDiscoveryLimit, simBitswapWorkers),
+			Limits: fmt.Sprintf("connections %d..%d, new ones protected %v, trimmed every %v (daemon 64..192, 30s, 10s), the DHT's own routing-table refresh off (weft's bootstrap round refreshes at start and every 5 min), topic discovery finds %d peers (daemon 100), %d Bitswap workers (daemon 128+8), %d KiB memtables, 256 KiB block cache",
+				simConnLow, simConnHigh, simConnGrace, simConnSilence, simDiscoveryLimit, simBitswapWorkers, c.memTable>>10),
 			Determinism: "fixed by the seed: identities, addresses, topology, content, the steps and their outcomes, delivery counts (TestSimReproducible); not fixed: goroutine scheduling, which decides the order in which the links draw jitter, gossipsub draws peers from math/rand and goroutines draw from the seeded crypto/rand stream (so keys made during the run, a feed's name among them), and so latencies (a few percent) and which updates arrive over the topic rather than by catch-up",
 		}
 		c.mu.Unlock()
@@ -158,6 +159,7 @@ type simCluster struct {
 	log io.WriteCloser
 
 	keepDir  bool      // Down leaves the directory
+	memTable int64     // each node's Badger memtable (simMemTable)
 	progress io.Writer // start-up progress; nil: quiet
 
 	mu       sync.Mutex
@@ -194,9 +196,17 @@ func (c *simCluster) nodes(names []string) ([]*NodeState, error) {
 	return out, nil
 }
 
+// parallel runs fn for the nodes, simParallel at a time at least: the
+// runner's 8 spare a machine of real daemons, but here an API call costs
+// no virtual time, and a step over a thousand nodes 8 at a time (a follow
+// waits for a DHT walk) would stretch over a minute of virtual time, in
+// which every node's timers cost wall time.
 func (c *simCluster) parallel(nodes []*NodeState, conc int, fn func(*NodeState) error) error {
-	return parallel(nodes, conc, fn)
+	return parallel(nodes, max(conc, simParallel), fn)
 }
+
+// simParallel is how many nodes a simulated step works on at once.
+const simParallel = 64
 
 // sampleMemory records the process's peak heap and goroutines every
 // virtual second until the returned function is called.
@@ -319,6 +329,25 @@ func (c *simCluster) up(ctx context.Context, o Options) error {
 	return c.Start(ctx, start)
 }
 
+// simMemTable is the size of a simulated node's in-memory Badger
+// memtables. A memtable's arena is allocated whole (three per node), and a
+// block must fit 15% of one, so they are sized to the largest block the
+// scenario makes: its largest size, or one 256 KiB chunk of a larger file,
+// at least 512 KiB (feed records, collection deltas and snapshots, blocks
+// of a few KiB) and at most 2 MiB. At a thousand nodes 2 MiB memtables
+// were 2.6 GiB of the heap.
+func simMemTable(sc *Scenario) int64 {
+	block := int64(0)
+	for _, st := range sc.Steps {
+		if st.Size != "" {
+			block = max(block, min(sizeOf(st.Size, ""), 256<<10))
+		}
+	}
+	const step = 256 << 10
+	need := (block*100/15 + 64<<10 + step - 1) / step * step
+	return min(max(need, 512<<10), 2<<20)
+}
+
 // simRepo makes n's repo with the seeded identity sk.
 func simRepo(n *NodeState, sk crypto.PrivKey) error {
 	// No gateway: a real socket would keep the simulation's clock from
@@ -426,9 +455,7 @@ func (c *simCluster) startOne(ctx context.Context, n *NodeState) error {
 	c.mu.Unlock()
 	if s == nil {
 		var err error
-		// A memtable's arena is allocated whole, so small ones: 2 MiB
-		// holds blocks up to 300 KiB, above the default chunk size.
-		s, err = store.Open(store.Config{InMemory: true, MemTableSize: 2 << 20, BlockCacheSize: 1 << 20,
+		s, err = store.Open(store.Config{InMemory: true, MemTableSize: c.memTable, BlockCacheSize: 256 << 10,
 			Logger: log.With("subsystem", "store")})
 		if err != nil {
 			ln.Close()

@@ -303,3 +303,32 @@ func TestSimReproducible(t *testing.T) {
 	t.Logf("not fixed by the seed: latency p50 %.1f/%.1f ms, p99 %.1f/%.1f ms, on the topic %d/%d, feed %s/%s",
 		la.P50, lb.P50, la.P99, lb.P99, a.Feeds[0].OnTopic, b.Feeds[0].OnTopic, short(a.Feeds[0].Name), short(b.Feeds[0].Name))
 }
+
+// TestSimMemTable checks the memtable sizes: the largest block the
+// scenario makes fits 15% of one.
+func TestSimMemTable(t *testing.T) {
+	for _, tc := range []struct {
+		sizes []string
+		want  int64
+	}{
+		{nil, 512 << 10},
+		{[]string{"1KiB", "16KiB"}, 512 << 10},
+		{[]string{"100KiB"}, 768 << 10},
+		{[]string{"256KiB"}, 1792 << 10},
+		{[]string{"8KiB", "1GiB"}, 1792 << 10},
+	} {
+		sc := &Scenario{}
+		for _, s := range tc.sizes {
+			sc.Steps = append(sc.Steps, Step{Action: "add", Size: s})
+		}
+		got := simMemTable(sc)
+		if got != tc.want {
+			t.Errorf("sizes %v: memtable %d KiB, want %d KiB", tc.sizes, got>>10, tc.want>>10)
+		}
+		for _, s := range tc.sizes {
+			if b := min(sizeOf(s, ""), 256<<10); b > got*15/100 {
+				t.Errorf("sizes %v: a %d KiB block does not fit a %d KiB memtable", tc.sizes, b>>10, got>>10)
+			}
+		}
+	}
+}
