@@ -333,9 +333,9 @@ func (c *simCluster) up(ctx context.Context, o Options) error {
 // memtables. A memtable's arena is allocated whole (three per node), and a
 // block must fit 15% of one, so they are sized to the largest block the
 // scenario makes: its largest size, or one 256 KiB chunk of a larger file,
-// at least 512 KiB (feed records, collection deltas and snapshots, blocks
-// of a few KiB) and at most 2 MiB. At a thousand nodes 2 MiB memtables
-// were 2.6 GiB of the heap.
+// at least 1 MiB (the store's least; feed records, collection deltas and
+// snapshots, blocks of a few KiB) and at most 2 MiB. At a thousand nodes
+// 2 MiB memtables were 2.6 GiB of the heap.
 func simMemTable(sc *Scenario) int64 {
 	block := int64(0)
 	for _, st := range sc.Steps {
@@ -345,7 +345,7 @@ func simMemTable(sc *Scenario) int64 {
 	}
 	const step = 256 << 10
 	need := (block*100/15 + 64<<10 + step - 1) / step * step
-	return min(max(need, 512<<10), 2<<20)
+	return min(max(need, 1<<20), 2<<20)
 }
 
 // simRepo makes n's repo with the seeded identity sk.

@@ -311,9 +311,9 @@ func TestSimMemTable(t *testing.T) {
 		sizes []string
 		want  int64
 	}{
-		{nil, 512 << 10},
-		{[]string{"1KiB", "16KiB"}, 512 << 10},
-		{[]string{"100KiB"}, 768 << 10},
+		{nil, 1 << 20},
+		{[]string{"1KiB", "16KiB"}, 1 << 20},
+		{[]string{"150KiB"}, 1280 << 10},
 		{[]string{"256KiB"}, 1792 << 10},
 		{[]string{"8KiB", "1GiB"}, 1792 << 10},
 	} {
