@@ -625,12 +625,6 @@ func runSimulated(cmd *cobra.Command, bin, path string, sc *testnet.Scenario, re
 	}
 	c := exec.CommandContext(ctx, bin, args...)
 	c.Stdout, c.Stderr = cmd.OutOrStdout(), cmd.ErrOrStderr()
-	// A simulation runs hundreds of thousands of goroutines whose stacks
-	// mostly outgrow the 2 KiB start (copying them was 6% of a 300-node
-	// run's CPU): start each at the average size seen so far.
-	if os.Getenv("GODEBUG") == "" {
-		c.Env = append(os.Environ(), "GODEBUG=adaptivestackstart=1")
-	}
 	if err := c.Run(); err != nil {
 		return fmt.Errorf("simulated run of %s failed (see the summary above and %s): %w", sc.Name, report, err)
 	}

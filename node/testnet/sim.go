@@ -51,8 +51,8 @@ const ModeSim = "sim"
 // peers, not libp2p's 100: gossipsub needs a mesh of 6..12, and 100
 // connections per subscriber do not fit a thousand nodes in one process.
 const (
-	simConnLow        = 16
-	simConnHigh       = 32
+	simConnLow        = 12
+	simConnHigh       = 24
 	simConnGrace      = 5 * time.Second
 	simConnSilence    = 5 * time.Second
 	simDiscoveryLimit = 16
