@@ -40,19 +40,22 @@ const ModeSim = "sim"
 // end costs a yamux session and the handlers of its streams (gossipsub's
 // two, an idle DHT stream for a minute: about ten goroutines), and a
 // node's DHT lookups dial far more peers than it keeps: at a thousand
-// nodes, one routing-table refresh reaches 150 or more. So the connection
-// manager keeps fewer connections than a daemon's 64..192, protects a new
-// one for simConnGrace instead of 30 s (a lookup's query lasts well under
-// it), and trims every simConnSilence instead of every 10 s: connections
-// a lookup made and no longer uses are closed within seconds, as an idle
-// timeout would, while the gossipsub mesh and the feed's peers, which the
-// manager's tags protect, stay.
+// nodes the start-up routing-table refresh reaches a hundred or more. So
+// the connection manager keeps fewer connections than a daemon's 64..192,
+// protects a new one for simConnGrace instead of 30 s (a lookup's query
+// lasts well under it), and trims every simConnSilence instead of every
+// 10 s: connections a lookup made and no longer uses are closed within
+// seconds, as an idle timeout would. The high water mark must stay well
+// above a topic's needs: the manager ranks routing-table peers (the DHT
+// tags them) above a topic's non-mesh peers (untagged), and gossipsub
+// re-dials those every second while it has fewer than 6; at 12..24 that
+// made a loop of dials and trims that cost more than the rest of the run.
 // A topic's DHT discovery finds (and dials) at most simDiscoveryLimit
 // peers, not libp2p's 100: gossipsub needs a mesh of 6..12, and 100
 // connections per subscriber do not fit a thousand nodes in one process.
 const (
-	simConnLow        = 12
-	simConnHigh       = 24
+	simConnLow        = 24
+	simConnHigh       = 48
 	simConnGrace      = 5 * time.Second
 	simConnSilence    = 5 * time.Second
 	simDiscoveryLimit = 16
