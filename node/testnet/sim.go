@@ -50,12 +50,14 @@ const ModeSim = "sim"
 // tags them) above a topic's non-mesh peers (untagged), and gossipsub
 // re-dials those every second while it has fewer than 6; at 12..24 that
 // made a loop of dials and trims that cost more than the rest of the run.
+// At 24..48 a thousand nodes held a million goroutines after start-up and
+// the collector took half the CPU; 16..32 ran feed-1000-sim fastest.
 // A topic's DHT discovery finds (and dials) at most simDiscoveryLimit
 // peers, not libp2p's 100: gossipsub needs a mesh of 6..12, and 100
 // connections per subscriber do not fit a thousand nodes in one process.
 const (
-	simConnLow        = 24
-	simConnHigh       = 48
+	simConnLow        = 16
+	simConnHigh       = 32
 	simConnGrace      = 5 * time.Second
 	simConnSilence    = 5 * time.Second
 	simDiscoveryLimit = 16
