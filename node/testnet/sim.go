@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
-	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/security/insecure"
@@ -147,7 +146,7 @@ func RunSim(ctx context.Context, sc *Scenario, o RunOptions) (*Report, error) {
 			PeakGoroutines: c.peakG,
 			SysBytes:       ms.Sys,
 			Links:          c.net.Stats(),
-			Limits: fmt.Sprintf("connections %d..%d, new ones protected %v, trimmed every %v (daemon 64..192, 30s, 10s), the DHT's own routing-table refresh off (weft's bootstrap round refreshes at start and every 5 min), topic discovery finds %d peers (daemon 100), %d Bitswap workers (daemon 128+8), %d KiB memtables, 256 KiB block cache",
+			Limits: fmt.Sprintf("connections %d..%d, new ones protected %v, trimmed every %v (daemon 64..192, 30s, 10s), topic discovery finds %d peers (daemon 100), %d Bitswap workers (daemon 128+8), %d KiB memtables, 256 KiB block cache",
 				simConnLow, simConnHigh, simConnGrace, simConnSilence, simDiscoveryLimit, simBitswapWorkers, c.memTable>>10),
 			Determinism: "fixed by the seed: identities, addresses, topology, content, the steps and their outcomes, delivery counts (TestSimReproducible); not fixed: goroutine scheduling, which decides the order in which the links draw jitter, gossipsub draws peers from math/rand and goroutines draw from the seeded crypto/rand stream (so keys made during the run, a feed's name among them), and so latencies (a few percent) and which updates arrive over the topic rather than by catch-up",
 		}
@@ -410,8 +409,9 @@ func (c *simCluster) nodeIP(n *NodeState) netip.Addr {
 
 // Start starts the named nodes that do not run, one after the other (in
 // virtual time a start costs no time, and a node's bootstrap peers that
-// come before it then listen), then has each dial its bootstrap list and
-// run a bootstrap round (a routing-table refresh), 64 nodes at a time.
+// come before it then listen), then has each dial its bootstrap list. The
+// DHT refreshes the routing table when its first peer comes in, as a
+// daemon's does.
 func (c *simCluster) Start(ctx context.Context, names []string) error {
 	ns, err := c.nodes(names)
 	if err != nil {
@@ -445,12 +445,6 @@ func (c *simCluster) Start(ctx context.Context, names []string) error {
 			_ = sn.n.Network().Host.Connect(cctx, ai) // a partitioned or stopped peer may not answer
 			cancel()
 		}
-		// The node's own first bootstrap round ran as it started, when
-		// its bootstrap peers that come after it did not listen yet, and
-		// it refreshes the routing table only with a peer; the next round
-		// is 5 minutes away. So one more round now, connected: a full
-		// refresh of the routing table, as a daemon's start makes.
-		sn.n.Network().Bootstrap(ctx)
 		return nil
 	})
 }
@@ -492,10 +486,6 @@ func (c *simCluster) startOne(ctx context.Context, n *NodeState) error {
 			pc.EnableQUIC, pc.MDNS = false, false
 			pc.BitswapWorkers = simBitswapWorkers
 			pc.PubsubDiscoveryLimit = simDiscoveryLimit
-			// One routing-table refresh at start, weft's bootstrap round's,
-			// not also the DHT's own (a second full refresh of every
-			// bucket at the same moment).
-			pc.DHTExtraOptions = append(pc.DHTExtraOptions, dht.DisableAutoRefresh())
 		},
 	})
 	if err != nil {
