@@ -39,6 +39,7 @@ func (n *Node) routes() []route {
 		{post, "/api/v1/connect", private, jsonBody, j(n.handleConnect)},
 		{post, "/api/v1/disconnect", private, jsonBody, j(n.handleDisconnect)},
 		{get, "/api/v1/dht/find-peer", private, noBody, j(n.handleFindPeer)},
+		{get, "/api/v1/dht/lookup", private, noBody, j(n.handleDHTLookup)},
 		{get, "/api/v1/dht/table", private, noBody, j(n.handleRoutingTable)},
 		{post, "/api/v1/shutdown", private, noBody, j(n.handleShutdown)},
 		{post, "/api/v1/swarm/block", private, jsonBody, j(n.handleSwarmBlock)},

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -237,6 +238,44 @@ func (n *Node) handleFindPeer(w http.ResponseWriter, r *http.Request) (any, erro
 		return nil, fmt.Errorf("find peer %s: %w", id, err)
 	}
 	return api.PeerInfo{ID: ai.ID.String(), Addrs: addrStrings(ai.Addrs)}, nil
+}
+
+// handleDHTLookup runs one DHT lookup and says how it went: found or
+// not, in how many hops, after querying how many peers, how long.
+func (n *Node) handleDHTLookup(w http.ResponseWriter, r *http.Request) (any, error) {
+	q := r.URL.Query()
+	kind, key := q.Get("kind"), q.Get("key")
+	ctx, cancel := context.WithTimeout(r.Context(), 60*time.Second)
+	defer cancel()
+	out := api.DHTLookup{Kind: kind, Key: key}
+	var l p2p.Lookup
+	start := time.Now()
+	switch kind {
+	case "find-peer":
+		id, err := parsePeer(key)
+		if err != nil {
+			return nil, err
+		}
+		l, err = n.net.FindPeerMeasured(ctx, id)
+		n.metrics.observeDHT("find_peer", start, err)
+		if err != nil {
+			return nil, err
+		}
+	case "find-providers":
+		c, err := cid.Decode(key)
+		if err != nil {
+			return nil, badRequest("bad CID %q: %v", key, err)
+		}
+		l, out.Providers, err = n.net.FindProvidersMeasured(ctx, c)
+		n.metrics.observeDHT("find_providers", start, err)
+		if err != nil {
+			return nil, err
+		}
+	default:
+		return nil, badRequest("kind %q: want find-peer or find-providers", kind)
+	}
+	out.Found, out.Local, out.Hops, out.Queried, out.Seconds = l.Found, l.Local, l.Hops, l.Queried, l.Took.Seconds()
+	return out, nil
 }
 
 func (n *Node) handleRoutingTable(w http.ResponseWriter, r *http.Request) (any, error) {

@@ -77,9 +77,12 @@ type Config struct {
 	// DHTExtraOptions are appended to the DHT's options (validators for /ipfs).
 	DHTExtraOptions []dht.Option
 	// ConnMgrLow and ConnMgrHigh are the connection manager water marks
-	// (default 64 and 192); ConnMgrGrace protects new connections (default 30s).
+	// (default 64 and 192); ConnMgrGrace protects new connections (default
+	// 30s); ConnMgrSilence is how often the manager checks the high water
+	// mark and trims (default 10s, libp2p's).
 	ConnMgrLow, ConnMgrHigh int
 	ConnMgrGrace            time.Duration
+	ConnMgrSilence          time.Duration
 	// MaxMemory and MaxFDs bound the resource manager (0: scale to the machine).
 	MaxMemory int64
 	MaxFDs    int
@@ -166,6 +169,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ConnMgrGrace <= 0 {
 		c.ConnMgrGrace = 30 * time.Second
+	}
+	if c.ConnMgrSilence <= 0 {
+		c.ConnMgrSilence = 10 * time.Second
 	}
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = 15 * time.Second
@@ -260,7 +266,8 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 			return nil, errors.New("p2p: a private swarm needs a TCP listen address (QUIC cannot carry a pre-shared key)")
 		}
 	}
-	cm, err := connmgr.NewConnManager(cfg.ConnMgrLow, cfg.ConnMgrHigh, connmgr.WithGracePeriod(cfg.ConnMgrGrace))
+	cm, err := connmgr.NewConnManager(cfg.ConnMgrLow, cfg.ConnMgrHigh,
+		connmgr.WithGracePeriod(cfg.ConnMgrGrace), connmgr.WithSilencePeriod(cfg.ConnMgrSilence))
 	if err != nil {
 		return nil, fmt.Errorf("p2p: connection manager: %w", err)
 	}

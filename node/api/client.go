@@ -166,6 +166,13 @@ func (c *Client) FindPeer(ctx context.Context, peerID string) (PeerInfo, error) 
 	return out, c.Do(ctx, http.MethodGet, "/api/v1/dht/find-peer", url.Values{"peer": {peerID}}, nil, &out)
 }
 
+// DHTLookup runs one measured DHT lookup: kind is find-peer (key a peer
+// ID) or find-providers (key a CID).
+func (c *Client) DHTLookup(ctx context.Context, kind, key string) (DHTLookup, error) {
+	var out DHTLookup
+	return out, c.Do(ctx, http.MethodGet, "/api/v1/dht/lookup", url.Values{"kind": {kind}, "key": {key}}, nil, &out)
+}
+
 // RoutingTable returns the DHT routing table.
 func (c *Client) RoutingTable(ctx context.Context) (RoutingTable, error) {
 	var out RoutingTable

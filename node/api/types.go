@@ -122,6 +122,30 @@ type RoutingTable struct {
 	Peers []RoutingTableEntry `json:"peers"`
 }
 
+// DHTLookup is one measured DHT lookup (GET /api/v1/dht/lookup).
+type DHTLookup struct {
+	// Kind is find-peer or find-providers; Key the peer ID or CID.
+	Kind string `json:"kind"`
+	Key  string `json:"key"`
+	// Found: the peer, or at least one provider, was found.
+	Found bool `json:"found"`
+	// Local: answered from the node's own tables (a connected peer, a
+	// provider record it holds), Hops then 0.
+	Local bool `json:"local"`
+	// Hops is the length of the chain of queries that led to the answer:
+	// a routing-table peer is known after 0, a peer named in the answer of
+	// a peer known after h is known after h+1, and the answer after the
+	// hops of the peer that gave it plus one.
+	Hops int `json:"hops"`
+	// Queried is how many peers the lookup queried.
+	Queried int `json:"queried"`
+	// Seconds is the time to the answer (find-providers: to the first
+	// provider).
+	Seconds float64 `json:"seconds"`
+	// Providers is how many providers the whole lookup found.
+	Providers int `json:"providers,omitempty"`
+}
+
 // RoutingTableEntry is one routing table peer.
 type RoutingTableEntry struct {
 	ID        string `json:"id"`

@@ -102,6 +102,24 @@ var actions = map[string]action{
 		},
 		run: (*runner).runCollectionAdd,
 	},
+	"dht-lookup": {
+		validate: func(v *stepValidator, st *Step) {
+			switch st.Lookup {
+			case "find-peer":
+				if st.CID != "" {
+					v.bad("find-peer looks up nodes picked with the seed; cid is for find-providers")
+				}
+			case "find-providers":
+				v.ref("cid", st.CID)
+			default:
+				v.bad("lookup %q: want find-peer or find-providers", st.Lookup)
+			}
+			if st.Count < 0 {
+				v.bad("count must not be negative")
+			}
+		},
+		run: (*runner).runDHTLookup,
+	},
 	"attack": {
 		validate: func(v *stepValidator, st *Step) {
 			v.node("node", st.Node)
@@ -315,6 +333,82 @@ func (r *runner) runAdd(ctx context.Context, _ int, st *Step) (string, error) {
 	}
 	r.set(st.As, c)
 	return fmt.Sprintf("%s added %s", n.Name, c), nil
+}
+
+// runDHTLookup has count of the selected nodes (picked with the seed; 0:
+// all) each run one measured DHT lookup: find-peer of another running
+// node picked with the seed, or find-providers of the step's CID.
+func (r *runner) runDHTLookup(ctx context.Context, idx int, st *Step) (string, error) {
+	ns, err := r.selected(st.Nodes, true)
+	if err != nil {
+		return "", err
+	}
+	all, err := r.selected(nil, true)
+	if err != nil {
+		return "", err
+	}
+	if len(ns) == 0 || (st.Lookup == "find-peer" && len(all) < 2) {
+		return "", errors.New("not enough running nodes to look up from")
+	}
+	key := ""
+	if st.Lookup == "find-providers" {
+		if key, err = r.val(st.CID); err != nil {
+			return "", err
+		}
+	}
+	type job struct {
+		from *NodeState
+		key  string
+	}
+	var jobs []job
+	r.mu.Lock()
+	count := st.Count
+	if count == 0 {
+		count = len(ns)
+	}
+	for i := range count {
+		from := ns[i%len(ns)]
+		if count < len(ns) {
+			from = ns[r.rng.IntN(len(ns))]
+		}
+		k := key
+		if st.Lookup == "find-peer" {
+			to := from
+			for to == from {
+				to = all[r.rng.IntN(len(all))]
+			}
+			k = to.PeerID
+		}
+		jobs = append(jobs, job{from, k})
+	}
+	r.mu.Unlock()
+	results := make([]api.DHTLookup, len(jobs))
+	froms := make([]*NodeState, len(jobs))
+	for i, j := range jobs {
+		froms[i] = j.from
+	}
+	// parallel calls fn once per element of froms; each call takes the
+	// next job (a node may be in froms more than once).
+	taken := 0
+	var tmu sync.Mutex
+	err = r.t.parallel(froms, 8, func(*NodeState) error {
+		tmu.Lock()
+		k := taken
+		taken++
+		tmu.Unlock()
+		n := jobs[k].from
+		res, err := r.t.Client(n).DHTLookup(ctx, st.Lookup, jobs[k].key)
+		if err != nil {
+			return fmt.Errorf("%s: %s %s: %w", n.Name, st.Lookup, short(jobs[k].key), err)
+		}
+		results[k] = res
+		return nil
+	})
+	dr := newDHTReport(idx+1, st.Lookup, results)
+	r.mu.Lock()
+	r.rep.DHT = append(r.rep.DHT, dr)
+	r.mu.Unlock()
+	return fmt.Sprintf("%d %s lookups: %d found, hops p50 %.0f max %.0f, time p50 %.0fms", dr.Lookups, st.Lookup, dr.Found, dr.Hops.P50, dr.Hops.Max, dr.TimeMS.P50), err
 }
 
 func (r *runner) runFetch(ctx context.Context, _ int, st *Step) (string, error) {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/weft-p2p/weft/node"
+	"github.com/weft-p2p/weft/node/api"
 )
 
 // Report is what a run leaves in its report folder as report.json; the
@@ -54,6 +55,7 @@ type Report struct {
 	Waits    []Timing     `json:"waits"` // every wait-until: repair, convergence, ...
 	Fetch    Stats        `json:"fetch"` // seconds per node per fetch
 	Feeds    []FeedReport `json:"feeds"`
+	DHT      []DHTReport  `json:"dht,omitempty"` // dht-lookup steps
 	Nodes    []NodeReport `json:"nodes"`
 	TotalRSS int64        `json:"total_rss_bytes"` // sum of the nodes' last RSS
 	PeakRSS  int64        `json:"total_peak_rss_bytes"`
@@ -86,9 +88,11 @@ type StepResult struct {
 	Name    string  `json:"name,omitempty"`
 	Started float64 `json:"started_seconds"` // since the nodes were up
 	Seconds float64 `json:"seconds"`
-	OK      bool    `json:"ok"`
-	Detail  string  `json:"detail,omitempty"`
-	Error   string  `json:"error,omitempty"`
+	// WallSeconds is a simulated step's duration on the machine's clock.
+	WallSeconds float64 `json:"wall_seconds,omitempty"`
+	OK          bool    `json:"ok"`
+	Detail      string  `json:"detail,omitempty"`
+	Error       string  `json:"error,omitempty"`
 }
 
 // Timing is how long a wait-until took to come true.
@@ -107,6 +111,51 @@ type Stats struct {
 	P95   float64 `json:"p95"`
 	P99   float64 `json:"p99"`
 	Max   float64 `json:"max"`
+}
+
+// DHTReport is what one dht-lookup step measured.
+type DHTReport struct {
+	Step    int    `json:"step"`
+	Kind    string `json:"kind"` // find-peer or find-providers
+	Lookups int    `json:"lookups"`
+	Found   int    `json:"found"`
+	// Local lookups were answered from the node's own tables (a connected
+	// peer, a provider record it holds); Hops, HopCounts and TimeMS are
+	// over the others that found what they looked for.
+	Local int   `json:"local"`
+	Hops  Stats `json:"hops"`
+	// HopCounts[h] is how many of those lookups took h hops.
+	HopCounts []int `json:"hop_counts"`
+	TimeMS    Stats `json:"time_ms"`
+	Queried   Stats `json:"queried"` // peers queried per lookup (all lookups)
+}
+
+func newDHTReport(step int, kind string, res []api.DHTLookup) DHTReport {
+	d := DHTReport{Step: step, Kind: kind}
+	var hops, ms, queried []float64
+	for _, l := range res {
+		if l.Kind == "" {
+			continue // the lookup failed
+		}
+		d.Lookups++
+		queried = append(queried, float64(l.Queried))
+		if !l.Found {
+			continue
+		}
+		d.Found++
+		if l.Local {
+			d.Local++
+			continue
+		}
+		hops = append(hops, float64(l.Hops))
+		ms = append(ms, l.Seconds*1000)
+		for len(d.HopCounts) <= l.Hops {
+			d.HopCounts = append(d.HopCounts, 0)
+		}
+		d.HopCounts[l.Hops]++
+	}
+	d.Hops, d.TimeMS, d.Queried = statsOf(hops), statsOf(ms), statsOf(queried)
+	return d
 }
 
 func statsOf(xs []float64) Stats {
@@ -464,6 +513,12 @@ func (rep *Report) Summary() string {
 		if h := f.ImpliedHops; h != nil {
 			fmt.Fprintf(&b, "  hops      p50 %.1f  p99 %.1f  max %.1f  (latency / link latency: a mesh diameter of about %.0f)\n", h.P50, h.P99, h.Max, math.Round(h.Max))
 		}
+	}
+	for _, d := range rep.DHT {
+		fmt.Fprintf(&b, "\ndht step %d: %d %s lookups, %d found (%d from the node's own tables)\n", d.Step, d.Lookups, d.Kind, d.Found, d.Local)
+		fmt.Fprintf(&b, "  hops      p50 %.0f  p90 %.0f  p99 %.0f  max %.0f  mean %.2f  (lookups by hops: %v)\n", d.Hops.P50, d.Hops.P90, d.Hops.P99, d.Hops.Max, d.Hops.Mean, d.HopCounts)
+		fmt.Fprintf(&b, "  time      p50 %.1fms  p90 %.1fms  p99 %.1fms  max %.1fms\n", d.TimeMS.P50, d.TimeMS.P90, d.TimeMS.P99, d.TimeMS.Max)
+		fmt.Fprintf(&b, "  queried   p50 %.0f  max %.0f peers per lookup\n", d.Queried.P50, d.Queried.Max)
 	}
 	if rep.NAT != nil {
 		rep.NAT.summary(&b)

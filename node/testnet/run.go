@@ -167,9 +167,13 @@ func runOn(ctx context.Context, sc *Scenario, o RunOptions, up func(context.Cont
 		}
 		res := StepResult{Index: i + 1, Action: st.Action, Name: st.Name, Started: time.Since(r.began).Seconds()}
 		sctx, scancel := context.WithTimeout(ctx, st.Timeout.D()+st.Deadline.D())
+		wall0 := WallClock()
 		detail, err := r.step(sctx, i, st)
 		scancel()
 		res.Seconds = time.Since(r.began).Seconds() - res.Started
+		if o.Mode == ModeSim {
+			res.WallSeconds = (WallClock() - wall0).Seconds()
+		}
 		res.Detail = detail
 		if err != nil {
 			res.Error = err.Error()
@@ -190,7 +194,11 @@ func runOn(ctx context.Context, sc *Scenario, o RunOptions, up func(context.Cont
 			if st.Name != "" {
 				label += " " + st.Name
 			}
-			fmt.Fprintf(o.Progress, "[%6.1fs] step %d/%d %s: %s %s\n", res.Started, i+1, len(sc.Steps), label, detail, mark)
+			wall := ""
+			if o.Mode == ModeSim {
+				wall = fmt.Sprintf(" (%.1fs virtual, %.1fs wall)", res.Seconds, res.WallSeconds)
+			}
+			fmt.Fprintf(o.Progress, "[%6.1fs] step %d/%d %s: %s %s%s\n", res.Started, i+1, len(sc.Steps), label, detail, mark, wall)
 		}
 		if runErr != nil {
 			break

@@ -36,14 +36,29 @@ import (
 const ModeSim = "sim"
 
 // Connection and DHT limits of a simulated node. A simulated connection
-// end costs a yamux session (three goroutines and its buffers), so the
-// connection manager keeps fewer than a daemon's 64..192.
+// end costs a yamux session and the handlers of its streams (gossipsub's
+// two, an idle DHT stream for a minute: about ten goroutines), and a
+// node's DHT lookups dial far more peers than it keeps: at a thousand
+// nodes the start-up routing-table refresh reaches a hundred or more. So
+// the connection manager keeps fewer connections than a daemon's 64..192,
+// protects a new one for simConnGrace instead of 30 s (a lookup's query
+// lasts well under it), and trims every simConnSilence instead of every
+// 10 s: connections a lookup made and no longer uses are closed within
+// seconds, as an idle timeout would. The high water mark must stay well
+// above a topic's needs: the manager ranks routing-table peers (the DHT
+// tags them) above a topic's non-mesh peers (untagged), and gossipsub
+// re-dials those every second while it has fewer than 6; at 12..24 that
+// made a loop of dials and trims that cost more than the rest of the run.
+// At 24..48 a thousand nodes held a million goroutines after start-up and
+// the collector took half the CPU; 16..32 ran feed-1000-sim fastest.
 // A topic's DHT discovery finds (and dials) at most simDiscoveryLimit
 // peers, not libp2p's 100: gossipsub needs a mesh of 6..12, and 100
 // connections per subscriber do not fit a thousand nodes in one process.
 const (
-	simConnLow        = 24
-	simConnHigh       = 48
+	simConnLow        = 16
+	simConnHigh       = 32
+	simConnGrace      = 5 * time.Second
+	simConnSilence    = 5 * time.Second
 	simDiscoveryLimit = 16
 	simBitswapWorkers = 2
 )
@@ -106,7 +121,8 @@ func RunSim(ctx context.Context, sc *Scenario, o RunOptions) (*Report, error) {
 	o.Mode = ModeSim
 	// The nodes live in this process: they always stop at the end; keep
 	// and keep-on-failure keep only the directory (repos and sim.log).
-	c := &simCluster{sc: sc, net: newSimNet(sc), running: map[string]*simNode{}, keepDir: o.Keep || o.KeepOnFailure, progress: o.Progress}
+	c := &simCluster{sc: sc, net: newSimNet(sc), running: map[string]*simNode{}, keepDir: o.Keep || o.KeepOnFailure, progress: o.Progress,
+		memTable: simMemTable(sc)}
 	o.Keep, o.KeepOnFailure = false, false
 	stopSampler := c.sampleMemory()
 	virt0 := time.Now()
@@ -130,9 +146,9 @@ func RunSim(ctx context.Context, sc *Scenario, o RunOptions) (*Report, error) {
 			PeakGoroutines: c.peakG,
 			SysBytes:       ms.Sys,
 			Links:          c.net.Stats(),
-			Limits: fmt.Sprintf("connections %d..%d (daemon 64..192), topic discovery finds %d peers (daemon 100), %d Bitswap workers (daemon 128+8), 2 MiB memtables",
-				simConnLow, simConnHigh, simDiscoveryLimit, simBitswapWorkers),
-			Determinism: "seeded: topology, identities, content, jitter and loss (and crypto/rand in weft-testnet-sim); not fixed: goroutine scheduling, map order and so the order goroutines draw randomness in: one seed gives the same deliveries, latencies differ by a few percent",
+			Limits: fmt.Sprintf("connections %d..%d, new ones protected %v, trimmed every %v (daemon 64..192, 30s, 10s), topic discovery finds %d peers (daemon 100), %d Bitswap workers (daemon 128+8), %d KiB memtables, 256 KiB block cache",
+				simConnLow, simConnHigh, simConnGrace, simConnSilence, simDiscoveryLimit, simBitswapWorkers, c.memTable>>10),
+			Determinism: "fixed by the seed: identities, addresses, topology, content, the steps and their outcomes, delivery counts (TestSimReproducible); not fixed: goroutine scheduling, which decides the order in which the links draw jitter, gossipsub draws peers from math/rand and goroutines draw from the seeded crypto/rand stream (so keys made during the run, a feed's name among them), and so latencies (a few percent) and which updates arrive over the topic rather than by catch-up",
 		}
 		c.mu.Unlock()
 	})
@@ -147,6 +163,7 @@ type simCluster struct {
 	log io.WriteCloser
 
 	keepDir  bool      // Down leaves the directory
+	memTable int64     // each node's Badger memtable (simMemTable)
 	progress io.Writer // start-up progress; nil: quiet
 
 	mu       sync.Mutex
@@ -183,9 +200,17 @@ func (c *simCluster) nodes(names []string) ([]*NodeState, error) {
 	return out, nil
 }
 
+// parallel runs fn for the nodes, simParallel at a time at least: the
+// runner's 8 spare a machine of real daemons, but here an API call costs
+// no virtual time, and a step over a thousand nodes 8 at a time (a follow
+// waits for a DHT walk) would stretch over a minute of virtual time, in
+// which every node's timers cost wall time.
 func (c *simCluster) parallel(nodes []*NodeState, conc int, fn func(*NodeState) error) error {
-	return parallel(nodes, conc, fn)
+	return parallel(nodes, max(conc, simParallel), fn)
 }
+
+// simParallel is how many nodes a simulated step works on at once.
+const simParallel = 64
 
 // sampleMemory records the process's peak heap and goroutines every
 // virtual second until the returned function is called.
@@ -282,7 +307,6 @@ func (c *simCluster) up(ctx context.Context, o Options) error {
 			return err
 		}
 		cfg.Bootstrap = boot[n.Name]
-		cfg.DHT.BootstrapInterval = node.Duration(30 * time.Second)
 		if err := applyConfig(&cfg, sc.Config); err != nil {
 			return fmt.Errorf("%s: config: %w", n.Name, err)
 		}
@@ -307,6 +331,25 @@ func (c *simCluster) up(ctx context.Context, o Options) error {
 		}
 	}
 	return c.Start(ctx, start)
+}
+
+// simMemTable is the size of a simulated node's in-memory Badger
+// memtables. A memtable's arena is allocated whole (three per node), and a
+// block must fit 15% of one, so they are sized to the largest block the
+// scenario makes: its largest size, or one 256 KiB chunk of a larger file,
+// at least 1 MiB (the store's least; feed records, collection deltas and
+// snapshots, blocks of a few KiB) and at most 2 MiB. At a thousand nodes
+// 2 MiB memtables were 2.6 GiB of the heap.
+func simMemTable(sc *Scenario) int64 {
+	block := int64(0)
+	for _, st := range sc.Steps {
+		if st.Size != "" {
+			block = max(block, min(sizeOf(st.Size, ""), 256<<10))
+		}
+	}
+	const step = 256 << 10
+	need := (block*100/15 + 64<<10 + step - 1) / step * step
+	return min(max(need, 1<<20), 2<<20)
 }
 
 // simRepo makes n's repo with the seeded identity sk.
@@ -366,7 +409,9 @@ func (c *simCluster) nodeIP(n *NodeState) netip.Addr {
 
 // Start starts the named nodes that do not run, one after the other (in
 // virtual time a start costs no time, and a node's bootstrap peers that
-// come before it then listen), then has each dial its bootstrap list.
+// come before it then listen), then has each dial its bootstrap list. The
+// DHT refreshes the routing table when its first peer comes in, as a
+// daemon's does.
 func (c *simCluster) Start(ctx context.Context, names []string) error {
 	ns, err := c.nodes(names)
 	if err != nil {
@@ -416,9 +461,7 @@ func (c *simCluster) startOne(ctx context.Context, n *NodeState) error {
 	c.mu.Unlock()
 	if s == nil {
 		var err error
-		// A memtable's arena is allocated whole, so small ones: 2 MiB
-		// holds blocks up to 300 KiB, above the default chunk size.
-		s, err = store.Open(store.Config{InMemory: true, MemTableSize: 2 << 20, BlockCacheSize: 1 << 20,
+		s, err = store.Open(store.Config{InMemory: true, MemTableSize: c.memTable, BlockCacheSize: 256 << 10,
 			Logger: log.With("subsystem", "store")})
 		if err != nil {
 			ln.Close()
@@ -439,6 +482,7 @@ func (c *simCluster) startOne(ctx context.Context, n *NodeState) error {
 				libp2p.DisableIdentifyAddressDiscovery(),
 			}
 			pc.ConnMgrLow, pc.ConnMgrHigh = simConnLow, simConnHigh
+			pc.ConnMgrGrace, pc.ConnMgrSilence = simConnGrace, simConnSilence
 			pc.EnableQUIC, pc.MDNS = false, false
 			pc.BitswapWorkers = simBitswapWorkers
 			pc.PubsubDiscoveryLimit = simDiscoveryLimit

@@ -2,8 +2,11 @@ package testnet
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"reflect"
 	"testing"
+	"testing/cryptotest"
 	"testing/synctest"
 )
 
@@ -172,4 +175,160 @@ func TestSimCIPartition5(t *testing.T) {
 			}
 		}
 	})
+}
+
+// simDHT20 is 20 nodes that look each other and a block up in the DHT.
+const simDHT20 = `
+name = "sim-dht-20"
+seed = 20
+timeout = "5m"
+[network]
+topology = "random"
+degree = 3
+[network.link]
+latency = "20ms"
+jitter = "5ms"
+[[groups]]
+name = "n"
+count = 20
+[[steps]]
+action = "wait-until"
+check = "peers"
+min = 3
+deadline = "60s"
+[[steps]]
+action = "sleep"
+duration = "10s"
+[[steps]]
+action = "add"
+node = "n7"
+size = "4KiB"
+as = "block"
+[[steps]]
+action = "sleep"
+duration = "10s"
+[[steps]]
+action = "dht-lookup"
+lookup = "find-peer"
+count = 30
+[[steps]]
+action = "dht-lookup"
+lookup = "find-providers"
+cid = "$block"
+nodes = "all"
+`
+
+// TestSimDHTLookup runs measured find-peer and find-providers lookups on
+// 20 simulated nodes: every lookup finds what it looks for, and the hop
+// counts and times are those of real walks (at least one link's latency
+// per hop).
+func TestSimDHTLookup(t *testing.T) {
+	sc := simScenario(t, simDHT20)
+	dir := t.TempDir()
+	synctest.Test(t, func(t *testing.T) {
+		rep, err := RunSim(context.Background(), sc, RunOptions{Options: Options{Dir: dir + "/net"}, ReportDir: dir + "/report"})
+		if err != nil {
+			t.Fatalf("run: %v\n%s", err, rep.Summary())
+		}
+		if len(rep.DHT) != 2 {
+			t.Fatalf("%d dht reports, want 2", len(rep.DHT))
+		}
+		for _, d := range rep.DHT {
+			want := map[string]int{"find-peer": 30, "find-providers": 20}[d.Kind]
+			if d.Lookups != want || d.Found != want {
+				t.Errorf("%s: %d lookups, %d found, want %d", d.Kind, d.Lookups, d.Found, want)
+			}
+			if remote := d.Found - d.Local; remote > 0 {
+				if d.Hops.Count != remote || d.Hops.Max < 1 || d.Hops.Max > 8 {
+					t.Errorf("%s: hops %+v over %d remote lookups", d.Kind, d.Hops, remote)
+				}
+				// Every hop is a query and its answer: 30 ms at least.
+				if min := 30 * d.Hops.Mean; d.TimeMS.Mean < min*0.9 {
+					t.Errorf("%s: mean time %.1fms for %.2f hops", d.Kind, d.TimeMS.Mean, d.Hops.Mean)
+				}
+			}
+		}
+		t.Logf("%s", rep.Summary())
+	})
+}
+
+// TestSimReproducible runs the 10-node simulated feed twice with one seed
+// and checks what the seed fixes: the nodes' identities and addresses,
+// the steps in order and their outcomes, and every delivery count. What
+// it does not fix it logs: the latency percentiles and the updates seen on
+// the topic (goroutine scheduling decides the order in which the links
+// draw jitter, gossipsub draws its peers from math/rand, and goroutines
+// draw from the seeded crypto/rand stream, so the feed's key, made during
+// the run, differs too).
+func TestSimReproducible(t *testing.T) {
+	run := func() *Report {
+		t.Helper()
+		sc := simScenario(t, simFeed10)
+		// As weft-testnet-sim does: crypto/rand from the seed.
+		cryptotest.SetGlobalRandom(t, uint64(sc.Seed))
+		dir := t.TempDir()
+		var rep *Report
+		synctest.Test(t, func(t *testing.T) {
+			var err error
+			rep, err = RunSim(context.Background(), sc, RunOptions{Options: Options{Dir: dir + "/net"}, ReportDir: dir + "/report"})
+			if err != nil {
+				t.Fatalf("run: %v\n%s", err, rep.Summary())
+			}
+		})
+		return rep
+	}
+	a, b := run(), run()
+	type fixed struct {
+		Nodes     []string
+		Steps     []string
+		Delivered []int
+	}
+	fix := func(r *Report) fixed {
+		var f fixed
+		for _, n := range r.Testnet.Nodes {
+			f.Nodes = append(f.Nodes, n.Name+" "+n.PeerID+" "+n.IP)
+		}
+		for _, s := range r.Steps {
+			f.Steps = append(f.Steps, fmt.Sprintf("%d %s %v", s.Index, s.Action, s.OK))
+		}
+		for _, fd := range r.Feeds {
+			f.Delivered = append(f.Delivered, fd.Expected, fd.Delivered)
+		}
+		return f
+	}
+	if fa, fb := fix(a), fix(b); !reflect.DeepEqual(fa, fb) {
+		t.Errorf("two runs with seed %d differ in what the seed fixes:\n%+v\n%+v", a.Seed, fa, fb)
+	}
+	la, lb := a.Feeds[0].LatencyMS, b.Feeds[0].LatencyMS
+	t.Logf("not fixed by the seed: latency p50 %.1f/%.1f ms, p99 %.1f/%.1f ms, on the topic %d/%d, feed %s/%s",
+		la.P50, lb.P50, la.P99, lb.P99, a.Feeds[0].OnTopic, b.Feeds[0].OnTopic, short(a.Feeds[0].Name), short(b.Feeds[0].Name))
+}
+
+// TestSimMemTable checks the memtable sizes: the largest block the
+// scenario makes fits 15% of one.
+func TestSimMemTable(t *testing.T) {
+	for _, tc := range []struct {
+		sizes []string
+		want  int64
+	}{
+		{nil, 1 << 20},
+		{[]string{"1KiB", "16KiB"}, 1 << 20},
+		{[]string{"150KiB"}, 1280 << 10},
+		{[]string{"256KiB"}, 1792 << 10},
+		{[]string{"8KiB", "1GiB"}, 1792 << 10},
+	} {
+		sc := &Scenario{}
+		for _, s := range tc.sizes {
+			sc.Steps = append(sc.Steps, Step{Action: "add", Size: s})
+		}
+		got := simMemTable(sc)
+		if got != tc.want {
+			t.Errorf("sizes %v: memtable %d KiB, want %d KiB", tc.sizes, got>>10, tc.want>>10)
+		}
+		for _, s := range tc.sizes {
+			if b := min(sizeOf(s, ""), 256<<10); b > got*15/100 {
+				t.Errorf("sizes %v: a %d KiB block does not fit a %d KiB memtable", tc.sizes, b>>10, got>>10)
+			}
+		}
+	}
 }

@@ -179,6 +179,8 @@ type Step struct {
 	Groups []Selector `toml:"groups" json:"groups,omitempty"` // partition
 
 	// attack: node runs `weft adversary ATTACK` against nodes
+	Lookup string `toml:"lookup" json:"lookup,omitempty"` // dht-lookup: find-peer or find-providers
+
 	Attack string  `toml:"attack" json:"attack,omitempty"` // junk-heads, heads-requests, feed-records, slow-exchange
 	Rate   float64 `toml:"rate" json:"rate,omitempty"`     // messages a second (0: the attack's default)
 	Heads  int     `toml:"heads" json:"heads,omitempty"`   // junk-heads: random heads per message
