@@ -17,17 +17,18 @@ import (
 
 // The namespace network: a "switch" namespace holds a bridge; each node's
 // namespace has a veth (eth0) whose peer is a port of that bridge; this
-// machine gets one more veth into the bridge with the subnet's .254, so
-// the orchestrator reaches every node's API. The bridge lives in a
+// machine gets one more veth into the bridge with the subnet's last usable
+// address (.254 of a /24), so the orchestrator reaches every node's API.
+// The bridge lives in a
 // namespace of its own so that this machine's firewall (Docker's FORWARD
 // DROP with br_netfilter, say) never sees node-to-node traffic, and so that
 // deleting the namespaces removes everything. Namespaces have no route out
-// of their /24: nodes reach each other and the orchestrator, nothing else.
+// of their subnet (a /24, or a /23 or /22 past 253 nodes): nodes reach
+// each other and the orchestrator, nothing else.
 
 const (
 	// SubnetPrefix is the range testnet subnets are carved from.
 	SubnetPrefix = "10.77."
-	hostOctet    = 254
 	// SwarmPort and APIPort are every node's ports inside its namespace.
 	SwarmPort = 4001
 	APIPort   = 5001
@@ -76,42 +77,112 @@ func output(ctx context.Context, name string, args ...string) (string, error) {
 	return string(out), err
 }
 
+// A testnet's subnet is a /24 while its nodes and the orchestrator fit
+// (253 nodes: .1 to .253, the orchestrator at .254), else a /23 or /22
+// aligned inside 10.77.0.0/16. Nodes are host numbers 1, 2, …; the
+// orchestrator takes the last usable address (.254 of a /24; of
+// 10.77.K.0/22, 10.77.K+3.254).
+const (
+	minSubnetBits = 22
+	maxSubnetBits = 24
+)
+
+// subnetBits is the prefix length a testnet of n nodes gets: 24 while
+// n nodes and the orchestrator fit, shorter (down to 22) beyond.
+func subnetBits(n int) int {
+	bits := maxSubnetBits
+	for bits > minSubnetBits && usableHosts(bits) < n+1 {
+		bits--
+	}
+	return bits
+}
+
+// usableHosts is how many addresses a /bits has for hosts (no network,
+// no broadcast address).
+func usableHosts(bits int) int { return 1<<(32-bits) - 2 }
+
+// maxNetnsNodes is how many nodes the largest subnet holds beside the
+// orchestrator.
+func maxNetnsNodes() int { return usableHosts(minSubnetBits) - 1 }
+
 func parseSubnet(s string) (netip.Prefix, error) {
 	p, err := netip.ParsePrefix(s)
 	if err != nil {
 		return p, err
 	}
-	if !strings.HasPrefix(s, SubnetPrefix) || p.Bits() != 24 || !p.Addr().Is4() {
-		return p, fmt.Errorf("%q: want a /24 inside %s0.0/16, e.g. 10.77.3.0/24", s, SubnetPrefix)
+	if !strings.HasPrefix(s, SubnetPrefix) || p.Bits() < minSubnetBits || p.Bits() > maxSubnetBits || !p.Addr().Is4() {
+		return p, fmt.Errorf("%q: want a /24 (or a /23, /22 for more than 253 nodes) inside %s0.0/16, e.g. 10.77.3.0/24", s, SubnetPrefix)
 	}
 	return p.Masked(), nil
 }
 
-// pickSubnet returns a 10.77.K.0/24 that no address or route of this
-// machine uses, starting from a hash of the testnet ID.
-func pickSubnet(ctx context.Context, id string) (string, error) {
+// pickSubnet returns a subnet of 10.77.0.0/16 for n nodes (a 10.77.K.0/24,
+// or an aligned /23 or /22 when n needs it) of which no address or route
+// of this machine uses any /24, starting from a hash of the testnet ID.
+func pickSubnet(ctx context.Context, id string, n int) (string, error) {
 	addrs, _ := output(ctx, "ip", "-4", "-o", "addr", "show")
 	routes, _ := output(ctx, "ip", "-4", "route", "show", "table", "all")
-	used := addrs + "\n" + routes
-	h := fnv.New32a()
-	h.Write([]byte(id))
-	start := int(h.Sum32() % 250)
-	for i := range 250 {
-		k := (start+i)%250 + 1
-		pfx := fmt.Sprintf("%s%d.", SubnetPrefix, k)
-		if !strings.Contains(used, pfx) {
-			return pfx + "0/24", nil
-		}
-	}
-	return "", errors.New("every 10.77.K.0/24 is in use on this machine")
+	return pickSubnetFrom(addrs+"\n"+routes, id, subnetBits(n))
 }
 
-// ipOf returns the address of host number i (1-based) in a /24.
+// pickSubnetFrom picks a /bits of 10.77.0.0/16 none of whose /24s appears
+// in used (the output of ip addr and ip route). A /24 is 10.77.K.0/24
+// with K in 1..250 as it has always been; a /23 or /22 starts at a
+// multiple of 2 or 4 (never at 10.77.0.0).
+func pickSubnetFrom(used, id string, bits int) (string, error) {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	if bits == maxSubnetBits {
+		start := int(h.Sum32() % 250)
+		for i := range 250 {
+			k := (start+i)%250 + 1
+			pfx := fmt.Sprintf("%s%d.", SubnetPrefix, k)
+			if !strings.Contains(used, pfx) {
+				return pfx + "0/24", nil
+			}
+		}
+		return "", errors.New("every 10.77.K.0/24 is in use on this machine")
+	}
+	width := 1 << (24 - bits) // /24s per block
+	blocks := 256/width - 1   // blocks 1..blocks (block 0 would hold 10.77.0.0)
+	start := int(h.Sum32() % uint32(blocks))
+	for i := range blocks {
+		k := ((start+i)%blocks + 1) * width
+		free := true
+		for j := range width {
+			if strings.Contains(used, fmt.Sprintf("%s%d.", SubnetPrefix, k+j)) {
+				free = false
+				break
+			}
+		}
+		if free {
+			return fmt.Sprintf("%s%d.0/%d", SubnetPrefix, k, bits), nil
+		}
+	}
+	return "", fmt.Errorf("every aligned 10.77.K.0/%d is in use on this machine", bits)
+}
+
+// ipOf returns the address of host number i (1-based) in subnet: the
+// subnet's network address plus i.
 func ipOf(subnet string, i int) string {
 	p, _ := netip.ParsePrefix(subnet)
-	a := p.Addr().As4()
-	a[3] = byte(i)
-	return netip.AddrFrom4(a).String()
+	a := p.Masked().Addr().As4()
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v += uint32(i)
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}).String()
+}
+
+// hostIPOf is the orchestrator's address in subnet: its last usable one
+// (.254 of a /24).
+func hostIPOf(subnet string) string {
+	p, _ := netip.ParsePrefix(subnet)
+	return ipOf(subnet, usableHosts(p.Bits()))
+}
+
+// withBits writes ip with subnet's prefix length ("10.77.8.1/22").
+func withBits(ip, subnet string) string {
+	p, _ := netip.ParsePrefix(subnet)
+	return fmt.Sprintf("%s/%d", ip, p.Bits())
 }
 
 // setupSwitch makes the switch namespace, its bridge and this machine's
@@ -120,7 +191,7 @@ func (t *Testnet) setupSwitch(ctx context.Context) error {
 	st := t.st
 	st.Switch = nsPrefix(st.ID) + "sw"
 	st.HostLink = hostLinkName(st.ID)
-	st.HostIP = ipOf(st.Subnet, hostOctet)
+	st.HostIP = hostIPOf(st.Subnet)
 	st.Namespaces = append(st.Namespaces, st.Switch)
 	if err := t.save(); err != nil {
 		return err
@@ -132,7 +203,7 @@ func (t *Testnet) setupSwitch(ctx context.Context) error {
 		{"-n", st.Switch, "link", "set", "br0", "up"},
 		{"link", "add", st.HostLink, "type", "veth", "peer", "name", "up0", "netns", st.Switch},
 		{"-n", st.Switch, "link", "set", "up0", "master", "br0", "up"},
-		{"addr", "add", st.HostIP + "/24", "dev", st.HostLink},
+		{"addr", "add", withBits(st.HostIP, st.Subnet), "dev", st.HostLink},
 		{"link", "set", st.HostLink, "up"},
 	}
 	for _, a := range steps {
@@ -295,7 +366,7 @@ func (t *Testnet) addNodeNS(ctx context.Context, n *NodeState, port int) error {
 		{"-n", n.NS, "link", "set", "lo", "up"},
 		{"-n", st.Switch, "link", "add", port0, "type", "veth", "peer", "name", "eth0", "netns", n.NS},
 		{"-n", st.Switch, "link", "set", port0, "master", "br0", "up"},
-		{"-n", n.NS, "addr", "add", n.IP + "/24", "dev", "eth0"},
+		{"-n", n.NS, "addr", "add", withBits(n.IP, st.Subnet), "dev", "eth0"},
 		{"-n", n.NS, "link", "set", "eth0", "up"},
 	}
 	if st.Shaping == ShapingDelayLine {
@@ -306,7 +377,7 @@ func (t *Testnet) addNodeNS(ctx context.Context, n *NodeState, port int) error {
 			{"-n", st.Switch, "tuntap", "add", "dev", port0, "mode", "tap"},
 			{"-n", st.Switch, "link", "set", port0, "master", "br0", "up"},
 			{"-n", n.NS, "tuntap", "add", "dev", "eth0", "mode", "tap"},
-			{"-n", n.NS, "addr", "add", n.IP + "/24", "dev", "eth0"},
+			{"-n", n.NS, "addr", "add", withBits(n.IP, st.Subnet), "dev", "eth0"},
 			{"-n", n.NS, "link", "set", "eth0", "up"},
 		}
 	}

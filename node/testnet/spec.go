@@ -50,8 +50,9 @@ type Network struct {
 	// nodes picked with the seed). The DHT finds the rest.
 	Topology string `toml:"topology" json:"topology"`
 	Degree   int    `toml:"degree" json:"degree,omitempty"` // random topology: peers per node (default 3)
-	// Subnet is the /24 the namespaces get, inside 10.77.0.0/16 (default: a
-	// free 10.77.K.0/24 picked per testnet).
+	// Subnet is the subnet the namespaces get, inside 10.77.0.0/16: a /24,
+	// or a /23 or /22 for more than 253 nodes (default: a free 10.77.K.0/24
+	// picked per testnet, or an aligned /23 or /22 when the nodes need it).
 	Subnet string `toml:"subnet" json:"subnet,omitempty"`
 	Link   Shape  `toml:"link" json:"link"` // every node's link, unless its group says otherwise
 	QUIC   bool   `toml:"quic" json:"quic"` // also listen on QUIC (default TCP only)
@@ -408,8 +409,10 @@ func (s *Scenario) Validate() error {
 		s.Network.Degree = 3
 	}
 	if s.Network.Subnet != "" {
-		if _, err := parseSubnet(s.Network.Subnet); err != nil {
+		if p, err := parseSubnet(s.Network.Subnet); err != nil {
 			bad("network.subnet: %v", err)
+		} else if n := len(s.NodeNames()); n > usableHosts(p.Bits())-1 {
+			bad("network.subnet %s holds %d nodes (and the orchestrator), not %d: use a /%d", s.Network.Subnet, usableHosts(p.Bits())-1, n, subnetBits(n))
 		}
 	}
 	if err := s.Network.Link.validate(); err != nil {
@@ -463,6 +466,9 @@ func (s *Scenario) Validate() error {
 		}
 		if s.Network.Subnet != "" {
 			bad("network.subnet: a scenario with NAT groups picks its own internet range (%sK.0/24)", NATLabPrefix)
+		}
+		if n := len(s.NodeNames()); n > usableHosts(maxSubnetBits)-1 {
+			bad("%d nodes: a scenario with NAT groups holds at most %d (its internet is one /24)", n, usableHosts(maxSubnetBits)-1)
 		}
 		public := 0
 		for _, g := range s.Groups {
@@ -590,10 +596,12 @@ func (s *Scenario) validateStep(st *Step, vars map[string]bool) error {
 
 var asRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`) })
 
-// MaxNodes bounds a testnet: namespaces share one /24. MaxSimNodes bounds
-// a simulated one (network.mode = "sim").
+// MaxNodes bounds a testnet: namespaces share one subnet, a /24 up to 253
+// nodes and a /23 or /22 beyond (a /22 holds 1,021 nodes beside the
+// orchestrator); a scenario with NAT groups holds at most 253. MaxSimNodes
+// bounds a simulated one (network.mode = "sim").
 const (
-	MaxNodes    = 250
+	MaxNodes    = 1000
 	MaxSimNodes = 5000
 )
 

@@ -134,6 +134,41 @@ count = 3
 action = "wait-until"
 check = "reachability"
 peers = "q"`, `reachability ""`},
+		{`[network]
+subnet = "10.77.3.0/25"
+[[groups]]
+name = "n"
+count = 2`, `want a /24`},
+		{`[network]
+subnet = "10.77.4.0/21"
+[[groups]]
+name = "n"
+count = 2`, `want a /24`},
+		{`[network]
+subnet = "10.78.4.0/24"
+[[groups]]
+name = "n"
+count = 2`, `want a /24`},
+		{`[network]
+subnet = "10.77.3.0/24"
+[[groups]]
+name = "n"
+count = 254`, `holds 253 nodes`},
+		{`[network]
+subnet = "10.77.4.0/23"
+[[groups]]
+name = "n"
+count = 600`, `use a /22`},
+		{`[[groups]]
+name = "n"
+count = 1001`, `at most 1000`},
+		{`[[groups]]
+name = "p"
+count = 250
+[[groups]]
+name = "n"
+count = 4
+nat = "symmetric"`, `at most 253`},
 	}
 	for _, c := range cases {
 		sc, err := ParseScenario([]byte(c.doc))

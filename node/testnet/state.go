@@ -44,7 +44,7 @@ type State struct {
 	Topology string    `json:"topology"`
 
 	// netns mode
-	Subnet     string     `json:"subnet,omitempty"`     // 10.77.K.0/24
+	Subnet     string     `json:"subnet,omitempty"`     // 10.77.K.0/24 (a /23 or /22 past 253 nodes)
 	HostIP     string     `json:"host_ip,omitempty"`    // this machine's address on the testnet's bridge
 	Switch     string     `json:"switch_ns,omitempty"`  // namespace holding the bridge
 	HostLink   string     `json:"host_link,omitempty"`  // veth from this machine to the bridge

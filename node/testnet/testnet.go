@@ -166,7 +166,7 @@ func Up(ctx context.Context, sc *Scenario, o Options) (t *Testnet, err error) {
 	} else if st.Mode == ModeNetns {
 		st.Subnet = sc.Network.Subnet
 		if st.Subnet == "" {
-			if st.Subnet, err = pickSubnet(ctx, st.ID); err != nil {
+			if st.Subnet, err = pickSubnet(ctx, st.ID, len(sc.NodeNames())); err != nil {
 				return t, err
 			}
 		}
