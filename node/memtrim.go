@@ -21,18 +21,22 @@ import (
 
 const (
 	// trimQuietBytes: allocating less than this between two looks counts
-	// as quiet (an idle daemon with 30 peers allocates about 5 MiB in 30 s).
+	// as quiet (an idle daemon with 30 peers allocates about 5 MiB in 30 s)
+	// if the process also used less than trimQuietCPU (a fetch into the
+	// store moves its blocks through buffers outside the Go heap).
 	trimQuietBytes = 32 << 20
+	trimQuietCPU   = time.Second
 	// trimSlack is how much garbage and free heap is left alone.
 	trimSlack = 2 << 20
 )
 
 // memStats are the runtime/metrics the trimmer reads.
 type memStats struct {
-	allocs  uint64 // bytes allocated since the process started
-	objects uint64 // heap bytes in objects, live and garbage
-	live    uint64 // live heap after the last collection
-	free    uint64 // heap bytes free and not returned to the OS
+	cpu     time.Duration // CPU time the process used (0 where unknown)
+	allocs  uint64        // bytes allocated since the process started
+	objects uint64        // heap bytes in objects, live and garbage
+	live    uint64        // live heap after the last collection
+	free    uint64        // heap bytes free and not returned to the OS
 }
 
 var memSamples = []rtmetrics.Sample{
@@ -52,15 +56,20 @@ func readMemStats() memStats {
 		}
 		return 0
 	}
-	return memStats{allocs: u(0), objects: u(1), live: u(2), free: u(3)}
+	return memStats{cpu: processCPU(), allocs: u(0), objects: u(1), live: u(2), free: u(3)}
 }
 
 // shouldTrim says whether to collect and return memory now, given the
 // previous and the current look.
 func shouldTrim(prev, cur memStats) bool {
-	quiet := cur.allocs-prev.allocs < trimQuietBytes
+	quiet := isQuiet(prev, cur)
 	excess := cur.objects + cur.free - min(cur.live, cur.objects)
 	return quiet && excess > trimSlack
+}
+
+// isQuiet says whether the process did little between two looks.
+func isQuiet(prev, cur memStats) bool {
+	return cur.allocs-prev.allocs < trimQuietBytes && cur.cpu-prev.cpu < trimQuietCPU
 }
 
 // trimMemory runs the trimmer until ctx ends; trims counts what it did.
@@ -80,7 +89,7 @@ func (n *Node) trimMemory(ctx context.Context, every time.Duration, trims func()
 		case <-t.C:
 		}
 		cur := readMemStats()
-		quiet := cur.allocs-prev.allocs < trimQuietBytes
+		quiet := isQuiet(prev, cur)
 		if shouldTrim(prev, cur) || quiet && release {
 			debug.FreeOSMemory()
 			trims()

@@ -185,8 +185,42 @@ func (m *Manager) Close() error {
 		m.mu.Unlock()
 		m.cancel()
 		m.wg.Wait()
+		m.flushDirty()
 	})
 	return nil
+}
+
+// flushDirty persists the held and pinned records that changed in memory
+// but whose worker stopped, at Close, before it wrote them: a record taken
+// just before Close is still the one held after a restart.
+func (m *Manager) flushDirty() {
+	type write struct {
+		key   string
+		value []byte // nil: delete
+	}
+	var ws []write
+	m.mu.Lock()
+	for _, st := range m.feeds {
+		if st.dirtyHeld && st.held != nil && st.tracked() {
+			ws = append(ws, write{recordKey(st.name), st.held.Raw})
+		}
+		if st.dirtyPinned {
+			var v []byte
+			if st.pinned != nil {
+				v = st.pinned.Raw
+			}
+			ws = append(ws, write{pinnedKey(st.name), v})
+		}
+		st.dirtyHeld, st.dirtyPinned = false, false
+	}
+	m.mu.Unlock()
+	for _, w := range ws {
+		if w.value != nil {
+			m.put(w.key, w.value)
+		} else {
+			m.del(w.key)
+		}
+	}
 }
 
 // Counters returns a snapshot of the counters.
