@@ -87,13 +87,13 @@ func (d *labDaemon) addr(transport string) string {
 	return fmt.Sprintf("/ip4/%s/tcp/4001/p2p/%s", d.h.IP, d.id)
 }
 
-// startLabDaemon inits a repo (local profile, listening on every address of
-// the namespace), applies settings and runs `weft daemon` in h's namespace.
+// startLabDaemon inits a repo (local profile, listening on the host's
+// address in its namespace), applies settings and runs `weft daemon` in h's namespace.
 // The process is killed by its PID on cleanup.
 func startLabDaemon(t *testing.T, bin string, h testnet.LabHost, settings [][2]string) *labDaemon {
 	t.Helper()
 	d := &labDaemon{h: h, bin: bin, dir: filepath.Join(t.TempDir(), h.Name), done: make(chan struct{})}
-	if code, _, stderr := weftQuiet("init", "--repo", d.dir, "--listen", "/ip4/0.0.0.0/tcp/4001", "--listen", "/ip4/0.0.0.0/udp/4001/quic-v1", "--api", "127.0.0.1:5001"); code != 0 {
+	if code, _, stderr := weftQuiet("init", "--repo", d.dir, "--listen", "/ip4/"+h.IP+"/tcp/4001", "--listen", "/ip4/"+h.IP+"/udp/4001/quic-v1", "--api", "127.0.0.1:5001"); code != 0 {
 		t.Fatalf("init %s: %s", h.Name, stderr)
 	}
 	for _, kv := range settings {
