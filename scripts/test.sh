@@ -45,7 +45,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 fi
 
 go vet ./...
-go test -race -timeout 20m ./...
-# The 100-node simulated scenario is too big for the race detector (over
-# 9 GiB); it runs here without it.
-go test -count=1 -timeout 10m -run '^TestSimFeed100$' ./node/testnet
+# The simulated testnets (node/testnet TestSim*) run without the race
+# detector, after this pass: the 100-node one needs over 9 GiB under it, and
+# ThreadSanitizer's own runtime aborted once on a small one (a CHECK failure
+# in tsan_rtl.cpp, not a reported race) in a synctest bubble.
+go test -race -timeout 20m -skip '^TestSim' ./...
+go test -count=1 -timeout 10m -run '^TestSim' ./node/testnet
