@@ -181,7 +181,7 @@ type SwarmConfig struct {
 // PubsubConfig configures gossipsub.
 type PubsubConfig struct {
 	MaxMessageSize      ByteSize `toml:"max_message_size" comment:"Largest pubsub message accepted or sent."`
-	ScoreDecayInterval  Duration `toml:"score_decay_interval" comment:"How often gossipsub peer score counters decay (at least 1s; 0 = 1s)."`
+	ScoreDecayInterval  Duration `toml:"score_decay_interval" comment:"How often gossipsub peer score counters decay (at least 1s; 0 = 5s). The decay factors follow it, so it sets granularity, not speed."`
 	InvalidMessageDecay Duration `toml:"invalid_message_decay" comment:"How long a peer's count of invalid messages on a topic takes to decay to nothing while it stays connected (0 = 1h). About 16 invalid messages graylist a peer."`
 	ScoreCheckInterval  Duration `toml:"score_check_interval" comment:"How often peer scores are read to disconnect peers below the graylist threshold (0 = 5s)."`
 	GraylistBan         Duration `toml:"graylist_ban" comment:"How long a peer disconnected for a score below the graylist threshold is refused (0 = 10m)."`
@@ -299,7 +299,7 @@ func DefaultConfig(profile string) (Config, error) {
 		Relay: DefaultRelayConfig(),
 		Pubsub: PubsubConfig{
 			MaxMessageSize:      1 << 20,
-			ScoreDecayInterval:  Duration(time.Second),
+			ScoreDecayInterval:  Duration(5 * time.Second),
 			InvalidMessageDecay: Duration(time.Hour),
 			ScoreCheckInterval:  Duration(5 * time.Second),
 			GraylistBan:         Duration(10 * time.Minute),

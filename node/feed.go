@@ -58,10 +58,13 @@ type feeds struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	kick   chan struct{}
+	// tracked wakes the loop when a feed is followed or published, so that
+	// it starts ticking (it does not tick while there is no feed).
+	tracked chan struct{}
 }
 
 func newFeeds(n *Node) (*feeds, error) {
-	f := &feeds{n: n, sub: map[string]*pubsub.Subscription{}, kick: make(chan struct{}, 1)}
+	f := &feeds{n: n, sub: map[string]*pubsub.Subscription{}, kick: make(chan struct{}, 1), tracked: make(chan struct{}, 1)}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	n.net.Host.SetStreamHandler(FeedProtocol, f.handleStream)
 	n.net.Host.SetStreamHandler(feed.FetchProtocolID, f.handleFetchStream)
@@ -104,15 +107,31 @@ func newFeeds(n *Node) (*feeds, error) {
 	return f, nil
 }
 
-// loop ticks the manager (retries) and catches up after new connections.
+// loop ticks the manager (retries) while it tracks a feed, and catches up
+// after new connections. A node with no feed does not wake for it.
 func (f *feeds) loop() {
-	t := time.NewTicker(f.n.cfg.Feed.TickInterval.D())
-	defer t.Stop()
+	var t *time.Ticker
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
 	for {
+		var tick <-chan time.Time
+		if f.m.Len() > 0 {
+			if t == nil {
+				t = time.NewTicker(f.n.cfg.Feed.TickInterval.D())
+			}
+			tick = t.C
+		} else if t != nil {
+			t.Stop()
+			t = nil
+		}
 		select {
 		case <-f.ctx.Done():
 			return
-		case <-t.C:
+		case <-f.tracked:
+		case <-tick:
 			f.m.Tick()
 		case <-f.kick:
 			// Let identify and the topic subscriptions settle first.
@@ -125,6 +144,14 @@ func (f *feeds) loop() {
 				f.n.log.Debug("feed catch-up", "err", err)
 			}
 		}
+	}
+}
+
+// tracking tells the loop that a feed may have been added.
+func (f *feeds) tracking() {
+	select {
+	case f.tracked <- struct{}{}:
+	default:
 	}
 }
 
@@ -453,6 +480,7 @@ func (n *Node) PublishFeed(ctx context.Context, key string, c cid.Cid) (_ api.Fe
 		return api.FeedRecord{}, err
 	}
 	rec, err := n.feeds.m.Publish(ctx, sk, path.FromCid(c))
+	n.feeds.tracking()
 	if err != nil {
 		return api.FeedRecord{}, fmt.Errorf("publish: %w", err)
 	}
@@ -483,6 +511,7 @@ func (n *Node) FollowFeed(ctx context.Context, s string, opts feed.FollowOptions
 	if err != nil {
 		return err
 	}
+	defer n.feeds.tracking()
 	return n.feeds.m.Follow(ctx, name, opts)
 }
 

@@ -388,6 +388,16 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 	return n, nil
 }
 
+func init() {
+	// gossipsub looks every DiscoveryPollInterval (1s by default) for
+	// topics short of peers, which wakes an idle node twice a second for
+	// nothing. A topic is still looked up at once when it is joined; a
+	// topic that lost its peers is looked up again within 10s. The
+	// variable is gossipsub's package-level setting, so it is set once,
+	// here, before any node starts.
+	pubsub.DiscoveryPollInterval = 10 * time.Second
+}
+
 func discoveryOpts(limit int) []pubsub.DiscoverOpt {
 	if limit <= 0 {
 		return nil

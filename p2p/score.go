@@ -18,7 +18,9 @@ import (
 // The zero value of every field is the default noted beside it.
 type ScoreConfig struct {
 	// DecayInterval is how often gossipsub decays the score counters
-	// (default 1s; gossipsub refuses less than 1s).
+	// (default 5s, which the score watch matches; gossipsub refuses less
+	// than 1s). Every decay factor is derived from it, so it sets the
+	// granularity, not the speed, of decay; each tick wakes an idle node.
 	DecayInterval time.Duration
 	// InvalidMessageDecay is how long a peer's count of invalid messages on
 	// a topic takes to decay to nothing while it stays connected (default
@@ -34,7 +36,7 @@ type ScoreConfig struct {
 
 func (c *ScoreConfig) setDefaults() {
 	if c.DecayInterval <= 0 {
-		c.DecayInterval = time.Second
+		c.DecayInterval = 5 * time.Second
 	}
 	if c.InvalidMessageDecay <= 0 {
 		c.InvalidMessageDecay = time.Hour

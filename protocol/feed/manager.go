@@ -226,6 +226,14 @@ func (m *Manager) flushDirty() {
 // Counters returns a snapshot of the counters.
 func (m *Manager) Counters() Counters { return m.c.snapshot() }
 
+// Len is the number of feeds the manager tracks (followed or owned): Tick
+// has nothing to do while it is 0.
+func (m *Manager) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.feeds)
+}
+
 // HandleMessage decides on data, a record received for name from peer from
 // (on name's topic or otherwise), and applies it if it is valid and newer
 // than the record held: the held record advances at once and, for a pinning
