@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ipfs/boxo/files"
@@ -121,6 +122,36 @@ type ndjson struct {
 	enc *json.Encoder
 }
 
+// fencedBody lets a handler end every read of its request body before it
+// returns (see handleAdd).
+type fencedBody struct {
+	mu     sync.Mutex
+	r      io.ReadCloser
+	fenced bool
+}
+
+func (b *fencedBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.fenced {
+		return 0, errors.New("request body read after the request ended")
+	}
+	return b.r.Read(p)
+}
+
+func (b *fencedBody) Close() error { return b.r.Close() }
+
+// fence cuts a Read that is waiting for the client short (a read deadline
+// now), waits for it, and fails every later Read.
+func (b *fencedBody) fence(rc *http.ResponseController) {
+	if !b.mu.TryLock() {
+		_ = rc.SetReadDeadline(time.Now())
+		b.mu.Lock()
+	}
+	b.fenced = true
+	b.mu.Unlock()
+}
+
 func newNDJSON(w http.ResponseWriter) *ndjson {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
@@ -149,7 +180,17 @@ func (n *Node) handleAdd(w http.ResponseWriter, r *http.Request) {
 	}
 	pin := q.Get("pin") != "false"
 	// Events stream back while the body is still being read.
-	_ = http.NewResponseController(w).EnableFullDuplex()
+	rc := http.NewResponseController(w)
+	_ = rc.EnableFullDuplex()
+	// The importer reads the body from goroutines of its own, which may
+	// still be in a Read when Add returns early (store full, a bad entry).
+	// net/http reads the next request from the same connection after the
+	// handler returns, and a read still running then panics ("invalid
+	// concurrent Body.Read call"); so the body is fenced: on return a
+	// running Read is cut short and waited for, and later ones fail.
+	body := &fencedBody{r: r.Body}
+	defer body.fence(rc)
+	r.Body = body
 	var nd files.Node
 	mediatype, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if strings.HasPrefix(mediatype, "multipart/") {
