@@ -142,7 +142,7 @@ func (b *fencedBody) Read(p []byte) (int, error) {
 func (b *fencedBody) Close() error { return b.r.Close() }
 
 // fence cuts a Read that is waiting for the client short (a read deadline
-// now), waits for it, and fails every later Read.
+// now), waits for it, fails every later Read and closes the body.
 func (b *fencedBody) fence(rc *http.ResponseController) {
 	if !b.mu.TryLock() {
 		_ = rc.SetReadDeadline(time.Now())
@@ -150,6 +150,7 @@ func (b *fencedBody) fence(rc *http.ResponseController) {
 	}
 	b.fenced = true
 	b.mu.Unlock()
+	_ = b.r.Close()
 }
 
 func newNDJSON(w http.ResponseWriter) *ndjson {
@@ -182,12 +183,13 @@ func (n *Node) handleAdd(w http.ResponseWriter, r *http.Request) {
 	// Events stream back while the body is still being read.
 	rc := http.NewResponseController(w)
 	_ = rc.EnableFullDuplex()
-	// The importer reads the body from goroutines of its own, which may
-	// still be in a Read when Add returns early (store full, a bad entry).
-	// net/http reads the next request from the same connection after the
-	// handler returns, and a read still running then panics ("invalid
-	// concurrent Body.Read call"); so the body is fenced: on return a
-	// running Read is cut short and waited for, and later ones fail.
+	// With full duplex, a handler that returns before reading the body to
+	// its end (a bad multipart body, an import that fails early) makes
+	// net/http panic when it reads the connection's next request
+	// ("invalid concurrent Body.Read call", golang/go#68560). So the body
+	// is fenced on return: a Read still running is cut short and waited
+	// for, later ones fail, and the body is closed, as the workaround for
+	// that issue does.
 	body := &fencedBody{r: r.Body}
 	defer body.fence(rc)
 	r.Body = body
