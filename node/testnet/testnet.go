@@ -543,8 +543,9 @@ func (t *Testnet) dialBootstrap(ctx context.Context, ns []*NodeState) {
 
 // daemonProcs is the GOMAXPROCS setting ("GOMAXPROCS=1") for the daemons
 // of a testnet of n nodes, or "" to leave Go's default. With many more
-// daemons than cores (over 25 a core) each is idle most of the time, and an idle Go process
-// with several Ps spins up to one more thread per wake-up looking for work:
+// daemons than cores (over 25 a core) each is idle most of the time, and an
+// idle Go process with several Ps spins up one more thread per wake-up
+// looking for work:
 // measured in a 30-daemon swarm on 2 cores, GOMAXPROCS=1 cut idle CPU from
 // 0.22% to 0.15% of a core per daemon and anonymous memory from 19.8 to
 // 14.6 MiB. A GOMAXPROCS in the environment wins.
