@@ -572,23 +572,10 @@ func (m *member) publish(data []byte) {
 // With no collection the ticker is stopped, so an idle node without
 // collections does not wake for them; adding one pokes the loop.
 func (cs *collections) loop() {
-	var t *time.Ticker
-	defer func() {
-		if t != nil {
-			t.Stop()
-		}
-	}()
+	t := &lazyTicker{every: cs.cfg.TickInterval.D()}
+	defer t.Stop()
 	for {
-		var tick <-chan time.Time
-		if cs.count() > 0 {
-			if t == nil {
-				t = time.NewTicker(cs.cfg.TickInterval.D())
-			}
-			tick = t.C
-		} else if t != nil {
-			t.Stop()
-			t = nil
-		}
+		tick := t.C(cs.count() > 0)
 		full := false
 		select {
 		case <-cs.ctx.Done():

@@ -110,23 +110,10 @@ func newFeeds(n *Node) (*feeds, error) {
 // loop ticks the manager (retries) while it tracks a feed, and catches up
 // after new connections. A node with no feed does not wake for it.
 func (f *feeds) loop() {
-	var t *time.Ticker
-	defer func() {
-		if t != nil {
-			t.Stop()
-		}
-	}()
+	t := &lazyTicker{every: f.n.cfg.Feed.TickInterval.D()}
+	defer t.Stop()
 	for {
-		var tick <-chan time.Time
-		if f.m.Len() > 0 {
-			if t == nil {
-				t = time.NewTicker(f.n.cfg.Feed.TickInterval.D())
-			}
-			tick = t.C
-		} else if t != nil {
-			t.Stop()
-			t = nil
-		}
+		tick := t.C(f.m.Len() > 0)
 		select {
 		case <-f.ctx.Done():
 			return
