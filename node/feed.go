@@ -491,7 +491,9 @@ func parseFeedName(s string) (ipns.Name, error) {
 }
 
 // FollowFeed follows a feed (fetching and pinning each version with pin).
-func (n *Node) FollowFeed(ctx context.Context, s string, opts feed.FollowOptions) (err error) {
+// With wait it returns after the first catch-up (or when ctx ends), else
+// as soon as the follow is recorded and the topic joined.
+func (n *Node) FollowFeed(ctx context.Context, s string, opts feed.FollowOptions, wait bool) (err error) {
 	ctx, span := n.startSpan(ctx, "weft.feed.follow", attribute.String("feed", s), attribute.Bool("pin", opts.Pin))
 	defer func() { endSpan(span, err) }()
 	name, err := parseFeedName(s)
@@ -499,6 +501,10 @@ func (n *Node) FollowFeed(ctx context.Context, s string, opts feed.FollowOptions
 		return err
 	}
 	defer n.feeds.tracking()
+	if !wait {
+		_, err = n.feeds.m.StartFollow(ctx, name, opts)
+		return err
+	}
 	return n.feeds.m.Follow(ctx, name, opts)
 }
 

@@ -36,7 +36,15 @@ func (n *Node) handleFeedFollow(w http.ResponseWriter, r *http.Request) (any, er
 	q := r.URL.Query()
 	pin, _ := strconv.ParseBool(q.Get("pin"))
 	keep, _ := strconv.ParseBool(q.Get("keep-history"))
-	if err := n.FollowFeed(r.Context(), q.Get("name"), feed.FollowOptions{Pin: pin, KeepHistory: keep}); err != nil {
+	wait := true
+	if v := q.Get("wait"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, badRequest("bad wait %q: want true or false", clip(v))
+		}
+		wait = b
+	}
+	if err := n.FollowFeed(r.Context(), q.Get("name"), feed.FollowOptions{Pin: pin, KeepHistory: keep}, wait); err != nil {
 		return nil, err
 	}
 	name, _ := parseFeedName(q.Get("name"))

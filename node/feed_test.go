@@ -2,7 +2,10 @@ package node_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
+	"net/url"
 	"sync"
 	"testing"
 	"time"
@@ -54,7 +57,7 @@ func TestFeedTenNodes(t *testing.T) {
 	var fs []*node.Node
 	for i := 0; i < followers; i++ {
 		f := nodetest.Start(t, nodetest.Options{Bootstrap: boot})
-		if err := f.FollowFeed(ctx, name, feed.FollowOptions{Pin: true}); err != nil {
+		if err := f.FollowFeed(ctx, name, feed.FollowOptions{Pin: true}, true); err != nil {
 			t.Fatalf("follow: %v", err)
 		}
 		fs = append(fs, f)
@@ -302,4 +305,44 @@ func TestFeedPublishDuringPartition(t *testing.T) {
 	if c := pub.FeedCounters(); c.DHTPutsFailed == 0 || c.DHTPuts < 2 {
 		t.Fatalf("counters: %d DHT puts ok, %d failed", c.DHTPuts, c.DHTPutsFailed)
 	}
+}
+
+// TestFeedFollowNoWait: a follow with NoWait answers before any record
+// exists anywhere (the catch-up then runs in the background), a bad wait
+// value is refused, and an update published afterwards arrives.
+func TestFeedFollowNoWait(t *testing.T) {
+	pub := nodetest.Start(t, nodetest.Options{})
+	fol := nodetest.Start(t, nodetest.Options{Bootstrap: []string{nodetest.Addr(t, pub)}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	keys, err := pub.Keys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := keys[0].Feed
+	c := nodetest.Client(fol)
+
+	err = c.Do(ctx, http.MethodPost, "/api/v1/feed/follow", url.Values{"name": {name}, "wait": {"soon"}}, nil, nil)
+	var se *api.StatusError
+	if !errors.As(err, &se) || se.Code != http.StatusBadRequest {
+		t.Fatalf("follow with wait=soon: %v, want 400", err)
+	}
+	f, err := c.FeedFollow(ctx, name, api.FollowRequest{NoWait: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !f.Following || f.Held.Seq != 0 {
+		t.Fatalf("follow answered %+v", f)
+	}
+	if got, ok := feedOf(fol, name); !ok || !got.Following {
+		t.Fatalf("feed ls after follow: %+v, %v", got, ok)
+	}
+	root := addBytes(t, pub, []byte("version 1"))
+	if _, err := pub.PublishFeed(ctx, "self", root); err != nil {
+		t.Fatal(err)
+	}
+	nodetest.WaitFor(t, 30*time.Second, "the follower holds seq 1", func() bool {
+		got, _ := feedOf(fol, name)
+		return got.Held.Seq == 1
+	})
 }

@@ -90,7 +90,7 @@ func TestGarbageGossiperGraylisted(t *testing.T) {
 	var fs []*node.Node
 	for range followers {
 		f := nodetest.Start(t, nodetest.Options{Bootstrap: boot})
-		if err := f.FollowFeed(ctx, name, feed.FollowOptions{}); err != nil {
+		if err := f.FollowFeed(ctx, name, feed.FollowOptions{}, true); err != nil {
 			t.Fatalf("follow: %v", err)
 		}
 		fs = append(fs, f)

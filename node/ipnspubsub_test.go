@@ -89,7 +89,7 @@ func TestFollowKuboStylePublisher(t *testing.T) {
 				}
 				defer sub.Cancel()
 			}
-			if err := fol.FollowFeed(ctx, name.String(), feed.FollowOptions{}); err != nil {
+			if err := fol.FollowFeed(ctx, name.String(), feed.FollowOptions{}, true); err != nil {
 				t.Fatal(err)
 			}
 			if tt.pubsub {

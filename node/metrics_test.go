@@ -187,7 +187,7 @@ func TestMetricsAfterPublish(t *testing.T) {
 		t.Fatal(err)
 	}
 	name := keys[0].Feed
-	if err := b.FollowFeed(ctx, name, feed.FollowOptions{Pin: true}); err != nil {
+	if err := b.FollowFeed(ctx, name, feed.FollowOptions{Pin: true}, true); err != nil {
 		t.Fatal(err)
 	}
 	acc := `weft_feed_records_total{result="accepted"}`

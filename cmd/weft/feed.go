@@ -28,13 +28,17 @@ func newFeedCmd(o *clientOpts) *cobra.Command {
 			r := v.(api.FeedRecord)
 			fmt.Fprintf(w, "%s\t(seq %d)\n", r.CID, r.Seq)
 		})
-	var pin, keep bool
+	var pin, keep, noWait bool
 	follow := clientCmd(o, "follow NAME", "Follow a feed: learn each new version (and fetch and pin it with --pin)", cobra.ExactArgs(1),
 		func(ctx context.Context, c *api.Client, a []string) (any, error) {
-			return c.FeedFollow(ctx, a[0], pin, keep)
+			return c.FeedFollow(ctx, a[0], api.FollowRequest{Pin: pin, KeepHistory: keep, NoWait: noWait})
 		},
 		func(w io.Writer, v any) {
 			f := v.(api.Feed)
+			if f.Held.CID == "" && noWait {
+				fmt.Fprintf(w, "following %s (catching up in the background)\n", f.Name)
+				return
+			}
 			if f.Held.CID == "" {
 				fmt.Fprintf(w, "following %s (no record yet)\n", f.Name)
 				return
@@ -43,6 +47,7 @@ func newFeedCmd(o *clientOpts) *cobra.Command {
 		})
 	follow.Flags().BoolVar(&pin, "pin", false, "fetch and pin each version, unpinning the one it replaces")
 	follow.Flags().BoolVar(&keep, "keep-history", false, "with --pin: keep earlier versions pinned")
+	follow.Flags().BoolVar(&noWait, "no-wait", false, "return once following, without waiting for the first catch-up (up to about 20s when no peer has the feed)")
 	unfollow := clientCmd(o, "unfollow NAME", "Stop following a feed (unpins what following pinned)", cobra.ExactArgs(1),
 		func(ctx context.Context, c *api.Client, a []string) (any, error) {
 			return map[string]string{"unfollowed": a[0]}, c.FeedUnfollow(ctx, a[0])

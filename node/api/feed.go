@@ -20,10 +20,23 @@ func (c *Client) FeedResolve(ctx context.Context, name string) (FeedRecord, erro
 	return out, c.Do(ctx, http.MethodGet, "/api/v1/feed/resolve", url.Values{"name": {name}}, nil, &out)
 }
 
+// FollowRequest is what a follow asks for.
+type FollowRequest struct {
+	Pin         bool // fetch and pin each version
+	KeepHistory bool // with Pin: keep earlier versions pinned
+	// NoWait answers once the follow is recorded and the feed's topic
+	// joined, without waiting for the first catch-up (which then runs in
+	// the background; 'feed ls' shows what it found).
+	NoWait bool
+}
+
 // FeedFollow follows a feed.
-func (c *Client) FeedFollow(ctx context.Context, name string, pin, keepHistory bool) (Feed, error) {
+func (c *Client) FeedFollow(ctx context.Context, name string, r FollowRequest) (Feed, error) {
 	var out Feed
-	q := url.Values{"name": {name}, "pin": {fmt.Sprint(pin)}, "keep-history": {fmt.Sprint(keepHistory)}}
+	q := url.Values{"name": {name}, "pin": {fmt.Sprint(r.Pin)}, "keep-history": {fmt.Sprint(r.KeepHistory)}}
+	if r.NoWait {
+		q.Set("wait", "false")
+	}
 	return out, c.Do(ctx, http.MethodPost, "/api/v1/feed/follow", q, nil, &out)
 }
 

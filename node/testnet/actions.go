@@ -483,7 +483,7 @@ func (r *runner) runFollow(ctx context.Context, _ int, st *Step) (string, error)
 	pin := st.Pin == nil || *st.Pin
 	tr := r.track(feedName)
 	err = t.parallel(ns, 8, func(n *NodeState) error {
-		if _, err := t.Client(n).FeedFollow(ctx, feedName, pin, false); err != nil {
+		if _, err := t.Client(n).FeedFollow(ctx, feedName, api.FollowRequest{Pin: pin, NoWait: true}); err != nil {
 			return fmt.Errorf("%s: follow: %w", n.Name, err)
 		}
 		r.mu.Lock()

@@ -461,7 +461,7 @@ func (r *runner) runPairwise(ctx context.Context, _ int, st *Step) (string, erro
 			if m == n {
 				continue
 			}
-			if _, err := r.t.Client(n).FeedFollow(ctx, feeds[m.Name], false, false); err != nil {
+			if _, err := r.t.Client(n).FeedFollow(ctx, feeds[m.Name], api.FollowRequest{}); err != nil {
 				return fmt.Errorf("%s: follow %s's feed: %w", n.Name, m.Name, err)
 			}
 			tr := r.track(feeds[m.Name])

@@ -363,16 +363,33 @@ func (m *Manager) wantLocked(st *feedState, rec *Record) {
 
 // Follow starts following name with opts, or changes the options of a
 // follow. It records the follow, joins the feed's topic, and catches up
-// (blocking for up to about twice Config.CatchUpTimeout); finding no record
-// yet is not an error. Following with Pin needs Config.Pinner.
+// (for up to about twice Config.CatchUpTimeout), returning when the
+// catch-up ends or ctx does; finding no record yet is not an error, and a
+// catch-up that outlasts ctx goes on in the background. Following with Pin
+// needs Config.Pinner.
 func (m *Manager) Follow(ctx context.Context, name ipns.Name, opts FollowOptions) error {
+	caught, err := m.StartFollow(ctx, name, opts)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-caught:
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+// StartFollow is Follow without the wait: it records the follow and joins
+// the feed's topic, starts the catch-up on a goroutine the Manager owns
+// (Close ends it), and returns a channel closed when that catch-up ends.
+func (m *Manager) StartFollow(ctx context.Context, name ipns.Name, opts FollowOptions) (<-chan struct{}, error) {
 	if opts.Pin && m.cfg.Pinner == nil {
-		return fmt.Errorf("feed: follow %s with pin: no Pinner configured", name)
+		return nil, fmt.Errorf("feed: follow %s with pin: no Pinner configured", name)
 	}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	key := nameKey(name)
 	st := m.feeds[key]
@@ -388,17 +405,28 @@ func (m *Manager) Follow(ctx context.Context, name ipns.Name, opts FollowOptions
 	m.mu.Unlock()
 
 	if err := m.saveIndex(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	if newly {
 		if err := m.join(name); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	if _, err := m.CatchUp(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
-		m.log.Info("catch-up after follow failed", "feed", name.String(), "err", err)
+	caught := make(chan struct{})
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
 	}
-	return nil
+	m.wg.Add(1) // under mu, with closed false: Close has not begun to wait
+	go func() {
+		defer m.wg.Done()
+		defer close(caught)
+		if _, err := m.CatchUp(m.ctx, name); err != nil && !errors.Is(err, ErrNotFound) && m.ctx.Err() == nil {
+			m.log.Info("catch-up after follow failed", "feed", name.String(), "err", err)
+		}
+	}()
+	return caught, nil
 }
 
 // refollowLocked replaces st's follow options (nil: unfollow), unpinning

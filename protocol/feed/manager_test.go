@@ -808,3 +808,83 @@ func TestPublishDoesNotWaitForDHT(t *testing.T) {
 		}
 	})
 }
+
+// heldRouter is a DHT whose gets wait until released (or their context
+// ends), as a DHT walk does on a slow network.
+type heldRouter struct {
+	*fakeRouter
+	release chan struct{}
+}
+
+func (r *heldRouter) GetValue(ctx context.Context, key string) ([]byte, error) {
+	select {
+	case <-r.release:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return r.fakeRouter.GetValue(ctx, key)
+}
+
+// TestFollowWithoutWaiting: StartFollow returns before the catch-up ends
+// (the follow is recorded at once), Follow returns when its context ends
+// while the catch-up goes on, and the record the catch-up finds later is
+// taken. Close ends a catch-up still waiting.
+func TestFollowWithoutWaiting(t *testing.T) {
+	sk := testKey(t, 1)
+	name := testName(t, sk)
+	clock := newClock()
+	router := &heldRouter{fakeRouter: newRouter(), release: make(chan struct{})}
+	router.m[RoutingKey(name)] = mustRecord(t, sk, 2, time.Hour, t0)
+	m := newManager(t, Config{Clock: clock, Exchange: &localExchange{}, Router: router, CatchUpTimeout: time.Minute})
+
+	caught, err := m.StartFollow(t.Context(), name, FollowOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, ok := m.Feed(name); !ok || !fi.Following || fi.Held.Seq != 0 {
+		t.Fatalf("after StartFollow: %+v, %v", fi, ok)
+	}
+	select {
+	case <-caught:
+		t.Fatal("catch-up ended while the DHT still held its answer")
+	default:
+	}
+
+	// A second follow (another caller) gives up waiting with its context.
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if err := m.Follow(ctx, name, FollowOptions{}); err != nil {
+		t.Fatalf("Follow with an ending context: %v", err)
+	}
+
+	close(router.release)
+	select {
+	case <-caught:
+	case <-time.After(10 * time.Second):
+		t.Fatal("catch-up did not end after the DHT answered")
+	}
+	if fi, _ := m.Feed(name); fi.Held.Seq != 2 {
+		t.Fatalf("held seq %d after the background catch-up, want 2", fi.Held.Seq)
+	}
+
+	// Close ends a catch-up that is still waiting on the DHT.
+	other := testName(t, testKey(t, 2))
+	slow := &heldRouter{fakeRouter: newRouter(), release: make(chan struct{})}
+	m2, err := New(t.Context(), Config{Clock: clock, Exchange: &localExchange{}, Router: slow, CatchUpTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caught2, err := m2.StartFollow(t.Context(), other, FollowOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2.Close()
+	select {
+	case <-caught2:
+	default:
+		t.Fatal("Close returned with the catch-up still running")
+	}
+	if _, err := m2.StartFollow(t.Context(), other, FollowOptions{}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("StartFollow after Close: %v", err)
+	}
+}
