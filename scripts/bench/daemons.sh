@@ -5,7 +5,10 @@
 #   (b) idle RSS (and PSS, anonymous and file-backed RSS, CPU) of isolated
 #       daemons after an idle window;
 #   (c) total RSS/PSS and CPU (% of one core) of a swarm of idle daemons
-#       bootstrapped to the first one.
+#       bootstrapped to the first one;
+#   (d) with WEFT_BENCH_KUBO, the same idle swarm of Kubo daemons, measured
+#       the same way in the same run, as the baseline (as root: Kubo runs
+#       with its test profile in a network namespace holding only loopback).
 # Prints a table and writes the results as JSON.
 #
 #   scripts/bench/daemons.sh [flags of scripts/bench/daemons, e.g. -set swarm.max_memory=64MiB]
@@ -17,6 +20,7 @@
 #   WEFT_BENCH_IDLE=30s      idle window for (b) and (c)
 #   WEFT_BENCH_NODES=N       swarm size for (c) (default 20)
 #   WEFT_BENCH_RSS_DAEMONS=N isolated daemons for (b) (default 3)
+#   WEFT_BENCH_KUBO=PATH     a Kubo (ipfs) binary for the (d) baseline
 #   WEFT_BENCH_COMMIT=REV    commit to record when this is not a git checkout
 #   GOGC, GOMEMLIMIT, GODEBUG are passed on to the daemons (and recorded).
 #

@@ -21,6 +21,8 @@ SETTLE=${WEFT_BENCH_SETTLE:-40}
 RECOVER=${WEFT_BENCH_RECOVER:-90}
 source scripts/bench/lib.sh
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# anonymous and file-backed (mostly the weft binary, shared) RSS in MiB
+rss_split() { awk '/RssAnon/ {a=$2} /RssFile/ {f=$2} END {printf "%d anon + %d file", a/1024, f/1024}' "/proc/$1/status"; }
 start_daemon a
 A_ADDR=$(tcp_addr a)
 start_daemon b "$A_ADDR"
@@ -31,6 +33,8 @@ echo "both daemons idle for ${SETTLE}s before their idle RSS is read..."
 sleep "$SETTLE" # a deliberate idle window, not a wait for a condition
 IDLE_A=$(rss_kib "$A_PID")
 IDLE_B=$(rss_kib "$B_PID")
+SPLIT_IDLE_A=$(rss_split "$A_PID")
+SPLIT_IDLE_B=$(rss_split "$B_PID")
 PEAK_A=$IDLE_A
 PEAK_B=$IDLE_B
 sample() {
@@ -62,9 +66,9 @@ for t in $(seq 1 "$RECOVER"); do
 done
 END_A=$(rss_kib "$A_PID")
 END_B=$(rss_kib "$B_PID")
-report() { # NAME IDLE PEAK BACK END
-  printf '%s: RSS idle %d MiB, peak %d MiB, back within 1.3x of idle after %s s, %d MiB at the end\n' \
-    "$1" $(($2 / 1024)) $(($3 / 1024)) "${4:-more than $RECOVER}" $(($5 / 1024))
+report() { # NAME IDLE PEAK BACK END SPLIT-IDLE SPLIT-END
+  printf '%s: RSS idle %d MiB (%s), peak %d MiB, back within 1.3x of idle after %s s, %d MiB at the end (%s)\n' \
+    "$1" $(($2 / 1024)) "$6" $(($3 / 1024)) "${4:-more than $RECOVER}" $(($5 / 1024)) "$7"
 }
-report "A (adder)    " "$IDLE_A" "$PEAK_A" "$BACK_A" "$END_A"
-report "B (requester)" "$IDLE_B" "$PEAK_B" "$BACK_B" "$END_B"
+report "A (adder)    " "$IDLE_A" "$PEAK_A" "$BACK_A" "$END_A" "$SPLIT_IDLE_A" "$(rss_split "$A_PID")"
+report "B (requester)" "$IDLE_B" "$PEAK_B" "$BACK_B" "$END_B" "$SPLIT_IDLE_B" "$(rss_split "$B_PID")"

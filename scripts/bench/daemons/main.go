@@ -57,6 +57,7 @@ type options struct {
 	skipStartup bool
 	skipIdle    bool
 	skipSwarm   bool
+	kubo        string // Kubo binary for the (d) baseline; "" skips it
 }
 
 func run() int {
@@ -94,6 +95,7 @@ func run() int {
 	flag.BoolVar(&o.skipStartup, "skip-startup", false, "skip (a) start-up time")
 	flag.BoolVar(&o.skipIdle, "skip-idle", false, "skip (b) idle RSS of one daemon")
 	flag.BoolVar(&o.skipSwarm, "skip-swarm", false, "skip (c) idle swarm")
+	flag.StringVar(&o.kubo, "kubo", os.Getenv("WEFT_BENCH_KUBO"), "Kubo binary (ipfs): (d) measures the same idle swarm of Kubo daemons as a baseline (env WEFT_BENCH_KUBO; needs root)")
 	flag.Parse()
 	o.configSets = sets
 	if o.weft == "" {
@@ -165,6 +167,7 @@ type Results struct {
 	Startup   *StartupResult `json:"startup,omitempty"`
 	IdleOne   *IdleOneResult `json:"idle_one,omitempty"`
 	Swarm     *SwarmResult   `json:"swarm,omitempty"`
+	Kubo      *KuboResult    `json:"kubo_swarm,omitempty"`
 	Errors    []string       `json:"errors,omitempty"`
 }
 
@@ -415,6 +418,13 @@ func (b *bench) run(ctx context.Context) (*Results, error) {
 		res.Swarm = r
 		if err != nil {
 			return fail("idle swarm", err)
+		}
+	}
+	if b.o.kubo != "" {
+		r, err := b.kuboSwarm(ctx)
+		res.Kubo = r
+		if err != nil {
+			return fail("Kubo swarm", err)
 		}
 	}
 	return res, nil
@@ -819,6 +829,20 @@ func (b *bench) swarm(ctx context.Context) (*SwarmResult, error) {
 	for i, d := range ds {
 		procs[i].Go = scrapeGo(ctx, d)
 	}
+	summarizeSwarm(r, procs, totals)
+	// The swarm's shape after the window (the API is asked only now, so
+	// the requests do not count as load).
+	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	defer scancel()
+	if sts, err := statuses(sctx, ds); err == nil {
+		r.RoutingTableMin, r.PeersMin, r.PeersMedian = swarmShape(sts)
+	}
+	return r, nil
+}
+
+// summarizeSwarm fills r's totals and per-daemon medians from an idle
+// window's measurements.
+func summarizeSwarm(r *SwarmResult, procs []ProcIdle, totals [][2]int64) {
 	r.Daemons = procs
 	r.GoMedian = medianGo(procs)
 	var rss, pss, anon, cpu []float64
@@ -844,14 +868,6 @@ func (b *bench) swarm(ctx context.Context) (*SwarmResult, error) {
 	r.PerNodeAnonMedian = int64(median(anon))
 	r.CPUPercentMedian = median(cpu)
 	_, r.CPUPercentMax = minMax(cpu)
-	// The swarm's shape after the window (the API is asked only now, so
-	// the requests do not count as load).
-	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
-	defer scancel()
-	if sts, err := statuses(sctx, ds); err == nil {
-		r.RoutingTableMin, r.PeersMin, r.PeersMedian = swarmShape(sts)
-	}
-	return r, nil
 }
 
 func statuses(ctx context.Context, ds []*daemon) ([]api.Status, error) {
@@ -956,6 +972,24 @@ func printTable(w io.Writer, r *Results) {
 		fmt.Fprintf(tw, "    CPU over %gs idle, all daemons\t%.2f %%\tof one core; per daemon median %.2f %%, max %.2f %%\n",
 			r.Settings.IdleSeconds, s.CPUPercentTotal, s.CPUPercentMedian, s.CPUPercentMax)
 		printGo(tw, s.GoMedian)
+	}
+	if k := r.Kubo; k != nil && len(k.Daemons) > 0 {
+		formed := fmt.Sprintf("connected in %.1f s", k.FormationS)
+		if !k.Formed {
+			formed = fmt.Sprintf("NOT fully connected after %.0f s", k.FormationS)
+		}
+		fmt.Fprintf(tw, "(d) Kubo %s, %d-daemon swarm: total RSS\t%s\tmedian over samples %s; %s, peers/node min %d median %d\n",
+			k.Version, k.Nodes, fmtMiB(k.TotalRSSEnd), fmtMiB(k.TotalRSSMedian), formed, k.PeersMin, k.PeersMedian)
+		fmt.Fprintf(tw, "    total PSS\t%s\tmedian over samples %s\n", fmtMiB(k.TotalPSSEnd), fmtMiB(k.TotalPSSMedian))
+		fmt.Fprintf(tw, "    per daemon, median\t%s RSS\t%s PSS, %s anonymous\n",
+			fmtMiB(k.PerNodeRSSMedian), fmtMiB(k.PerNodePSSMedian), fmtMiB(k.PerNodeAnonMedian))
+		fmt.Fprintf(tw, "    CPU over %gs idle, all daemons\t%.2f %%\tof one core; per daemon median %.2f %%, max %.2f %%\n",
+			r.Settings.IdleSeconds, k.CPUPercentTotal, k.CPUPercentMedian, k.CPUPercentMax)
+		if s := r.Swarm; s != nil && s.PerNodeRSSMedian > 0 && k.PerNodeRSSMedian > 0 {
+			fmt.Fprintf(tw, "    weft / Kubo, per daemon median\tRSS %.2f\tPSS %.2f, CPU %.2f\n",
+				float64(s.PerNodeRSSMedian)/float64(k.PerNodeRSSMedian), float64(s.PerNodePSSMedian)/float64(k.PerNodePSSMedian),
+				s.CPUPercentMedian/max(k.CPUPercentMedian, 1e-9))
+		}
 	}
 	tw.Flush()
 	for _, e := range r.Errors {
