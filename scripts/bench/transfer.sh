@@ -3,15 +3,16 @@
 # CLI, beside baselines of the same run (scripts/bench/transfer): `weft cat`
 # and `weft pin add` on B of files A added, each against the best plain
 # libp2p stream (TLS or Noise, two processes) of the same size; `weft add`
-# on A against SHA-256 of the same bytes (and Kubo's offline add with
-# WEFT_BENCH_KUBO). Medians of per-iteration ratios.
+# on A against SHA-256 of the same bytes (and, with WEFT_BENCH_KUBO, Kubo's
+# offline add and, as root, `ipfs cat` between two Kubo daemons in a
+# loopback-only network namespace). Medians of per-iteration ratios.
 #
 #   scripts/bench/transfer.sh
 #
 # Environment:
 #   WEFT_BENCH_ITERS=5        iterations (at least 3)
 #   WEFT_BENCH_SIZE=268435456 bytes per transfer
-#   WEFT_BENCH_KUBO=PATH      a Kubo (ipfs) binary for the add baseline
+#   WEFT_BENCH_KUBO=PATH      a Kubo (ipfs) binary for the add and cat baselines
 # Daemons are stopped by PID and the temp dir removed on exit (lib.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

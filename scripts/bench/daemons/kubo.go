@@ -2,11 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -14,17 +11,14 @@ import (
 	"time"
 
 	"github.com/weft-p2p/weft/node/proc"
+	"github.com/weft-p2p/weft/scripts/bench/internal/kubo"
 )
 
 // (d) Kubo baseline: the same idle swarm of Kubo daemons, measured the same
 // way, so the swarm figures of (c) have their baseline from the same run.
-//
-// Kubo is started with its "test" profile (127.0.0.1 only, no bootstrap
-// list, no mDNS, no AutoConf, no delegated routers or publishers) and
-// telemetry off, and, as a second wall, every Kubo process runs in a network
-// namespace of its own that holds nothing but a loopback interface: nothing
-// it might try can leave the machine. That takes root; without it the
-// baseline is skipped with a message.
+// Kubo runs as package kubo sets it up (test profile, telemetry off, a
+// loopback-only network namespace); without root the baseline is skipped
+// with a message.
 
 // KuboResult is (d): an idle swarm of Kubo daemons.
 type KuboResult struct {
@@ -40,47 +34,41 @@ func (b *bench) kuboSwarm(ctx context.Context) (*KuboResult, error) {
 		fmt.Println("(d) Kubo baseline skipped: it runs Kubo in a loopback-only network namespace, which needs root")
 		return nil, nil
 	}
-	n := b.o.nodes
-	ns := fmt.Sprintf("weft-bench-kubo-%d", os.Getpid())
-	if out, err := exec.CommandContext(ctx, "ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("create network namespace %s: %w: %s", ns, err, out)
-	}
-	defer func() { _ = exec.Command("ip", "netns", "del", ns).Run() }()
-	if out, err := exec.CommandContext(ctx, "ip", "-n", ns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("loopback up in %s: %w: %s", ns, err, out)
-	}
-	k := &kubo{bin: b.o.kubo, ns: ns}
-	ver, err := k.run(ctx, "", "version", "-n")
+	k, err := kubo.NewNet(ctx, b.o.kubo)
 	if err != nil {
 		return nil, err
 	}
-	r := &KuboResult{Binary: b.o.kubo, Version: strings.TrimSpace(ver), SwarmResult: &SwarmResult{Nodes: n}}
+	defer k.Close()
+	ver, err := k.Version(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n := b.o.nodes
+	r := &KuboResult{Binary: b.o.kubo, Version: ver, SwarmResult: &SwarmResult{Nodes: n}}
 	fmt.Printf("(d) Kubo baseline: %d Kubo %s daemons bootstrapped to the first (loopback only, in namespace %s), %s idle window\n",
-		n, r.Version, ns, b.o.idle)
+		n, r.Version, k.NS, b.o.idle)
 
 	ds := make([]*daemon, 0, n)
 	defer func() { b.stopMany(ds) }()
 	var seed string
 	for i := range n {
 		repo := filepath.Join(b.o.work, fmt.Sprintf("kubo-%02d", i))
-		if _, err := k.run(ctx, repo, "init", "--profile", "test", "--empty-repo"); err != nil {
+		if err := k.Init(ctx, repo, seed); err != nil {
 			return r, err
-		}
-		if seed != "" {
-			if _, err := k.run(ctx, repo, "config", "--json", "Bootstrap", fmt.Sprintf("[%q]", seed)); err != nil {
-				return r, err
-			}
 		}
 		d, err := b.startKubo(k, repo, fmt.Sprintf("kubo-%02d", i))
 		if err != nil {
 			return r, err
 		}
 		ds = append(ds, d)
-		if err := k.waitReady(ctx, d, 60*time.Second); err != nil {
+		rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		err = k.WaitReady(rctx, repo, func() error { return pause(rctx, d, 0) })
+		cancel()
+		if err != nil {
 			return r, err
 		}
 		if i == 0 {
-			if seed, err = k.seedAddr(ctx, repo); err != nil {
+			if seed, err = k.Addr(ctx, repo); err != nil {
 				return r, err
 			}
 		}
@@ -90,7 +78,7 @@ func (b *bench) kuboSwarm(ctx context.Context) (*KuboResult, error) {
 	fctx, cancel := context.WithTimeout(ctx, b.o.formWait)
 	defer cancel()
 	for {
-		r.PeersMin, r.PeersMedian = k.peers(fctx, ds)
+		r.PeersMin, r.PeersMedian = kuboPeers(fctx, k, ds)
 		if r.PeersMin >= n-1 {
 			r.Formed = true
 			break
@@ -118,51 +106,18 @@ func (b *bench) kuboSwarm(ctx context.Context) (*KuboResult, error) {
 	summarizeSwarm(r.SwarmResult, procs, totals)
 	sctx, scancel := context.WithTimeout(ctx, 20*time.Second)
 	defer scancel()
-	r.PeersMin, r.PeersMedian = k.peers(sctx, ds)
+	r.PeersMin, r.PeersMedian = kuboPeers(sctx, k, ds)
 	return r, nil
 }
 
-// kubo runs the Kubo binary inside the namespace.
-type kubo struct {
-	bin string
-	ns  string
-}
-
-func (k *kubo) command(ctx context.Context, repo string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", k.ns, k.bin}, args...)...)
-	cmd.Env = append(os.Environ(), "IPFS_TELEMETRY=off")
-	if repo != "" {
-		cmd.Env = append(cmd.Env, "IPFS_PATH="+repo)
-	}
-	return cmd
-}
-
-// run runs a short Kubo command (not the daemon), bounded to 30s.
-func (k *kubo) run(ctx context.Context, repo string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	cmd := k.command(ctx, repo, args...)
-	cmd.WaitDelay = time.Second
-	out, err := cmd.Output()
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return "", fmt.Errorf("ipfs %s: %w: %s", strings.Join(args, " "), err, ee.Stderr)
-		}
-		return "", fmt.Errorf("ipfs %s: %w", strings.Join(args, " "), err)
-	}
-	return string(out), nil
-}
-
-// startKubo launches "ipfs daemon" on repo (ip netns exec replaces itself
-// with Kubo, so the PID is Kubo's). It is registered for stopAll before it
-// returns.
-func (b *bench) startKubo(k *kubo, repo, name string) (*daemon, error) {
+// startKubo launches "ipfs daemon" on repo. It is registered for stopAll
+// before it returns.
+func (b *bench) startKubo(k *kubo.Net, repo, name string) (*daemon, error) {
 	logf, err := os.Create(repo + ".log")
 	if err != nil {
 		return nil, err
 	}
-	cmd := k.command(context.Background(), repo, "daemon")
+	cmd := k.Command(context.Background(), repo, "daemon")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	p, err := proc.Start(cmd)
@@ -178,51 +133,14 @@ func (b *bench) startKubo(k *kubo, repo, name string) (*daemon, error) {
 	return d, nil
 }
 
-// waitReady waits until the daemon answers "ipfs id".
-func (k *kubo) waitReady(ctx context.Context, d *daemon, deadline time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, deadline)
-	defer cancel()
-	for {
-		if _, err := os.Stat(filepath.Join(d.repo, "api")); err == nil {
-			if _, err := k.run(ctx, d.repo, "id"); err == nil {
-				return nil
-			}
-		}
-		if err := pause(ctx, d, 50*time.Millisecond); err != nil {
-			return fmt.Errorf("%s: waiting for Kubo to answer: %w", d.name, err)
-		}
-	}
-}
-
-// seedAddr returns the seed's /ip4/127.0.0.1/tcp address with its peer ID.
-func (k *kubo) seedAddr(ctx context.Context, repo string) (string, error) {
-	out, err := k.run(ctx, repo, "id")
-	if err != nil {
-		return "", err
-	}
-	var id struct {
-		ID        string
-		Addresses []string
-	}
-	if err := json.Unmarshal([]byte(out), &id); err != nil {
-		return "", fmt.Errorf("ipfs id: %w", err)
-	}
-	for _, a := range id.Addresses {
-		if strings.HasPrefix(a, "/ip4/127.0.0.1/tcp/") {
-			return a, nil
-		}
-	}
-	return "", fmt.Errorf("Kubo seed has no /ip4/127.0.0.1/tcp address: %v", id.Addresses)
-}
-
-// peers returns the fewest and the median connected peers over ds (0 for
-// a daemon that does not answer).
-func (k *kubo) peers(ctx context.Context, ds []*daemon) (lo, med int) {
+// kuboPeers returns the fewest and the median connected peers over ds (0
+// for a daemon that does not answer).
+func kuboPeers(ctx context.Context, k *kubo.Net, ds []*daemon) (lo, med int) {
 	counts := make([]float64, len(ds))
 	var wg sync.WaitGroup
 	for i, d := range ds {
 		wg.Go(func() {
-			out, err := k.run(ctx, d.repo, "swarm", "peers")
+			out, err := k.Run(ctx, d.repo, "swarm", "peers")
 			if err == nil {
 				counts[i] = float64(len(strings.Fields(out)))
 			}

@@ -14,13 +14,17 @@
 //	                          file A added (fetch into B's store)
 //	kubo-add                  with -kubo: `ipfs add -q --offline` of the
 //	                          same bytes into an offline Kubo repo
+//	kubo-cat                  with -kubo (as root): `ipfs cat CID >/dev/null`
+//	                          on Kubo daemon B of a fresh file Kubo daemon A
+//	                          added (untimed), the two connected on
+//	                          127.0.0.1 in a loopback-only network namespace
 //
 // Every iteration measures all of them back to back, and it prints the
 // median throughput of each, its median CPU time per MiB (this process, its
 // finished children, the stream server and the daemons given with -pids:
 // the work of every process involved, which a busy machine disturbs less
 // than the wall time) and the medians of the per-iteration ratios
-// (cat/best, pin/best, add/sha256, add/kubo-add). scripts/bench/transfer.sh
+// (cat/best, pin/best, add/sha256, add/kubo-add, cat/kubo-cat). scripts/bench/transfer.sh
 // starts the daemons and runs it.
 //
 //	transfer -weft BIN -a REPO_A -b REPO_B [-pids PID,PID] [-iters 5] [-size 268435456] [-kubo IPFS_BIN]
@@ -54,6 +58,9 @@ import (
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/weft-p2p/weft/node/proc"
+	"github.com/weft-p2p/weft/scripts/bench/internal/kubo"
 )
 
 const streamProto = "/weft-bench/transfer/1.0.0"
@@ -237,7 +244,7 @@ func run() error {
 	repoB := flag.String("b", "", "repo of daemon B (cat, pin add), connected to A")
 	iters := flag.Int("iters", 5, "iterations (at least 3)")
 	size := flag.Int64("size", 256<<20, "bytes per transfer")
-	kubo := flag.String("kubo", "", "Kubo binary (ipfs) to add the same bytes offline, as a baseline for add")
+	kubo := flag.String("kubo", "", "Kubo binary (ipfs): baselines for add (offline) and, as root, for cat (two Kubo daemons)")
 	pids := flag.String("pids", "", "comma-separated PIDs of the daemons, for their CPU time")
 	flag.Parse()
 	if *weft == "" || *repoA == "" || *repoB == "" || *iters < 3 {
@@ -362,6 +369,20 @@ func run() error {
 		}
 	}
 
+	var kuboCat func() (time.Duration, error) // nil: no Kubo cat baseline
+	if *kubo != "" {
+		if os.Geteuid() != 0 {
+			fmt.Println("Kubo cat baseline skipped: it runs Kubo in a loopback-only network namespace, which needs root")
+		} else {
+			cat, stop, err := kuboPair(ctx, *kubo, filepath.Dir(kuboRepo), *size)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			kuboCat = cat
+		}
+	}
+
 	res := &result{secs: map[string][]float64{}, cpu: map[string][]float64{}}
 	// timed runs fn as step name, recording its wall and CPU time.
 	timed := func(name string, fn func() error) (time.Duration, error) {
@@ -372,7 +393,7 @@ func run() error {
 		res.cpu[name] = append(res.cpu[name], (meter.now() - c0).Seconds())
 		return d, err
 	}
-	var catBest, pinBest, addSha, addKubo []float64
+	var catBest, pinBest, addSha, addKubo, catKubo []float64
 	fmt.Printf("%d iterations of %d MiB each\n", *iters, *size>>20)
 	for i := range *iters {
 		var best time.Duration
@@ -423,6 +444,13 @@ func run() error {
 			return err
 		}
 		catBest = append(catBest, best.Seconds()/dCat.Seconds())
+		if kuboCat != nil {
+			var d time.Duration
+			if _, err := timed("kubo-cat", func() (err error) { d, err = kuboCat(); return err }); err != nil {
+				return err
+			}
+			catKubo = append(catKubo, d.Seconds()/dCat.Seconds())
+		}
 
 		if _, pinCID, err = addA(); err != nil {
 			return err
@@ -465,5 +493,105 @@ func run() error {
 	if len(addKubo) > 0 {
 		fmt.Printf("  add / kubo add       %.2f\n", median(addKubo))
 	}
+	if len(catKubo) > 0 {
+		fmt.Printf("  cat / kubo cat       %.2f\n", median(catKubo))
+	}
 	return nil
+}
+
+// kuboPair starts two Kubo daemons under dir, B bootstrapped to A, in a
+// loopback-only network namespace. cat adds a fresh file of size bytes on A
+// (untimed) and returns how long `ipfs cat` of it on B took, its output
+// discarded. stop stops both daemons and removes the namespace.
+func kuboPair(ctx context.Context, bin, dir string, size int64) (cat func() (time.Duration, error), stop func(), err error) {
+	k, err := kubo.NewNet(ctx, bin)
+	if err != nil {
+		return nil, nil, err
+	}
+	var ps []*proc.Process
+	stop = func() {
+		for _, p := range ps {
+			p.Stop(10 * time.Second)
+		}
+		k.Close()
+	}
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
+	var seed string
+	repos := []string{filepath.Join(dir, "kubo-a"), filepath.Join(dir, "kubo-b")}
+	for _, repo := range repos {
+		if err := k.Init(ctx, repo, seed); err != nil {
+			return nil, nil, err
+		}
+		cmd := k.Command(context.Background(), repo, "daemon")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+		p, err := proc.Start(cmd)
+		if err != nil {
+			return nil, nil, fmt.Errorf("start Kubo daemon: %w", err)
+		}
+		ps = append(ps, p)
+		rctx, cancel := context.WithTimeout(ctx, time.Minute)
+		err = k.WaitReady(rctx, repo, func() error {
+			select {
+			case <-p.Done():
+				return fmt.Errorf("exited: %v", p.Err())
+			default:
+				return nil
+			}
+		})
+		cancel()
+		if err != nil {
+			return nil, nil, err
+		}
+		if seed == "" {
+			if seed, err = k.Addr(ctx, repo); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	if _, err := k.Run(ctx, repos[1], "swarm", "connect", seed); err != nil {
+		return nil, nil, err
+	}
+	cat = func() (time.Duration, error) {
+		add := k.Command(ctx, repos[0], "add", "-q", "--cid-version=1", "--raw-leaves", "--chunker=size-1048576", "--pin=false", "-")
+		add.Stdin = newPattern(size)
+		out, err := add.Output()
+		if err != nil {
+			return 0, fmt.Errorf("kubo add on A: %w", err)
+		}
+		c := strings.TrimSpace(string(out))
+		catCmd := k.Command(ctx, repos[1], "cat", c)
+		var se strings.Builder
+		catCmd.Stderr = &se
+		t0 := time.Now()
+		n, err := countOutput(catCmd)
+		d := time.Since(t0)
+		if err != nil {
+			return 0, fmt.Errorf("kubo cat on B: %w: %s", err, se.String())
+		}
+		if n != size {
+			return 0, fmt.Errorf("kubo cat on B: %d bytes, want %d", n, size)
+		}
+		return d, nil
+	}
+	return cat, stop, nil
+}
+
+// countOutput runs cmd and returns how many bytes it wrote to stdout.
+func countOutput(cmd *exec.Cmd) (int64, error) {
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	n, cerr := io.CopyBuffer(io.Discard, out, make([]byte, 1<<20))
+	if err := cmd.Wait(); err != nil {
+		return n, err
+	}
+	return n, cerr
 }
