@@ -28,12 +28,6 @@ const (
 	trimQuietCPU   = 250 * time.Millisecond
 	// trimSlack is how much garbage and free heap is left alone.
 	trimSlack = 2 << 20
-	// remapSlack is how much of the binary may be mapped again since the
-	// trimmer last released it before a quiet look releases it again, even
-	// though no look was busy: work too short to count as busy can still
-	// map 15 MiB of code, while what an idle daemon runs maps about 8 MiB
-	// back (so a release does not repeat at every look).
-	remapSlack = 12 << 20
 )
 
 // memStats are the runtime/metrics the trimmer reads.
@@ -78,26 +72,16 @@ func isQuiet(prev, cur memStats) bool {
 	return cur.allocs-prev.allocs < trimQuietBytes && cur.cpu-prev.cpu < trimQuietCPU
 }
 
-// remappedMuch says whether more than remapSlack of the binary is mapped
-// again since the last release (released: mapped just after it), so a
-// quiet look should release it even though no look was busy. mapped and
-// released are binaryRSS readings, 0 where unknown.
-func remappedMuch(mapped, released int64) bool {
-	return mapped > released+remapSlack
-}
-
 // trimMemory runs the trimmer until ctx ends; trims counts what it did.
-// At its first look, at the first quiet look after a busy one, and at a
-// quiet look that finds much of the binary mapped again, it also releases
-// the pages of the binary that start-up or the work touched
+// At its first look, and at the first quiet look after a busy one, it also
+// releases the pages of the binary that start-up or the work touched
 // (releaseBinaryPages): the code of an add or a fetch is not what an idle
 // daemon runs.
 func (n *Node) trimMemory(ctx context.Context, every time.Duration, trims func()) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	prev := readMemStats()
-	release := true    // start-up was busy
-	var released int64 // binary mapped just after the last release
+	release := true // start-up was busy
 	for {
 		select {
 		case <-ctx.Done():
@@ -116,15 +100,13 @@ func (n *Node) trimMemory(ctx context.Context, every time.Duration, trims func()
 			release = true
 			continue
 		}
-		// After the collection, which reads the binary's tables too.
-		if release || remappedMuch(binaryRSS(), released) {
+		if release { // after the collection, which reads the binary's tables too
 			release = false
 			if bytes, err := releaseBinaryPages(); err != nil {
 				n.log.Warn("memory trimmer", "err", err)
 			} else {
 				n.log.Debug("memory trimmer: released the binary's pages", "bytes", bytes)
 			}
-			released = binaryRSS()
 		}
 	}
 }

@@ -53,26 +53,6 @@ func releaseBinaryPages() (int64, error) {
 	return released, sc.Err()
 }
 
-// binaryRSS is the process's file-backed resident memory (RssFile in
-// /proc/self/status), which for weft is almost all the binary's pages; 0
-// if it cannot be read.
-func binaryRSS() int64 {
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for line := range strings.Lines(string(data)) {
-		if rest, ok := strings.CutPrefix(line, "RssFile:"); ok {
-			kib, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			if err != nil {
-				return 0
-			}
-			return kib << 10
-		}
-	}
-	return 0
-}
-
 func madviseRange(start, length uintptr) error {
 	if _, _, errno := unix.Syscall(unix.SYS_MADVISE, start, length, unix.MADV_DONTNEED); errno != 0 {
 		return errno

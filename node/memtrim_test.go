@@ -24,21 +24,3 @@ func TestShouldTrim(t *testing.T) {
 		}
 	}
 }
-
-func TestRemappedMuch(t *testing.T) {
-	const mib = 1 << 20
-	for _, tc := range []struct {
-		name             string
-		mapped, released int64
-		want             bool
-	}{
-		{"just released", 3 * mib, 3 * mib, false},
-		{"what idle work maps back", 11 * mib, 3 * mib, false},
-		{"a light fetch mapped 16 MiB more", 24 * mib, 3 * mib, true},
-		{"unknown (off Linux)", 0, 0, false},
-	} {
-		if got := remappedMuch(tc.mapped, tc.released); got != tc.want {
-			t.Errorf("%s: remappedMuch = %v, want %v", tc.name, got, tc.want)
-		}
-	}
-}
