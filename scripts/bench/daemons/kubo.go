@@ -74,28 +74,15 @@ func (b *bench) kuboSwarm(ctx context.Context) (*KuboResult, error) {
 		}
 	}
 	fmt.Printf("    %d Kubo daemons ready; waiting up to %s for each to be connected to the %d others\n", n, b.o.formWait, n-1)
-	t0 := time.Now()
-	fctx, cancel := context.WithTimeout(ctx, b.o.formWait)
-	defer cancel()
-	for {
+	r.FormationS, r.Formed, err = b.waitFormed(ctx, 500*time.Millisecond, func(fctx context.Context) bool {
 		r.PeersMin, r.PeersMedian = kuboPeers(fctx, k, ds)
-		if r.PeersMin >= n-1 {
-			r.Formed = true
-			break
-		}
-		if fctx.Err() != nil {
-			if ctx.Err() != nil {
-				return r, ctx.Err()
-			}
-			fmt.Printf("    not fully connected after %s (fewest peers %d of %d); measuring anyway\n", b.o.formWait, r.PeersMin, n-1)
-			break
-		}
-		select {
-		case <-fctx.Done():
-		case <-time.After(500 * time.Millisecond):
-		}
+		return r.PeersMin >= n-1
+	}, func() string {
+		return fmt.Sprintf("connected (fewest peers %d of %d)", r.PeersMin, n-1)
+	})
+	if err != nil {
+		return r, err
 	}
-	r.FormationS = time.Since(t0).Seconds()
 	if r.Formed {
 		fmt.Printf("    connected in %.1fs (peers per node: min %d, median %d)\n", r.FormationS, r.PeersMin, r.PeersMedian)
 	}

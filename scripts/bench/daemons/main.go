@@ -794,31 +794,19 @@ func (b *bench) swarm(ctx context.Context) (*SwarmResult, error) {
 	}
 	fmt.Printf("    %d daemons ready; waiting up to %s for every routing table to hold the %d others\n", n, b.o.formWait, n-1)
 	r := &SwarmResult{Nodes: n}
-	t0 := time.Now()
-	fctx, cancel := context.WithTimeout(ctx, b.o.formWait)
-	defer cancel()
-	for {
+	var err error
+	r.FormationS, r.Formed, err = b.waitFormed(ctx, 200*time.Millisecond, func(fctx context.Context) bool {
 		sts, err := statuses(fctx, ds)
 		if err == nil {
 			r.RoutingTableMin, r.PeersMin, r.PeersMedian = swarmShape(sts)
-			if r.RoutingTableMin == n-1 {
-				r.Formed = true
-				break
-			}
 		}
-		if fctx.Err() != nil {
-			if ctx.Err() != nil {
-				return r, ctx.Err()
-			}
-			fmt.Printf("    not fully formed after %s (smallest routing table %d of %d); measuring anyway\n", b.o.formWait, r.RoutingTableMin, n-1)
-			break
-		}
-		select {
-		case <-fctx.Done():
-		case <-time.After(200 * time.Millisecond):
-		}
+		return err == nil && r.RoutingTableMin == n-1
+	}, func() string {
+		return fmt.Sprintf("formed (smallest routing table %d of %d)", r.RoutingTableMin, n-1)
+	})
+	if err != nil {
+		return r, err
 	}
-	r.FormationS = time.Since(t0).Seconds()
 	if r.Formed {
 		fmt.Printf("    formed in %.1fs (peers per node: min %d, median %d)\n", r.FormationS, r.PeersMin, r.PeersMedian)
 	}
@@ -838,6 +826,31 @@ func (b *bench) swarm(ctx context.Context) (*SwarmResult, error) {
 		r.RoutingTableMin, r.PeersMin, r.PeersMedian = swarmShape(sts)
 	}
 	return r, nil
+}
+
+// waitFormed polls formed every poll until it holds or -form-wait passes,
+// and returns how long that took and whether it held. far says, for the
+// message printed when it did not, how far the swarm got.
+func (b *bench) waitFormed(ctx context.Context, poll time.Duration, formed func(context.Context) bool, far func() string) (float64, bool, error) {
+	t0 := time.Now()
+	fctx, cancel := context.WithTimeout(ctx, b.o.formWait)
+	defer cancel()
+	for {
+		if formed(fctx) {
+			return time.Since(t0).Seconds(), true, nil
+		}
+		if fctx.Err() != nil {
+			if ctx.Err() != nil {
+				return time.Since(t0).Seconds(), false, ctx.Err()
+			}
+			fmt.Printf("    not fully %s after %s; measuring anyway\n", far(), b.o.formWait)
+			return time.Since(t0).Seconds(), false, nil
+		}
+		select {
+		case <-fctx.Done():
+		case <-time.After(poll):
+		}
+	}
 }
 
 // summarizeSwarm fills r's totals and per-daemon medians from an idle
