@@ -102,10 +102,10 @@ func (n *Node) trimMemory(ctx context.Context, every time.Duration, trims func()
 		}
 		if release { // after the collection, which reads the binary's tables too
 			release = false
-			if bytes, err := releaseBinaryPages(); err != nil {
+			if released, err := releaseBinaryPages(); err != nil {
 				n.log.Warn("memory trimmer", "err", err)
 			} else {
-				n.log.Debug("memory trimmer: released the binary's pages", "bytes", bytes)
+				n.log.Debug("memory trimmer: released the binary's pages", "bytes", released)
 			}
 		}
 	}
