@@ -545,8 +545,7 @@ func (t *Testnet) dialBootstrap(ctx context.Context, ns []*NodeState) {
 // of a testnet of n nodes, or "" to leave Go's default. With many more
 // daemons than cores (over 25 a core) each is idle most of the time, and an
 // idle Go process with several Ps spins up one more thread per wake-up
-// looking for work:
-// measured in a 30-daemon swarm on 2 cores, GOMAXPROCS=1 cut idle CPU from
+// looking for work: measured in a 30-daemon swarm on 2 cores, GOMAXPROCS=1 cut idle CPU from
 // 0.22% to 0.15% of a core per daemon and anonymous memory from 19.8 to
 // 14.6 MiB. A GOMAXPROCS in the environment wins.
 func daemonProcs(n int) string {

@@ -7,10 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
-	"github.com/weft-p2p/weft/node/proc"
 	"github.com/weft-p2p/weft/scripts/bench/internal/kubo"
 )
 
@@ -61,10 +59,7 @@ func (b *bench) kuboSwarm(ctx context.Context) (*KuboResult, error) {
 			return r, err
 		}
 		ds = append(ds, d)
-		rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		err = k.WaitReady(rctx, repo, func() error { return pause(rctx, d, 0) })
-		cancel()
-		if err != nil {
+		if err := k.WaitReady(ctx, repo, d.p); err != nil {
 			return r, err
 		}
 		if i == 0 {
@@ -104,13 +99,10 @@ func (b *bench) startKubo(k *kubo.Net, repo, name string) (*daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := k.Command(context.Background(), repo, "daemon")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	p, err := proc.Start(cmd)
-	logf.Close()
+	p, err := k.StartDaemon(repo, logf)
+	logf.Close() // the daemon has its own descriptor
 	if err != nil {
-		return nil, fmt.Errorf("start Kubo daemon %s: %w", name, err)
+		return nil, err
 	}
 	d := &daemon{name: name, repo: repo, p: p, pid: p.PID}
 	b.mu.Lock()

@@ -526,24 +526,12 @@ func kuboPair(ctx context.Context, bin, dir string, size int64) (cat func() (tim
 		if err := k.Init(ctx, repo, seed); err != nil {
 			return nil, nil, err
 		}
-		cmd := k.Command(context.Background(), repo, "daemon")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-		p, err := proc.Start(cmd)
+		p, err := k.StartDaemon(repo, nil)
 		if err != nil {
-			return nil, nil, fmt.Errorf("start Kubo daemon: %w", err)
+			return nil, nil, err
 		}
 		ps = append(ps, p)
-		rctx, cancel := context.WithTimeout(ctx, time.Minute)
-		err = k.WaitReady(rctx, repo, func() error {
-			select {
-			case <-p.Done():
-				return fmt.Errorf("exited: %v", p.Err())
-			default:
-				return nil
-			}
-		})
-		cancel()
-		if err != nil {
+		if err := k.WaitReady(ctx, repo, p); err != nil {
 			return nil, nil, err
 		}
 		if seed == "" {

@@ -11,12 +11,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"github.com/weft-p2p/weft/node/proc"
 )
 
 var nets atomic.Int64
@@ -100,19 +104,34 @@ func (k *Net) Init(ctx context.Context, repo, bootstrap string) error {
 	return err
 }
 
-// WaitReady waits until the daemon on repo answers "ipfs id", or until
-// alive returns an error (the daemon exited) or ctx ends.
-func (k *Net) WaitReady(ctx context.Context, repo string, alive func() error) error {
+// StartDaemon starts "ipfs daemon" on repo, its output to log (nil:
+// discarded). If this program dies without stopping it, the kernel sends
+// it SIGTERM.
+func (k *Net) StartDaemon(repo string, log io.Writer) (*proc.Process, error) {
+	cmd := k.Command(context.Background(), repo, "daemon")
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	p, err := proc.Start(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("kubo: start daemon on %s: %w", repo, err)
+	}
+	return p, nil
+}
+
+// WaitReady waits until daemon p on repo answers "ipfs id", up to a minute,
+// or until p exits or ctx ends.
+func (k *Net) WaitReady(ctx context.Context, repo string, p *proc.Process) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
 	for {
 		if _, err := os.Stat(filepath.Join(repo, "api")); err == nil {
 			if _, err := k.Run(ctx, repo, "id"); err == nil {
 				return nil
 			}
 		}
-		if err := alive(); err != nil {
-			return fmt.Errorf("kubo daemon %s: %w", repo, err)
-		}
 		select {
+		case <-p.Done():
+			return fmt.Errorf("kubo daemon %s exited: %v", repo, p.Err())
 		case <-ctx.Done():
 			return fmt.Errorf("kubo daemon %s: waiting for it to answer: %w", repo, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
