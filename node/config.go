@@ -99,13 +99,16 @@ type AddressesConfig struct {
 // NATConfig configures how the node finds out whether it can be reached from
 // outside its network, and how it gets through a NAT.
 type NATConfig struct {
-	AutoNAT            bool   `toml:"autonat" comment:"Ask peers to dial each address back (AutoNAT v2) and answer their requests (its server is rate-limited by go-libp2p: 60 a minute, 12 per peer). The verdict (public, private, unknown) shows in 'weft status' and /metrics."`
-	AutoNATService     bool   `toml:"autonat_service" comment:"Also answer AutoNAT v1 requests (older peers), within service_global_limit and service_peer_limit requests a minute."`
-	ServiceGlobalLimit int    `toml:"service_global_limit" comment:"AutoNAT v1 requests answered a minute, all peers together."`
-	ServicePeerLimit   int    `toml:"service_peer_limit" comment:"AutoNAT v1 requests answered a minute for one peer."`
-	Reachability       string `toml:"reachability" comment:"Force the verdict instead of detecting it: \"\" (detect), \"public\" or \"private\". For nodes whose situation is known, and testnets."`
-	PortMap            bool   `toml:"port_map" comment:"Ask the router for a port mapping with UPnP IGD or NAT-PMP. On in the public profile."`
-	HolePunching       bool   `toml:"hole_punching" comment:"Upgrade a relayed connection to a direct one by hole punching (DCUtR); the relayed one is closed once the direct one works."`
+	AutoNAT            bool     `toml:"autonat" comment:"Ask peers to dial each address back (AutoNAT v2) and answer their requests (its server is rate-limited by go-libp2p: 60 a minute, 12 per peer). The verdict (public, private, unknown) shows in 'weft status' and /metrics."`
+	AutoNATService     bool     `toml:"autonat_service" comment:"Also answer AutoNAT v1 requests (older peers), within service_global_limit and service_peer_limit requests a minute."`
+	ServiceGlobalLimit int      `toml:"service_global_limit" comment:"AutoNAT v1 requests answered a minute, all peers together."`
+	ServicePeerLimit   int      `toml:"service_peer_limit" comment:"AutoNAT v1 requests answered a minute for one peer."`
+	Reachability       string   `toml:"reachability" comment:"Force the verdict instead of detecting it: \"\" (detect), \"public\" or \"private\". For nodes whose situation is known, and testnets."`
+	PortMap            bool     `toml:"port_map" comment:"Ask the router for a port mapping with UPnP IGD or NAT-PMP. On in the public profile."`
+	HolePunching       bool     `toml:"hole_punching" comment:"Upgrade a relayed connection to a direct one by hole punching (DCUtR); the relayed one is closed once the direct one works."`
+	PortSweep          bool     `toml:"port_sweep" comment:"When DCUtR cannot punch (this node or the peer behind a NAT that gives each destination a new port, the other behind one that keeps its port), find that port by sending a small UDP datagram to each port of the peer's router, then connect over QUIC. At most one sweep at a time, a peer once in 10 minutes, 10 sprays an hour, only to public IPv4 addresses."`
+	PortSweepAfter     Duration `toml:"port_sweep_after" comment:"How long a relayed connection this node dialed waits for DCUtR before a sweep."`
+	PortSweepRate      int      `toml:"port_sweep_rate" comment:"Datagrams a second while sweeping (64,512 ports at most: 3.2 s at 20,000)."`
 }
 
 // RelayConfig configures circuit relay v2: the client that reserves slots on
@@ -295,6 +298,9 @@ func DefaultConfig(profile string) (Config, error) {
 			ServiceGlobalLimit: 30,
 			ServicePeerLimit:   3,
 			HolePunching:       true,
+			PortSweep:          true,
+			PortSweepAfter:     Duration(3 * time.Second),
+			PortSweepRate:      20000,
 		},
 		Relay: DefaultRelayConfig(),
 		Pubsub: PubsubConfig{

@@ -23,6 +23,9 @@ func natConfig(cfg Config) (p2p.NATConfig, error) {
 		Reachability:       cfg.NAT.Reachability,
 		PortMap:            cfg.NAT.PortMap,
 		HolePunching:       cfg.NAT.HolePunching,
+		PortSweep:          cfg.NAT.PortSweep && cfg.NAT.HolePunching,
+		PortSweepAfter:     cfg.NAT.PortSweepAfter.D(),
+		PortSweepRate:      cfg.NAT.PortSweepRate,
 		RelayClient:        cfg.Relay.Client,
 		RelayService:       cfg.Relay.Service,
 		RelayResources: relayv2.Resources{

@@ -52,6 +52,14 @@ type NATConfig struct {
 	PortMap bool
 	// HolePunching upgrades relayed connections to direct ones (DCUtR).
 	HolePunching bool
+	// PortSweep finds the port an endpoint-dependent ("symmetric") NAT
+	// gave a peer when DCUtR cannot (sweep.go): QUIC only, bounded.
+	// PortSweepAfter is how long a relayed connection this node dialed
+	// waits for DCUtR first (default 3 s); PortSweepRate the datagrams a
+	// second while spraying (default 20,000).
+	PortSweep      bool
+	PortSweepAfter time.Duration
+	PortSweepRate  int
 	// RelayClient reserves slots on relays while the node is not publicly
 	// reachable: StaticRelays first, then relays found among connected peers
 	// and the DHT's routing table.
@@ -352,6 +360,14 @@ func (n *Network) watchNAT(ctx context.Context) error {
 	w := &natWatch{}
 	n.natw = w
 	close(n.natReady)
+	var sw *sweeper
+	if n.cfg.NAT.PortSweep && len(n.quicCMs) > 0 {
+		sw = newSweeper(n, n.quicCMs)
+		if err := sw.start(ctx); err != nil {
+			sub.Close()
+			return err
+		}
+	}
 	n.Host.Network().Notify(&network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
 		if !isCircuit(c.RemoteMultiaddr()) {
 			n.retireRelayed(ctx, c.RemotePeer())
@@ -366,6 +382,9 @@ func (n *Network) watchNAT(ctx context.Context) error {
 			w.closed = true
 			w.mu.Unlock()
 			w.retireWG.Wait()
+			if sw != nil {
+				sw.close()
+			}
 		}()
 		for {
 			select {

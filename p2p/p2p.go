@@ -25,12 +25,15 @@ import (
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	lp2pconnmgr "github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/discovery"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/core/transport"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
@@ -38,6 +41,7 @@ import (
 	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
 )
@@ -238,7 +242,8 @@ type Network struct {
 	gate      *gate
 	scores    *scoreWatch
 	natw      *natWatch
-	natReady  chan struct{} // closed once Host and DHT are set (nat.go)
+	quicCMs   []*quicreuse.ConnManager // QUIC socket managers, set while libp2p.New runs; none without QUIC
+	natReady  chan struct{}            // closed once Host and DHT are set (nat.go)
 
 	topicsMu sync.Mutex
 	topics   map[string]*pubsub.Topic // joined topics, see Topic
@@ -292,6 +297,7 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 	if len(cfg.Transports) > 0 {
 		transports, quicOn = cfg.Transports, false
 	}
+	gate := newGate(cfg.AllowPeers) // allowlist, and the deny set of Block (partition.go)
 	opts := []libp2p.Option{
 		libp2p.Identity(cfg.Identity),
 		libp2p.ListenAddrs(listen...),
@@ -303,15 +309,21 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 		libp2p.UserAgent("weft"),
 		libp2p.DisableMetrics(),
 	}
+	n := &Network{cfg: cfg, cm: cm, listening: listen, gate: gate, natReady: make(chan struct{}), topics: map[string]*pubsub.Topic{}}
 	if quicOn {
-		opts = append(opts, libp2p.Transport(quic.NewTransport))
+		// go-libp2p's QUIC transport, keeping its socket managers: the
+		// sweep punch (sweep.go) sends datagrams from the QUIC socket.
+		// AutoNAT's dial-back hosts, which libp2p.New builds from the same
+		// options, have managers of their own (without listeners).
+		opts = append(opts, libp2p.Transport(func(key crypto.PrivKey, qcm *quicreuse.ConnManager, psk pnet.PSK, g lp2pconnmgr.ConnectionGater, rcm network.ResourceManager) (transport.Transport, error) {
+			n.quicCMs = append(n.quicCMs, qcm)
+			return quic.NewTransport(key, qcm, psk, g, rcm)
+		}))
 	}
 	if cfg.PSK != nil {
 		opts = append(opts, libp2p.PrivateNetwork(cfg.PSK))
 	}
-	gate := newGate(cfg.AllowPeers) // allowlist, and the deny set of Block (partition.go)
 	opts = append(opts, libp2p.ConnectionGater(gate))
-	n := &Network{cfg: cfg, cm: cm, listening: listen, gate: gate, natReady: make(chan struct{}), topics: map[string]*pubsub.Topic{}}
 	natOpts, err := natOptions(&n.cfg.NAT, n)
 	if err != nil {
 		rm.Close()

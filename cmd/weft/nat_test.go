@@ -161,8 +161,10 @@ func tailString(s string, n int) string {
 // dropped silently). A and B reserve slots on the relay, B connects to A
 // through it, hole punching (DCUtR) upgrades the pair to a direct
 // connection, weft closes the relayed one, and B fetches a file from A.
-// The time from the relayed connect to the direct connection is logged.
-// It needs root (namespaces, nftables); without root it says so and skips.
+// C, behind a symmetric NAT, then connects to A through the relay and the
+// sweep punch gives them a direct QUIC connection; D, symmetric too,
+// fetches from C over the relay. The times from the relayed connects to
+// the direct connections, and the fetch rates, are logged. It needs root (namespaces, nftables); without root it says so and skips.
 func TestNATHolePunch(t *testing.T) {
 	if why := testnet.CanNATLab(); why != "" {
 		if why == "not root" || runtime.GOOS != "linux" {
@@ -171,7 +173,7 @@ func TestNATHolePunch(t *testing.T) {
 		t.Fatalf("cannot build the NAT lab: %s", why)
 	}
 	if testing.Short() {
-		t.Skip("builds the weft binary and a NAT lab of 9 namespaces")
+		t.Skip("builds the weft binary and a NAT lab of 12 namespaces")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -179,7 +181,7 @@ func TestNATHolePunch(t *testing.T) {
 
 	id := fmt.Sprintf("%04x", os.Getpid()&0xffff)
 	lab, err := testnet.NewNATLab(ctx, id, []string{"relay", "o1", "o2", "o3"},
-		map[string]testnet.NATKind{"a": testnet.NATPortRestricted, "b": testnet.NATPortRestricted, "c": testnet.NATSymmetric})
+		map[string]testnet.NATKind{"a": testnet.NATPortRestricted, "b": testnet.NATPortRestricted, "c": testnet.NATSymmetric, "d": testnet.NATSymmetric})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,27 +236,27 @@ func TestNATHolePunch(t *testing.T) {
 			{"bootstrap", string(bootTOML)},
 		})
 	}
-	a, b, c := private["a"], private["b"], private["c"]
+	a, b, c, d := private["a"], private["b"], private["c"], private["d"]
 
 	// AutoNAT gives everyone the right verdict within 60 s of start: the
 	// observers (not forced, unlike the relay) public, the nodes behind
 	// the port-restricted and symmetric routers private.
 	verdicts := func() string {
 		var out []string
-		for _, d := range append(public[1:], a, b, c) {
-			out = append(out, d.h.Name+"="+d.status(t).NAT.Reachability)
+		for _, x := range append(public[1:], a, b, c, d) {
+			out = append(out, x.h.Name+"="+x.status(t).NAT.Reachability)
 		}
 		return strings.Join(out, " ")
 	}
-	want := "o1=public o2=public o3=public a=private b=private c=private"
+	want := "o1=public o2=public o3=public a=private b=private c=private d=private"
 	nodetest.WaitFor(t, time.Until(started.Add(60*time.Second)), "AutoNAT verdicts "+want, func() bool {
 		return verdicts() == want
 	})
 	t.Logf("AutoNAT verdicts right %v after the first daemon started", time.Since(started).Round(100*time.Millisecond))
 
-	for _, d := range []*labDaemon{a, b, c} {
-		nodetest.WaitFor(t, 90*time.Second, d.h.Name+" holds a reservation on the relay", func() bool {
-			return slices.Contains(d.status(t).NAT.Relays, relay.id)
+	for _, x := range []*labDaemon{a, b, c, d} {
+		nodetest.WaitFor(t, 90*time.Second, x.h.Name+" holds a reservation on the relay", func() bool {
+			return slices.Contains(x.status(t).NAT.Relays, relay.id)
 		})
 	}
 	// AutoNAT: A and B, behind routers that keep their port, learn their
@@ -325,21 +327,55 @@ func TestNATHolePunch(t *testing.T) {
 		t.Errorf("an unsolicited TCP dial to A's router failed at once (%v: %s), want a silent drop (timeout)", err, out)
 	}
 
-	// C is behind a symmetric NAT: hole punching cannot work, and the pair
-	// stays on the relay, which still carries the same fetch (this relay
-	// allows 64 MiB per connection).
+	// C is behind a symmetric NAT, which gives each destination a fresh
+	// port: DCUtR cannot punch it against A's port-restricted router. The
+	// sweep does: C probes A's mapping, A sprays C's router's ports until a
+	// probe comes through, then dials QUIC to the port it came from.
+	start = time.Now()
 	c.cli(t, "connect", circuit)
+	nodetest.WaitFor(t, 60*time.Second, "C's connection to A turns direct (sweep) and the relayed one is closed", func() bool {
+		p, ok := c.peer(t, a.id)
+		direct = p
+		return ok && p.Direct && !p.Relayed
+	})
+	t.Logf("C (symmetric) to A (port-restricted): relayed connect to direct connection: %v, over %s (%s)", time.Since(start).Round(time.Millisecond), direct.Transport, direct.Addr)
+	if direct.Transport != "quic-v1" {
+		t.Errorf("C's direct connection to A is over %s, want quic-v1 (the sweep punches UDP)", direct.Transport)
+	}
+	nodetest.WaitFor(t, 10*time.Second, "A's log records the sweep's direct connection to C", func() bool {
+		log, _ := os.ReadFile(a.logf)
+		for _, ln := range strings.Split(string(log), "\n") {
+			if strings.Contains(ln, "sweep punch: direct connection") && strings.Contains(ln, c.id) {
+				t.Logf("A: %s", ln[strings.Index(ln, "msg="):])
+				return true
+			}
+		}
+		return false
+	})
 	fstart = time.Now()
 	got = c.cli(t, "cat", cid)
 	fd = time.Since(fstart)
 	if got != string(data) {
-		t.Fatalf("C fetched %d bytes from A over the relay that differ from the %d added", len(got), len(data))
+		t.Fatalf("C fetched %d bytes from A that differ from the %d added", len(got), len(data))
 	}
-	p, ok := c.peer(t, a.id)
+	t.Logf("fetch of %d MiB from A to C over the swept direct connection: %v (%.1f MiB/s, incl. CLI start)", len(data)>>20, fd.Round(time.Millisecond), float64(len(data))/(1<<20)/fd.Seconds())
+
+	// D and C are both behind symmetric NATs: neither mapping can be
+	// found from the other side, and the pair stays on the relay, which
+	// carries the same fetch (this relay allows 64 MiB per connection).
+	cidC := strings.TrimSpace(c.cli(t, "add", "-q", src))
+	d.cli(t, "connect", relay.addr("tcp")+"/p2p-circuit/p2p/"+c.id)
+	fstart = time.Now()
+	got = d.cli(t, "cat", cidC)
+	fd = time.Since(fstart)
+	if got != string(data) {
+		t.Fatalf("D fetched %d bytes from C over the relay that differ from the %d added", len(got), len(data))
+	}
+	p, ok := d.peer(t, c.id)
 	if !ok || !p.Relayed || p.Direct {
-		t.Errorf("C's connection to A is %+v, want relayed only (symmetric NAT)", p)
+		t.Errorf("D's connection to C is %+v, want relayed only (symmetric NATs on both sides)", p)
 	}
-	t.Logf("fetch of %d MiB from A to C over the relay: %v (%.1f MiB/s, incl. CLI start)", len(data)>>20, fd.Round(time.Millisecond), float64(len(data))/(1<<20)/fd.Seconds())
+	t.Logf("fetch of %d MiB from C to D over the relay: %v (%.1f MiB/s, incl. CLI start)", len(data)>>20, fd.Round(time.Millisecond), float64(len(data))/(1<<20)/fd.Seconds())
 }
 
 // TestPrintNAT: `weft status` shows the verdict with its per-transport
