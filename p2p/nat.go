@@ -360,6 +360,23 @@ func (n *Network) watchNAT(ctx context.Context) error {
 	w := &natWatch{}
 	n.natw = w
 	close(n.natReady)
+	wit, err := newWitnesses(n)
+	if err != nil {
+		sub.Close()
+		return err
+	}
+	n.witness = wit
+	if n.cfg.NAT.AutoNAT && n.cfg.NAT.Reachability == "" {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			wit.run(ctx, func() network.Reachability {
+				w.mu.Lock()
+				defer w.mu.Unlock()
+				return w.verdict
+			})
+		}()
+	}
 	var sw *sweeper
 	if n.cfg.NAT.PortSweep && len(n.quicCMs) > 0 {
 		sw = newSweeper(n, n.quicCMs)
@@ -399,6 +416,9 @@ func (n *Network) watchNAT(ctx context.Context) error {
 				case event.EvtLocalReachabilityChanged:
 					w.verdict = ev.Reachability
 					n.cfg.Logger.Info("reachability changed", "verdict", reachName(ev.Reachability))
+					if n.cfg.NAT.AutoNAT && n.cfg.NAT.Reachability == "" {
+						wit.onVerdict(ev.Reachability)
+					}
 				case event.EvtHostReachableAddrsChanged:
 					w.reachable, w.unreach, w.unknown = ev.Reachable, ev.Unreachable, ev.Unknown
 					n.cfg.Logger.Debug("address reachability changed", "reachable", ev.Reachable, "unreachable", ev.Unreachable, "unknown", ev.Unknown)
@@ -459,6 +479,17 @@ func (n *Network) NAT() NATStatus {
 	}
 	if r, ok := n.Host.(interface{ Reachability() network.Reachability }); ok && st.Reachability == ReachUnknown {
 		st.Reachability = reachName(r.Reachability())
+	}
+	// An address AutoNAT judged reachable that witnesses could not reach
+	// (witness.go) counts as unreachable.
+	var witnessed ma.Multiaddr
+	if n.witness != nil {
+		witnessed = n.witness.privateAddr()
+	}
+	if witnessed != nil {
+		st.Reachability = ReachPrivate
+		st.Reachable = slices.DeleteFunc(st.Reachable, witnessed.Equal)
+		st.Unreachable = append(st.Unreachable, witnessed)
 	}
 	for _, a := range st.Unreachable {
 		st.Transports[TransportOf(a)] = ReachPrivate

@@ -242,6 +242,7 @@ type Network struct {
 	gate      *gate
 	scores    *scoreWatch
 	natw      *natWatch
+	witness   *witnesses               // reach witnesses (witness.go); set with natw
 	quicCMs   []*quicreuse.ConnManager // QUIC socket managers, set while libp2p.New runs; none without QUIC
 	natReady  chan struct{}            // closed once Host and DHT are set (nat.go)
 

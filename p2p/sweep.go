@@ -217,9 +217,12 @@ func (u *observedMapping) add(observer string, at netip.AddrPort) {
 	u.order = append(u.order, observer)
 }
 
-// hello describes the mapping: independent when two or more observers saw
-// the same address, dependent when they saw one IP at different ports,
-// unknown otherwise (too few observers, or several outside IPs).
+// hello describes the mapping: independent when one address was seen by
+// two or more observers and by more than half of them (a router that keeps
+// the port may still show an odd one, for a connection that could not
+// reuse the listening port), dependent when every observer saw the same IP
+// at a port of its own, unknown otherwise (too few observers, several
+// outside IPs, or no clear picture).
 func (u *observedMapping) hello() sweepMsg {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -227,26 +230,26 @@ func (u *observedMapping) hello() sweepMsg {
 	if len(u.order) < 2 {
 		return m
 	}
-	first := u.seen[u.order[0]]
-	samePort := true
+	count := map[netip.AddrPort]int{}
+	var top netip.AddrPort
+	sameIP := true
 	var ports []int
 	for i := len(u.order) - 1; i >= 0; i-- { // newest first: the best hints
 		a := u.seen[u.order[i]]
-		if a.Addr() != first.Addr() {
-			return m
+		count[a]++
+		if count[a] > count[top] {
+			top = a
 		}
-		if a.Port() != first.Port() {
-			samePort = false
-		}
+		sameIP = sameIP && a.Addr() == u.seen[u.order[0]].Addr()
 		if len(ports) < maxSweepHints && !slices.Contains(ports, int(a.Port())) {
 			ports = append(ports, int(a.Port()))
 		}
 	}
-	m.IP = first.Addr().String()
-	if samePort {
-		m.Mapping, m.Port = MappingIndependent, int(first.Port())
-	} else {
-		m.Mapping, m.Ports = MappingDependent, ports
+	switch n := count[top]; {
+	case n >= 2 && 2*n > len(u.order):
+		m.Mapping, m.IP, m.Port = MappingIndependent, top.Addr().String(), int(top.Port())
+	case n == 1 && sameIP:
+		m.Mapping, m.IP, m.Ports = MappingDependent, top.Addr().String(), ports
 	}
 	return m
 }
@@ -262,8 +265,8 @@ type sweeper struct {
 	mu       sync.Mutex      // guards the fields below
 	closed   bool
 	wg       sync.WaitGroup
-	lastPeer map[peer.ID]time.Time
-	sprays   []time.Time // starts of the sprays of the last hour
+	lastPeer map[peer.ID]time.Time // peers sprayed within sweepPeerBackoff
+	sprays   []time.Time           // starts of the sprays of the last hour
 }
 
 func newSweeper(n *Network, cms []*quicreuse.ConnManager) *sweeper {
@@ -452,7 +455,7 @@ func (s *sweeper) afterRelayed(ctx context.Context, p peer.ID) {
 // p was busy (and the sweep is worth trying again).
 func (s *sweeper) sweepOnce(ctx context.Context, p peer.ID) (busy bool) {
 	mine := s.hello()
-	if mine.Mapping == MappingUnknown || s.direct(p) || !s.claim(p, sweepTimeout) {
+	if mine.Mapping == MappingUnknown || s.direct(p) || !s.claim(sweepTimeout) {
 		return false
 	}
 	defer s.release()
@@ -466,9 +469,6 @@ func (s *sweeper) sweepOnce(ctx context.Context, p peer.ID) (busy bool) {
 	defer st.Close()
 	err = s.session(sctx, st, mine)
 	if errors.Is(err, errSweepBusy) {
-		s.mu.Lock()
-		delete(s.lastPeer, p)
-		s.mu.Unlock()
 		return true
 	}
 	if err != nil {
@@ -485,7 +485,7 @@ func (s *sweeper) serve(ctx context.Context, st network.Stream) {
 		st.Reset()
 		return
 	}
-	if !s.claim(p, 5*time.Second) {
+	if !s.claim(5 * time.Second) {
 		writeSweepMsg(st, sweepMsg{Kind: "stop", Reason: reasonBusy})
 		return
 	}
@@ -497,49 +497,47 @@ func (s *sweeper) serve(ctx context.Context, st network.Stream) {
 	}
 }
 
-// claim takes the node's sweep slot for p, waiting up to wait, unless p
-// was swept within sweepPeerBackoff.
-func (s *sweeper) claim(p peer.ID, wait time.Duration) bool {
-	s.mu.Lock()
-	last, ok := s.lastPeer[p]
-	s.mu.Unlock()
-	if ok && time.Since(last) < sweepPeerBackoff {
-		return false
-	}
+// claim takes the node's sweep slot, waiting up to wait.
+func (s *sweeper) claim(wait time.Duration) bool {
 	select {
 	case s.slot <- struct{}{}:
+		return true
 	default:
-		t := time.NewTimer(wait)
-		defer t.Stop()
-		select {
-		case s.slot <- struct{}{}:
-		case <-t.C:
-			return false
-		}
 	}
-	s.mu.Lock()
-	s.lastPeer[p] = time.Now()
-	for q, at := range s.lastPeer {
-		if time.Since(at) >= sweepPeerBackoff {
-			delete(s.lastPeer, q)
-		}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case s.slot <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
 	}
-	s.mu.Unlock()
-	return true
 }
 
 func (s *sweeper) release() { <-s.slot }
 
-// spendSpray takes one spray from the hourly budget.
-func (s *sweeper) spendSpray() bool {
+// spendSpray takes one spray toward p from the budget: none if p was
+// sprayed within sweepPeerBackoff or sweepsPerHour sprays were made in the
+// last hour.
+func (s *sweeper) spendSpray(p peer.ID) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.sprays = slices.DeleteFunc(s.sprays, func(t time.Time) bool { return time.Since(t) > time.Hour })
-	if len(s.sprays) >= sweepsPerHour {
-		return false
+	now := time.Now()
+	for q, at := range s.lastPeer {
+		if now.Sub(at) >= sweepPeerBackoff {
+			delete(s.lastPeer, q)
+		}
 	}
-	s.sprays = append(s.sprays, time.Now())
-	return true
+	if _, ok := s.lastPeer[p]; ok {
+		return fmt.Errorf("peer sprayed within %v", sweepPeerBackoff)
+	}
+	s.sprays = slices.DeleteFunc(s.sprays, func(t time.Time) bool { return now.Sub(t) > time.Hour })
+	if len(s.sprays) >= sweepsPerHour {
+		return fmt.Errorf("%d sprays in the last hour: budget spent", sweepsPerHour)
+	}
+	s.sprays = append(s.sprays, now)
+	s.lastPeer[p] = now
+	return nil
 }
 
 func writeSweepMsg(st network.Stream, m sweepMsg) error {
@@ -652,9 +650,9 @@ func (s *sweeper) spray(ctx context.Context, st network.Stream, p peer.ID, msgs 
 		writeSweepMsg(st, sweepMsg{Kind: "stop", Reason: "not a public address"})
 		return fmt.Errorf("prober's address %s is not public", target)
 	}
-	if !s.spendSpray() {
-		writeSweepMsg(st, sweepMsg{Kind: "stop", Reason: "spray budget spent"})
-		return fmt.Errorf("%d sprays in the last hour: budget spent", sweepsPerHour)
+	if err := s.spendSpray(p); err != nil {
+		writeSweepMsg(st, sweepMsg{Kind: "stop", Reason: err.Error()})
+		return err
 	}
 	pc, err := s.packetConn()
 	if err != nil {

@@ -1,6 +1,7 @@
 package p2p
 
 import (
+	ma "github.com/multiformats/go-multiaddr"
 	"net/netip"
 	"slices"
 	"strings"
@@ -19,6 +20,10 @@ func TestObservedMapping(t *testing.T) {
 			sweepMsg{Kind: "hello", Mapping: MappingIndependent, IP: "9.9.9.9", Port: 4001}},
 		{"a port per observer", map[string]string{"1.1.1.1": "9.9.9.9:31000", "2.2.2.2": "9.9.9.9:52000"},
 			sweepMsg{Kind: "hello", Mapping: MappingDependent, IP: "9.9.9.9", Ports: []int{31000, 52000}}},
+		{"one odd port among them", map[string]string{"1.1.1.1": "9.9.9.9:4001", "2.2.2.2": "9.9.9.9:4001", "3.3.3.3": "9.9.9.9:50123"},
+			sweepMsg{Kind: "hello", Mapping: MappingIndependent, IP: "9.9.9.9", Port: 4001}},
+		{"no clear picture", map[string]string{"1.1.1.1": "9.9.9.9:4001", "2.2.2.2": "9.9.9.9:4001", "3.3.3.3": "9.9.9.9:50123", "4.4.4.4": "9.9.9.9:50124"},
+			sweepMsg{Kind: "hello", Mapping: MappingUnknown}},
 		{"two outside addresses", map[string]string{"1.1.1.1": "9.9.9.9:4001", "2.2.2.2": "8.8.8.8:4001"}, sweepMsg{Kind: "hello", Mapping: MappingUnknown}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -149,4 +154,70 @@ func FuzzDecodeSweepMsg(f *testing.F) {
 			t.Fatalf("%d hints accepted", len(m.Ports))
 		}
 	})
+}
+
+func TestDecodeWitnessMsg(t *testing.T) {
+	const pid = "12D3KooWGn6MhR88idbNEGt7UKBTFhSNT4yzjpak1RjXbcLkmkRX"
+	for _, tc := range []struct {
+		line string
+		bad  string // "" when valid
+	}{
+		{`{"kind":"ask","addr":"/ip4/11.0.0.1/tcp/4001","avoid":["11.0.0.2","::1"]}`, ""},
+		{`{"kind":"ask","addr":"/ip4/11.0.0.1/udp/4001/quic-v1"}`, ""},
+		{`{"kind":"dial","peer":"` + pid + `","addr":"/ip4/11.0.0.1/tcp/4001"}`, ""},
+		{`{"kind":"result","reached":true,"witness":"11.0.0.9"}`, ""},
+		{`{"kind":"none","reason":"busy"}`, ""},
+		{`{"kind":"ask","addr":"/ip4/11.0.0.1/tcp/4001/p2p/` + pid + `/p2p-circuit"}`, "not a direct IP address"},
+		{`{"kind":"ask","addr":"/dns4/example.com/tcp/4001"}`, "not a direct IP address"},
+		{`{"kind":"ask","addr":"nonsense"}`, "address"},
+		{`{"kind":"ask","addr":"/ip4/11.0.0.1/tcp/4001","avoid":["eleven"]}`, "avoid"},
+		{`{"kind":"ask","addr":"/ip4/11.0.0.1/tcp/4001","avoid":[` + strings.Repeat(`"1.1.1.1",`, maxWitnessAvoid) + `"1.1.1.1"]}`, "over"},
+		{`{"kind":"dial","peer":"nobody","addr":"/ip4/11.0.0.1/tcp/4001"}`, "peer"},
+		{`{"kind":"result","witness":"x"}`, "witness"},
+		{`{"kind":"shout"}`, "kind"},
+		{`{"kind":"none","reason":"` + strings.Repeat("x", maxWitnessLine) + `"}`, "over"},
+	} {
+		_, err := decodeWitnessMsg([]byte(tc.line))
+		switch {
+		case tc.bad == "" && err != nil:
+			t.Errorf("%.70s: %v", tc.line, err)
+		case tc.bad != "" && (err == nil || !strings.Contains(err.Error(), tc.bad)):
+			t.Errorf("%.70s: error %v, want one saying %q", tc.line, err, tc.bad)
+		}
+	}
+}
+
+// FuzzDecodeWitnessMsg: whatever a peer sends on a witness stream decodes
+// to a message whose address and peer pass the checks, or to an error.
+func FuzzDecodeWitnessMsg(f *testing.F) {
+	f.Add([]byte(`{"kind":"ask","addr":"/ip4/11.0.0.1/tcp/4001","avoid":["11.0.0.2"]}`))
+	f.Add([]byte(`{"kind":"dial","peer":"12D3KooWGn6MhR88idbNEGt7UKBTFhSNT4yzjpak1RjXbcLkmkRX","addr":"/ip4/11.0.0.1/tcp/4001"}`))
+	f.Add([]byte(`{"kind":"result","reached":true,"witness":"11.0.0.9"}`))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		m, err := decodeWitnessMsg(line)
+		if err != nil {
+			return
+		}
+		if m.Kind == "ask" || m.Kind == "dial" {
+			a, err := ma.NewMultiaddr(m.Addr)
+			if err != nil || isCircuit(a) {
+				t.Fatalf("%s with address %q accepted", m.Kind, m.Addr)
+			}
+			if _, err := addrPort(a); err != nil {
+				t.Fatalf("%s with address %q accepted: %v", m.Kind, m.Addr, err)
+			}
+		}
+		if len(m.Avoid) > maxWitnessAvoid {
+			t.Fatalf("%d addresses to avoid accepted", len(m.Avoid))
+		}
+	})
+}
+
+func TestMinuteLimit(t *testing.T) {
+	l := minuteLimit{max: 3}
+	for i := range 5 {
+		if got, want := l.allow(), i < 3; got != want {
+			t.Errorf("request %d allowed %v, want %v", i+1, got, want)
+		}
+	}
 }

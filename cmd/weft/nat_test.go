@@ -173,7 +173,7 @@ func TestNATHolePunch(t *testing.T) {
 		t.Fatalf("cannot build the NAT lab: %s", why)
 	}
 	if testing.Short() {
-		t.Skip("builds the weft binary and a NAT lab of 12 namespaces")
+		t.Skip("builds the weft binary and a NAT lab of 16 namespaces")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -181,7 +181,8 @@ func TestNATHolePunch(t *testing.T) {
 
 	id := fmt.Sprintf("%04x", os.Getpid()&0xffff)
 	lab, err := testnet.NewNATLab(ctx, id, []string{"relay", "o1", "o2", "o3"},
-		map[string]testnet.NATKind{"a": testnet.NATPortRestricted, "b": testnet.NATPortRestricted, "c": testnet.NATSymmetric, "d": testnet.NATSymmetric})
+		map[string]testnet.NATKind{"a": testnet.NATPortRestricted, "b": testnet.NATPortRestricted, "c": testnet.NATSymmetric, "d": testnet.NATSymmetric,
+			"e": testnet.NATAddressRestricted, "f": testnet.NATFullCone})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,23 +237,44 @@ func TestNATHolePunch(t *testing.T) {
 			{"bootstrap", string(bootTOML)},
 		})
 	}
-	a, b, c, d := private["a"], private["b"], private["c"], private["d"]
+	a, b, c, d, e, f := private["a"], private["b"], private["c"], private["d"], private["e"], private["f"]
 
 	// AutoNAT gives everyone the right verdict within 60 s of start: the
-	// observers (not forced, unlike the relay) public, the nodes behind
-	// the port-restricted and symmetric routers private.
+	// observers (not forced, unlike the relay) and F, behind a full-cone
+	// router that lets anyone in at its mapping, public; the nodes behind
+	// the port-restricted and symmetric routers private; and E, behind an
+	// address-restricted router, private too: AutoNAT's dial-backs come
+	// from servers E has contacted and get in, but peers E never contacted
+	// (reach witnesses) cannot reach it.
 	verdicts := func() string {
 		var out []string
-		for _, x := range append(public[1:], a, b, c, d) {
+		for _, x := range append(public[1:], a, b, c, d, e, f) {
 			out = append(out, x.h.Name+"="+x.status(t).NAT.Reachability)
 		}
 		return strings.Join(out, " ")
 	}
-	want := "o1=public o2=public o3=public a=private b=private c=private d=private"
+	want := "o1=public o2=public o3=public a=private b=private c=private d=private e=private f=public"
 	nodetest.WaitFor(t, time.Until(started.Add(60*time.Second)), "AutoNAT verdicts "+want, func() bool {
 		return verdicts() == want
 	})
 	t.Logf("AutoNAT verdicts right %v after the first daemon started", time.Since(started).Round(100*time.Millisecond))
+	// E's private verdict came from the witnesses, F's public one stood
+	// their test.
+	for _, w := range []struct {
+		d    *labDaemon
+		line string
+	}{{e, "peers never contacted cannot reach this node"}, {f, "a peer never contacted reached this node"}} {
+		nodetest.WaitFor(t, 10*time.Second, w.d.h.Name+"'s log records the reach witnesses' answer", func() bool {
+			log, _ := os.ReadFile(w.d.logf)
+			for _, ln := range strings.Split(string(log), "\n") {
+				if strings.Contains(ln, w.line) {
+					t.Logf("%s: %s", w.d.h.Name, ln[strings.Index(ln, "msg="):])
+					return true
+				}
+			}
+			return false
+		})
+	}
 
 	for _, x := range []*labDaemon{a, b, c, d} {
 		nodetest.WaitFor(t, 90*time.Second, x.h.Name+" holds a reservation on the relay", func() bool {
