@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -36,7 +37,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
-	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 )
@@ -48,7 +48,7 @@ const WitnessProtocol = protocol.ID("/weft/reach-witness/1.0.0")
 const (
 	maxWitnessLine     = 8 << 10
 	maxWitnessAvoid    = 256              // contacted IPs an asker sends
-	witnessDialTimeout = 5 * time.Second  // a witness's dial
+	witnessDialTimeout = 5 * time.Second  // a witness's TCP dial
 	witnessAskTimeout  = 20 * time.Second // an ask, helper and witness included
 	witnessRecheck     = 10 * time.Minute // a verdict is checked again after this
 	witnessHelpers     = 4                // helpers asked per check
@@ -288,8 +288,8 @@ func (w *witnesses) run(ctx context.Context, verdict func() network.Reachability
 	}
 }
 
-// target is the address to have witnessed: a public TCP (else any) address
-// of the host that is not on one of its interfaces. behindNAT is false
+// target is the address to have witnessed: a public TCP address of the
+// host that is not on one of its interfaces (witnesses dial TCP only). behindNAT is false
 // when a public address is on an interface (no NAT can filter it); addr
 // is nil when there is no public address yet.
 func (w *witnesses) target() (addr ma.Multiaddr, behindNAT bool) {
@@ -314,7 +314,7 @@ func (w *witnesses) target() (addr ma.Multiaddr, behindNAT bool) {
 		if local[ap.Addr()] {
 			return nil, false
 		}
-		if addr == nil || (TransportOf(a) == "tcp" && TransportOf(addr) != "tcp") {
+		if addr == nil && TransportOf(a) == "tcp" {
 			addr = a
 		}
 	}
@@ -460,10 +460,14 @@ func (w *witnesses) help(st network.Stream, m witnessMsg) witnessMsg {
 	return none("no peer at an address the asker has not contacted")
 }
 
-// dial tries one direct connection to the peer and address asked for,
-// below the swarm (no connection is kept, the peerstore is untouched), and
-// says whether it got through. It refuses when this node is connected to
-// that peer already: it would not be a stranger.
+// dial tries a TCP connection to the address asked for and says whether
+// it got through: the address takes connections from strangers. It dials
+// from a fresh port, not the listening one libp2p dials from, so the
+// routers' connection tracking keeps nothing of it that could collide
+// with a later connection between the two nodes (a failed dial from the
+// listening port would leave an entry that turns the later dial into a
+// simultaneous open the routers drop). It refuses when this node is
+// connected to that peer already: it would not be a stranger.
 func (w *witnesses) dial(st network.Stream, m witnessMsg) witnessMsg {
 	none := func(why string) witnessMsg { return witnessMsg{Kind: "none", Reason: why} }
 	if isCircuit(st.Conn().RemoteMultiaddr()) {
@@ -473,21 +477,17 @@ func (w *witnesses) dial(st network.Stream, m witnessMsg) witnessMsg {
 	if p == w.n.Host.ID() || w.n.Host.Network().Connectedness(p) != network.NotConnected {
 		return none("connected to that peer already")
 	}
+	addr := ma.StringCast(m.Addr)
+	if TransportOf(addr) != "tcp" {
+		return none("only TCP addresses are witnessed")
+	}
 	if !w.dialLimit.allow() {
 		return none("busy")
 	}
-	addr := ma.StringCast(m.Addr)
-	sw, ok := w.n.Host.Network().(*swarm.Swarm)
-	if !ok {
-		return none("no swarm")
-	}
-	tpt := sw.TransportForDialing(addr)
-	if tpt == nil {
-		return none("no transport for the address")
-	}
+	to, _ := addrPort(addr) // checked by decodeWitnessMsg
 	ctx, cancel := context.WithTimeout(context.Background(), witnessDialTimeout)
 	defer cancel()
-	c, err := tpt.Dial(ctx, addr, p)
+	c, err := (&net.Dialer{}).DialContext(ctx, "tcp", to.String())
 	if err != nil {
 		w.n.cfg.Logger.Debug("reach witness: dial failed", "peer", p, "addr", addr, "err", err)
 		return witnessMsg{Kind: "result", Reached: false}
