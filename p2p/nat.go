@@ -83,9 +83,17 @@ func natOptions(c *NATConfig, n *Network) ([]libp2p.Option, error) {
 	if err != nil {
 		return nil, err
 	}
-	if factory != nil {
-		opts = append(opts, libp2p.AddrsFactory(factory))
-	}
+	// Addresses the reach witnesses found unreachable are not announced
+	// (witness.go); n.witness is set once the host exists.
+	opts = append(opts, libp2p.AddrsFactory(func(all []ma.Multiaddr) []ma.Multiaddr {
+		if factory != nil {
+			all = factory(all)
+		}
+		if w := n.witness.Load(); w != nil {
+			all = slices.DeleteFunc(slices.Clone(all), w.unannounced)
+		}
+		return all
+	}))
 	if c.AutoNAT {
 		opts = append(opts, libp2p.EnableAutoNATv2())
 	}
@@ -365,7 +373,7 @@ func (n *Network) watchNAT(ctx context.Context) error {
 		sub.Close()
 		return err
 	}
-	n.witness = wit
+	n.witness.Store(wit)
 	if n.cfg.NAT.AutoNAT && n.cfg.NAT.Reachability == "" {
 		n.wg.Add(1)
 		go func() {
@@ -483,8 +491,8 @@ func (n *Network) NAT() NATStatus {
 	// An address AutoNAT judged reachable that witnesses could not reach
 	// (witness.go) counts as unreachable.
 	var witnessed ma.Multiaddr
-	if n.witness != nil {
-		witnessed = n.witness.privateAddr()
+	if w := n.witness.Load(); w != nil {
+		witnessed = w.privateAddr()
 	}
 	if witnessed != nil {
 		st.Reachability = ReachPrivate

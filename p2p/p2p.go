@@ -19,6 +19,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-datastore"
@@ -242,9 +243,9 @@ type Network struct {
 	gate      *gate
 	scores    *scoreWatch
 	natw      *natWatch
-	witness   *witnesses               // reach witnesses (witness.go); set with natw
-	quicCMs   []*quicreuse.ConnManager // QUIC socket managers, set while libp2p.New runs; none without QUIC
-	natReady  chan struct{}            // closed once Host and DHT are set (nat.go)
+	witness   atomic.Pointer[witnesses] // reach witnesses (witness.go); set with natw, read by the host's address factory
+	quicCMs   []*quicreuse.ConnManager  // QUIC socket managers, set while libp2p.New runs; none without QUIC
+	natReady  chan struct{}             // closed once Host and DHT are set (nat.go)
 
 	topicsMu sync.Mutex
 	topics   map[string]*pubsub.Topic // joined topics, see Topic

@@ -228,6 +228,21 @@ func (w *witnesses) noteContact(ip netip.Addr) {
 	}
 }
 
+// unannounced says whether a should not be announced: it is on the IP of
+// the address witnesses could not reach (for any transport: the NAT in
+// front of it filters them all alike). Peers then reach the node through
+// its relays and hole punching, not by first trying an address that
+// drops them; hole punching still uses the address.
+func (w *witnesses) unannounced(a ma.Multiaddr) bool {
+	p := w.privateAddr()
+	if p == nil {
+		return false
+	}
+	pa, err := addrPort(p)
+	aa, aerr := addrPort(a)
+	return err == nil && aerr == nil && pa.Addr() == aa.Addr()
+}
+
 // privateAddr returns the address witnesses could not reach, if the last
 // check found one.
 func (w *witnesses) privateAddr() ma.Multiaddr {
@@ -257,7 +272,8 @@ func (w *witnesses) onVerdict(r network.Reachability) {
 }
 
 // run does the checks asked for, and one every witnessRecheck while the
-// host-wide verdict is public, until ctx ends. A check that finds no
+// host-wide verdict is public or the witnesses made it private, until ctx
+// ends. A check that finds no
 // address to check yet (observed addresses take a few peers to confirm)
 // or no witness is tried again, 5 s later at first, then less often.
 func (w *witnesses) run(ctx context.Context, verdict func() network.Reachability) {
@@ -277,7 +293,7 @@ func (w *witnesses) run(ctx context.Context, verdict func() network.Reachability
 				continue
 			}
 		case <-t.C:
-			if verdict() != network.ReachabilityPublic || w.privateAddr() != nil {
+			if verdict() != network.ReachabilityPublic && w.privateAddr() == nil {
 				continue
 			}
 		}
@@ -325,12 +341,15 @@ func (w *witnesses) target() (addr ma.Multiaddr, behindNAT bool) {
 // at different IPs do not, or the helpers run out. It reports whether the
 // check came to an end: a result, or no NAT to check.
 func (w *witnesses) checkOnce(ctx context.Context) bool {
-	addr, behindNAT := w.target()
-	if !behindNAT {
-		return true
-	}
+	addr := w.privateAddr() // checked again: the NAT may have changed
 	if addr == nil {
-		return false
+		var behindNAT bool
+		if addr, behindNAT = w.target(); !behindNAT {
+			return true
+		}
+		if addr == nil {
+			return false
+		}
 	}
 	w.mu.Lock()
 	avoid := make([]string, 0, len(w.contacted))
@@ -365,8 +384,12 @@ func (w *witnesses) checkOnce(ctx context.Context) bool {
 		case res.Reached:
 			w.n.cfg.Logger.Info("reach witness: a peer never contacted reached this node", "addr", addr, "witness", res.Witness)
 			w.mu.Lock()
+			was := w.private
 			w.private, w.checked = nil, time.Now()
 			w.mu.Unlock()
+			if was != nil { // AutoNAT's public verdict stands again
+				w.emit.Emit(event.EvtLocalReachabilityChanged{Reachability: network.ReachabilityPublic})
+			}
 			return true
 		}
 		unreached = append(unreached, res.Witness)
@@ -374,9 +397,12 @@ func (w *witnesses) checkOnce(ctx context.Context) bool {
 		if len(unreached) == 2 {
 			w.n.cfg.Logger.Info("reach witness: peers never contacted cannot reach this node; AutoNAT's dial-backs came from peers it had contacted (an address-restricted NAT): private", "addr", addr, "witnesses", unreached)
 			w.mu.Lock()
+			was := w.private
 			w.private, w.checked = addr, time.Now()
 			w.mu.Unlock()
-			w.emit.Emit(event.EvtLocalReachabilityChanged{Reachability: network.ReachabilityPrivate})
+			if was == nil {
+				w.emit.Emit(event.EvtLocalReachabilityChanged{Reachability: network.ReachabilityPrivate})
+			}
 			return true
 		}
 	}
