@@ -1,6 +1,8 @@
 package testnet
 
 import (
+	"container/heap"
+	"encoding/binary"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -11,10 +13,14 @@ import (
 // from its TAP device, pushes it into the node's delay line, and the line
 // hands it on to the bridge after the link's serialisation time (its
 // bandwidth), its latency and a jitter drawn uniformly from ±jitter, or
-// drops it with the loss probability. Frames leave in the order they came
-// in, as TCP expects of a link: a frame whose draw would overtake the one
-// before it waits for it (netem instead reorders under jitter unless it is
-// given a rate), so with jitter the delays sit a little above the latency.
+// drops it with the loss probability. Frames of one flow (IP addresses,
+// protocol and ports) leave in the order they came in, as TCP expects of a
+// path: a frame whose draw would overtake the one before it in its flow
+// waits for it (netem instead reorders under jitter unless it is given a
+// rate). Frames of different flows do not wait for each other, as on the
+// internet, where each connection meets the jitter on its own, and as the
+// simulated links (simlink) order each connection: a burst to several
+// peers is not held back to the latest draw among them.
 
 // LineShape is what a delay line applies to the frames that cross it.
 type LineShape struct {
@@ -56,8 +62,79 @@ const DefaultLineLimit = 10000
 
 type pending struct {
 	at    time.Time
+	seq   uint64 // push order: frames due at the same time leave in it
 	frame []byte
 }
+
+// lineQueue is a min-heap of pending frames by due time, then push order.
+type lineQueue []pending
+
+func (q lineQueue) Len() int { return len(q) }
+func (q lineQueue) Less(i, j int) bool {
+	if !q[i].at.Equal(q[j].at) {
+		return q[i].at.Before(q[j].at)
+	}
+	return q[i].seq < q[j].seq
+}
+func (q lineQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *lineQueue) Push(x any)   { *q = append(*q, x.(pending)) }
+func (q *lineQueue) Pop() any {
+	old := *q
+	x := old[len(old)-1]
+	old[len(old)-1] = pending{}
+	*q = old[:len(old)-1]
+	return x
+}
+
+// flowKey names the flow an Ethernet frame belongs to: its IP protocol,
+// addresses and TCP or UDP ports. Frames that are not IP (ARP) share the
+// zero key.
+type flowKey struct {
+	proto        uint8
+	src, dst     [16]byte
+	sport, dport uint16
+}
+
+func flowOf(f []byte) flowKey {
+	var k flowKey
+	if len(f) < 14 {
+		return k
+	}
+	var l4 []byte
+	switch binary.BigEndian.Uint16(f[12:14]) {
+	case 0x0800: // IPv4
+		ip := f[14:]
+		if len(ip) < 20 {
+			return k
+		}
+		ihl := int(ip[0]&0x0f) * 4
+		k.proto = ip[9]
+		copy(k.src[:], ip[12:16])
+		copy(k.dst[:], ip[16:20])
+		if ihl >= 20 && len(ip) >= ihl {
+			l4 = ip[ihl:]
+		}
+	case 0x86dd: // IPv6 (ports only without extension headers)
+		ip := f[14:]
+		if len(ip) < 40 {
+			return k
+		}
+		k.proto = ip[6]
+		copy(k.src[:], ip[8:24])
+		copy(k.dst[:], ip[24:40])
+		l4 = ip[40:]
+	default:
+		return k
+	}
+	if (k.proto == 6 || k.proto == 17) && len(l4) >= 4 {
+		k.sport, k.dport = binary.BigEndian.Uint16(l4[0:2]), binary.BigEndian.Uint16(l4[2:4])
+	}
+	return k
+}
+
+// maxFlows bounds the per-flow release times kept; past it, flows with
+// nothing queued are forgotten.
+const maxFlows = 4096
 
 // DelayLine delays, drops and rate-limits frames on their way to out. Push
 // may be called from one goroutine at a time per line (frames are ordered
@@ -71,11 +148,11 @@ type DelayLine struct {
 	mu     sync.Mutex
 	shape  LineShape
 	rng    *rand.Rand
-	q      []pending
-	head   int
-	txFree time.Time // when the link has sent what is queued (bandwidth)
-	last   time.Time // release time of the newest queued frame
-	busy   bool      // the line's goroutine is handing frames to out
+	q      lineQueue // by due time
+	seq    uint64
+	txFree time.Time             // when the link has sent what is queued (bandwidth)
+	last   map[flowKey]time.Time // release time of each flow's newest frame
+	busy   bool                  // the line's goroutine is handing frames to out
 	closed bool
 	stats  LineStats
 
@@ -88,7 +165,7 @@ type DelayLine struct {
 // reproducible. Close stops it.
 func NewDelayLine(shape LineShape, seed uint64, out func([]byte)) *DelayLine {
 	d := &DelayLine{
-		out: out, limit: DefaultLineLimit, shape: shape,
+		out: out, limit: DefaultLineLimit, shape: shape, last: map[flowKey]time.Time{},
 		rng:  rand.New(rand.NewPCG(seed, 0x64656c6179)),
 		wake: make(chan struct{}, 1), done: make(chan struct{}),
 	}
@@ -133,7 +210,7 @@ func (d *DelayLine) Push(frame []byte) bool {
 		d.stats.Lost++
 		return false
 	}
-	queued := len(d.q) - d.head
+	queued := len(d.q)
 	if s.IsZero() && queued == 0 && !d.busy {
 		// Idle and unshaped: nothing to keep order with.
 		d.stats.Sent++
@@ -157,15 +234,23 @@ func (d *DelayLine) Push(frame []byte) bool {
 	if s.Jitter > 0 {
 		at = at.Add(time.Duration(d.rng.Int64N(2*int64(s.Jitter)+1)) - s.Jitter)
 	}
-	if at.Before(d.last) {
-		at = d.last
+	flow := flowOf(frame)
+	if last := d.last[flow]; at.Before(last) {
+		at = last
 	}
-	d.last = at
-	if d.head > 0 && d.head == len(d.q) {
-		d.q, d.head = d.q[:0], 0
+	if len(d.last) >= maxFlows {
+		for k, t := range d.last {
+			if !t.After(now) {
+				delete(d.last, k)
+			}
+		}
 	}
-	d.q = append(d.q, pending{at: at, frame: frame})
-	if queued == 0 {
+	d.last[flow] = at
+	d.seq++
+	heap.Push(&d.q, pending{at: at, seq: d.seq, frame: frame})
+	if queued == 0 || d.q[0].seq == d.seq {
+		// The line sleeps until its earliest frame: wake it for a new one
+		// (which may be due before the frame it waits for).
 		select {
 		case d.wake <- struct{}{}:
 		default:
@@ -182,7 +267,7 @@ func (d *DelayLine) loop() {
 	var due [][]byte
 	for {
 		d.mu.Lock()
-		if d.head == len(d.q) {
+		if len(d.q) == 0 {
 			d.mu.Unlock()
 			select {
 			case <-d.wake:
@@ -192,11 +277,13 @@ func (d *DelayLine) loop() {
 			}
 		}
 		now := time.Now()
-		if wait := d.q[d.head].at.Sub(now); wait > 0 {
+		if wait := d.q[0].at.Sub(now); wait > 0 {
 			d.mu.Unlock()
 			timer.Reset(wait)
 			select {
 			case <-timer.C:
+			case <-d.wake: // an earlier frame came in
+				timer.Stop()
 			case <-d.done:
 				timer.Stop()
 				return
@@ -204,10 +291,8 @@ func (d *DelayLine) loop() {
 			continue
 		}
 		due = due[:0]
-		for d.head < len(d.q) && !d.q[d.head].at.After(now) {
-			due = append(due, d.q[d.head].frame)
-			d.q[d.head] = pending{}
-			d.head++
+		for len(d.q) > 0 && !d.q[0].at.After(now) {
+			due = append(due, heap.Pop(&d.q).(pending).frame)
 		}
 		d.busy = true
 		d.mu.Unlock()
@@ -230,7 +315,7 @@ func (d *DelayLine) Close() {
 		return
 	}
 	d.closed = true
-	d.q, d.head = nil, 0
+	d.q = nil
 	close(d.done)
 	d.mu.Unlock()
 	d.wg.Wait()

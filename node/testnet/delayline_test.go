@@ -280,3 +280,79 @@ func BenchmarkDelayLine(b *testing.B) {
 		})
 	}
 }
+
+// ipv4Frame is an Ethernet frame carrying an IPv4 UDP datagram from
+// 10.0.0.1:sport to 10.0.0.2:dport whose payload starts with i.
+func ipv4Frame(i uint32, sport, dport uint16) []byte {
+	f := make([]byte, 14+20+8+4)
+	binary.BigEndian.PutUint16(f[12:], 0x0800)
+	ip := f[14:]
+	ip[0], ip[9] = 0x45, 17
+	copy(ip[12:], []byte{10, 0, 0, 1})
+	copy(ip[16:], []byte{10, 0, 0, 2})
+	binary.BigEndian.PutUint16(ip[20:], sport)
+	binary.BigEndian.PutUint16(ip[22:], dport)
+	binary.BigEndian.PutUint32(ip[28:], i)
+	return f
+}
+
+func TestFlowOf(t *testing.T) {
+	a, b := flowOf(ipv4Frame(1, 4001, 5001)), flowOf(ipv4Frame(2, 4001, 5002))
+	if a == b || a != flowOf(ipv4Frame(3, 4001, 5001)) {
+		t.Errorf("flows %+v and %+v: want different flows for different ports, the same for the same", a, b)
+	}
+	if a.proto != 17 || a.sport != 4001 || a.dport != 5001 {
+		t.Errorf("flow %+v, want UDP 4001 -> 5001", a)
+	}
+	for _, f := range [][]byte{nil, numbered(1, 64), ipv4Frame(1, 1, 2)[:20]} {
+		if k := flowOf(f); k != (flowKey{}) {
+			t.Errorf("flow of a frame that is not a whole IP packet: %+v, want the zero key", k)
+		}
+	}
+}
+
+// TestDelayLineFlows: under jitter, frames keep their order within a flow
+// (as a TCP connection needs), while one flow's frames do not wait for
+// another's: a burst to several peers leaves as the draws fall, not all
+// behind the latest draw.
+func TestDelayLineFlows(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		var order []uint32 // payload numbers in the order they left
+		line := NewDelayLine(LineShape{Latency: 20 * time.Millisecond, Jitter: 10 * time.Millisecond}, 7, func(f []byte) {
+			mu.Lock()
+			defer mu.Unlock()
+			order = append(order, binary.BigEndian.Uint32(f[14+28:]))
+		})
+		defer line.Close()
+		const flows, per = 8, 20
+		for i := range uint32(per) {
+			for fl := range uint32(flows) {
+				line.Push(ipv4Frame(fl*1000+i, 4001, uint16(5000+fl)))
+			}
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		if len(order) != flows*per {
+			t.Fatalf("%d frames left the line, want %d", len(order), flows*per)
+		}
+		next := map[uint32]uint32{}
+		overtaken := 0
+		for k, n := range order {
+			fl, i := n/1000, n%1000
+			if i != next[fl] {
+				t.Fatalf("flow %d: frame %d left before frame %d", fl, i, next[fl])
+			}
+			next[fl]++
+			if k > 0 && n < order[k-1] && order[k-1]%1000 == i {
+				overtaken++ // a later flow's frame of the same round went first
+			}
+		}
+		if overtaken == 0 {
+			t.Errorf("no frame of one flow left before another flow's frame pushed earlier in the same round: flows wait for each other")
+		}
+	})
+}
