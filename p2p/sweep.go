@@ -455,7 +455,7 @@ func (s *sweeper) afterRelayed(ctx context.Context, p peer.ID) {
 // p was busy (and the sweep is worth trying again).
 func (s *sweeper) sweepOnce(ctx context.Context, p peer.ID) (busy bool) {
 	mine := s.hello()
-	if mine.Mapping == MappingUnknown || s.direct(p) || !s.claim(sweepTimeout) {
+	if mine.Mapping == MappingUnknown || s.direct(p) || !s.claim(ctx, sweepTimeout) {
 		return false
 	}
 	defer s.release()
@@ -485,7 +485,7 @@ func (s *sweeper) serve(ctx context.Context, st network.Stream) {
 		st.Reset()
 		return
 	}
-	if !s.claim(5 * time.Second) {
+	if !s.claim(ctx, 5*time.Second) {
 		writeSweepMsg(st, sweepMsg{Kind: "stop", Reason: reasonBusy})
 		return
 	}
@@ -497,8 +497,9 @@ func (s *sweeper) serve(ctx context.Context, st network.Stream) {
 	}
 }
 
-// claim takes the node's sweep slot, waiting up to wait.
-func (s *sweeper) claim(wait time.Duration) bool {
+// claim takes the node's sweep slot, waiting up to wait (or until ctx
+// ends: Close does not wait for a sweep that has not started).
+func (s *sweeper) claim(ctx context.Context, wait time.Duration) bool {
 	select {
 	case s.slot <- struct{}{}:
 		return true
@@ -510,6 +511,8 @@ func (s *sweeper) claim(wait time.Duration) bool {
 	case s.slot <- struct{}{}:
 		return true
 	case <-t.C:
+		return false
+	case <-ctx.Done():
 		return false
 	}
 }
