@@ -1,6 +1,11 @@
 package p2p
 
 import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	"net/netip"
 	"slices"
@@ -219,5 +224,42 @@ func TestMinuteLimit(t *testing.T) {
 		if got, want := l.allow(), i < 3; got != want {
 			t.Errorf("request %d allowed %v, want %v", i+1, got, want)
 		}
+	}
+}
+
+// TestSweepBudget: a peer is sprayed at most once per sweepPeerBackoff,
+// and at most sweepsPerHour sprays are made an hour.
+func TestSweepBudget(t *testing.T) {
+	s := &sweeper{lastPeer: map[peer.ID]time.Time{}, slot: make(chan struct{}, 1)}
+	if err := s.spendSpray("a"); err != nil {
+		t.Fatalf("first spray to a: %v", err)
+	}
+	if err := s.spendSpray("a"); err == nil {
+		t.Errorf("second spray to a within %v allowed", sweepPeerBackoff)
+	}
+	s.lastPeer["a"] = time.Now().Add(-sweepPeerBackoff - time.Second)
+	if err := s.spendSpray("a"); err != nil {
+		t.Errorf("spray to a after the backoff: %v", err)
+	}
+	for i := len(s.sprays); i < sweepsPerHour; i++ {
+		if err := s.spendSpray(peer.ID(fmt.Sprint("p", i))); err != nil {
+			t.Fatalf("spray %d of %d: %v", i+1, sweepsPerHour, err)
+		}
+	}
+	if err := s.spendSpray("late"); err == nil || !strings.Contains(err.Error(), "budget") {
+		t.Errorf("spray over the hourly budget: %v, want refused", err)
+	}
+	// The slot: one sweep at a time; a wait ends with its context.
+	ctx, cancel := context.WithCancel(context.Background())
+	if !s.claim(ctx, 0) {
+		t.Fatal("a free slot was not taken")
+	}
+	cancel()
+	if s.claim(ctx, time.Hour) {
+		t.Error("a busy slot was taken")
+	}
+	s.release()
+	if !s.claim(context.Background(), 0) {
+		t.Error("a released slot was not taken")
 	}
 }
