@@ -410,6 +410,7 @@ func (n *Network) watchNAT(ctx context.Context) error {
 			if sw != nil {
 				sw.close()
 			}
+			wit.emit.Close()
 		}()
 		for {
 			select {
