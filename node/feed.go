@@ -466,13 +466,16 @@ func (n *Node) PublishFeed(ctx context.Context, key string, c cid.Cid) (_ api.Fe
 	if err != nil {
 		return api.FeedRecord{}, err
 	}
+	began := time.Now()
 	rec, err := n.feeds.m.Publish(ctx, sk, path.FromCid(c))
 	n.feeds.tracking()
 	if err != nil {
 		return api.FeedRecord{}, fmt.Errorf("publish: %w", err)
 	}
 	span.SetAttributes(attribute.String("feed", rec.Name.String()), attribute.Int64("seq", int64(rec.Seq)))
-	return recordInfo(rec), nil
+	ri := recordInfo(rec)
+	ri.Published = began
+	return ri, nil
 }
 
 func recordInfo(r feed.Record) api.FeedRecord {

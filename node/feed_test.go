@@ -249,9 +249,13 @@ func TestFeedPublishDuringPartition(t *testing.T) {
 	nodetest.WaitFor(t, 30*time.Second, "the publisher's DHT routing table to hold the others", func() bool {
 		return pub.Network().DHT.RoutingTable().Size() >= len(others)
 	})
+	asked := time.Now()
 	rec, err := client.FeedPublish(ctx, "", content.String())
 	if err != nil {
 		t.Fatal(err)
+	}
+	if rec.Published.Before(asked) || rec.Published.After(time.Now()) {
+		t.Errorf("record published at %v, want between the request (%v) and its answer", rec.Published, asked)
 	}
 	nodetest.WaitFor(t, 30*time.Second, "the DHT to take the first record", func() bool {
 		d := dhtOf()

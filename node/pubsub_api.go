@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"sort"
+	"time"
 
 	"github.com/weft-p2p/weft/node/api"
 )
@@ -63,10 +64,11 @@ func (n *Node) handlePubsubSub(w http.ResponseWriter, r *http.Request) {
 			return // the client left, or the node is closing
 		}
 		out.send(api.PubsubMessage{
-			From:  m.GetFrom().String(),
-			Seqno: hex.EncodeToString(m.GetSeqno()),
-			Topic: m.GetTopic(),
-			Data:  m.GetData(),
+			From:     m.GetFrom().String(),
+			Seqno:    hex.EncodeToString(m.GetSeqno()),
+			Topic:    m.GetTopic(),
+			Data:     m.GetData(),
+			Received: time.Now(),
 		})
 	}
 }

@@ -57,6 +57,7 @@ func TestPubsubThroughAPI(t *testing.T) {
 			t.Fatalf("subscribers never heard the publisher: %v", warm)
 		}
 	}
+	sent := time.Now()
 	for i := 0; i < count; i++ {
 		if err := pc.Publish(ctx, topic, []byte(fmt.Sprintf("msg-%d", i))); err != nil {
 			t.Fatal(err)
@@ -76,6 +77,10 @@ func TestPubsubThroughAPI(t *testing.T) {
 			m := r.m
 			if string(m.Data) == "probe" {
 				continue
+			}
+			// The subscriber's own time of receipt, for the testnet's latency.
+			if m.Received.Before(sent) || m.Received.After(time.Now()) {
+				t.Errorf("message %q received at %v, want between its publishing (%v) and now", m.Data, m.Received, sent)
 			}
 			if m.From != pub.ID().String() || m.Topic != topic || m.Seqno == "" {
 				t.Fatalf("bad message %+v", m)

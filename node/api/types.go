@@ -214,6 +214,10 @@ type PubsubMessage struct {
 	Seqno string `json:"seqno"`
 	Topic string `json:"topic"`
 	Data  []byte `json:"data"`
+	// Received is when this node's subscription got the message (after
+	// validation), by the node's clock: what the testnet measures delivery
+	// latency with, free of the time the stream takes to reach the reader.
+	Received time.Time `json:"received,omitzero"`
 }
 
 // Key is a feed key: its local name and the feed name (IPNS name) it signs.
@@ -228,6 +232,9 @@ type FeedRecord struct {
 	Seq  uint64    `json:"seq"`
 	CID  string    `json:"cid,omitempty"`
 	EOL  time.Time `json:"eol,omitempty"`
+	// Published is when this node began signing and publishing the record
+	// (in a publish's answer only), by the node's clock.
+	Published time.Time `json:"published,omitzero"`
 }
 
 // Feed is a feed this node follows or owns. Held is the newest valid record

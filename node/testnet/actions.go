@@ -535,6 +535,9 @@ func (r *runner) runPublish(ctx context.Context, _ int, st *Step) (string, error
 		if err != nil && rec.Seq == 0 {
 			return "", fmt.Errorf("publish version %d: %w", k+1, err)
 		}
+		if !rec.Published.IsZero() {
+			began = rec.Published // the daemon's own start: the API call is not the swarm's
+		}
 		r.mu.Lock()
 		tr.Published[rec.Seq] = began
 		r.mu.Unlock()

@@ -521,6 +521,9 @@ func (r *runner) runPairwise(ctx context.Context, _ int, st *Step) (string, erro
 		if err != nil && rec.Seq == 0 {
 			return fmt.Errorf("%s: publish: %w", n.Name, err)
 		}
+		if !rec.Published.IsZero() {
+			began = rec.Published // the daemon's own start
+		}
 		tr := r.track(feeds[n.Name])
 		r.mu.Lock()
 		tr.Published[rec.Seq] = began

@@ -429,6 +429,11 @@ func (r *runner) watch(tr *feedTrack, n *NodeState) {
 			if r.t.isUp(n) {
 				_ = r.t.Client(n).Subscribe(r.watchCtx, topic, func(m api.PubsubMessage) bool {
 					now := time.Now()
+					if !m.Received.IsZero() {
+						// The daemon's own time of receipt: what the
+						// stream to this process adds is not the swarm's.
+						now = m.Received
+					}
 					rec, err := ipns.UnmarshalRecord(m.Data)
 					if err != nil {
 						return true
