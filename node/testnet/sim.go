@@ -661,6 +661,9 @@ func (c *simCluster) Command(name string, _ []string) (*exec.Cmd, error) {
 // directory (repos and log).
 func (c *simCluster) Down(ctx context.Context, removeDir bool) error {
 	var err error
+	// Nodes that lose their peers as the others close would dial and walk
+	// the DHT (see simlink.Network.Shutdown); nothing is measured any more.
+	c.net.Shutdown()
 	if c.st != nil {
 		err = c.Stop(ctx, names(c.st.Nodes))
 	}
