@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"sync"
 	"time"
@@ -211,6 +212,10 @@ func (c *simCluster) parallel(nodes []*NodeState, conc int, fn func(*NodeState) 
 
 // simParallel is how many nodes a simulated step works on at once.
 const simParallel = 64
+
+// simDownBatch is how many nodes the teardown closes between two returns
+// of memory to the system (Down).
+const simDownBatch = 100
 
 // simProgressEvery is how often, in wall time, a simulation with a
 // progress writer says where its virtual clock is.
@@ -665,7 +670,20 @@ func (c *simCluster) Down(ctx context.Context, removeDir bool) error {
 	// the DHT (see simlink.Network.Shutdown); nothing is measured any more.
 	c.net.Shutdown()
 	if c.st != nil {
-		err = c.Stop(ctx, names(c.st.Nodes))
+		// A batch at a time, handing the memory back in between: the
+		// stacks of the goroutines that exit stay with the runtime until
+		// a collection, and the runtime keeps what it freed until its
+		// scavenger returns it, so a thousand nodes closing one after the
+		// other held more memory than the run at its peak (dht-1000-sim:
+		// 20,021 MiB against 13,857 MiB) and a run that had passed was
+		// aborted for it.
+		all := names(c.st.Nodes)
+		for len(all) > 0 {
+			batch := all[:min(len(all), simDownBatch)]
+			all = all[len(batch):]
+			err = errors.Join(err, c.Stop(ctx, batch))
+			debug.FreeOSMemory()
+		}
 	}
 	c.mu.Lock()
 	for name, s := range c.stores {
