@@ -157,3 +157,39 @@ func BenchmarkAllocation(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLiveSet1000 measures what a heartbeat from a live member costs
+// the live set in a collection of 1,000 members: every member hears every
+// member's heartbeat, so at this size this runs a million times a
+// heartbeat round.
+func BenchmarkLiveSet1000(b *testing.B) {
+	ck, _ := testKey(b, 1)
+	d := testDescriptor(b, ck, 3)
+	a := newReplica(b, d, ck, fastConfig())
+	for i := range 999 {
+		k, _ := testKey(b, int64(i+2))
+		m := newReplica(b, d, k, fastConfig())
+		hb, err := m.Heartbeat()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := a.HandleMessage(m.Self(), hb); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if n := len(a.Live()); n != 1000 {
+		b.Fatalf("%d live", n)
+	}
+	v := a.liveV
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		a.mu.Lock()
+		a.updateLive()
+		a.mu.Unlock()
+	}
+	b.StopTimer()
+	if a.liveV != v {
+		b.Fatal("the live set changed")
+	}
+}

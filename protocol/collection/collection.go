@@ -74,6 +74,7 @@ type Collection struct {
 	members   map[peer.ID]*member
 	live      []peer.ID
 	liveV     uint64
+	liveSelf  bool // whether live holds self (updateLive)
 	leaving   bool
 	requested time.Time // last HeadsRequest
 	lastBeat  uint64

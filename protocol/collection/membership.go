@@ -19,6 +19,9 @@ type member struct {
 	pinned    uint64
 	pending   map[string]struct{}
 	surplus   map[string]struct{}
+	// live is whether the member is in Collection.live as updateLive
+	// last computed it.
+	live bool
 }
 
 // maxMembers bounds the members remembered; the ones unheard the longest
@@ -108,21 +111,56 @@ func (c *Collection) inGrace(m *member) bool {
 
 // updateLive recomputes the members the allocation counts, bumping liveV
 // when the set changes.
+//
+// It runs on every heartbeat, and every member hears every member's: at a
+// thousand members that is a million calls a heartbeat round. Most change
+// nothing (a live member heard again), so it first checks each member
+// against the set as last computed, which costs a comparison of times
+// per member, and builds and sorts the set only when it differs.
 func (c *Collection) updateLive() {
+	if !c.liveChanged() {
+		return
+	}
 	live := make([]peer.ID, 0, len(c.members)+1)
-	if !c.leaving {
+	c.liveSelf = !c.leaving
+	if c.liveSelf {
 		live = append(live, c.self)
 	}
 	for id, m := range c.members {
-		if !m.leaving && c.inGrace(m) {
+		m.live = !m.leaving && c.inGrace(m)
+		if m.live {
 			live = append(live, id)
 		}
 	}
 	sort.Slice(live, func(i, j int) bool { return live[i] < live[j] })
 	if !equalIDs(live, c.live) {
-		c.live = live
 		c.liveV++
 	}
+	c.live = live
+}
+
+// liveChanged reports whether updateLive would compute a live set other
+// than c.live: a member came into or fell out of it (heard, leaving, past
+// GracePeriod), a member in it was forgotten, or the local member began
+// leaving.
+func (c *Collection) liveChanged() bool {
+	if c.live == nil || c.liveSelf != !c.leaving {
+		return true
+	}
+	n := 0
+	if c.liveSelf {
+		n++
+	}
+	for _, m := range c.members {
+		want := !m.leaving && c.inGrace(m)
+		if want != m.live {
+			return true
+		}
+		if want {
+			n++
+		}
+	}
+	return n != len(c.live)
 }
 
 func equalIDs(a, b []peer.ID) bool {

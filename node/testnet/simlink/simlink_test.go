@@ -5,9 +5,12 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
 )
 
 // pair makes a connection between hosts 1 and 2 with the given shapes.
@@ -124,6 +127,37 @@ func TestCloseAndDeadline(t *testing.T) {
 		}
 		if _, err := a.Write([]byte("x")); err == nil {
 			t.Fatal("write after close succeeded")
+		}
+	})
+}
+
+// After Shutdown a dial fails at once, without the round trip a refused
+// dial to a live network costs, and counts as refused.
+func TestShutdownRefusesDials(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := New(5)
+		n.SetShape(AddrOf(1), Shape{Latency: 20 * time.Millisecond})
+		n.SetShape(AddrOf(2), Shape{Latency: 20 * time.Millisecond})
+		tr := &Transport{net: n, ip: AddrOf(1)}
+		raddr := toMA(netip.AddrPortFrom(AddrOf(2), 4001))
+		start := time.Now()
+		if _, err := tr.dial(t.Context(), raddr, "", &network.NullScope{}); err == nil {
+			t.Fatal("dial to a host that does not listen succeeded")
+		}
+		if d := time.Since(start); d != 40*time.Millisecond {
+			t.Fatalf("refused dial took %v, want one round trip (40ms)", d)
+		}
+		n.Shutdown()
+		start = time.Now()
+		_, err := tr.dial(t.Context(), raddr, "", &network.NullScope{})
+		if err == nil || !strings.Contains(err.Error(), "shut down") {
+			t.Fatalf("dial after Shutdown: %v, want refused as shut down", err)
+		}
+		if d := time.Since(start); d != 0 {
+			t.Fatalf("dial after Shutdown took %v, want at once", d)
+		}
+		if st := n.Stats(); st.Dials != 2 || st.DialsRefused != 2 {
+			t.Fatalf("stats %+v, want 2 dials, 2 refused", st)
 		}
 	})
 }

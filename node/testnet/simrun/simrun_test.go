@@ -24,7 +24,7 @@ var (
 	report   = flag.String("sim.report", "", "report folder (default ./testnet-report-NAME-sim)")
 	dir      = flag.String("sim.dir", "", "folder for the nodes' repos and log (default: a temporary one, removed)")
 	maxMem   = flag.Int64("sim.maxmem", 16<<30, "abort the run (exit 3) when the process holds more memory than this many bytes; 0: no limit")
-	profDir  = flag.String("sim.profile", "", "write heap and goroutine profiles into this folder at the -sim.profile-at wall times, and a CPU profile (cpu.prof) from the start to the last of them")
+	profDir  = flag.String("sim.profile", "", "write heap and goroutine profiles into this folder at the -sim.profile-at wall times and once when the process first holds 90% of -sim.maxmem (*-near-limit.prof), and a CPU profile (cpu.prof) from the start to the last of the -sim.profile-at times")
 	gcPct    = flag.Int("sim.gogc", 200, "the collector's GOGC while the simulation runs (the GOGC variable, when set, wins); with a hundred thousand goroutines or more, each collection scans every stack, so fewer and larger cycles; the heap stays under -sim.maxmem*3/4")
 	profAt   = flag.String("sim.profile-at", "60s", "comma-separated wall-clock times after the start for -sim.profile")
 )
@@ -58,6 +58,7 @@ func watch(t *testing.T) (stop func()) {
 		stopCPU = func() { pprof.StopCPUProfile(); f.Close() }
 	}
 	start := time.Now()
+	nearSaid := false
 	samples := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
 	quit, done := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -74,7 +75,17 @@ func watch(t *testing.T) (stop func()) {
 			case <-tick.C:
 			}
 			metrics.Read(samples)
-			if held := int64(samples[0].Value.Uint64() - samples[1].Value.Uint64()); *maxMem > 0 && held > *maxMem {
+			held := int64(samples[0].Value.Uint64() - samples[1].Value.Uint64())
+			// Near the limit, say what holds the memory (once): a run
+			// aborted for its memory otherwise leaves nothing to learn
+			// from.
+			if *maxMem > 0 && *profDir != "" && !nearSaid && held > *maxMem/10*9 {
+				nearSaid = true
+				fmt.Fprintf(os.Stderr, "weft-testnet-sim: the process holds %d MiB, 90%% of -sim.maxmem: writing near-limit profiles\n", held>>20)
+				writeProfile(filepath.Join(*profDir, "heap-near-limit.prof"), "heap")
+				writeProfile(filepath.Join(*profDir, "goroutine-near-limit.prof"), "goroutine")
+			}
+			if *maxMem > 0 && held > *maxMem {
 				fmt.Fprintf(os.Stderr, "weft-testnet-sim: the process holds %d MiB, over -sim.maxmem %d MiB: aborting\n", held>>20, *maxMem>>20)
 				os.Exit(3)
 			}
