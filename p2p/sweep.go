@@ -34,7 +34,6 @@ package p2p
 // TCP only, do not sweep).
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -543,14 +542,7 @@ func (s *sweeper) spendSpray(p peer.ID) error {
 	return nil
 }
 
-func writeSweepMsg(st network.Stream, m sweepMsg) error {
-	b, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
-	_, err = st.Write(append(b, '\n'))
-	return err
-}
+func writeSweepMsg(st network.Stream, m sweepMsg) error { return writeJSONLine(st, m) }
 
 // readSweepMsgs reads lines from st onto the returned channel until the
 // stream ends, a line is bad (the error goes on errc) or ctx ends.
@@ -558,17 +550,14 @@ func readSweepMsgs(ctx context.Context, st network.Stream) (<-chan sweepMsg, <-c
 	msgs, errc := make(chan sweepMsg, 4), make(chan error, 1)
 	go func() { // ends with the stream, which the session resets when it returns
 		defer close(msgs)
-		r := bufio.NewReaderSize(st, maxSweepLine+1)
+		r := newLineReader(st, maxSweepLine)
 		for {
-			line, err := r.ReadSlice('\n')
+			line, err := readLine(r, maxSweepLine)
 			if err != nil {
-				if errors.Is(err, bufio.ErrBufferFull) {
-					err = fmt.Errorf("sweep message over %d bytes", maxSweepLine)
-				}
-				errc <- err
+				errc <- fmt.Errorf("read sweep message: %w", err)
 				return
 			}
-			m, err := decodeSweepMsg(line[:len(line)-1])
+			m, err := decodeSweepMsg(line)
 			if err != nil {
 				errc <- err
 				return

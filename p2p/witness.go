@@ -20,10 +20,8 @@ package p2p
 // helpers and witnesses answer a bounded number of requests a minute.
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"net"
@@ -139,26 +137,18 @@ func roundTrip(ctx context.Context, n *Network, p peer.ID, m witnessMsg) (witnes
 }
 
 func writeWitnessMsg(st network.Stream, m witnessMsg) error {
-	b, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
-	if _, err := st.Write(append(b, '\n')); err != nil {
+	if err := writeJSONLine(st, m); err != nil {
 		return fmt.Errorf("write witness %s: %w", m.Kind, err)
 	}
 	return nil
 }
 
 func readWitnessMsg(st network.Stream) (witnessMsg, error) {
-	r := bufio.NewReaderSize(st, maxWitnessLine+1)
-	line, err := r.ReadSlice('\n')
-	if errors.Is(err, bufio.ErrBufferFull) {
-		return witnessMsg{}, fmt.Errorf("witness message over %d bytes", maxWitnessLine)
-	}
+	line, err := readLine(newLineReader(st, maxWitnessLine), maxWitnessLine)
 	if err != nil {
 		return witnessMsg{}, fmt.Errorf("read witness message: %w", err)
 	}
-	return decodeWitnessMsg(line[:len(line)-1])
+	return decodeWitnessMsg(line)
 }
 
 // minuteLimit allows at most max events in any minute.
