@@ -148,6 +148,22 @@ func startLabDaemon(t *testing.T, bin string, h testnet.LabHost, settings [][2]s
 	return d
 }
 
+// waitLog waits up to 10 s for a line of d's log that holds every one of
+// parts, and logs it.
+func (d *labDaemon) waitLog(t *testing.T, what string, parts ...string) {
+	t.Helper()
+	nodetest.WaitFor(t, 10*time.Second, d.h.Name+"'s log records "+what, func() bool {
+		log, _ := os.ReadFile(d.logf)
+		for _, ln := range strings.Split(string(log), "\n") {
+			if !slices.ContainsFunc(parts, func(p string) bool { return !strings.Contains(ln, p) }) {
+				t.Logf("%s: %s", d.h.Name, ln[max(0, strings.Index(ln, "msg=")):])
+				return true
+			}
+		}
+		return false
+	})
+}
+
 func tailString(s string, n int) string {
 	if len(s) <= n {
 		return s
@@ -264,16 +280,7 @@ func TestNATHolePunch(t *testing.T) {
 		d    *labDaemon
 		line string
 	}{{e, "peers never contacted cannot reach this node"}, {f, "a peer never contacted reached this node"}} {
-		nodetest.WaitFor(t, 10*time.Second, w.d.h.Name+"'s log records the reach witnesses' answer", func() bool {
-			log, _ := os.ReadFile(w.d.logf)
-			for _, ln := range strings.Split(string(log), "\n") {
-				if strings.Contains(ln, w.line) {
-					t.Logf("%s: %s", w.d.h.Name, ln[strings.Index(ln, "msg="):])
-					return true
-				}
-			}
-			return false
-		})
+		w.d.waitLog(t, "the reach witnesses' answer", w.line)
 	}
 
 	for _, x := range []*labDaemon{a, b, c, d} {
@@ -309,16 +316,7 @@ func TestNATHolePunch(t *testing.T) {
 	t.Logf("relayed connect to direct connection: %v, over %s (%s, %s)", took.Round(time.Millisecond), direct.Transport, direct.Addr, direct.Direction)
 	// A, which got the inbound relayed connection, ran DCUtR: its log says
 	// the punch worked (go-libp2p's holepunch debug line).
-	nodetest.WaitFor(t, 10*time.Second, "A's log records a successful hole punch to B", func() bool {
-		log, _ := os.ReadFile(a.logf)
-		for _, ln := range strings.Split(string(log), "\n") {
-			if strings.Contains(ln, "hole punching with successful") && strings.Contains(ln, b.id) {
-				t.Logf("A: %s", ln[strings.Index(ln, "msg="):])
-				return true
-			}
-		}
-		return false
-	})
+	a.waitLog(t, "a successful hole punch to B", "hole punching with successful", b.id)
 	if !strings.HasPrefix(direct.Addr, "/ip4/"+lab.Private[0].PublicIP+"/") {
 		t.Errorf("B's direct connection to A goes to %s, want A's router %s", direct.Addr, lab.Private[0].PublicIP)
 	}
@@ -364,16 +362,7 @@ func TestNATHolePunch(t *testing.T) {
 	if direct.Transport != "quic-v1" {
 		t.Errorf("C's direct connection to A is over %s, want quic-v1 (the sweep punches UDP)", direct.Transport)
 	}
-	nodetest.WaitFor(t, 10*time.Second, "A's log records the sweep's direct connection to C", func() bool {
-		log, _ := os.ReadFile(a.logf)
-		for _, ln := range strings.Split(string(log), "\n") {
-			if strings.Contains(ln, "sweep punch: direct connection") && strings.Contains(ln, c.id) {
-				t.Logf("A: %s", ln[strings.Index(ln, "msg="):])
-				return true
-			}
-		}
-		return false
-	})
+	a.waitLog(t, "the sweep's direct connection to C", "sweep punch: direct connection", c.id)
 	fstart = time.Now()
 	got = c.cli(t, "cat", cid)
 	fd = time.Since(fstart)
