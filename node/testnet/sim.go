@@ -37,8 +37,9 @@ import (
 const ModeSim = "sim"
 
 // Connection and DHT limits of a simulated node. A simulated connection
-// end costs a yamux session and the handlers of its streams (gossipsub's
-// two, an idle DHT stream for a minute: about ten goroutines), and a
+// end costs the swarm's accept loop and the handlers of its streams
+// (gossipsub's three, an idle DHT stream for a minute, Bitswap's queue:
+// about seven goroutines), and a
 // node's DHT lookups dial far more peers than it keeps: at a thousand
 // nodes the start-up routing-table refresh reaches a hundred or more. So
 // the connection manager keeps fewer connections than a daemon's 64..192,
@@ -140,7 +141,7 @@ func RunSim(ctx context.Context, sc *Scenario, o RunOptions) (*Report, error) {
 		rep.Started = started
 		c.mu.Lock()
 		rep.Simulated = &SimInfo{
-			Model:          "simlink: in-memory byte pipes under plaintext security and yamux; sender-side latency ± uniform jitter, egress bandwidth, loss as one retransmission timeout of delay; CPU work costs no virtual time",
+			Model:          "simlink: natively multiplexed in-memory connections (a pair of byte pipes per stream, no security handshake or yamux; connecting costs three round trips as TCP with TLS does); sender-side latency ± uniform jitter, egress bandwidth, loss as one retransmission timeout of delay; a connection cut by a partition for 2m10s closes; CPU work costs no virtual time",
 			WallSeconds:    (WallClock() - wall0).Seconds(),
 			VirtualSeconds: time.Since(virt0).Seconds(),
 			PeakHeapBytes:  c.peakHeap,

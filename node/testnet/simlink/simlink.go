@@ -1,13 +1,18 @@
 // Package simlink is an in-memory network for simulated testnets: a libp2p
-// transport whose connections are byte pipes between hosts of one process,
+// transport between hosts of one process whose connections are natively
+// multiplexed, as QUIC's are: every stream is its own pair of byte pipes,
 // with each host's sending link shaped by latency, jitter, bandwidth and
 // loss, and with partitions between hosts.
 //
-// It costs no goroutine per connection: a read waits on the pipe until the
-// head of its queue is due (a timer), so under testing/synctest every delay
-// is virtual time. Connections are upgraded by libp2p's own upgrader
-// (plaintext security, yamux), so everything above the byte stream is the
-// code a real node runs.
+// It costs no goroutine per connection or stream: a read waits on its pipe
+// until the head of its queue is due (a timer), so under testing/synctest
+// every delay is virtual time. Above the streams everything is the code a
+// real node runs (the swarm, identify, the DHT, gossipsub, weft's
+// protocols). What it leaves out is what a simulation does not need and
+// what cost most at a thousand nodes: a security handshake (the network
+// itself tells each end who the other is, as plaintext security would) and
+// yamux, whose three goroutines and buffers per connection end were a third
+// of a simulated node's goroutines.
 //
 // Model (what a run measures, and where it differs from a kernel link):
 //   - A host's Shape applies to what it sends, as the namespaced testnet
@@ -19,15 +24,19 @@
 //     1460-byte segment with the loss probability) arrives one
 //     retransmission timeout late (max(200 ms, 3 × latency), Linux's floor)
 //     instead of never.
-//   - Connecting costs one round trip. A partition is a blackhole: dials
-//     across it hang until their context ends, and open connections across
-//     it stall (nothing is delivered) until the heal, when what waited is
-//     delivered at once; libp2p's keep-alives close those that stall long.
+//   - Connecting costs three round trips, as TCP with TLS 1.3 does (the
+//     SYN, multistream's choice of security, the TLS handshake with the
+//     muxer in its ALPN); a refused dial costs one. Opening a stream costs
+//     nothing: its first bytes arrive with the usual delay.
+//   - A partition is a blackhole: dials across it hang until their context
+//     ends, and open connections across it stall (nothing is delivered)
+//     until the heal, when what waited is delivered at once. A connection
+//     stalled for StallTimeout is closed at both ends, as weft's yamux
+//     keep-alive (a ping every 2 minutes, 10 s to answer) would close it.
 package simlink
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -38,12 +47,17 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/connmgr"
+	ic "github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/transport"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 )
+
+// StallTimeout is how long a connection across a partition stays open.
+const StallTimeout = 2*time.Minute + 10*time.Second
 
 // SendBuffer is how many bytes a host may have waiting for its link before
 // a write blocks (a socket send buffer).
@@ -69,7 +83,7 @@ type Network struct {
 	hosts     map[netip.Addr]*hostLink
 	listeners map[netip.AddrPort]*listener
 	nextPort  uint16
-	conns     map[*pipe]struct{}
+	conns     map[*muxConn]struct{}                  // every open connection end
 	cut       atomic.Pointer[map[[2]netip.Addr]bool] // partition, both orders
 	down      atomic.Bool                            // Shutdown: every dial refused
 
@@ -97,7 +111,7 @@ func New(seed uint64) *Network {
 		hosts:     map[netip.Addr]*hostLink{},
 		listeners: map[netip.AddrPort]*listener{},
 		nextPort:  40000,
-		conns:     map[*pipe]struct{}{},
+		conns:     map[*muxConn]struct{}{},
 	}
 	empty := map[[2]netip.Addr]bool{}
 	n.cut.Store(&empty)
@@ -152,6 +166,7 @@ func (n *Network) Partition(groups [][]netip.Addr) {
 	}
 	n.cut.Store(&cut)
 	n.wakeAll()
+	n.closeStalled()
 }
 
 // Heal ends the partition; what waited on stalled connections is delivered.
@@ -173,29 +188,53 @@ func (n *Network) blocked(a, b netip.Addr) bool {
 	return (*n.cut.Load())[[2]netip.Addr{a, b}]
 }
 
-func (n *Network) wakeAll() {
+func (n *Network) ends() []*muxConn {
 	n.mu.Lock()
-	ps := make([]*pipe, 0, len(n.conns))
-	for p := range n.conns {
-		ps = append(ps, p)
+	defer n.mu.Unlock()
+	cs := make([]*muxConn, 0, len(n.conns))
+	for c := range n.conns {
+		cs = append(cs, c)
 	}
-	n.mu.Unlock()
-	for _, p := range ps {
-		p.wake()
+	return cs
+}
+
+// wakeAll wakes every reader and accepter, to look at the partition again.
+func (n *Network) wakeAll() {
+	for _, c := range n.ends() {
+		c.wake()
+	}
+}
+
+// closeStalled closes, StallTimeout from now, every connection the
+// partition cuts that is still cut then.
+func (n *Network) closeStalled() {
+	for _, c := range n.ends() {
+		if !n.blocked(c.local.Addr(), c.remote.Addr()) {
+			continue
+		}
+		time.AfterFunc(StallTimeout, func() {
+			if n.blocked(c.local.Addr(), c.remote.Addr()) {
+				c.closeWith(time.Now())
+			}
+		})
 	}
 }
 
 // Transport returns a libp2p transport constructor for the host at ip, for
 // libp2p.Transport. The host must listen on /ip4/IP/tcp/PORT addresses.
-func (n *Network) Transport(ip netip.Addr) func(transport.Upgrader, network.ResourceManager) (*Transport, error) {
-	return func(up transport.Upgrader, rcmgr network.ResourceManager) (*Transport, error) {
+func (n *Network) Transport(ip netip.Addr) func(ic.PrivKey, connmgr.ConnectionGater, network.ResourceManager) (*Transport, error) {
+	return func(key ic.PrivKey, gater connmgr.ConnectionGater, rcmgr network.ResourceManager) (*Transport, error) {
 		if rcmgr == nil {
 			rcmgr = &network.NullResourceManager{}
+		}
+		id, err := peer.IDFromPrivateKey(key)
+		if err != nil {
+			return nil, fmt.Errorf("simlink: host %s: %w", ip, err)
 		}
 		n.mu.Lock()
 		n.host(ip)
 		n.mu.Unlock()
-		return &Transport{net: n, ip: ip, up: up, rcmgr: rcmgr}, nil
+		return &Transport{net: n, ip: ip, id: id, pub: key.GetPublic(), gater: gater, rcmgr: rcmgr}, nil
 	}
 }
 
@@ -203,7 +242,9 @@ func (n *Network) Transport(ip netip.Addr) func(transport.Upgrader, network.Reso
 type Transport struct {
 	net   *Network
 	ip    netip.Addr
-	up    transport.Upgrader
+	id    peer.ID
+	pub   ic.PubKey
+	gater connmgr.ConnectionGater // nil: none
 	rcmgr network.ResourceManager
 }
 
@@ -258,13 +299,13 @@ func (t *Transport) Listen(laddr ma.Multiaddr) (transport.Listener, error) {
 		n.mu.Unlock()
 		return nil, fmt.Errorf("simlink: listen %s: address already in use", ap)
 	}
-	l := &listener{net: n, ap: ap, ma: toMA(ap), queue: make(chan *conn, 64), done: make(chan struct{})}
+	l := &listener{t: t, ap: ap, ma: toMA(ap), queue: make(chan *muxConn, 64), done: make(chan struct{})}
 	n.listeners[ap] = l
 	n.mu.Unlock()
-	return t.up.UpgradeGatedMaListener(t, t.up.GateMaListener(l)), nil
+	return l, nil
 }
 
-// Dial connects to raddr after one round trip.
+// Dial connects to raddr, the host p, after three round trips.
 func (t *Transport) Dial(ctx context.Context, raddr ma.Multiaddr, p peer.ID) (transport.CapableConn, error) {
 	scope, err := t.rcmgr.OpenConnection(network.DirOutbound, true, raddr)
 	if err != nil {
@@ -278,7 +319,11 @@ func (t *Transport) Dial(ctx context.Context, raddr ma.Multiaddr, p peer.ID) (tr
 	return c, nil
 }
 
-func (t *Transport) dial(ctx context.Context, raddr ma.Multiaddr, p peer.ID, scope network.ConnManagementScope) (transport.CapableConn, error) {
+// handshakeRTTs is what connecting costs: TCP's handshake, multistream's
+// choice of security, TLS 1.3's handshake (carrying the muxer's choice).
+const handshakeRTTs = 3
+
+func (t *Transport) dial(ctx context.Context, raddr ma.Multiaddr, p peer.ID, scope network.ConnManagementScope) (*muxConn, error) {
 	if err := scope.SetPeer(p); err != nil {
 		return nil, err
 	}
@@ -321,22 +366,31 @@ func (t *Transport) dial(ctx context.Context, raddr ma.Multiaddr, p peer.ID, sco
 		n.mu.Unlock()
 		return nil, fmt.Errorf("simlink: dial %s: connection refused", ap)
 	}
-	ours, theirs := n.newConnPair(local, ap)
-	select {
-	case l.queue <- theirs:
-	case <-l.done:
-		ours.Close()
-		return nil, fmt.Errorf("simlink: dial %s: connection refused", ap)
-	case <-ctx.Done():
-		ours.Close()
-		theirs.Close()
-		return nil, fmt.Errorf("simlink: dial %s: %w", ap, ctx.Err())
+	if p != "" && p != l.t.id {
+		return nil, fmt.Errorf("simlink: dial %s: the host there is %s, not %s", ap, l.t.id, p)
+	}
+	if err := sleepCtx(ctx, (handshakeRTTs-1)*rtt); err != nil {
+		return nil, fmt.Errorf("simlink: dial %s: handshake: %w", ap, err)
 	}
 	dir := network.DirOutbound
 	if ok, isClient, _ := network.GetSimultaneousConnect(ctx); ok && !isClient {
 		dir = network.DirInbound
 	}
-	return t.up.Upgrade(ctx, t, ours, dir, p, scope)
+	ours, theirs := n.newConnPair(t, l.t, local, ap, scope)
+	if t.gater != nil && !t.gater.InterceptSecured(dir, ours.remotePeer, ours) {
+		ours.closeWith(time.Now())
+		return nil, fmt.Errorf("simlink: dial %s: the connection gater refused %s", ap, ours.remotePeer)
+	}
+	select {
+	case l.queue <- theirs:
+	case <-l.done:
+		ours.closeWith(time.Now())
+		return nil, fmt.Errorf("simlink: dial %s: connection refused", ap)
+	case <-ctx.Done():
+		ours.closeWith(time.Now())
+		return nil, fmt.Errorf("simlink: dial %s: %w", ap, ctx.Err())
+	}
+	return ours, nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
@@ -353,37 +407,65 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// listener is a manet.Listener on the simulated network.
+// listener is a host's transport.Listener on the simulated network.
 type listener struct {
-	net   *Network
+	t     *Transport
 	ap    netip.AddrPort
 	ma    ma.Multiaddr
-	queue chan *conn
+	queue chan *muxConn // ends whose dialer has finished the handshake
 	done  chan struct{}
 	once  sync.Once
 }
 
-func (l *listener) Accept() (manet.Conn, error) {
-	select {
-	case c := <-l.queue:
+var _ transport.Listener = (*listener)(nil)
+
+// Accept returns the next inbound connection the gater and the resource
+// manager let in.
+func (l *listener) Accept() (transport.CapableConn, error) {
+	for {
+		var c *muxConn
+		select {
+		case c = <-l.queue:
+		case <-l.done:
+			return nil, transport.ErrListenerClosed
+		}
+		t := l.t
+		if t.gater != nil && !t.gater.InterceptAccept(c) {
+			c.closeWith(time.Now())
+			continue
+		}
+		scope, err := t.rcmgr.OpenConnection(network.DirInbound, true, c.RemoteMultiaddr())
+		if err != nil {
+			c.closeWith(time.Now())
+			continue
+		}
+		if err := scope.SetPeer(c.remotePeer); err != nil {
+			scope.Done()
+			c.closeWith(time.Now())
+			continue
+		}
+		c.scope = scope
+		if t.gater != nil && !t.gater.InterceptSecured(network.DirInbound, c.remotePeer, c) {
+			c.closeWith(time.Now())
+			continue
+		}
 		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
 	}
 }
 
 func (l *listener) Close() error {
 	l.once.Do(func() {
-		l.net.mu.Lock()
-		if l.net.listeners[l.ap] == l {
-			delete(l.net.listeners, l.ap)
+		n := l.t.net
+		n.mu.Lock()
+		if n.listeners[l.ap] == l {
+			delete(n.listeners, l.ap)
 		}
-		l.net.mu.Unlock()
+		n.mu.Unlock()
 		close(l.done)
 		for {
 			select {
 			case c := <-l.queue:
-				c.Close()
+				c.closeWith(time.Now())
 			default:
 				return
 			}
@@ -392,10 +474,217 @@ func (l *listener) Close() error {
 	return nil
 }
 
-func (l *listener) Addr() net.Addr            { return net.TCPAddrFromAddrPort(l.ap) }
-func (l *listener) Multiaddr() ma.Multiaddr   { return l.ma }
-func (c *conn) LocalMultiaddr() ma.Multiaddr  { return toMA(c.local) }
-func (c *conn) RemoteMultiaddr() ma.Multiaddr { return toMA(c.remote) }
+func (l *listener) Addr() net.Addr          { return net.TCPAddrFromAddrPort(l.ap) }
+func (l *listener) Multiaddr() ma.Multiaddr { return l.ma }
+
+// newConnPair makes the two ends of a connection from the host of dialer
+// (at a) to the host of lis (at b); scope is the dialer's (the listener's
+// end gets its own when accepted).
+func (n *Network) newConnPair(dialer, lis *Transport, a, b netip.AddrPort, scope network.ConnManagementScope) (*muxConn, *muxConn) {
+	ca := &muxConn{net: n, tr: dialer, local: a, remote: b, localPeer: dialer.id, remotePeer: lis.id, remoteKey: lis.pub,
+		scope: scope, streams: map[*stream]struct{}{}, signal: make(chan struct{}, 1)}
+	cb := &muxConn{net: n, tr: lis, local: b, remote: a, localPeer: lis.id, remotePeer: dialer.id, remoteKey: dialer.pub,
+		scope: &network.NullScope{}, streams: map[*stream]struct{}{}, signal: make(chan struct{}, 1)}
+	ca.peer, cb.peer = cb, ca
+	n.mu.Lock()
+	n.conns[ca] = struct{}{}
+	n.conns[cb] = struct{}{}
+	n.mu.Unlock()
+	return ca, cb
+}
+
+// muxConn is one end of a connection: a transport.CapableConn that is
+// natively multiplexed.
+type muxConn struct {
+	net                   *Network
+	tr                    *Transport
+	local, remote         netip.AddrPort
+	localPeer, remotePeer peer.ID
+	remoteKey             ic.PubKey
+	scope                 network.ConnManagementScope
+	peer                  *muxConn // the other end
+
+	mu       sync.Mutex
+	pending  []*stream // opened by the peer, not accepted yet
+	streams  map[*stream]struct{}
+	closed   bool
+	goneAt   time.Time // when the peer's close reaches this end (zero: open)
+	signal   chan struct{}
+	scopeEnd sync.Once
+}
+
+var _ transport.CapableConn = (*muxConn)(nil)
+
+func (c *muxConn) wake() {
+	select {
+	case c.signal <- struct{}{}:
+	default:
+	}
+	c.mu.Lock()
+	ss := make([]*stream, 0, len(c.streams))
+	for s := range c.streams {
+		ss = append(ss, s)
+	}
+	c.mu.Unlock()
+	for _, s := range ss {
+		s.in.wake()
+	}
+}
+
+func (c *muxConn) LocalPeer() peer.ID             { return c.localPeer }
+func (c *muxConn) RemotePeer() peer.ID            { return c.remotePeer }
+func (c *muxConn) RemotePublicKey() ic.PubKey     { return c.remoteKey }
+func (c *muxConn) LocalMultiaddr() ma.Multiaddr   { return toMA(c.local) }
+func (c *muxConn) RemoteMultiaddr() ma.Multiaddr  { return toMA(c.remote) }
+func (c *muxConn) Scope() network.ConnScope       { return c.scope }
+func (c *muxConn) Transport() transport.Transport { return c.tr }
+func (c *muxConn) As(any) bool                    { return false }
+func (c *muxConn) ConnState() network.ConnectionState {
+	return network.ConnectionState{Transport: "simlink"}
+}
+
+// latency is the one-way delay of what this end sends.
+func (c *muxConn) latency() time.Duration {
+	c.net.mu.Lock()
+	defer c.net.mu.Unlock()
+	return c.net.host(c.local.Addr()).shape.Latency
+}
+
+// OpenStream opens a stream; the peer can accept it at once, and reads
+// what is written on it after the link's delay.
+func (c *muxConn) OpenStream(ctx context.Context) (network.MuxedStream, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ours, theirs := c.net.newStreamPair(c.local.Addr(), c.remote.Addr())
+	ours.conn, theirs.conn = c, c.peer
+	c.mu.Lock()
+	if c.closed || c.gone(time.Now()) {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("simlink: open stream to %s: %w", c.remotePeer, network.ErrReset)
+	}
+	c.streams[ours] = struct{}{}
+	c.mu.Unlock()
+	p := c.peer
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		ours.Reset()
+		return ours, nil // the peer's close is on its way: the stream fails as used
+	}
+	p.pending = append(p.pending, theirs)
+	p.streams[theirs] = struct{}{}
+	p.mu.Unlock()
+	p.wake1()
+	return ours, nil
+}
+
+func (c *muxConn) wake1() {
+	select {
+	case c.signal <- struct{}{}:
+	default:
+	}
+}
+
+// gone says whether the peer's close has reached this end; c.mu held.
+func (c *muxConn) gone(now time.Time) bool {
+	return !c.goneAt.IsZero() && !now.Before(c.goneAt)
+}
+
+// AcceptStream returns the next stream the peer opened, or an error once
+// either end is closed.
+func (c *muxConn) AcceptStream() (network.MuxedStream, error) {
+	for {
+		now := time.Now()
+		c.mu.Lock()
+		switch {
+		case c.closed:
+			c.mu.Unlock()
+			return nil, net.ErrClosed
+		case len(c.pending) > 0:
+			s := c.pending[0]
+			c.pending[0] = nil
+			c.pending = c.pending[1:]
+			c.mu.Unlock()
+			return s, nil
+		case c.gone(now):
+			c.mu.Unlock()
+			return nil, fmt.Errorf("simlink: connection from %s: closed by the peer", c.remotePeer)
+		}
+		wait := time.Duration(-1)
+		if !c.goneAt.IsZero() {
+			wait = c.goneAt.Sub(now)
+		}
+		c.mu.Unlock()
+		if wait >= 0 {
+			tm := time.NewTimer(wait)
+			select {
+			case <-c.signal:
+			case <-tm.C:
+			}
+			tm.Stop()
+		} else {
+			<-c.signal
+		}
+	}
+}
+
+// Close closes this end: its streams are reset, and the peer learns of it
+// one latency later.
+func (c *muxConn) Close() error { return c.closeWith(time.Now().Add(c.latency())) }
+
+// CloseWithError is Close (the code is not carried).
+func (c *muxConn) CloseWithError(network.ConnErrorCode) error { return c.Close() }
+
+// closeWith closes this end; the peer learns of it at `at`.
+func (c *muxConn) closeWith(at time.Time) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	ss := make([]*stream, 0, len(c.streams))
+	for s := range c.streams {
+		ss = append(ss, s)
+	}
+	c.pending = nil
+	c.mu.Unlock()
+	for _, s := range ss {
+		s.ResetWithError(0)
+	}
+	n := c.net
+	n.mu.Lock()
+	delete(n.conns, c)
+	n.mu.Unlock()
+	p := c.peer
+	p.mu.Lock()
+	if p.goneAt.IsZero() || at.Before(p.goneAt) {
+		p.goneAt = at
+	}
+	p.mu.Unlock()
+	p.wake1()
+	c.wake1()
+	c.scopeEnd.Do(func() { c.scope.Done() })
+	return nil
+}
+
+// IsClosed says whether this end was closed.
+func (c *muxConn) IsClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// forget drops a finished stream from its connection.
+func (c *muxConn) forget(s *stream) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	delete(c.streams, s)
+	c.mu.Unlock()
+}
 
 // chunk is one write, due at the reader at `at`.
 type chunk struct {
@@ -403,7 +692,7 @@ type chunk struct {
 	at time.Time
 }
 
-// pipe is one direction of a connection: src writes, dst reads.
+// pipe is one direction of a stream: src writes, dst reads.
 type pipe struct {
 	net      *Network
 	src, dst netip.Addr
@@ -413,6 +702,8 @@ type pipe struct {
 	last    time.Time // due time of the last chunk (order is kept)
 	eof     bool      // the writer closed: EOF once q is drained and eofAt passed
 	eofAt   time.Time
+	rst     bool // the writer reset: the reader fails once rstAt passed
+	rstAt   time.Time
 	rclosed bool // the reader closed its end
 	signal  chan struct{}
 }
@@ -424,70 +715,76 @@ func (p *pipe) wake() {
 	}
 }
 
-func (n *Network) newConnPair(a, b netip.AddrPort) (*conn, *conn) {
-	ab := &pipe{net: n, src: a.Addr(), dst: b.Addr(), signal: make(chan struct{}, 1)}
-	ba := &pipe{net: n, src: b.Addr(), dst: a.Addr(), signal: make(chan struct{}, 1)}
-	n.mu.Lock()
-	n.conns[ab] = struct{}{}
-	n.conns[ba] = struct{}{}
-	n.mu.Unlock()
-	ca := &conn{local: a, remote: b, in: ba, out: ab}
-	cb := &conn{local: b, remote: a, in: ab, out: ba}
-	return ca, cb
+func (n *Network) newStreamPair(a, b netip.Addr) (*stream, *stream) {
+	ab := &pipe{net: n, src: a, dst: b, signal: make(chan struct{}, 1)}
+	ba := &pipe{net: n, src: b, dst: a, signal: make(chan struct{}, 1)}
+	return &stream{in: ba, out: ab}, &stream{in: ab, out: ba}
 }
 
-// conn is one end of a simulated connection. It implements manet.Conn.
-type conn struct {
-	local, remote netip.AddrPort
-	in, out       *pipe
+// stream is one end of a stream. It implements network.MuxedStream.
+type stream struct {
+	conn    *muxConn // nil in tests of the pipes alone
+	in, out *pipe
 
-	closeOnce sync.Once
-	closed    atomic.Bool
-	dl        sync.Mutex
-	rdl, wdl  time.Time
+	mu               sync.Mutex
+	wclosed, rclosed bool
+	reset            bool
+	rdl, wdl         time.Time
 }
 
-func (c *conn) LocalAddr() net.Addr  { return net.TCPAddrFromAddrPort(c.local) }
-func (c *conn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(c.remote) }
+var _ network.MuxedStream = (*stream)(nil)
 
-func (c *conn) SetDeadline(t time.Time) error {
-	c.dl.Lock()
-	c.rdl, c.wdl = t, t
-	c.dl.Unlock()
-	c.in.wake()
+func (s *stream) SetDeadline(t time.Time) error {
+	s.mu.Lock()
+	s.rdl, s.wdl = t, t
+	s.mu.Unlock()
+	s.in.wake()
 	return nil
 }
 
-func (c *conn) SetReadDeadline(t time.Time) error {
-	c.dl.Lock()
-	c.rdl = t
-	c.dl.Unlock()
-	c.in.wake()
+func (s *stream) SetReadDeadline(t time.Time) error {
+	s.mu.Lock()
+	s.rdl = t
+	s.mu.Unlock()
+	s.in.wake()
 	return nil
 }
 
-func (c *conn) SetWriteDeadline(t time.Time) error {
-	c.dl.Lock()
-	c.wdl = t
-	c.dl.Unlock()
+func (s *stream) SetWriteDeadline(t time.Time) error {
+	s.mu.Lock()
+	s.wdl = t
+	s.mu.Unlock()
 	return nil
 }
 
-func (c *conn) deadlines() (r, w time.Time) {
-	c.dl.Lock()
-	defer c.dl.Unlock()
-	return c.rdl, c.wdl
+// state returns the deadlines and the error a read (r) or write (w) fails
+// with at once, if any.
+func (s *stream) state() (rdl, wdl time.Time, rerr, werr error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.reset:
+		rerr, werr = network.ErrReset, network.ErrReset
+	default:
+		if s.rclosed {
+			rerr = net.ErrClosed
+		}
+		if s.wclosed {
+			werr = net.ErrClosed
+		}
+	}
+	return s.rdl, s.wdl, rerr, werr
 }
 
 // Read returns the bytes that are due, waiting (in virtual time under
 // synctest) for the next ones.
-func (c *conn) Read(b []byte) (int, error) {
-	p := c.in
+func (s *stream) Read(b []byte) (int, error) {
+	p := s.in
 	for {
-		if c.closed.Load() {
-			return 0, net.ErrClosed
+		rdl, _, rerr, _ := s.state()
+		if rerr != nil {
+			return 0, rerr
 		}
-		rdl, _ := c.deadlines()
 		now := time.Now()
 		if !rdl.IsZero() && !now.Before(rdl) {
 			return 0, os.ErrDeadlineExceeded
@@ -497,6 +794,10 @@ func (c *conn) Read(b []byte) (int, error) {
 		stalled := p.net.blocked(p.src, p.dst)
 		switch {
 		case stalled:
+		case p.rst && !now.Before(p.rstAt):
+			p.q = nil
+			p.mu.Unlock()
+			return 0, network.ErrReset
 		case len(p.q) > 0 && !now.Before(p.q[0].at):
 			nr := 0
 			for nr < len(b) && len(p.q) > 0 && !now.Before(p.q[0].at) {
@@ -511,10 +812,16 @@ func (c *conn) Read(b []byte) (int, error) {
 			}
 			p.mu.Unlock()
 			return nr, nil
+		case p.rst:
+			wait = p.rstAt.Sub(now)
+			if len(p.q) > 0 {
+				wait = min(wait, p.q[0].at.Sub(now))
+			}
 		case len(p.q) > 0:
 			wait = p.q[0].at.Sub(now)
 		case p.eof && !now.Before(p.eofAt):
 			p.mu.Unlock()
+			s.done()
 			return 0, io.EOF
 		case p.eof:
 			wait = p.eofAt.Sub(now)
@@ -537,14 +844,14 @@ func (c *conn) Read(b []byte) (int, error) {
 }
 
 // Write queues b for the peer, due after the sender's shaping.
-func (c *conn) Write(b []byte) (int, error) {
-	if c.closed.Load() {
-		return 0, net.ErrClosed
+func (s *stream) Write(b []byte) (int, error) {
+	if _, _, _, werr := s.state(); werr != nil {
+		return 0, werr
 	}
-	p := c.out
+	p := s.out
 	n := p.net
 	for {
-		_, wdl := c.deadlines()
+		_, wdl, _, _ := s.state()
 		n.mu.Lock()
 		h := n.host(p.src)
 		now := time.Now()
@@ -560,40 +867,40 @@ func (c *conn) Write(b []byte) (int, error) {
 			wait = min(wait, wdl.Sub(now))
 		}
 		time.Sleep(wait)
-		if c.closed.Load() {
-			return 0, net.ErrClosed
+		if _, _, _, werr := s.state(); werr != nil {
+			return 0, werr
 		}
 	}
 	// n.mu held: shape this write.
 	h := n.host(p.src)
-	s := h.shape
+	sh := h.shape
 	now := time.Now()
 	sent := now
-	if s.Bandwidth > 0 {
+	if sh.Bandwidth > 0 {
 		start := now
 		if h.free.After(start) {
 			start = h.free
 		}
-		sent = start.Add(time.Duration(float64(len(b)) / float64(s.Bandwidth) * float64(time.Second)))
+		sent = start.Add(time.Duration(float64(len(b)) / float64(sh.Bandwidth) * float64(time.Second)))
 		h.free = sent
 	}
-	at := sent.Add(s.Latency)
-	if s.Jitter > 0 {
-		at = at.Add(time.Duration(n.rng.Int64N(int64(2*s.Jitter)+1)) - s.Jitter)
+	at := sent.Add(sh.Latency)
+	if sh.Jitter > 0 {
+		at = at.Add(time.Duration(n.rng.Int64N(int64(2*sh.Jitter)+1)) - sh.Jitter)
 	}
 	segs := int64((len(b) + segment - 1) / segment)
 	n.stats.Bytes += int64(len(b))
 	n.stats.Segments += segs
-	if s.Loss > 0 {
+	if sh.Loss > 0 {
 		lost := false
 		for range segs {
-			if n.rng.Float64() < s.Loss {
+			if n.rng.Float64() < sh.Loss {
 				lost = true
 				n.stats.SegmentsLost++
 			}
 		}
 		if lost {
-			at = at.Add(max(200*time.Millisecond, 3*s.Latency))
+			at = at.Add(max(200*time.Millisecond, 3*sh.Latency))
 		}
 	}
 	n.mu.Unlock()
@@ -601,7 +908,7 @@ func (c *conn) Write(b []byte) (int, error) {
 	p.mu.Lock()
 	if p.rclosed {
 		p.mu.Unlock()
-		return 0, syscallReset
+		return 0, network.ErrReset
 	}
 	if at.Before(p.last) {
 		at = p.last
@@ -613,36 +920,103 @@ func (c *conn) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-var syscallReset = errors.New("simlink: connection reset by peer")
+func (s *stream) latency() time.Duration {
+	n := s.out.net
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.host(s.out.src).shape.Latency
+}
 
-// Close closes this end: the peer reads EOF after what was written, one
-// latency later.
-func (c *conn) Close() error {
-	c.closeOnce.Do(func() {
-		c.closed.Store(true)
-		n := c.out.net
-		n.mu.Lock()
-		lat := n.host(c.out.src).shape.Latency
-		delete(n.conns, c.in)
-		delete(n.conns, c.out)
-		n.mu.Unlock()
-		p := c.out
-		p.mu.Lock()
-		at := time.Now().Add(lat)
-		if at.Before(p.last) {
-			at = p.last
-		}
-		p.eof, p.eofAt = true, at
-		p.mu.Unlock()
-		p.wake()
-		c.in.mu.Lock()
-		c.in.rclosed = true
-		c.in.q = nil
-		c.in.mu.Unlock()
-		c.in.wake()
-	})
+// CloseWrite ends what this end sends: the peer reads EOF after it, one
+// latency later at the earliest.
+func (s *stream) CloseWrite() error {
+	s.mu.Lock()
+	if s.wclosed || s.reset {
+		s.mu.Unlock()
+		return nil
+	}
+	s.wclosed = true
+	done := s.rclosed
+	s.mu.Unlock()
+	p := s.out
+	at := time.Now().Add(s.latency())
+	p.mu.Lock()
+	if at.Before(p.last) {
+		at = p.last
+	}
+	p.eof, p.eofAt = true, at
+	p.mu.Unlock()
+	p.wake()
+	if done {
+		s.conn.forget(s)
+	}
 	return nil
 }
 
-// CloseRead and CloseWrite are not needed by the upgraded connection.
-var _ manet.Conn = (*conn)(nil)
+// CloseRead stops reading: what arrives is dropped and the peer's writes
+// fail.
+func (s *stream) CloseRead() error {
+	s.mu.Lock()
+	if s.rclosed || s.reset {
+		s.mu.Unlock()
+		return nil
+	}
+	s.rclosed = true
+	done := s.wclosed
+	s.mu.Unlock()
+	s.in.mu.Lock()
+	s.in.rclosed, s.in.q = true, nil
+	s.in.mu.Unlock()
+	s.in.wake()
+	if done {
+		s.conn.forget(s)
+	}
+	return nil
+}
+
+// Close closes both directions.
+func (s *stream) Close() error {
+	s.CloseWrite()
+	return s.CloseRead()
+}
+
+// done notes that the peer finished sending; the stream is forgotten by
+// its connection once this end has finished too.
+func (s *stream) done() {
+	s.mu.Lock()
+	finished := s.wclosed
+	s.mu.Unlock()
+	if finished {
+		s.conn.forget(s)
+	}
+}
+
+// Reset ends both directions at once: the peer's reads fail one latency
+// later, its writes at once.
+func (s *stream) Reset() error { return s.ResetWithError(0) }
+
+// ResetWithError is Reset (the code is not carried).
+func (s *stream) ResetWithError(network.StreamErrorCode) error {
+	s.mu.Lock()
+	if s.reset || (s.wclosed && s.rclosed) {
+		s.mu.Unlock()
+		return nil
+	}
+	s.reset = true
+	wasWClosed := s.wclosed
+	s.mu.Unlock()
+	if !wasWClosed {
+		p := s.out
+		at := time.Now().Add(s.latency())
+		p.mu.Lock()
+		p.rst, p.rstAt = true, at
+		p.mu.Unlock()
+		p.wake()
+	}
+	s.in.mu.Lock()
+	s.in.rclosed, s.in.q = true, nil
+	s.in.mu.Unlock()
+	s.in.wake()
+	s.conn.forget(s)
+	return nil
+}

@@ -10,21 +10,73 @@ import (
 	"testing/synctest"
 	"time"
 
+	ic "github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/transport"
 )
 
-// pair makes a connection between hosts 1 and 2 with the given shapes.
-func pair(t *testing.T, n *Network, s1, s2 Shape) (*conn, *conn) {
+// hosts makes the transports of hosts 1 and 2 with the given shapes; host
+// 2 listens on port 4001.
+func hosts(t *testing.T, n *Network, s1, s2 Shape) (*Transport, *Transport, transport.Listener) {
 	t.Helper()
 	n.SetShape(AddrOf(1), s1)
 	n.SetShape(AddrOf(2), s2)
-	a, b := n.newConnPair(netip.AddrPortFrom(AddrOf(1), 1), netip.AddrPortFrom(AddrOf(2), 2))
-	t.Cleanup(func() { a.Close(); b.Close() })
+	var trs [2]*Transport
+	for i := range trs {
+		key, _, err := ic.GenerateEd25519Key(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if trs[i], err = n.Transport(AddrOf(i+1))(key, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := trs[1].Listen(toMA(netip.AddrPortFrom(AddrOf(2), 4001)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return trs[0], trs[1], l
+}
+
+// connect dials host 2 from host 1 and returns both ends.
+func connect(t *testing.T, tr1, tr2 *Transport, l transport.Listener) (transport.CapableConn, transport.CapableConn) {
+	t.Helper()
+	accepted := make(chan transport.CapableConn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			t.Errorf("accept: %v", err)
+		}
+		accepted <- c
+	}()
+	c1, err := tr1.Dial(t.Context(), l.Multiaddr(), tr2.id)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	c2 := <-accepted
+	t.Cleanup(func() { c1.Close(); c2.Close() })
+	return c1, c2
+}
+
+// pair opens a stream between hosts 1 and 2 with the given shapes.
+func pair(t *testing.T, n *Network, s1, s2 Shape) (network.MuxedStream, network.MuxedStream) {
+	t.Helper()
+	tr1, tr2, l := hosts(t, n, s1, s2)
+	c1, c2 := connect(t, tr1, tr2, l)
+	a, err := c1.OpenStream(t.Context())
+	if err != nil {
+		t.Fatalf("open stream: %v", err)
+	}
+	b, err := c2.AcceptStream()
+	if err != nil {
+		t.Fatalf("accept stream: %v", err)
+	}
 	return a, b
 }
 
 // readAt writes msg on w and returns how long until all of it arrives on r.
-func transfer(t *testing.T, w, r *conn, msg []byte) time.Duration {
+func transfer(t *testing.T, w, r network.MuxedStream, msg []byte) time.Duration {
 	t.Helper()
 	start := time.Now()
 	go func() {
@@ -158,6 +210,114 @@ func TestShutdownRefusesDials(t *testing.T) {
 		}
 		if st := n.Stats(); st.Dials != 2 || st.DialsRefused != 2 {
 			t.Fatalf("stats %+v, want 2 dials, 2 refused", st)
+		}
+	})
+}
+
+// Connecting costs three round trips (TCP, the choice of security, TLS);
+// the peer ID dialed must be the listener's.
+func TestDialCostsHandshake(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := New(6)
+		tr1, tr2, l := hosts(t, n, Shape{Latency: 10 * time.Millisecond}, Shape{Latency: 20 * time.Millisecond})
+		start := time.Now()
+		c1, c2 := connect(t, tr1, tr2, l)
+		if d := time.Since(start); d != 90*time.Millisecond {
+			t.Fatalf("connecting took %v, want three round trips (90ms)", d)
+		}
+		if c1.RemotePeer() != tr2.id || c2.RemotePeer() != tr1.id || !c2.RemotePublicKey().Equals(tr1.pub) {
+			t.Fatal("the ends do not name each other")
+		}
+		if _, err := tr1.Dial(t.Context(), l.Multiaddr(), tr1.id); err == nil || !strings.Contains(err.Error(), "not "+tr1.id.String()) {
+			t.Fatalf("dial naming the wrong peer: %v", err)
+		}
+	})
+}
+
+// A reset reaches the peer's reads one latency later and its writes fail;
+// a stream closed for writing still delivers what was written, then EOF.
+func TestStreamResetAndHalfClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := New(7)
+		a, b := pair(t, n, Shape{Latency: 10 * time.Millisecond}, Shape{Latency: 10 * time.Millisecond})
+		a.Write([]byte("req"))
+		a.CloseWrite()
+		got, err := io.ReadAll(b)
+		if err != nil || string(got) != "req" {
+			t.Fatalf("read to EOF: %q, %v", got, err)
+		}
+		b.Write([]byte("resp"))
+		b.Close()
+		if got, err = io.ReadAll(a); err != nil || string(got) != "resp" {
+			t.Fatalf("the answer after a half close: %q, %v", got, err)
+		}
+
+		a, b = pair(t, New(17), Shape{Latency: 10 * time.Millisecond}, Shape{Latency: 10 * time.Millisecond})
+		start := time.Now()
+		a.Reset()
+		if _, err := b.Read(make([]byte, 1)); !errors.Is(err, network.ErrReset) {
+			t.Fatalf("read after the peer's reset: %v", err)
+		}
+		if d := time.Since(start); d != 10*time.Millisecond {
+			t.Fatalf("the reset arrived after %v, want one latency (10ms)", d)
+		}
+		if _, err := b.Write([]byte("x")); !errors.Is(err, network.ErrReset) {
+			t.Fatalf("write after the peer's reset: %v", err)
+		}
+	})
+}
+
+// Closing a connection resets its streams; the peer's AcceptStream fails
+// one latency later, and no stream is left registered.
+func TestConnCloseReachesPeer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := New(8)
+		tr1, tr2, l := hosts(t, n, Shape{Latency: 15 * time.Millisecond}, Shape{})
+		c1, c2 := connect(t, tr1, tr2, l)
+		s, _ := c1.OpenStream(t.Context())
+		r, _ := c2.AcceptStream()
+		start := time.Now()
+		c1.Close()
+		if _, err := c2.AcceptStream(); err == nil {
+			t.Fatal("accept on a connection the peer closed succeeded")
+		}
+		if d := time.Since(start); d != 15*time.Millisecond {
+			t.Fatalf("the close arrived after %v, want one latency (15ms)", d)
+		}
+		if _, err := r.Read(make([]byte, 1)); !errors.Is(err, network.ErrReset) {
+			t.Fatalf("read on a stream of a closed connection: %v", err)
+		}
+		if _, err := s.Write([]byte("x")); !errors.Is(err, network.ErrReset) {
+			t.Fatalf("write on a stream of a closed connection: %v", err)
+		}
+		if _, err := c1.OpenStream(t.Context()); err == nil {
+			t.Fatal("open stream on a closed connection succeeded")
+		}
+		c2.Close()
+		if m := c1.(*muxConn); len(m.streams) != 0 || len(n.conns) != 0 {
+			t.Fatalf("left registered: %d streams, %d connection ends", len(m.streams), len(n.conns))
+		}
+	})
+}
+
+// A connection cut by a partition for StallTimeout is closed at both ends;
+// one healed before that is not.
+func TestStallTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := New(9)
+		tr1, tr2, l := hosts(t, n, Shape{Latency: 10 * time.Millisecond}, Shape{})
+		c1, c2 := connect(t, tr1, tr2, l)
+		n.Partition([][]netip.Addr{{AddrOf(1)}, {AddrOf(2)}})
+		time.Sleep(time.Minute)
+		n.Heal()
+		time.Sleep(StallTimeout)
+		if c1.IsClosed() || c2.IsClosed() {
+			t.Fatal("a connection healed in time was closed")
+		}
+		n.Partition([][]netip.Addr{{AddrOf(1)}, {AddrOf(2)}})
+		time.Sleep(StallTimeout + time.Second)
+		if !c1.IsClosed() || !c2.IsClosed() {
+			t.Fatalf("after StallTimeout cut: closed %v, %v; want both", c1.IsClosed(), c2.IsClosed())
 		}
 	})
 }
