@@ -56,6 +56,23 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 )
 
+// Quantum is the resolution of due times: every delivery falls on a whole
+// millisecond of virtual time (rounded to the nearest, so latencies stay
+// right on average). Jitter spreads deliveries over distinct nanoseconds,
+// and a simulation then advances its clock for each one and runs what it
+// wakes on one core; on millisecond boundaries the deliveries of a
+// millisecond run together, on every core.
+const Quantum = time.Millisecond
+
+// due rounds t to Quantum, never before now.
+func due(t, now time.Time) time.Time {
+	r := t.Round(Quantum)
+	if r.Before(now) {
+		r = r.Add(Quantum)
+	}
+	return r
+}
+
 // StallTimeout is how long a connection across a partition stays open.
 const StallTimeout = 2*time.Minute + 10*time.Second
 
@@ -486,6 +503,8 @@ func (n *Network) newConnPair(dialer, lis *Transport, a, b netip.AddrPort, scope
 	cb := &muxConn{net: n, tr: lis, local: b, remote: a, localPeer: lis.id, remotePeer: dialer.id, remoteKey: dialer.pub,
 		scope: &network.NullScope{}, streams: map[*stream]struct{}{}, signal: make(chan struct{}, 1)}
 	ca.peer, cb.peer = cb, ca
+	ca.localMA, ca.remoteMA = toMA(a), toMA(b)
+	cb.localMA, cb.remoteMA = ca.remoteMA, ca.localMA
 	n.mu.Lock()
 	n.conns[ca] = struct{}{}
 	n.conns[cb] = struct{}{}
@@ -501,8 +520,10 @@ type muxConn struct {
 	local, remote         netip.AddrPort
 	localPeer, remotePeer peer.ID
 	remoteKey             ic.PubKey
+	localMA, remoteMA     ma.Multiaddr
 	scope                 network.ConnManagementScope
-	peer                  *muxConn // the other end
+	peer                  *muxConn    // the other end
+	isClosed              atomic.Bool // closed, for IsClosed without the lock
 
 	mu       sync.Mutex
 	pending  []*stream // opened by the peer, not accepted yet
@@ -534,8 +555,8 @@ func (c *muxConn) wake() {
 func (c *muxConn) LocalPeer() peer.ID             { return c.localPeer }
 func (c *muxConn) RemotePeer() peer.ID            { return c.remotePeer }
 func (c *muxConn) RemotePublicKey() ic.PubKey     { return c.remoteKey }
-func (c *muxConn) LocalMultiaddr() ma.Multiaddr   { return toMA(c.local) }
-func (c *muxConn) RemoteMultiaddr() ma.Multiaddr  { return toMA(c.remote) }
+func (c *muxConn) LocalMultiaddr() ma.Multiaddr   { return c.localMA }
+func (c *muxConn) RemoteMultiaddr() ma.Multiaddr  { return c.remoteMA }
 func (c *muxConn) Scope() network.ConnScope       { return c.scope }
 func (c *muxConn) Transport() transport.Transport { return c.tr }
 func (c *muxConn) As(any) bool                    { return false }
@@ -631,7 +652,10 @@ func (c *muxConn) AcceptStream() (network.MuxedStream, error) {
 
 // Close closes this end: its streams are reset, and the peer learns of it
 // one latency later.
-func (c *muxConn) Close() error { return c.closeWith(time.Now().Add(c.latency())) }
+func (c *muxConn) Close() error {
+	now := time.Now()
+	return c.closeWith(due(now.Add(c.latency()), now))
+}
 
 // CloseWithError is Close (the code is not carried).
 func (c *muxConn) CloseWithError(network.ConnErrorCode) error { return c.Close() }
@@ -644,6 +668,7 @@ func (c *muxConn) closeWith(at time.Time) error {
 		return nil
 	}
 	c.closed = true
+	c.isClosed.Store(true)
 	ss := make([]*stream, 0, len(c.streams))
 	for s := range c.streams {
 		ss = append(ss, s)
@@ -670,11 +695,7 @@ func (c *muxConn) closeWith(at time.Time) error {
 }
 
 // IsClosed says whether this end was closed.
-func (c *muxConn) IsClosed() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.closed
-}
+func (c *muxConn) IsClosed() bool { return c.isClosed.Load() }
 
 // forget drops a finished stream from its connection.
 func (c *muxConn) forget(s *stream) {
@@ -904,6 +925,7 @@ func (s *stream) Write(b []byte) (int, error) {
 		}
 	}
 	n.mu.Unlock()
+	at = due(at, now)
 
 	p.mu.Lock()
 	if p.rclosed {
@@ -939,7 +961,8 @@ func (s *stream) CloseWrite() error {
 	done := s.rclosed
 	s.mu.Unlock()
 	p := s.out
-	at := time.Now().Add(s.latency())
+	now := time.Now()
+	at := due(now.Add(s.latency()), now)
 	p.mu.Lock()
 	if at.Before(p.last) {
 		at = p.last
@@ -1007,7 +1030,8 @@ func (s *stream) ResetWithError(network.StreamErrorCode) error {
 	s.mu.Unlock()
 	if !wasWClosed {
 		p := s.out
-		at := time.Now().Add(s.latency())
+		now := time.Now()
+		at := due(now.Add(s.latency()), now)
 		p.mu.Lock()
 		p.rst, p.rstAt = true, at
 		p.mu.Unlock()

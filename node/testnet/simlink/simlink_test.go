@@ -321,3 +321,23 @@ func TestStallTimeout(t *testing.T) {
 		}
 	})
 }
+
+// Deliveries fall on whole milliseconds whatever the jitter, and stay
+// within the jitter's bounds.
+func TestDeliveriesOnQuantum(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := New(10)
+		a, b := pair(t, n, Shape{Latency: 20 * time.Millisecond, Jitter: 5 * time.Millisecond}, Shape{})
+		time.Sleep(337 * time.Microsecond) // off the millisecond grid
+		for i := range 50 {
+			start := time.Now()
+			d := transfer(t, a, b, []byte{byte(i)})
+			if at := start.Add(d); at.Round(Quantum) != at {
+				t.Fatalf("delivery %d at %v: not on a whole millisecond", i, at)
+			}
+			if d < 15*time.Millisecond-Quantum || d > 25*time.Millisecond+Quantum {
+				t.Fatalf("delivery %d after %v, want 20ms ± 5ms (± the quantum)", i, d)
+			}
+		}
+	})
+}
