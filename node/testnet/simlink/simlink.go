@@ -37,6 +37,7 @@ package simlink
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -284,12 +285,11 @@ func addrPort(a ma.Multiaddr) (netip.AddrPort, error) {
 	if len(a) != 2 || a[0].Code() != ma.P_IP4 || a[1].Code() != ma.P_TCP {
 		return netip.AddrPort{}, fmt.Errorf("simlink: %s is not /ip4/A/tcp/P", a)
 	}
-	na, err := manet.ToNetAddr(a)
-	if err != nil {
-		return netip.AddrPort{}, err
+	ip, port := a[0].RawValue(), a[1].RawValue()
+	if len(ip) != 4 || len(port) != 2 {
+		return netip.AddrPort{}, fmt.Errorf("simlink: %s is not /ip4/A/tcp/P", a)
 	}
-	ap := na.(*net.TCPAddr).AddrPort()
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip)), binary.BigEndian.Uint16(port)), nil
 }
 
 func toMA(ap netip.AddrPort) ma.Multiaddr {

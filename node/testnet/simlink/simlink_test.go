@@ -13,6 +13,7 @@ import (
 	ic "github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/transport"
+	ma "github.com/multiformats/go-multiaddr"
 )
 
 // hosts makes the transports of hosts 1 and 2 with the given shapes; host
@@ -340,4 +341,16 @@ func TestDeliveriesOnQuantum(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestAddrPort(t *testing.T) {
+	ap := netip.AddrPortFrom(AddrOf(258), 40001)
+	if got, err := addrPort(toMA(ap)); err != nil || got != ap {
+		t.Fatalf("addrPort(toMA(%v)) = %v, %v", ap, got, err)
+	}
+	for _, s := range []string{"/ip6/::1/tcp/1", "/ip4/10.0.0.1/udp/1", "/ip4/10.0.0.1/tcp/1/ws", "/ip4/10.0.0.1"} {
+		if _, err := addrPort(ma.StringCast(s)); err == nil {
+			t.Errorf("addrPort(%s) accepted", s)
+		}
+	}
 }
