@@ -17,7 +17,9 @@
 // Model (what a run measures, and where it differs from a kernel link):
 //   - A host's Shape applies to what it sends, as the namespaced testnet
 //     shapes each node's egress: a byte written at t is due at the receiver
-//     at t + serialisation + latency ± jitter (uniform), in order.
+//     at t + serialisation + latency ± jitter (uniform), rounded to the
+//     millisecond (Quantum), in order across all the streams of a
+//     connection, as on a TCP connection under yamux.
 //   - Bandwidth is the host's egress rate, shared by all its connections; a
 //     writer blocks while more than SendBuffer bytes wait to be sent.
 //   - The stream is reliable, as TCP is: a write that is "lost" (each
@@ -525,6 +527,14 @@ type muxConn struct {
 	peer                  *muxConn    // the other end
 	isClosed              atomic.Bool // closed, for IsClosed without the lock
 
+	// sendLast is the due time of the last bytes this end sent on any of
+	// its streams: a connection keeps one order, as TCP under yamux does
+	// (what is written waits behind what was written before it, whatever
+	// its stream), and as the namespaced testnet's delay line keeps it per
+	// flow. Jitter therefore delays a burst to the latest draw in it.
+	sendMu   sync.Mutex
+	sendLast time.Time
+
 	mu       sync.Mutex
 	pending  []*stream // opened by the peer, not accepted yet
 	streams  map[*stream]struct{}
@@ -927,6 +937,14 @@ func (s *stream) Write(b []byte) (int, error) {
 	n.mu.Unlock()
 	at = due(at, now)
 
+	if c := s.conn; c != nil {
+		c.sendMu.Lock()
+		if at.Before(c.sendLast) {
+			at = c.sendLast
+		}
+		c.sendLast = at
+		c.sendMu.Unlock()
+	}
 	p.mu.Lock()
 	if p.rclosed {
 		p.mu.Unlock()

@@ -354,3 +354,37 @@ func TestAddrPort(t *testing.T) {
 		}
 	}
 }
+
+// A connection keeps one order across its streams: what is written on one
+// stream never arrives before what was written earlier on another.
+func TestOrderAcrossStreams(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := New(11)
+		tr1, tr2, l := hosts(t, n, Shape{Latency: 20 * time.Millisecond, Jitter: 15 * time.Millisecond}, Shape{})
+		c1, c2 := connect(t, tr1, tr2, l)
+		for i := range 30 {
+			var ws [2]network.MuxedStream
+			var rs [2]network.MuxedStream
+			for k := range ws {
+				ws[k], _ = c1.OpenStream(t.Context())
+				rs[k], _ = c2.AcceptStream()
+			}
+			ws[0].Write([]byte{1})
+			ws[1].Write([]byte{2})
+			var at [2]time.Time
+			done := make(chan int, 2)
+			for k := range rs {
+				go func() {
+					rs[k].Read(make([]byte, 1))
+					at[k] = time.Now()
+					done <- k
+				}()
+			}
+			<-done
+			<-done
+			if at[1].Before(at[0]) {
+				t.Fatalf("round %d: the later write arrived %v before the earlier one", i, at[0].Sub(at[1]))
+			}
+		}
+	})
+}
