@@ -141,7 +141,7 @@ func RunSim(ctx context.Context, sc *Scenario, o RunOptions) (*Report, error) {
 		rep.Started = started
 		c.mu.Lock()
 		rep.Simulated = &SimInfo{
-			Model:          "simlink: natively multiplexed in-memory connections (a pair of byte pipes per stream, no security handshake or yamux; connecting costs three round trips as TCP with TLS does); sender-side latency ± uniform jitter, egress bandwidth, loss as one retransmission timeout of delay; a connection cut by a partition for 2m10s closes; CPU work costs no virtual time",
+			Model:          "simlink: natively multiplexed in-memory connections (a pair of byte pipes per stream, no security handshake or yamux; connecting costs three round trips as TCP with TLS does); sender-side latency ± uniform jitter rounded to the millisecond, in order per connection, egress bandwidth, loss as one retransmission timeout of delay; a connection cut by a partition for 2m10s closes; CPU work costs no virtual time",
 			WallSeconds:    (WallClock() - wall0).Seconds(),
 			VirtualSeconds: time.Since(virt0).Seconds(),
 			PeakHeapBytes:  c.peakHeap,
