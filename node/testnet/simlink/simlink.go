@@ -525,7 +525,7 @@ type muxConn struct {
 	localMA, remoteMA     ma.Multiaddr
 	scope                 network.ConnManagementScope
 	peer                  *muxConn    // the other end
-	isClosed              atomic.Bool // closed, for IsClosed without the lock
+	closed                atomic.Bool // set under mu; read without it by IsClosed
 
 	// sendLast is the due time of the last bytes this end sent on any of
 	// its streams: a connection keeps one order, as TCP under yamux does
@@ -538,7 +538,6 @@ type muxConn struct {
 	mu       sync.Mutex
 	pending  []*stream // opened by the peer, not accepted yet
 	streams  map[*stream]struct{}
-	closed   bool
 	goneAt   time.Time // when the peer's close reaches this end (zero: open)
 	signal   chan struct{}
 	scopeEnd sync.Once
@@ -547,10 +546,7 @@ type muxConn struct {
 var _ transport.CapableConn = (*muxConn)(nil)
 
 func (c *muxConn) wake() {
-	select {
-	case c.signal <- struct{}{}:
-	default:
-	}
+	c.wake1()
 	c.mu.Lock()
 	ss := make([]*stream, 0, len(c.streams))
 	for s := range c.streams {
@@ -574,11 +570,11 @@ func (c *muxConn) ConnState() network.ConnectionState {
 	return network.ConnectionState{Transport: "simlink"}
 }
 
-// latency is the one-way delay of what this end sends.
-func (c *muxConn) latency() time.Duration {
-	c.net.mu.Lock()
-	defer c.net.mu.Unlock()
-	return c.net.host(c.local.Addr()).shape.Latency
+// latency is the one-way delay of what ip sends.
+func (n *Network) latency(ip netip.Addr) time.Duration {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.host(ip).shape.Latency
 }
 
 // OpenStream opens a stream; the peer can accept it at once, and reads
@@ -587,10 +583,9 @@ func (c *muxConn) OpenStream(ctx context.Context) (network.MuxedStream, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	ours, theirs := c.net.newStreamPair(c.local.Addr(), c.remote.Addr())
-	ours.conn, theirs.conn = c, c.peer
+	ours, theirs := c.newStreamPair()
 	c.mu.Lock()
-	if c.closed || c.gone(time.Now()) {
+	if c.closed.Load() || c.gone(time.Now()) {
 		c.mu.Unlock()
 		return nil, fmt.Errorf("simlink: open stream to %s: %w", c.remotePeer, network.ErrReset)
 	}
@@ -598,7 +593,7 @@ func (c *muxConn) OpenStream(ctx context.Context) (network.MuxedStream, error) {
 	c.mu.Unlock()
 	p := c.peer
 	p.mu.Lock()
-	if p.closed {
+	if p.closed.Load() {
 		p.mu.Unlock()
 		ours.Reset()
 		return ours, nil // the peer's close is on its way: the stream fails as used
@@ -629,7 +624,7 @@ func (c *muxConn) AcceptStream() (network.MuxedStream, error) {
 		now := time.Now()
 		c.mu.Lock()
 		switch {
-		case c.closed:
+		case c.closed.Load():
 			c.mu.Unlock()
 			return nil, net.ErrClosed
 		case len(c.pending) > 0:
@@ -664,7 +659,7 @@ func (c *muxConn) AcceptStream() (network.MuxedStream, error) {
 // one latency later.
 func (c *muxConn) Close() error {
 	now := time.Now()
-	return c.closeWith(due(now.Add(c.latency()), now))
+	return c.closeWith(due(now.Add(c.net.latency(c.local.Addr())), now))
 }
 
 // CloseWithError is Close (the code is not carried).
@@ -673,12 +668,11 @@ func (c *muxConn) CloseWithError(network.ConnErrorCode) error { return c.Close()
 // closeWith closes this end; the peer learns of it at `at`.
 func (c *muxConn) closeWith(at time.Time) error {
 	c.mu.Lock()
-	if c.closed {
+	if c.closed.Load() {
 		c.mu.Unlock()
 		return nil
 	}
-	c.closed = true
-	c.isClosed.Store(true)
+	c.closed.Store(true)
 	ss := make([]*stream, 0, len(c.streams))
 	for s := range c.streams {
 		ss = append(ss, s)
@@ -705,13 +699,10 @@ func (c *muxConn) closeWith(at time.Time) error {
 }
 
 // IsClosed says whether this end was closed.
-func (c *muxConn) IsClosed() bool { return c.isClosed.Load() }
+func (c *muxConn) IsClosed() bool { return c.closed.Load() }
 
 // forget drops a finished stream from its connection.
 func (c *muxConn) forget(s *stream) {
-	if c == nil {
-		return
-	}
 	c.mu.Lock()
 	delete(c.streams, s)
 	c.mu.Unlock()
@@ -746,15 +737,17 @@ func (p *pipe) wake() {
 	}
 }
 
-func (n *Network) newStreamPair(a, b netip.Addr) (*stream, *stream) {
-	ab := &pipe{net: n, src: a, dst: b, signal: make(chan struct{}, 1)}
-	ba := &pipe{net: n, src: b, dst: a, signal: make(chan struct{}, 1)}
-	return &stream{in: ba, out: ab}, &stream{in: ab, out: ba}
+// newStreamPair makes the two ends of a stream of c: ours and the peer's.
+func (c *muxConn) newStreamPair() (*stream, *stream) {
+	a, b := c.local.Addr(), c.remote.Addr()
+	ab := &pipe{net: c.net, src: a, dst: b, signal: make(chan struct{}, 1)}
+	ba := &pipe{net: c.net, src: b, dst: a, signal: make(chan struct{}, 1)}
+	return &stream{conn: c, in: ba, out: ab}, &stream{conn: c.peer, in: ab, out: ba}
 }
 
 // stream is one end of a stream. It implements network.MuxedStream.
 type stream struct {
-	conn    *muxConn // nil in tests of the pipes alone
+	conn    *muxConn
 	in, out *pipe
 
 	mu               sync.Mutex
@@ -937,14 +930,13 @@ func (s *stream) Write(b []byte) (int, error) {
 	n.mu.Unlock()
 	at = due(at, now)
 
-	if c := s.conn; c != nil {
-		c.sendMu.Lock()
-		if at.Before(c.sendLast) {
-			at = c.sendLast
-		}
-		c.sendLast = at
-		c.sendMu.Unlock()
+	c := s.conn
+	c.sendMu.Lock()
+	if at.Before(c.sendLast) {
+		at = c.sendLast
 	}
+	c.sendLast = at
+	c.sendMu.Unlock()
 	p.mu.Lock()
 	if p.rclosed {
 		p.mu.Unlock()
@@ -960,13 +952,6 @@ func (s *stream) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-func (s *stream) latency() time.Duration {
-	n := s.out.net
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.host(s.out.src).shape.Latency
-}
-
 // CloseWrite ends what this end sends: the peer reads EOF after it, one
 // latency later at the earliest.
 func (s *stream) CloseWrite() error {
@@ -980,7 +965,7 @@ func (s *stream) CloseWrite() error {
 	s.mu.Unlock()
 	p := s.out
 	now := time.Now()
-	at := due(now.Add(s.latency()), now)
+	at := due(now.Add(p.net.latency(p.src)), now)
 	p.mu.Lock()
 	if at.Before(p.last) {
 		at = p.last
@@ -1049,7 +1034,7 @@ func (s *stream) ResetWithError(network.StreamErrorCode) error {
 	if !wasWClosed {
 		p := s.out
 		now := time.Now()
-		at := due(now.Add(s.latency()), now)
+		at := due(now.Add(p.net.latency(p.src)), now)
 		p.mu.Lock()
 		p.rst, p.rstAt = true, at
 		p.mu.Unlock()
