@@ -60,7 +60,8 @@ func (m *Manager) HandleRequest(from peer.ID, data []byte) ([]byte, error) {
 // CatchUp brings name up to date after being offline or on follow: it asks
 // up to Config.CatchUpPeers of the feed's topic peers for their newest
 // record and, if none answers with one or says it holds nothing newer,
-// falls back to the DHT. Each record received is handled as one from
+// falls back to the DHT (for a tracked feed, at most once per
+// Config.CatchUpDHTEvery). Each record received is handled as one from
 // gossip: validated, counted, and applied if newer. It returns the newest
 // record now held for a tracked feed, or the best one found for another
 // name, and an error wrapping ErrNotFound if there is none. Concurrent
@@ -212,7 +213,7 @@ func (m *Manager) catchUp(ctx context.Context, name ipns.Name, refresh bool) (Re
 			notNewer = true
 		}
 	}
-	if (refresh || best.IsZero() && !notNewer) && m.cfg.Router != nil {
+	if m.cfg.Router != nil && (refresh || best.IsZero() && !notNewer) && m.askDHT(name, refresh) {
 		m.c.catchUpsDHT.Add(1)
 		dctx, cancel := context.WithTimeout(ctx, m.cfg.CatchUpTimeout)
 		data, err := m.cfg.Router.GetValue(dctx, RoutingKey(name))
@@ -233,6 +234,25 @@ func (m *Manager) catchUp(ctx context.Context, name ipns.Name, refresh bool) (Re
 		return Record{}, fmt.Errorf("%w: %s: %w", ErrNotFound, name, err)
 	}
 	return Record{}, fmt.Errorf("%w: %s", ErrNotFound, name)
+}
+
+// askDHT says whether a catch-up of name asks the DHT now (always with
+// force), and if so records when: a name not tracked here is always
+// looked up, a tracked one if the DHT was last asked about it
+// Config.CatchUpDHTEvery ago or longer.
+func (m *Manager) askDHT(name ipns.Name, force bool) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.feeds[nameKey(name)]
+	if st == nil || !st.tracked() {
+		return true
+	}
+	now := m.clock.Now()
+	if !force && m.cfg.CatchUpDHTEvery > 0 && !st.dhtAsked.IsZero() && now.Sub(st.dhtAsked) < m.cfg.CatchUpDHTEvery {
+		return false
+	}
+	st.dhtAsked = now
+	return true
 }
 
 // consider handles a record found by a catch-up. For a tracked feed it is

@@ -54,6 +54,13 @@ type Config struct {
 	// CatchUpTimeout bounds asking peers, and separately the DHT fallback,
 	// during a catch-up (0: 10s).
 	CatchUpTimeout time.Duration
+	// CatchUpDHTEvery is how often, at most, a catch-up of a tracked feed
+	// falls back to the DHT (0: 30s; negative: every time). node/ catches
+	// up after every new connection, and a follower whose own DHT walks
+	// open connections would otherwise walk again after each, before the
+	// first publish, when no peer holds a record. Refresh (every
+	// ResolveInterval) always asks the DHT.
+	CatchUpDHTEvery time.Duration
 	// ResolveInterval is how often every followed feed not owned here is
 	// resolved again (its topic peers and the DHT asked for a newer
 	// record), so a name whose owner publishes only to the DHT does not go
@@ -101,6 +108,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.CatchUpTimeout == 0 {
 		c.CatchUpTimeout = 10 * time.Second
+	}
+	if c.CatchUpDHTEvery == 0 {
+		c.CatchUpDHTEvery = 30 * time.Second
 	}
 	if c.ResolveInterval == 0 {
 		c.ResolveInterval = DefaultResolveInterval

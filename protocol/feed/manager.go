@@ -104,6 +104,8 @@ type feedState struct {
 
 	dht dhtState // owned feeds: the background DHT put
 
+	dhtAsked time.Time // when a catch-up or refresh last asked the DHT for the name
+
 	dirtyHeld, dirtyPinned bool
 	waiters                []chan struct{} // closed once the worker has run the jobs queued before them
 	running                bool            // a worker goroutine owns the jobs

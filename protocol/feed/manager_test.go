@@ -458,6 +458,54 @@ func TestCatchUp(t *testing.T) {
 		}
 	})
 
+	t.Run("DHT at most every CatchUpDHTEvery", func(t *testing.T) {
+		// Nothing published yet: every catch-up would end in the DHT.
+		clock := newClock()
+		router := newRouter()
+		m := newManager(t, Config{Clock: clock, Exchange: &localExchange{}, Router: router})
+		follow(t, m, name, FollowOptions{}) // asks the DHT
+		gets := func() int {
+			t.Helper()
+			router.mu.Lock()
+			defer router.mu.Unlock()
+			return router.gets
+		}
+		for i, step := range []struct {
+			advance time.Duration
+			refresh bool
+			want    int
+		}{
+			{0, false, 1},                // again at once: not asked
+			{29 * time.Second, false, 1}, // still within 30s
+			{time.Second, false, 2},      // 30s on: asked
+			{0, true, 3},                 // a refresh always asks
+			{10 * time.Second, false, 3}, // and counts as asking
+			{20 * time.Second, false, 4},
+		} {
+			clock.Advance(step.advance)
+			var err error
+			if step.refresh {
+				_, err = m.Refresh(t.Context(), name)
+			} else {
+				_, err = m.CatchUp(t.Context(), name)
+			}
+			if !errors.Is(err, ErrNotFound) {
+				t.Fatalf("step %d: err = %v", i, err)
+			}
+			if got := gets(); got != step.want {
+				t.Fatalf("step %d: DHT asked %d times, want %d", i, got, step.want)
+			}
+		}
+		// A name not tracked here is looked up every time.
+		other := testName(t, testKey(t, 2))
+		for range 2 {
+			m.CatchUp(t.Context(), other)
+		}
+		if got := gets(); got != 6 {
+			t.Fatalf("untracked name: DHT asked %d times in all, want 6", got)
+		}
+	})
+
 	t.Run("resolve untracked", func(t *testing.T) {
 		x := &localExchange{peers: map[peer.ID]*Manager{"a": pub}}
 		m := newManager(t, Config{Clock: clock, Exchange: x})
