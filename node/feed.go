@@ -541,3 +541,13 @@ func (n *Node) FeedCounters() feed.Counters { return n.feeds.m.Counters() }
 func (n *Node) HandleFeedRecord(name ipns.Name, data []byte) feed.Decision {
 	return n.feeds.m.HandleMessage(name, "", data)
 }
+
+// feedRendezvous is p2p.Config.Rendezvous: a feed's weft topic is found
+// through its IPNS topic's DHT rendezvous (the one Kubo advertises), since
+// every weft follower joins both; other topics keep their own.
+func feedRendezvous(topic string) string {
+	if name, err := feed.NameFromTopic(topic); err == nil {
+		return feed.IPNSTopic(name)
+	}
+	return topic
+}

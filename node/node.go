@@ -268,6 +268,7 @@ func (n *Node) p2pConfig() (p2p.Config, error) {
 		MaxInboundStreamsPerPeer:  cfg.Swarm.MaxInboundStreamsPerPeer,
 		DHTProviderRecordsPerPeer: cfg.DHT.ProviderRecordsPerPeer,
 		Logger:                    n.log.With("subsystem", "p2p"),
+		Rendezvous:                feedRendezvous,
 	}
 	pc.Score = p2p.ScoreConfig{
 		DecayInterval:       cfg.Pubsub.ScoreDecayInterval.D(),

@@ -143,14 +143,18 @@ type Config struct {
 	NAT NATConfig
 	// Transports, when not empty, replaces the TCP and QUIC transports and
 	// the Noise and TLS security with these libp2p options. Only the
-	// simulator sets it (an in-memory transport with plaintext security,
-	// node/testnet/simlink); a real swarm never does.
+	// simulator sets it (node/testnet/simlink's in-memory transport); a
+	// real swarm never does.
 	Transports []libp2p.Option
 	// PubsubDiscoveryLimit, when above 0, bounds how many peers of a topic
 	// one DHT discovery round finds (and so dials); 0 keeps libp2p's 100,
 	// with which every subscriber of a big topic connects to up to 100 of
 	// the others.
 	PubsubDiscoveryLimit int
+	// Rendezvous, when set, names the DHT rendezvous a gossipsub topic is
+	// advertised and looked up under (rendezvous.go); topics it gives one
+	// name share one advertisement. nil: each topic its own.
+	Rendezvous func(topic string) string
 	// BitswapWorkers, when above 0, bounds Bitswap's blockstore and task
 	// workers (default: boxo's, 128 and 8 goroutines per node).
 	BitswapWorkers int
@@ -376,7 +380,7 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 		pubsub.WithMaxMessageSize(cfg.PubsubMaxMessageSize),
 		pubsub.WithPeerScore(peerScoreParams(cfg.Score), peerScoreThresholds()),
 		pubsub.WithPeerScoreInspect(pubsub.ExtendedPeerScoreInspectFn(n.scores.inspect), cfg.Score.CheckInterval),
-		pubsub.WithDiscovery(drouting.NewRoutingDiscovery(n.DHT), discoveryOpts(cfg.PubsubDiscoveryLimit)...),
+		pubsub.WithDiscovery(newRendezvous(drouting.NewRoutingDiscovery(n.DHT), cfg.Rendezvous), discoveryOpts(cfg.PubsubDiscoveryLimit)...),
 	)
 	if err != nil {
 		n.abort()
