@@ -644,12 +644,20 @@ func (m *member) step(now time.Time, full bool) {
 		}
 		m.nextBeat = now.Add(cs.cfg.HeartbeatInterval.D())
 	}
+	// A request or an announcement another member just sent alike is not
+	// sent again (RequestHeard, HeadsHeard): with every member asking when
+	// it sees a new peer, and announcing the heads each write gives it,
+	// the topic carried a message per member for each.
 	if !now.Before(m.nextRequest) && m.request.Swap(false) {
-		m.publish(c.HeadsRequest())
+		if !c.RequestHeard() {
+			m.publish(c.HeadsRequest())
+		}
 		m.nextRequest = now.Add(250 * time.Millisecond)
 	}
 	if h := c.Heads(); !first && (string(h) != m.lastHeads || !now.Before(m.nextAnn)) {
-		m.publish(h)
+		if !c.HeadsHeard() {
+			m.publish(h)
+		}
 		m.lastHeads = string(h)
 		m.nextAnn = now.Add(cs.cfg.RebroadcastInterval.D())
 	}

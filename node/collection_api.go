@@ -505,6 +505,7 @@ func (m *member) status() api.CollectionStatus {
 		Snapshots: m.stats.snapshots.Load(),
 		NotMember: s.NotMember, OverBudget: s.OverBudget, RateLimited: s.RateLimited, FalseClaims: s.FalseClaims,
 		WantedFull: s.WantedFull, Answers: s.Answers, Suppressed: s.Suppressed,
+		HeadsSkipped: s.HeadsSkipped, RequestsSkipped: s.RequestsSkipped,
 	}
 	m.stats.mu.Lock()
 	out.Stats.LastSyncError, out.Stats.LastPinError = m.stats.lastSyncErr, m.stats.lastPinErr

@@ -150,6 +150,9 @@ type CollectionStats struct {
 	WantedFull  uint64 `json:"wanted_full"`        // wanted blocks evicted or refused because the wanted set was full
 	Answers     uint64 `json:"answers"`            // answers to heads requests published
 	Suppressed  uint64 `json:"answers_suppressed"` // answers cancelled: another member answered alike first
+	// Messages not sent because another member had just sent the same.
+	HeadsSkipped    uint64 `json:"heads_skipped"`    // announcements of heads another member announced
+	RequestsSkipped uint64 `json:"requests_skipped"` // heads requests another member with the same heads made
 }
 
 // CollectionStore is what the collection's own blocks take in this node's

@@ -191,6 +191,16 @@ func (c *Collection) expireClaims() {
 			delete(c.answered, p)
 		}
 	}
+	for d, t := range c.heardHeads {
+		if c.now.Sub(t) >= c.cfg.RebroadcastInterval {
+			delete(c.heardHeads, d)
+		}
+	}
+	for d, t := range c.heardReqs {
+		if c.now.Sub(t) >= c.cfg.AnswerInterval {
+			delete(c.heardReqs, d)
+		}
+	}
 	for p, s := range c.strangers {
 		if c.now.Sub(s.first) > c.cfg.PendingTTL {
 			delete(c.strangers, p)
@@ -349,15 +359,66 @@ func (c *Collection) takeHeads(from peer.ID, h *Heads) {
 			c.want(r, from)
 		}
 	}
-	if c.answerDue && len(h.Recent) > 0 && headsDigest(h.Snapshots, h.Heads) == headsDigest(c.snapshotCIDs(), c.headLinks()) {
+	d := headsDigest(h.Snapshots, h.Heads)
+	if c.answerDue && len(h.Recent) > 0 && d == headsDigest(c.snapshotCIDs(), c.headLinks()) {
 		c.answerDue = false
 		c.stats.Suppressed++
 	}
+	if len(c.heardHeads) < maxHeard {
+		c.heardHeads[d] = c.now
+	}
+}
+
+// maxHeard bounds the heads digests remembered as heard (HeadsHeard,
+// RequestHeard), each list for its interval: past it, new ones are not
+// remembered, and the member announces and asks as if it heard nothing.
+const maxHeard = 4096
+
+// HeadsHeard says whether another member announced exactly the local
+// snapshots and heads within RebroadcastInterval. node/ then does not
+// announce them, on a change or as a rebroadcast, and counts the skip:
+// a delta's author announces the heads it made, and every member that
+// applies the delta comes to the same heads, so without it each write
+// was announced once by each member. Rebroadcasts are skipped the same
+// way, so a settled collection announces its heads about once per
+// RebroadcastInterval (whichever member's turn comes first), not once
+// per member (the suppression of the Trickle algorithm, RFC 6206).
+func (c *Collection) HeadsHeard() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.heardHeads[headsDigest(c.snapshotCIDs(), c.headLinks())]
+	if ok && c.now.Sub(t) < c.cfg.RebroadcastInterval {
+		c.stats.HeadsSkipped++
+		return true
+	}
+	return false
+}
+
+// RequestHeard says whether another member asked for heads within
+// AnswerInterval with the local digest (the same snapshots and heads).
+// The answers to that request serve this replica as well, so node/ does
+// not send its own: when members see a new peer on the topic they each
+// ask, and at a thousand members that was a thousand requests. The answer
+// window opens as for a request of its own, so the answers' Recent lists
+// are taken. It counts the skip.
+func (c *Collection) RequestHeard() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.heardReqs[headsDigest(c.snapshotCIDs(), c.headLinks())]
+	if ok && c.now.Sub(t) < c.cfg.AnswerInterval {
+		c.requested = c.now
+		c.stats.RequestsSkipped++
+		return true
+	}
+	return false
 }
 
 // takeRequest schedules an answer to a member's heads request. It reports
 // whether node/ should call TakeAnswer, and after how long.
 func (c *Collection) takeRequest(from peer.ID, q *HeadsRequest) (Reply, error) {
+	if len(c.heardReqs) < maxHeard {
+		c.heardReqs[q.Digest] = c.now
+	}
 	if q.Digest == headsDigest(c.snapshotCIDs(), c.headLinks()) {
 		return Reply{}, nil
 	}

@@ -244,3 +244,82 @@ func TestRequestAnswers(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestHeardSuppression: a member does not announce heads another member
+// announced within RebroadcastInterval, nor ask for heads when a member
+// with the same heads asked within AnswerInterval (and then takes the
+// answers' Recent lists as if it had asked).
+func TestHeardSuppression(t *testing.T) {
+	cfg := fastConfig()
+	r, a, b := authFixture(t, cfg)
+	introduce(t, r, a)
+	introduce(t, r, b)
+	introduce(t, a, b)
+	if a.HeadsHeard() || a.RequestHeard() {
+		t.Fatal("heard something before any message")
+	}
+
+	// r writes and announces; a and b apply the delta and come to r's heads.
+	written := mustAdd(t, r, addItems(1)...)
+	for _, m := range []*Collection{a, b} {
+		if _, err := m.HandleMessage(r.Self(), r.Heads()); err != nil {
+			t.Fatal(err)
+		}
+		feed(t, m, written...)
+		if !m.HeadsHeard() {
+			t.Fatalf("%s: r announced these heads, yet HeadsHeard is false", m.Self())
+		}
+	}
+	// r itself heard no one announce its new heads.
+	if r.HeadsHeard() {
+		t.Fatal("the author heard its own heads")
+	}
+	// Past RebroadcastInterval it is a's turn to announce again.
+	a.Tick(t0.Add(cfg.RebroadcastInterval))
+	if a.HeadsHeard() {
+		t.Fatal("heads still count as heard after RebroadcastInterval")
+	}
+	// Heads that differ from a's are not a's.
+	r.Tick(t0.Add(cfg.RebroadcastInterval))
+	mustAdd(t, r, addItems(2)...)
+	if _, err := a.HandleMessage(r.Self(), r.Heads()); err != nil {
+		t.Fatal(err)
+	}
+	if a.HeadsHeard() {
+		t.Fatal("r's newer heads counted as a's")
+	}
+
+	// Requests: b asks with heads equal to r's; r's own request is then
+	// skipped, and its answer window is open.
+	r2, a2, b2 := authFixture(t, cfg)
+	introduce(t, r2, a2)
+	introduce(t, r2, b2)
+	introduce(t, a2, b2)
+	if _, err := a2.HandleMessage(b2.Self(), b2.HeadsRequest()); err != nil {
+		t.Fatal(err)
+	}
+	if !a2.RequestHeard() {
+		t.Fatal("b2 asked with a2's heads, yet RequestHeard is false")
+	}
+	if !a2.answerWindow() {
+		t.Fatal("a skipped request did not open the answer window")
+	}
+	a2.Tick(t0.Add(cfg.AnswerInterval))
+	if a2.RequestHeard() {
+		t.Fatal("a request still counts as heard after AnswerInterval")
+	}
+	// A request with other heads is not a2's.
+	mustAdd(t, r2, addItems(3)...)
+	if _, err := a2.HandleMessage(r2.Self(), r2.HeadsRequest()); err != nil {
+		t.Fatal(err)
+	}
+	if a2.RequestHeard() {
+		t.Fatal("a request with other heads counted as a2's")
+	}
+	if st := a2.Stats(); st.RequestsSkipped != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	if st := a.Stats(); st.HeadsSkipped != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}

@@ -86,6 +86,11 @@ type Collection struct {
 	strangers map[peer.ID]*stranger
 	answered  map[peer.ID]time.Time // requester -> last answer scheduled for it
 	answerDue bool                  // an answer is scheduled (TakeAnswer)
+
+	// What other members announced and asked lately (HeadsHeard,
+	// RequestHeard): heads digests by when last heard.
+	heardHeads map[[32]byte]time.Time
+	heardReqs  map[[32]byte]time.Time
 }
 
 type dot struct {
@@ -178,6 +183,10 @@ type Stats struct {
 	WantedFull  uint64 // wanted blocks evicted or not taken because the wanted set was full
 	Answers     uint64 // answers to heads requests handed out by TakeAnswer
 	Suppressed  uint64 // scheduled answers cancelled: another member answered alike first
+	// Announcements and requests node/ did not send because another
+	// member had sent the same (HeadsHeard, RequestHeard).
+	HeadsSkipped    uint64
+	RequestsSkipped uint64
 }
 
 // New returns the replica of the collection desc describes, for the member
@@ -234,6 +243,8 @@ func New(desc *Descriptor, key crypto.PrivKey, cfg Config, now time.Time) (*Coll
 		claims:     map[peer.ID]*claimRec{},
 		strangers:  map[peer.ID]*stranger{},
 		answered:   map[peer.ID]time.Time{},
+		heardHeads: map[[32]byte]time.Time{},
+		heardReqs:  map[[32]byte]time.Time{},
 	}
 	c.intern(desc.Creator)
 	c.updateLive()
