@@ -679,11 +679,16 @@ func (c *simCluster) Down(ctx context.Context, removeDir bool) error {
 		// 20,021 MiB against 13,857 MiB) and a run that had passed was
 		// aborted for it.
 		all := names(c.st.Nodes)
+		wall0, virt0, total := WallClock(), time.Now(), len(all)
 		for len(all) > 0 {
 			batch := all[:min(len(all), simDownBatch)]
 			all = all[len(batch):]
 			err = errors.Join(err, c.Stop(ctx, batch))
 			debug.FreeOSMemory()
+			if c.progress != nil && total > simDownBatch {
+				fmt.Fprintf(c.progress, "%d/%d nodes closed (%.1fs virtual, %.1fs wall)\n", total-len(all), total,
+					time.Since(virt0).Seconds(), (WallClock() - wall0).Seconds())
+			}
 		}
 	}
 	c.mu.Lock()
