@@ -158,6 +158,10 @@ func (c CollectionConfig) protocol() collection.Config {
 		ClaimTimeout:        4 * c.FetchTimeout.D(),
 		AnswerInterval:      c.AnswerInterval.D(),
 		AnswerDelay:         c.AnswerDelay.D(),
+		// The topic's messages reach Authorize and HandleMessage through
+		// gossipsub, which verifies each one's signature by its author
+		// (p2p: strict signature verification).
+		SenderSigned: true,
 	}
 }
 

@@ -436,3 +436,30 @@ func TestPartitionHealWithSnapshots(t *testing.T) {
 		}
 	}
 }
+
+// TestHeartbeatSenderSigned: with Config.SenderSigned the transport has
+// verified that from signed the message, so a heartbeat's own signature is
+// not checked again; the sender must still be the heartbeat's member, and
+// replays and other collections are still refused.
+func TestHeartbeatSenderSigned(t *testing.T) {
+	cfg := fastConfig()
+	cfg.SenderSigned = true
+	s := newSim(t, 2, 1, cfg, 1)
+	a, b := s.nodes[0], s.nodes[1]
+	bid := b.c.Self()
+	h, _ := DecodeHeartbeat(s.beat(b))
+	h.Pinned = 99
+	h.body = nil // the signature no longer matches: not checked
+	if _, err := a.c.HandleMessage(bid, h.Encode()); err != nil {
+		t.Fatalf("heartbeat from its member: %v", err)
+	}
+	if _, err := a.c.HandleMessage(bid, h.Encode()); !errors.Is(err, ErrStaleHeartbeat) {
+		t.Fatalf("replay: %v", err)
+	}
+	if v, err := a.c.Authorize(peer.ID("someone-else"), s.beat(b)); v != Reject || !errors.Is(err, ErrSenderMismatch) {
+		t.Fatalf("another sender: %v %v", v, err)
+	}
+	if _, err := a.c.HandleMessage(peer.ID("someone-else"), s.beat(b)); !errors.Is(err, ErrSenderMismatch) {
+		t.Fatalf("another sender: %v", err)
+	}
+}

@@ -69,6 +69,14 @@ type Config struct {
 	// AnswerDelay bounds the random delay before an answer, during which
 	// an identical answer from another member cancels it. Default 500ms.
 	AnswerDelay time.Duration
+	// SenderSigned says that every message given to Authorize and
+	// HandleMessage was signed by its from, and the signature verified, by
+	// the transport (gossipsub with strict signature verification, as
+	// node/ runs it). A heartbeat's own signature is by the same key over
+	// the same content, so it is then not checked again: a member takes a
+	// thousand heartbeats a round at a thousand members. Default false:
+	// checked.
+	SenderSigned bool
 }
 
 // DefaultConfig returns the defaults.
