@@ -2,6 +2,7 @@ package collection
 
 import (
 	"fmt"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"testing"
 	"time"
 
@@ -190,6 +191,40 @@ func BenchmarkLiveSet1000(b *testing.B) {
 	}
 	b.StopTimer()
 	if a.liveV != v {
+		b.Fatal("the live set changed")
+	}
+}
+
+// BenchmarkLiveSetHeartbeat1000 is what a heartbeat from a live member
+// costs the live set at 1,000 members (heardFrom; BenchmarkLiveSet1000 is
+// the full check, which heartbeats ran before and Tick runs now).
+func BenchmarkLiveSetHeartbeat1000(b *testing.B) {
+	ck, _ := testKey(b, 1)
+	d := testDescriptor(b, ck, 3)
+	a := newReplica(b, d, ck, fastConfig())
+	var ids []peer.ID
+	for i := range 999 {
+		k, _ := testKey(b, int64(i+2))
+		m := newReplica(b, d, k, fastConfig())
+		hb, err := m.Heartbeat()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := a.HandleMessage(m.Self(), hb); err != nil {
+			b.Fatal(err)
+		}
+		ids = append(ids, m.Self())
+	}
+	v := a.liveV
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		a.mu.Lock()
+		a.heardFrom(a.members[ids[i%len(ids)]])
+		a.mu.Unlock()
+	}
+	b.StopTimer()
+	if a.liveV != v || len(a.Live()) != 1000 {
 		b.Fatal("the live set changed")
 	}
 }

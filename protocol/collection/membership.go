@@ -2,6 +2,7 @@ package collection
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -207,9 +208,10 @@ func (c *Collection) handleHeartbeat(h *Heartbeat) error {
 			return err
 		}
 	}
+	forgot := false
 	if m == nil {
 		if len(c.members) >= maxMembers {
-			c.forgetOldest()
+			forgot = c.forgetOldest()
 		}
 		m = &member{id: h.Member}
 		c.members[h.Member] = m
@@ -219,20 +221,55 @@ func (c *Collection) handleHeartbeat(h *Heartbeat) error {
 	m.digest, m.pinned = h.Allocated, h.Pinned
 	m.pending = cidSet(h.Pending)
 	m.surplus = cidSet(h.Surplus)
-	c.updateLive()
+	if forgot {
+		c.updateLive()
+	} else {
+		c.heardFrom(m)
+	}
 	return nil
 }
 
-func (c *Collection) forgetOldest() {
+// heardFrom updates the live set after a heartbeat from m. Only m's place
+// in it can have changed: the members that time moved out of it leave it
+// at the next Tick. A member takes every member's heartbeats, so with
+// updateLive's check of every member this was a thousand comparisons per
+// heartbeat at a thousand members, and 11% of a simulation's CPU.
+func (c *Collection) heardFrom(m *member) {
+	if c.live == nil {
+		c.updateLive()
+		return
+	}
+	want := !m.leaving && c.inGrace(m)
+	if want == m.live {
+		return
+	}
+	m.live = want
+	i, found := slices.BinarySearch(c.live, m.id)
+	switch {
+	case want && !found:
+		c.live = slices.Insert(slices.Clip(c.live), i, m.id) // a new slice: Insert on a clipped one copies
+	case !want && found:
+		c.live = slices.Concat(c.live[:i], c.live[i+1:])
+	default:
+		return
+	}
+	c.liveV++
+}
+
+// forgetOldest forgets the member heard least recently, and reports
+// whether it was live.
+func (c *Collection) forgetOldest() bool {
 	var oldest *member
 	for _, m := range c.members {
 		if oldest == nil || m.seen.Before(oldest.seen) {
 			oldest = m
 		}
 	}
-	if oldest != nil {
-		delete(c.members, oldest.id)
+	if oldest == nil {
+		return false
 	}
+	delete(c.members, oldest.id)
+	return oldest.live
 }
 
 func cidSet(cs []cid.Cid) map[string]struct{} {
