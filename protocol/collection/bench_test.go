@@ -164,23 +164,7 @@ func BenchmarkAllocation(b *testing.B) {
 // member's heartbeat, so at this size this runs a million times a
 // heartbeat round.
 func BenchmarkLiveSet1000(b *testing.B) {
-	ck, _ := testKey(b, 1)
-	d := testDescriptor(b, ck, 3)
-	a := newReplica(b, d, ck, fastConfig())
-	for i := range 999 {
-		k, _ := testKey(b, int64(i+2))
-		m := newReplica(b, d, k, fastConfig())
-		hb, err := m.Heartbeat()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := a.HandleMessage(m.Self(), hb); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if n := len(a.Live()); n != 1000 {
-		b.Fatalf("%d live", n)
-	}
+	a, _ := liveSetReplica(b)
 	v := a.liveV
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -195,10 +179,10 @@ func BenchmarkLiveSet1000(b *testing.B) {
 	}
 }
 
-// BenchmarkLiveSetHeartbeat1000 is what a heartbeat from a live member
-// costs the live set at 1,000 members (heardFrom; BenchmarkLiveSet1000 is
-// the full check, which heartbeats ran before and Tick runs now).
-func BenchmarkLiveSetHeartbeat1000(b *testing.B) {
+// liveSetReplica returns a replica that heard 999 other members, and
+// their IDs.
+func liveSetReplica(b *testing.B) (*Collection, []peer.ID) {
+	b.Helper()
 	ck, _ := testKey(b, 1)
 	d := testDescriptor(b, ck, 3)
 	a := newReplica(b, d, ck, fastConfig())
@@ -215,6 +199,17 @@ func BenchmarkLiveSetHeartbeat1000(b *testing.B) {
 		}
 		ids = append(ids, m.Self())
 	}
+	if n := len(a.Live()); n != 1000 {
+		b.Fatalf("%d live", n)
+	}
+	return a, ids
+}
+
+// BenchmarkLiveSetHeartbeat1000 is what a heartbeat from a live member
+// costs the live set at 1,000 members (heardFrom; BenchmarkLiveSet1000 is
+// the full check, which heartbeats ran before and Tick runs now).
+func BenchmarkLiveSetHeartbeat1000(b *testing.B) {
+	a, ids := liveSetReplica(b)
 	v := a.liveV
 	b.ReportAllocs()
 	b.ResetTimer()
