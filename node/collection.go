@@ -79,6 +79,7 @@ var (
 type CollectionConfig struct {
 	TickInterval        Duration `toml:"tick_interval" comment:"How often each collection's loop runs (clock, pins to make or release, fetches). 0: 1s."`
 	HeartbeatInterval   Duration `toml:"heartbeat_interval" comment:"How often this member publishes a signed heartbeat on each collection's topic. 0: 10s."`
+	HeartbeatRate       int      `toml:"heartbeat_rate" comment:"Heartbeats per second a member takes from one collection at most: with more than heartbeat_rate x heartbeat_interval members, each heartbeats every members/heartbeat_rate seconds and says so, and suspect_after and grace_period stretch to match. 0: 20."`
 	SuspectAfter        Duration `toml:"suspect_after" comment:"A member unheard this long no longer counts as a copy (its items show under-replicated). 0: 3 x heartbeat_interval."`
 	GracePeriod         Duration `toml:"grace_period" comment:"A member unheard this long loses its allocation and its items move to others. Members of a collection should agree on it. 0: 60s."`
 	RebroadcastInterval Duration `toml:"rebroadcast_interval" comment:"How often a collection's heads are announced even when unchanged. 0: 30s."`
@@ -100,6 +101,7 @@ func DefaultCollectionConfig() CollectionConfig {
 	return CollectionConfig{
 		TickInterval:        Duration(time.Second),
 		HeartbeatInterval:   Duration(p.HeartbeatInterval),
+		HeartbeatRate:       p.HeartbeatRate,
 		SuspectAfter:        Duration(p.SuspectAfter),
 		GracePeriod:         Duration(p.GracePeriod),
 		RebroadcastInterval: Duration(p.RebroadcastInterval),
@@ -132,6 +134,9 @@ func (c CollectionConfig) withDefaults() CollectionConfig {
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = d.SnapshotThreshold
 	}
+	if c.HeartbeatRate == 0 {
+		c.HeartbeatRate = d.HeartbeatRate
+	}
 	if c.PinConcurrency == 0 {
 		c.PinConcurrency = d.PinConcurrency
 	}
@@ -148,6 +153,7 @@ func (c CollectionConfig) protocol() collection.Config {
 	c = c.withDefaults()
 	return collection.Config{
 		HeartbeatInterval:   c.HeartbeatInterval.D(),
+		HeartbeatRate:       c.HeartbeatRate,
 		SuspectAfter:        c.SuspectAfter.D(),
 		GracePeriod:         c.GracePeriod.D(),
 		RebroadcastInterval: c.RebroadcastInterval.D(),
@@ -190,6 +196,9 @@ func (c CollectionConfig) validate() []error {
 	}
 	if c.PinConcurrency < 0 {
 		bad("pin_concurrency", "must not be negative")
+	}
+	if c.HeartbeatRate < 0 {
+		bad("heartbeat_rate", "must not be negative")
 	}
 	if c.MaxClaims < 0 {
 		bad("max_claims", "must not be negative")
@@ -521,7 +530,6 @@ func (m *member) stop() {
 // read hands every topic message to the replica and publishes its replies.
 func (m *member) read() {
 	self := m.cs.n.ID()
-	absent := m.cs.pcfg.SuspectAfter
 	for {
 		msg, err := m.sub.Next(m.ctx)
 		if err != nil {
@@ -536,7 +544,7 @@ func (m *member) read() {
 		// peer in its first second back): ask for heads now, so that its
 		// answer, which takes that path, brings what was missed.
 		now := time.Now()
-		if last, ok := m.heard[from]; !ok || now.Sub(last) > absent {
+		if last, ok := m.heard[from]; !ok || now.Sub(last) > m.c.Silence() {
 			m.request.Store(true)
 			m.cs.poke()
 		}
@@ -646,7 +654,7 @@ func (m *member) step(now time.Time, full bool) {
 		} else {
 			cs.log.Warn("collection: heartbeat", "collection", m.id, "err", err)
 		}
-		m.nextBeat = now.Add(cs.cfg.HeartbeatInterval.D())
+		m.nextBeat = now.Add(c.HeartbeatEvery())
 	}
 	// A request or an announcement another member just sent alike is not
 	// sent again (RequestHeard, HeadsHeard): with every member asking when

@@ -471,7 +471,8 @@ func (m *member) status() api.CollectionStatus {
 		Missing:           st.Missing,
 		Topic:             m.topicName,
 		TopicPeers:        len(m.cs.n.net.PubSub.ListPeers(m.topicName)),
-		GracePeriod:       m.cs.cfg.GracePeriod.D().Seconds(),
+		GracePeriod:       st.Grace.Seconds(),
+		HeartbeatEvery:    st.HeartbeatEvery.Seconds(),
 	}
 	for _, s := range st.Snapshots {
 		out.Snapshots = append(out.Snapshots, s.String())

@@ -1019,3 +1019,71 @@ func BenchmarkCollectionRepair(b *testing.B) {
 		})
 	}
 }
+
+// TestCollectionHeartbeatRate: with more members than heartbeat_rate ×
+// heartbeat_interval, each heartbeats less often and says so; the others
+// judge its silence by what it said, so a killed member is gone only
+// after the stretched grace period, and its items are then repaired.
+func TestCollectionHeartbeatRate(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	const grace = 2 * time.Second
+	tune := func(c *node.Config) {
+		collTune(grace)(c)
+		c.Collection.HeartbeatRate = 10 // 5 members: every 500 ms, not 200 ms
+	}
+	cl := newCollCluster(t, ctx, 5, tune)
+	id := create(t, ctx, cl.nodes[0], "rated", 3)
+	joinAll(t, ctx, id, cl.nodes[1:])
+	// 500 ms is 2.5 heartbeat intervals: SuspectAfter 1.5 s becomes
+	// 3.75 s, and the 2 s grace period 2 + 3.75 - 1.5 = 4.25 s.
+	const every, stretched = 0.5, 4.25
+	waitFor(t, 30*time.Second, "every member heartbeats every 500 ms and sees 5 alive", func() (bool, string) {
+		for _, n := range cl.nodes {
+			st, err := n.CollectionStatus(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.HeartbeatEvery != every || st.GracePeriod != stretched || st.Members != 5 {
+				return false, fmt.Sprintf("%s: every %vs, grace %vs, %d members", n.ID(), st.HeartbeatEvery, st.GracePeriod, st.Members)
+			}
+		}
+		return true, ""
+	})
+	items := addFiles(t, ctx, cl.nodes[0], 10)
+	if _, err := nodetest.Client(cl.nodes[0]).CollectionAdd(ctx, "rated", items, 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 40*time.Second, "10 items each on exactly 3 members", func() (bool, string) {
+		return placed(t, ctx, id, items, 3, cl.live())
+	})
+	victim := cl.nodes[4].ID()
+	killed := time.Now()
+	cl.stop(4)
+	// It was heard at most ~500 ms before the kill, so nobody may call it
+	// gone before ~3.75 s; at 200 ms heartbeats and a 2 s grace it would
+	// have been gone after about 2 s.
+	waitFor(t, 30*time.Second, "the killed member gone on every survivor", func() (bool, string) {
+		for _, n := range cl.live() {
+			st, err := n.CollectionStatus(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range st.MemberList {
+				if m.ID != victim.String() {
+					continue
+				}
+				if m.State != string(collection.MemberGone) {
+					return false, fmt.Sprintf("%s sees it %s", n.ID(), m.State)
+				}
+				if after := time.Since(killed); after < 3500*time.Millisecond {
+					t.Fatalf("%s calls it gone %v after the kill, before the stretched grace period", n.ID(), after)
+				}
+			}
+		}
+		return true, ""
+	})
+	waitFor(t, 30*time.Second, "every item back on exactly 3 live members", func() (bool, string) {
+		return placed(t, ctx, id, items, 3, cl.live())
+	})
+}

@@ -167,20 +167,27 @@ type CollectionStore struct {
 // CollectionStatus is `weft collection status`.
 type CollectionStatus struct {
 	CollectionSummary
-	Self        string             `json:"self"`
-	Writers     []string           `json:"writers"`
-	HeadList    []CollectionHead   `json:"head_list"`
-	Snapshots   []string           `json:"snapshots"`
-	Clock       []CollectionDot    `json:"clock"`
-	MemberList  []CollectionMember `json:"member_list"`
-	ItemList    []CollectionItem   `json:"item_list"`
-	PendingDAG  int                `json:"pending"` // deltas waiting for parents
-	Missing     int                `json:"missing"` // blocks wanted
-	Store       CollectionStore    `json:"store"`
-	Stats       CollectionStats    `json:"stats"`
-	Topic       string             `json:"topic"`
-	TopicPeers  int                `json:"topic_peers"`
-	GracePeriod float64            `json:"grace_period_seconds"`
+	Self       string             `json:"self"`
+	Writers    []string           `json:"writers"`
+	HeadList   []CollectionHead   `json:"head_list"`
+	Snapshots  []string           `json:"snapshots"`
+	Clock      []CollectionDot    `json:"clock"`
+	MemberList []CollectionMember `json:"member_list"`
+	ItemList   []CollectionItem   `json:"item_list"`
+	PendingDAG int                `json:"pending"` // deltas waiting for parents
+	Missing    int                `json:"missing"` // blocks wanted
+	Store      CollectionStore    `json:"store"`
+	Stats      CollectionStats    `json:"stats"`
+	Topic      string             `json:"topic"`
+	TopicPeers int                `json:"topic_peers"`
+	// GracePeriod is collection.grace_period, lengthened as the heartbeat
+	// interval is (HeartbeatEvery): how long a member heartbeating as
+	// this one does may stay unheard before its items move.
+	GracePeriod float64 `json:"grace_period_seconds"`
+	// HeartbeatEvery is this member's heartbeat interval now:
+	// collection.heartbeat_interval, or longer in a collection of more
+	// than heartbeat_rate x heartbeat_interval members.
+	HeartbeatEvery float64 `json:"heartbeat_interval_seconds"`
 }
 
 // CollectionCreate creates a collection and returns its summary (ID

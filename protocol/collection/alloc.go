@@ -142,11 +142,12 @@ type Action struct {
 //
 // For WarmUp after New, Plan returns nothing: the member has not heard
 // every member's heartbeat yet, and would pin (or release) on the belief
-// that it is alone.
+// that it is alone. When a member announced a heartbeat interval longer
+// than HeartbeatInterval, the warm-up lasts that much longer.
 func (c *Collection) Plan() []Action {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.now.Sub(c.started) < c.cfg.WarmUp {
+	if c.now.Before(c.warmUntil()) {
 		return nil
 	}
 	a := c.ensureAlloc()
@@ -295,3 +296,9 @@ func (c *Collection) Pinned() []cid.Cid {
 
 // sortPeers sorts peer IDs in place.
 func sortPeers(ps []peer.ID) { sort.Slice(ps, func(i, j int) bool { return ps[i] < ps[j] }) }
+
+// warmUntil is when the warm-up ends: WarmUp after New, lengthened by as
+// much as the longest heartbeat interval heard exceeds HeartbeatInterval.
+func (c *Collection) warmUntil() time.Time {
+	return c.started.Add(c.cfg.WarmUp + max(c.maxHeard-c.cfg.HeartbeatInterval, 0))
+}

@@ -78,8 +78,11 @@ type Collection struct {
 	leaving   bool
 	requested time.Time // last HeadsRequest
 	lastBeat  uint64
-	pins      map[string]*pinRec
-	alloc     *allocation
+	// beatEvery is the interval the last Heartbeat announced (zero before
+	// the first); maxHeard the longest any member's heartbeat announced.
+	beatEvery, maxHeard time.Duration
+	pins                map[string]*pinRec
+	alloc               *allocation
 
 	// auth.go
 	claims    map[peer.ID]*claimRec

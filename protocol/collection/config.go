@@ -17,13 +17,25 @@ type Config struct {
 	// HeartbeatInterval is how often node/ publishes Collection.Heartbeat.
 	// Default 10s.
 	HeartbeatInterval time.Duration
+	// HeartbeatRate bounds the heartbeats per second a member takes from
+	// the collection: every member hears every member, so with more than
+	// HeartbeatRate × HeartbeatInterval live members a member's interval
+	// grows to live/HeartbeatRate seconds, and each heartbeat says so
+	// (Heartbeat.Interval). A member announcing an interval f times
+	// HeartbeatInterval is suspected after f × SuspectAfter, and leaves
+	// the allocation, and WarmUp ends, that much later too: a collection
+	// of many members finds a failure later, and each member's work stays
+	// bounded. Default 20.
+	HeartbeatRate int
 	// SuspectAfter is how long a member may stay unheard before its copies
 	// stop counting as confirmed (so its items show as under-replicated),
 	// while it still keeps its allocation. Default 3 × HeartbeatInterval.
+	// Scaled for members with a longer interval (HeartbeatRate).
 	SuspectAfter time.Duration
 	// GracePeriod is how long a member may stay unheard before it is
 	// dropped from the allocation and its items are given to others.
-	// Default 60s.
+	// Default 60s. Lengthened by as much as SuspectAfter is for members
+	// with a longer interval (HeartbeatRate).
 	GracePeriod time.Duration
 	// RebroadcastInterval is how often node/ publishes Collection.Heads even
 	// when nothing changed. Default 30s.
@@ -83,6 +95,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		HeartbeatInterval:   10 * time.Second,
+		HeartbeatRate:       20,
 		SuspectAfter:        30 * time.Second,
 		GracePeriod:         60 * time.Second,
 		RebroadcastInterval: 30 * time.Second,
@@ -106,6 +119,9 @@ func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = d.HeartbeatInterval
+	}
+	if c.HeartbeatRate == 0 {
+		c.HeartbeatRate = d.HeartbeatRate
 	}
 	if c.SuspectAfter == 0 {
 		c.SuspectAfter = 3 * c.HeartbeatInterval
@@ -167,11 +183,13 @@ func (c Config) Validate() error {
 		c.RebroadcastInterval < 0 || c.PendingTTL < 0 || c.PinRetry < 0 || c.MaxClockSkew < 0 ||
 		c.ClaimTimeout < 0 || c.AnswerInterval < 0 || c.AnswerDelay < 0:
 		return bad("negative interval")
+	case c.HeartbeatInterval > MaxHeartbeatInterval:
+		return bad("HeartbeatInterval (%v) must be at most %v", c.HeartbeatInterval, MaxHeartbeatInterval)
 	case c.SuspectAfter <= c.HeartbeatInterval:
 		return bad("SuspectAfter (%v) must exceed HeartbeatInterval (%v)", c.SuspectAfter, c.HeartbeatInterval)
 	case c.GracePeriod < c.SuspectAfter:
 		return bad("GracePeriod (%v) must be at least SuspectAfter (%v)", c.GracePeriod, c.SuspectAfter)
-	case c.SnapshotThreshold < 0 || c.MaxPending < 0 || c.MaxRejected < 0 || c.MaxClaims < 0:
+	case c.SnapshotThreshold < 0 || c.MaxPending < 0 || c.MaxRejected < 0 || c.MaxClaims < 0 || c.HeartbeatRate < 0:
 		return bad("negative limit")
 	}
 	return nil

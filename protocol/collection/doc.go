@@ -69,7 +69,14 @@
 //
 // # Allocation and repair
 //
-// Members publish a signed Heartbeat every HeartbeatInterval. The live
+// Members publish a signed Heartbeat every HeartbeatInterval. Every member
+// hears every member's heartbeats, so in a collection of more than
+// HeartbeatRate × HeartbeatInterval members each heartbeats more seldom,
+// every live/HeartbeatRate seconds, and says so in its heartbeat; the
+// others then wait as many of its intervals before they suspect it, and as
+// much longer before its items move (see Config.HeartbeatRate). A
+// member's work stays bounded however large its collection; failures are
+// found later in a large one. The live
 // members are the ones heard within GracePeriod; each item is held by the
 // R live members of highest rendezvous weight (Holders), which every
 // member computes alike. Plan tells the local member what to pin and
@@ -95,7 +102,7 @@
 //	publish(c.HeadsRequest()); publish(c.Heartbeat())
 //	loop:
 //	  every second:             c.Tick(now); act(c.Plan()); unpin(c.TakeGarbage())
-//	  every HeartbeatInterval:  publish(c.Heartbeat())
+//	  every c.HeartbeatEvery(): publish(c.Heartbeat())
 //	  every RebroadcastInterval and when heads changed: publish(c.Heads())
 //	  on a topic message m:     if reply, _ := c.HandleMessage(m); reply != nil { publish(reply) }
 //	  when len(c.Missing()) > 0: res, _ := c.Sync(ctx, getter); pin(res.Keep)

@@ -3,6 +3,7 @@ package collection
 import (
 	"bytes"
 	"testing"
+	"time"
 )
 
 // Each fuzz target checks that a decoder never panics, and that whatever
@@ -39,6 +40,12 @@ func FuzzDecodeDelta(f *testing.F) {
 
 func FuzzDecodeHeartbeat(f *testing.F) {
 	f.Add(sampleHeartbeat(f).Encode())
+	long := sampleHeartbeat(f)
+	long.Interval = 90 * time.Second
+	if err := long.sign(mustKey(f, 3)); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(long.Encode())
 	s := newSim(f, 2, 1, fastConfig(), 1)
 	f.Add(s.beat(s.nodes[0]))
 	f.Add([]byte{KindHeartbeat, 1})

@@ -3,6 +3,7 @@ package collection
 import (
 	"crypto/sha256"
 	"fmt"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -20,6 +21,11 @@ import (
 // has pinned; one that does not treats only Surplus as confirmed. So a
 // steady-state heartbeat stays small however many items there are.
 //
+// A member's heartbeats come more seldom as its collection grows (see
+// Config.HeartbeatRate); a heartbeat that comes later than the receiver's
+// HeartbeatInterval says when the next one is due (Interval), and the
+// receiver measures that member's silence against it.
+//
 // Heartbeats are signed by the member's key inside the message, so they
 // can be checked whatever carried them (gossipsub's own signature covers
 // the hop, not a relay or a replay). A heartbeat must be newer (Time) than
@@ -29,7 +35,8 @@ import (
 // Wire form (KindHeartbeat):
 //
 //	kind, version, collection CID, member key, time uvarint (unix ns),
-//	flags byte (1 leaving, 2 lists truncated), allocated digest [32],
+//	flags byte (1 leaving, 2 lists truncated, 4 interval follows),
+//	[interval uvarint (milliseconds), with flag 4], allocated digest [32],
 //	pinned uvarint, pending [item CID] sorted, surplus [item CID] sorted,
 //	signature
 type Heartbeat struct {
@@ -39,11 +46,15 @@ type Heartbeat struct {
 	Time       uint64 // unix nanoseconds at the member
 	Leaving    bool   // the member is leaving: allocate nothing to it
 	Truncated  bool   // Pending or Surplus was cut at MaxHeartbeatList
-	Allocated  [32]byte
-	Pinned     uint64 // items of the collection the member has pinned
-	Pending    []cid.Cid
-	Surplus    []cid.Cid
-	Signature  []byte
+	// Interval is how long until the member's next heartbeat, in whole
+	// milliseconds up to MaxHeartbeatInterval; zero (not sent) means the
+	// receiver's own HeartbeatInterval.
+	Interval  time.Duration
+	Allocated [32]byte
+	Pinned    uint64 // items of the collection the member has pinned
+	Pending   []cid.Cid
+	Surplus   []cid.Cid
+	Signature []byte
 
 	body []byte
 }
@@ -51,7 +62,11 @@ type Heartbeat struct {
 const (
 	flagLeaving   = 1
 	flagTruncated = 2
+	flagInterval  = 4
 )
+
+// MaxHeartbeatInterval bounds the Interval a heartbeat may announce.
+const MaxHeartbeatInterval = time.Hour
 
 func (h *Heartbeat) encodeBody() []byte {
 	var e encoder
@@ -66,7 +81,13 @@ func (h *Heartbeat) encodeBody() []byte {
 	if h.Truncated {
 		flags |= flagTruncated
 	}
+	if h.Interval > 0 {
+		flags |= flagInterval
+	}
 	e.byte1(flags)
+	if h.Interval > 0 {
+		e.uvarint(uint64(h.Interval / time.Millisecond))
+	}
 	e.fixed(h.Allocated[:])
 	e.uvarint(h.Pinned)
 	e.uvarint(uint64(len(h.Pending)))
@@ -156,10 +177,17 @@ func DecodeHeartbeat(data []byte) (*Heartbeat, error) {
 	h.MemberKey, h.Member = r.pubkey("heartbeat member")
 	h.Time = r.uvarint("heartbeat time")
 	flags := r.byte1("heartbeat flags")
-	if r.err == nil && flags&^(flagLeaving|flagTruncated) != 0 {
+	if r.err == nil && flags&^(flagLeaving|flagTruncated|flagInterval) != 0 {
 		return nil, malformed("heartbeat: unknown flags 0x%02x", flags)
 	}
 	h.Leaving, h.Truncated = flags&flagLeaving != 0, flags&flagTruncated != 0
+	if flags&flagInterval != 0 {
+		ms := r.uvarint("heartbeat interval")
+		if r.err == nil && (ms == 0 || ms > uint64(MaxHeartbeatInterval/time.Millisecond)) {
+			return nil, malformed("heartbeat: interval %d ms out of range 1..%d", ms, MaxHeartbeatInterval/time.Millisecond)
+		}
+		h.Interval = time.Duration(ms) * time.Millisecond
+	}
 	copy(h.Allocated[:], r.fixed("heartbeat allocated digest", 32))
 	h.Pinned = r.uvarint("heartbeat pinned")
 	h.Pending = decodeSortedCIDs(&r, "heartbeat pending", MaxHeartbeatList)

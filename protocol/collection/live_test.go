@@ -63,3 +63,104 @@ func TestLiveSetFollowsHeartbeats(t *testing.T) {
 	a.Tick(t0.Add(3*time.Second + cfg.GracePeriod + time.Millisecond))
 	want("c past grace", v+7)
 }
+
+// A member's heartbeat interval grows with the live members beyond
+// HeartbeatRate × HeartbeatInterval, its heartbeats say so, and a receiver
+// measures that member's silence against the announced interval: it is
+// suspected after as many missed heartbeats, and leaves the allocation
+// (and a newcomer's warm-up ends) as much later.
+func TestHeartbeatIntervalScales(t *testing.T) {
+	creator := mustKey(t, 1)
+	d := testDescriptor(t, creator, 2)
+	cfg := fastConfig()
+	cfg.HeartbeatInterval = 10 * time.Second
+	cfg.SuspectAfter = 30 * time.Second
+	cfg.GracePeriod = 60 * time.Second
+	cfg.HeartbeatRate = 2 // scales beyond 20 members
+	a := newReplica(t, d, creator, cfg)
+	b := newReplica(t, d, mustKey(t, 2), cfg)
+
+	beat := func(from, to *Collection, at time.Time) *Heartbeat {
+		t.Helper()
+		from.Tick(at)
+		to.Tick(at)
+		enc, err := from.Heartbeat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := to.HandleMessage(from.Self(), enc); err != nil {
+			t.Fatalf("heartbeat: %v", err)
+		}
+		h, err := DecodeHeartbeat(enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+
+	// Few members: the configured interval, announced by omission.
+	if h := beat(b, a, t0); h.Interval != 0 || b.HeartbeatEvery() != cfg.HeartbeatInterval {
+		t.Fatalf("2 members: interval %v announced, %v kept; want none and %v", h.Interval, b.HeartbeatEvery(), cfg.HeartbeatInterval)
+	}
+	if got := b.Silence(); got != cfg.SuspectAfter {
+		t.Fatalf("2 members: silence %v, want %v", got, cfg.SuspectAfter)
+	}
+
+	// b hears 99 members: 100 live with itself, 2 a second: 50 s.
+	for i := range 99 {
+		m := newReplica(t, d, mustKey(t, int64(100+i)), cfg)
+		beat(m, b, t0.Add(time.Second))
+	}
+	h := beat(b, a, t0.Add(2*time.Second))
+	want := 50 * time.Second
+	if h.Interval != want || b.HeartbeatEvery() != want {
+		t.Fatalf("100 members: interval %v announced, %v kept; want %v", h.Interval, b.HeartbeatEvery(), want)
+	}
+	if got, wantS := b.Silence(), 150*time.Second; got != wantS {
+		t.Fatalf("100 members: silence %v, want %v", got, wantS)
+	}
+	if st := b.Status(); st.HeartbeatEvery != want || st.Grace != 180*time.Second {
+		t.Fatalf("status: every %v grace %v", st.HeartbeatEvery, st.Grace)
+	}
+
+	// On a, b is suspected after 3 × 50 s, and gone 30 s later (as
+	// GracePeriod is 30 s longer than SuspectAfter).
+	state := func(at time.Duration) MemberState {
+		t.Helper()
+		a.Tick(t0.Add(2*time.Second + at))
+		for _, m := range a.Status().Members {
+			if m.ID == b.Self() {
+				return m.State
+			}
+		}
+		return "absent"
+	}
+	for _, tc := range []struct {
+		after time.Duration
+		want  MemberState
+	}{
+		{100 * time.Second, MemberAlive}, // past the configured 30 s and 60 s
+		{150 * time.Second, MemberAlive},
+		{151 * time.Second, MemberSuspect},
+		{180 * time.Second, MemberSuspect},
+		{181 * time.Second, MemberGone},
+	} {
+		if got := state(tc.after); got != tc.want {
+			t.Fatalf("b unheard for %v: %s, want %s", tc.after, got, tc.want)
+		}
+	}
+	if slices.Contains(a.Live(), b.Self()) {
+		t.Fatal("b still live past its stretched grace")
+	}
+
+	// A newcomer that hears a 50 s interval waits 40 s longer before it
+	// plans anything.
+	ncfg := cfg
+	ncfg.WarmUp = 30 * time.Second
+	n := newReplica(t, d, mustKey(t, 9), ncfg)
+	b.Tick(t0.Add(3 * time.Second))
+	beat(b, n, t0.Add(3*time.Second))
+	if got := n.warmUntil(); !got.Equal(t0.Add(70 * time.Second)) {
+		t.Fatalf("warm-up until %v, want t0+70s", got.Sub(t0))
+	}
+}

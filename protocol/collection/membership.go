@@ -18,8 +18,12 @@ type member struct {
 	truncated bool
 	digest    [32]byte
 	pinned    uint64
-	pending   map[string]struct{}
-	surplus   map[string]struct{}
+	// suspect and grace are SuspectAfter and GracePeriod for this
+	// member, lengthened when its last heartbeat announced a longer
+	// interval than HeartbeatInterval (stretch).
+	suspect, grace time.Duration
+	pending        map[string]struct{}
+	surplus        map[string]struct{}
 	// live is whether the member is in Collection.live as updateLive
 	// last computed it.
 	live bool
@@ -92,9 +96,8 @@ func (c *Collection) expire() {
 		}
 	}
 	c.retiring = c.retiring[:n]
-	forget := c.now.Add(-10 * c.cfg.GracePeriod)
 	for id, m := range c.members {
-		if m.seen.Before(forget) {
+		if m.seen.Before(c.now.Add(-10 * m.grace)) {
 			delete(c.members, id)
 		}
 	}
@@ -103,11 +106,55 @@ func (c *Collection) expire() {
 // alive: heard within SuspectAfter. live (allocated to): heard within
 // GracePeriod and not leaving.
 func (c *Collection) fresh(m *member) bool {
-	return !c.now.After(m.seen.Add(c.cfg.SuspectAfter))
+	return !c.now.After(m.seen.Add(m.suspect))
 }
 
 func (c *Collection) inGrace(m *member) bool {
-	return !c.now.After(m.seen.Add(c.cfg.GracePeriod))
+	return !c.now.After(m.seen.Add(m.grace))
+}
+
+// stretch returns SuspectAfter and GracePeriod for a member whose next
+// heartbeat is due after interval (zero: HeartbeatInterval). Beyond
+// HeartbeatInterval, SuspectAfter grows in proportion (as many missed
+// heartbeats make a suspect) and GracePeriod by as much (the same time
+// again before the items move).
+func (c *Collection) stretch(interval time.Duration) (suspect, grace time.Duration) {
+	if interval <= c.cfg.HeartbeatInterval {
+		return c.cfg.SuspectAfter, c.cfg.GracePeriod
+	}
+	suspect = time.Duration(float64(c.cfg.SuspectAfter) * float64(interval) / float64(c.cfg.HeartbeatInterval))
+	return suspect, c.cfg.GracePeriod + suspect - c.cfg.SuspectAfter
+}
+
+// beatInterval is the local member's heartbeat interval now:
+// HeartbeatInterval, or longer when more than HeartbeatRate ×
+// HeartbeatInterval members are live, so that each member takes about
+// HeartbeatRate heartbeats a second, in whole milliseconds.
+func (c *Collection) beatInterval() time.Duration {
+	d := time.Duration(len(c.live)) * time.Second / time.Duration(c.cfg.HeartbeatRate)
+	d = (d + time.Millisecond - 1).Truncate(time.Millisecond)
+	return min(max(d, c.cfg.HeartbeatInterval), MaxHeartbeatInterval)
+}
+
+// HeartbeatEvery is how long node/ waits after a Heartbeat before it
+// publishes the next: the interval that heartbeat announced.
+func (c *Collection) HeartbeatEvery() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.beatEvery == 0 {
+		return c.cfg.HeartbeatInterval
+	}
+	return c.beatEvery
+}
+
+// Silence is how long a member heartbeating as often as the local one may
+// stay unheard before it is suspected: SuspectAfter, stretched with the
+// local heartbeat interval.
+func (c *Collection) Silence() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, _ := c.stretch(c.beatEvery)
+	return s
 }
 
 // updateLive recomputes the members the allocation counts, bumping liveV
@@ -196,8 +243,9 @@ func (c *Collection) handleHeartbeat(h *Heartbeat) error {
 	if m != nil && h.Time <= m.time {
 		return fmt.Errorf("heartbeat from %s: %w", h.Member, ErrStaleHeartbeat)
 	}
+	suspect, grace := c.stretch(h.Interval)
 	if m == nil {
-		oldest := c.now.Add(-(c.cfg.GracePeriod + c.cfg.MaxClockSkew))
+		oldest := c.now.Add(-(grace + c.cfg.MaxClockSkew))
 		if h.Time < uint64(max(oldest.UnixNano(), 0)) {
 			return fmt.Errorf("heartbeat from %s: %w: sent at %v", h.Member, ErrStaleHeartbeat,
 				time.Unix(0, int64(h.Time)).UTC())
@@ -217,6 +265,10 @@ func (c *Collection) handleHeartbeat(h *Heartbeat) error {
 		c.members[h.Member] = m
 	}
 	m.seen, m.time = c.now, h.Time
+	m.suspect, m.grace = suspect, grace
+	if h.Interval > c.maxHeard {
+		c.maxHeard = h.Interval
+	}
 	m.leaving, m.truncated = h.Leaving, h.Truncated
 	m.digest, m.pinned = h.Allocated, h.Pinned
 	m.pending = cidSet(h.Pending)
@@ -295,6 +347,10 @@ func (c *Collection) Heartbeat() ([]byte, error) {
 	}
 	c.lastBeat = t
 	h := &Heartbeat{Collection: c.id, Time: t, Leaving: c.leaving, Allocated: a.digests[c.self]}
+	c.beatEvery = c.beatInterval()
+	if c.beatEvery > c.cfg.HeartbeatInterval {
+		h.Interval = c.beatEvery
+	}
 	if c.leaving {
 		h.Allocated = emptyDigest
 	}

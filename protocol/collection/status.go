@@ -53,20 +53,23 @@ type MemberStatus struct {
 
 // Status is what `weft collection status` shows.
 type Status struct {
-	ID          cid.Cid
-	Name        string
-	Creator     peer.ID
-	Replication int
-	Writers     []peer.ID
-	Heads       []Link
-	Snapshots   []cid.Cid
-	Clock       []Dot
-	Members     []MemberStatus
-	Items       []ItemStatus
-	Pending     int // deltas waiting for parents
-	Missing     int // blocks wanted
-	Deltas      int // deltas kept after the snapshots
-	Stats       Stats
+	// HeartbeatEvery is the local member's heartbeat interval now, and
+	// Grace the GracePeriod of a member with that interval (stretch).
+	HeartbeatEvery, Grace time.Duration
+	ID                    cid.Cid
+	Name                  string
+	Creator               peer.ID
+	Replication           int
+	Writers               []peer.ID
+	Heads                 []Link
+	Snapshots             []cid.Cid
+	Clock                 []Dot
+	Members               []MemberStatus
+	Items                 []ItemStatus
+	Pending               int // deltas waiting for parents
+	Missing               int // blocks wanted
+	Deltas                int // deltas kept after the snapshots
+	Stats                 Stats
 }
 
 // Status returns the collection's status: heads, members, and every item
@@ -90,6 +93,11 @@ func (c *Collection) Status() Status {
 		Deltas:      len(c.deltas),
 		Stats:       c.stats,
 	}
+	s.HeartbeatEvery = c.beatEvery
+	if s.HeartbeatEvery == 0 {
+		s.HeartbeatEvery = c.cfg.HeartbeatInterval
+	}
+	_, s.Grace = c.stretch(s.HeartbeatEvery)
 	self := MemberStatus{ID: c.self, Self: true, State: MemberAlive}
 	for _, p := range c.pins {
 		if p.state == pinPinned || p.state == pinUnpinning {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ipfs/go-cid"
 )
@@ -105,6 +106,14 @@ func TestWireRoundTrip(t *testing.T) {
 		t.Fatalf("decoded heartbeat differs: %+v", hb)
 	}
 
+	h.Interval = 50*time.Second + 7*time.Millisecond
+	if err := h.sign(mustKey(t, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if hb, err = DecodeHeartbeat(h.Encode()); err != nil || hb.Verify() != nil || hb.Interval != h.Interval {
+		t.Fatalf("heartbeat with an interval: %v, %+v", err, hb)
+	}
+
 	s, ch := sampleSnapshot(t)
 	if err := s.Verify(); err != nil {
 		t.Fatal(err)
@@ -192,6 +201,8 @@ func TestDecodeRejects(t *testing.T) {
 		{"huge count", decDelta, hugeCount(t), ErrTooLarge, "limit"},
 		{"heartbeat flags", decHeartbeat, withByte(hb, flagsOffset(t, hb), 0x80), ErrMalformed, "flags"},
 		{"heartbeat trailing", decHeartbeat, append(bytes.Clone(hb), 1), ErrMalformed, "trailing"},
+		{"heartbeat interval 0", decHeartbeat, withInterval(t, hb, 0), ErrMalformed, "interval 0 ms"},
+		{"heartbeat interval over an hour", decHeartbeat, withInterval(t, hb, uint64(MaxHeartbeatInterval/time.Millisecond)+1), ErrMalformed, "out of range"},
 		{"snapshot garbage", decSnapshot, []byte{KindSnapshot, 1, 0xff}, ErrMalformed, ""},
 		{"chunk empty", decChunk, []byte{KindChunk, 1}, ErrMalformed, ""},
 	}
@@ -227,6 +238,16 @@ func hugeCount(t testing.TB) []byte {
 	e.uvarint(1)
 	e.uvarint(1 << 40)
 	return e.b
+}
+
+// withInterval is hb with flag 4 set and ms written as its interval.
+func withInterval(t testing.TB, hb []byte, ms uint64) []byte {
+	i := flagsOffset(t, hb)
+	var e encoder
+	e.uvarint(ms)
+	out := append(bytes.Clone(hb[:i]), hb[i]|flagInterval)
+	out = append(out, e.b...)
+	return append(out, hb[i+1:]...)
 }
 
 func flagsOffset(t testing.TB, hb []byte) int {

@@ -27,6 +27,7 @@ var (
 	profDir  = flag.String("sim.profile", "", "write heap and goroutine profiles into this folder at the -sim.profile-at wall times and once when the process first holds 90% of -sim.maxmem (*-near-limit.prof), and a CPU profile (cpu.prof) from the start to the last of the -sim.profile-at times")
 	gcPct    = flag.Int("sim.gogc", 200, "the collector's GOGC while the simulation runs (the GOGC variable, when set, wins); with a hundred thousand goroutines or more, each collection scans every stack, so fewer and larger cycles; the heap stays under -sim.maxmem*3/4")
 	profAt   = flag.String("sim.profile-at", "60s", "comma-separated wall-clock times after the start for -sim.profile")
+	cpuFrom  = flag.Duration("sim.cpu-from", 0, "with -sim.profile: start the CPU profile this long after the start (wall clock) instead of at once, to profile a later phase alone")
 )
 
 // watch runs outside the simulation's bubble, on the machine's clock,
@@ -48,16 +49,24 @@ func watch(t *testing.T) (stop func()) {
 		if err := os.MkdirAll(*profDir, 0o755); err != nil {
 			t.Fatal(err)
 		}
+	}
+	start := time.Now()
+	startCPU := func() {
 		f, err := os.Create(filepath.Join(*profDir, "cpu.prof"))
-		if err != nil {
-			t.Fatal(err)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
 		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			t.Fatal(err)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "weft-testnet-sim: CPU profile: %v\n", err)
+			return
 		}
 		stopCPU = func() { pprof.StopCPUProfile(); f.Close() }
 	}
-	start := time.Now()
+	cpuPending := *profDir != ""
+	if cpuPending && *cpuFrom <= 0 {
+		startCPU()
+		cpuPending = false
+	}
 	nearSaid := false
 	samples := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
 	quit, done := make(chan struct{}), make(chan struct{})
@@ -73,6 +82,10 @@ func watch(t *testing.T) (stop func()) {
 				}
 				return
 			case <-tick.C:
+			}
+			if cpuPending && time.Since(start) >= *cpuFrom {
+				startCPU()
+				cpuPending = false
 			}
 			metrics.Read(samples)
 			held := int64(samples[0].Value.Uint64() - samples[1].Value.Uint64())
