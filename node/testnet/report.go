@@ -90,9 +90,17 @@ type StepResult struct {
 	Seconds float64 `json:"seconds"`
 	// WallSeconds is a simulated step's duration on the machine's clock.
 	WallSeconds float64 `json:"wall_seconds,omitempty"`
-	OK          bool    `json:"ok"`
-	Detail      string  `json:"detail,omitempty"`
-	Error       string  `json:"error,omitempty"`
+	// CPUSeconds is the CPU time (user and system) used during the step:
+	// by all the nodes' daemons in a real testnet (sampled from /proc,
+	// including restarted ones' last samples), by the simulating process
+	// in a simulation.
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// Messages is what a simulated step's links carried: stream writes,
+	// each a message of its protocol (the unit network.sim_cpu charges).
+	Messages int64  `json:"messages,omitempty"`
+	OK       bool   `json:"ok"`
+	Detail   string `json:"detail,omitempty"`
+	Error    string `json:"error,omitempty"`
 }
 
 // Timing is how long a wait-until took to come true.
@@ -241,9 +249,12 @@ type NodeReport struct {
 	PeerID     string  `json:"peer_id"`
 	Starts     int     `json:"starts"`
 	CPUSeconds float64 `json:"cpu_seconds"`
-	RSSPeak    int64   `json:"rss_peak_bytes"`
-	RSSLast    int64   `json:"rss_last_bytes"`
-	RSSMean    int64   `json:"rss_mean_bytes"`
+	// Messages is what a simulated step's links carried: stream writes,
+	// each a message of its protocol (the unit network.sim_cpu charges).
+	Messages int64 `json:"messages,omitempty"`
+	RSSPeak  int64 `json:"rss_peak_bytes"`
+	RSSLast  int64 `json:"rss_last_bytes"`
+	RSSMean  int64 `json:"rss_mean_bytes"`
 }
 
 func newReport(sc *Scenario, o RunOptions) *Report {
@@ -480,7 +491,11 @@ func (rep *Report) Summary() string {
 	if rep.KeptUp != "" {
 		fmt.Fprintf(&b, "kept up   %s (inspect with 'weft testnet status --dir %s'; remove with 'weft testnet down --dir %s')\n", rep.KeptUp, rep.KeptUp, rep.KeptUp)
 	}
-	b.WriteString("\nsteps\n")
+	if rep.Simulated != nil {
+		b.WriteString("\nsteps      started  took   cpu  messages\n")
+	} else {
+		b.WriteString("\nsteps      started  took   cpu\n")
+	}
 	for _, s := range rep.Steps {
 		mark := "ok  "
 		if !s.OK {
@@ -490,7 +505,11 @@ func (rep *Report) Summary() string {
 		if s.Name != "" {
 			label += " (" + s.Name + ")"
 		}
-		fmt.Fprintf(&b, "  %s %3d  %7.1fs %6.2fs  %-28s %s\n", mark, s.Index, s.Started, s.Seconds, label, s.Detail)
+		msgs := ""
+		if rep.Simulated != nil {
+			msgs = fmt.Sprintf(" %9d", s.Messages)
+		}
+		fmt.Fprintf(&b, "  %s %3d  %7.1fs %6.2fs %5.1fs%s  %-28s %s\n", mark, s.Index, s.Started, s.Seconds, s.CPUSeconds, msgs, label, s.Detail)
 		if s.Error != "" {
 			fmt.Fprintf(&b, "            %s\n", s.Error)
 		}

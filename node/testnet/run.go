@@ -167,9 +167,11 @@ func runOn(ctx context.Context, sc *Scenario, o RunOptions, up func(context.Cont
 		}
 		res := StepResult{Index: i + 1, Action: st.Action, Name: st.Name, Started: time.Since(r.began).Seconds()}
 		sctx, scancel := context.WithTimeout(ctx, st.Timeout.D()+st.Deadline.D())
-		wall0 := WallClock()
+		wall0, cpu0, msgs0 := WallClock(), r.cpuSeconds(o.Mode), r.messages()
 		detail, err := r.step(sctx, i, st)
 		scancel()
+		res.CPUSeconds = r.cpuSeconds(o.Mode) - cpu0
+		res.Messages = r.messages() - msgs0
 		res.Seconds = time.Since(r.began).Seconds() - res.Started
 		if o.Mode == ModeSim {
 			res.WallSeconds = (WallClock() - wall0).Seconds()
@@ -266,6 +268,31 @@ func (r *runner) sampleUsage() {
 		nu.rssTotal += float64(u.RSS)
 		r.mu.Unlock()
 	}
+}
+
+// messages is how many messages a simulation's links carried so far (0 on
+// real links).
+func (r *runner) messages() int64 {
+	if c, ok := r.t.(interface{ messages() int64 }); ok {
+		return c.messages()
+	}
+	return 0
+}
+
+// cpuSeconds is the CPU time used so far: by the nodes' daemons (real), or
+// by this process (a simulation runs every node in it).
+func (r *runner) cpuSeconds(mode string) float64 {
+	if mode == ModeSim {
+		return processCPU()
+	}
+	r.sampleUsage()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var s float64
+	for _, u := range r.usage {
+		s += u.cpuPrev + u.cpuLast
+	}
+	return s
 }
 
 func (r *runner) totalRSS() int64 {

@@ -96,6 +96,24 @@ func WallClock() time.Duration {
 	return time.Duration(ts.Nano())
 }
 
+// cpuModel says how a simulation charges CPU work.
+func cpuModel(c SimCPU) string {
+	if c.Cores == 0 {
+		return "CPU work costs no virtual time"
+	}
+	return fmt.Sprintf("every message costs %v of CPU at its receiver, which works through them in order, slowed by the nodes busy beyond the %d cores they share (network.sim_cpu)", c.PerMessage.D(), c.Cores)
+}
+
+// processCPU is this process's CPU time so far, user and system, in
+// seconds.
+func processCPU() float64 {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
 func wallNow() time.Time {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_REALTIME, &ts); err != nil {
@@ -141,7 +159,7 @@ func RunSim(ctx context.Context, sc *Scenario, o RunOptions) (*Report, error) {
 		rep.Started = started
 		c.mu.Lock()
 		rep.Simulated = &SimInfo{
-			Model:          "simlink: natively multiplexed in-memory connections (a pair of byte pipes per stream, no security handshake or yamux; connecting costs three round trips as TCP with TLS does); sender-side latency ± uniform jitter rounded to the millisecond, in order per connection, egress bandwidth, loss as one retransmission timeout of delay; a connection cut by a partition for 2m10s closes; CPU work costs no virtual time",
+			Model:          "simlink: natively multiplexed in-memory connections (a pair of byte pipes per stream, no security handshake or yamux; connecting costs three round trips as TCP with TLS does); sender-side latency ± uniform jitter rounded to the millisecond, in order per connection, egress bandwidth, loss as one retransmission timeout of delay; a connection cut by a partition for 2m10s closes; " + cpuModel(sc.Network.SimCPU),
 			WallSeconds:    (WallClock() - wall0).Seconds(),
 			VirtualSeconds: time.Since(virt0).Seconds(),
 			PeakHeapBytes:  c.peakHeap,
@@ -183,6 +201,8 @@ type simNode struct {
 }
 
 func (c *simCluster) state() *State { return c.st }
+
+func (c *simCluster) messages() int64 { return c.net.Stats().Writes }
 
 func (c *simCluster) isUp(n *NodeState) bool {
 	c.mu.Lock()
@@ -754,4 +774,10 @@ func (l *pipeListener) Addr() net.Addr {
 	return net.TCPAddrFromAddrPort(ap)
 }
 
-func newSimNet(sc *Scenario) *simlink.Network { return simlink.New(uint64(sc.Seed)) }
+func newSimNet(sc *Scenario) *simlink.Network {
+	n := simlink.New(uint64(sc.Seed))
+	if c := sc.Network.SimCPU; c.Cores > 0 {
+		n.SetCPU(simlink.CPU{Cores: c.Cores, PerWrite: c.PerMessage.D()})
+	}
+	return n
+}

@@ -56,6 +56,25 @@ type Network struct {
 	Subnet string `toml:"subnet" json:"subnet,omitempty"`
 	Link   Shape  `toml:"link" json:"link"` // every node's link, unless its group says otherwise
 	QUIC   bool   `toml:"quic" json:"quic"` // also listen on QUIC (default TCP only)
+	// SimCPU charges CPU work in a simulation (mode "sim"; a real
+	// testnet's daemons spend real CPU). Unset, CPU work costs no virtual
+	// time.
+	SimCPU SimCPU `toml:"sim_cpu" json:"sim_cpu,omitzero"`
+}
+
+// SimCPU is the machine simulated nodes share: Cores cores, and every
+// message a node sends costs PerMessage of CPU (its sending and its
+// receiving together) before the receiver reads it. Each node works
+// through what it receives in order, and while more nodes have work than
+// there are cores, each runs that much slower (simlink's package doc).
+// It models a real testnet's daemons queueing for one machine's cores,
+// not the nodes of a deployment, which have a machine each. PerMessage is
+// measured, not guessed: a real run's CPU seconds in a step (the report's
+// steps table) over the messages a simulated run of the same file
+// carried in that step (its steps table).
+type SimCPU struct {
+	Cores      int      `toml:"cores" json:"cores,omitempty"`
+	PerMessage Duration `toml:"per_message" json:"per_message,omitempty"`
 }
 
 // Shape is a link's shaping, applied to what a node sends to other nodes
@@ -417,6 +436,9 @@ func (s *Scenario) Validate() error {
 	}
 	if err := s.Network.Link.validate(); err != nil {
 		bad("network.link: %v", err)
+	}
+	if c := s.Network.SimCPU; c.Cores < 0 || c.PerMessage < 0 || (c.Cores > 0) != (c.PerMessage > 0) {
+		bad("network.sim_cpu: give both cores and per_message, neither negative")
 	}
 	if c, err := node.DefaultConfig(node.ProfileLocal); err == nil {
 		if err := applyConfig(&c, s.Config); err != nil {

@@ -77,6 +77,11 @@ loss = "lots"
 [[groups]]
 name = "n"
 count = 1`, `loss "lots"`},
+		{`[network.sim_cpu]
+cores = 2
+[[groups]]
+name = "n"
+count = 1`, `network.sim_cpu: give both`},
 		{`[config]
 "dht.nonsense" = "1"
 [[groups]]

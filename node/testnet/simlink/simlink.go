@@ -35,6 +35,17 @@
 //     until the heal, when what waited is delivered at once. A connection
 //     stalled for StallTimeout is closed at both ends, as weft's yamux
 //     keep-alive (a ping every 2 minutes, 10 s to answer) would close it.
+//   - CPU work costs no virtual time, unless SetCPU says otherwise: then
+//     the hosts share a machine of Cores cores, as the daemons of a real
+//     testnet on one machine do, and every write costs PerWrite of CPU
+//     (its sending and its receiving together) before the receiver can
+//     read it. Each host works through what it receives in order, and
+//     while more hosts have work than there are cores, each runs that
+//     much slower: the fair share of a kernel's scheduler, taken as it
+//     stands when the work starts. (A single queue for the cores in the
+//     order of the writes, tried first, made the tail several times
+//     longer than a real testnet's: a real kernel runs a process that
+//     wakes with one message soon, beside the backlogged ones.)
 package simlink
 
 import (
@@ -107,6 +118,8 @@ type Network struct {
 	cut       atomic.Pointer[map[[2]netip.Addr]bool] // partition, both orders
 	down      atomic.Bool                            // Shutdown: every dial refused
 
+	cpu CPU
+
 	stats Stats
 }
 
@@ -114,13 +127,21 @@ type Network struct {
 type Stats struct {
 	Dials, DialsRefused, DialsBlackholed int64
 	Bytes, Segments, SegmentsLost        int64
+	Writes                               int64 // stream writes, each a message of its protocol
+}
+
+// CPU is the machine the hosts share, for SetCPU.
+type CPU struct {
+	Cores    int           // 0: CPU work costs no virtual time
+	PerWrite time.Duration // the CPU time of one write, sent and received
 }
 
 // hostLink is one host's sending side.
 type hostLink struct {
-	ip    netip.Addr
-	shape Shape
-	free  time.Time // when its link is next free (bandwidth)
+	ip      netip.Addr
+	shape   Shape
+	free    time.Time // when its link is next free (bandwidth)
+	cpuFree time.Time // when its CPU work queued so far is done (CPU.Share)
 }
 
 // New makes an empty network whose random choices (jitter, loss) come from
@@ -136,6 +157,34 @@ func New(seed uint64) *Network {
 	empty := map[[2]netip.Addr]bool{}
 	n.cut.Store(&empty)
 	return n
+}
+
+// SetCPU charges CPU time for every write from now on, on the shared
+// machine c describes (see the package doc); a zero CPU turns it off.
+func (n *Network) SetCPU(c CPU) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.cpu = c
+}
+
+// shareCPU queues PerWrite of work at dst, arriving at at, after dst's
+// earlier work, and returns when it is done: it runs slower by the number
+// of hosts busy when it starts over the cores, if more. n.mu held.
+func (n *Network) shareCPU(dst netip.Addr, at time.Time) time.Time {
+	h := n.host(dst)
+	start := at
+	if h.cpuFree.After(start) {
+		start = h.cpuFree
+	}
+	busy := 1
+	for _, o := range n.hosts {
+		if o != h && o.cpuFree.After(start) {
+			busy++
+		}
+	}
+	f := max(1, float64(busy)/float64(n.cpu.Cores))
+	h.cpuFree = start.Add(time.Duration(f * float64(n.cpu.PerWrite)))
+	return h.cpuFree
 }
 
 // Stats returns the counters so far.
@@ -913,6 +962,7 @@ func (s *stream) Write(b []byte) (int, error) {
 		at = at.Add(time.Duration(n.rng.Int64N(int64(2*sh.Jitter)+1)) - sh.Jitter)
 	}
 	segs := int64((len(b) + segment - 1) / segment)
+	n.stats.Writes++
 	n.stats.Bytes += int64(len(b))
 	n.stats.Segments += segs
 	if sh.Loss > 0 {
@@ -926,6 +976,9 @@ func (s *stream) Write(b []byte) (int, error) {
 		if lost {
 			at = at.Add(max(200*time.Millisecond, 3*sh.Latency))
 		}
+	}
+	if n.cpu.Cores > 0 && n.cpu.PerWrite > 0 {
+		at = n.shareCPU(p.dst, at)
 	}
 	n.mu.Unlock()
 	at = due(at, now)

@@ -388,3 +388,37 @@ func TestOrderAcrossStreams(t *testing.T) {
 		}
 	})
 }
+
+// shareCPU queues each host's work after its earlier work, and slows it
+// by the hosts busy beyond the cores when it starts.
+func TestShareCPU(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ms := func(d float64) time.Time { return t0.Add(time.Duration(d * float64(time.Millisecond))) }
+	a, b, c := AddrOf(1), AddrOf(2), AddrOf(3)
+	type res struct {
+		dst      netip.Addr
+		at, want float64
+	}
+	for _, tc := range []struct {
+		name  string
+		cores int
+		steps []res
+	}{
+		{"one host queues", 2, []res{{a, 0, 1}, {a, 0, 2}, {a, 0.5, 3}, {a, 10, 11}}},
+		{"within the cores, full speed", 2, []res{{a, 0, 1}, {b, 0, 1}, {a, 0, 2}}},
+		{"beyond the cores, shared", 1, []res{{a, 0, 1}, {b, 0, 2}, {c, 0.5, 3.5}, {a, 5, 6}}},
+		{"idle again, full speed", 1, []res{{a, 0, 1}, {b, 0.5, 2.5}, {a, 3, 4}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := New(1)
+			n.SetCPU(CPU{Cores: tc.cores, PerWrite: time.Millisecond})
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			for i, s := range tc.steps {
+				if got := n.shareCPU(s.dst, ms(s.at)); !got.Equal(ms(s.want)) {
+					t.Fatalf("work %d for %v at %vms: done at %v, want %vms", i, s.dst, s.at, got.Sub(t0), s.want)
+				}
+			}
+		})
+	}
+}
