@@ -107,9 +107,12 @@ func TestHeartbeatIntervalScales(t *testing.T) {
 	}
 
 	// b hears 99 members: 100 live with itself, 2 a second: 50 s.
+	var others []*Collection
 	for i := range 99 {
 		m := newReplica(t, d, mustKey(t, int64(100+i)), cfg)
 		beat(m, b, t0.Add(time.Second))
+		beat(m, a, t0.Add(time.Second))
+		others = append(others, m)
 	}
 	h := beat(b, a, t0.Add(2*time.Second))
 	want := 50 * time.Second
@@ -153,13 +156,48 @@ func TestHeartbeatIntervalScales(t *testing.T) {
 		t.Fatal("b still live past its stretched grace")
 	}
 
-	// A newcomer that hears a 50 s interval waits 40 s longer before it
-	// plans anything.
+	// A heartbeat may not announce more than twice the interval the
+	// receiver would use with every member it knows: a knows 101 (b, the
+	// 99 and itself), which make 50.5 s, so the liar's hour counts as
+	// 101 s, and it is suspected after 3 × 101 s.
+	liar := newReplica(t, d, mustKey(t, 7), cfg)
+	liar.Tick(t0.Add(200 * time.Second))
+	lh := &Heartbeat{Collection: d.ID(), Time: uint64(t0.Add(200 * time.Second).UnixNano()), Interval: time.Hour}
+	if err := lh.sign(mustKey(t, 7)); err != nil {
+		t.Fatal(err)
+	}
+	a.Tick(t0.Add(200 * time.Second))
+	if _, err := a.HandleMessage(liar.Self(), lh.Encode()); err != nil {
+		t.Fatalf("liar's heartbeat: %v", err)
+	}
+	for _, tc := range []struct {
+		after time.Duration
+		want  MemberState
+	}{{302 * time.Second, MemberAlive}, {304 * time.Second, MemberSuspect}} {
+		a.Tick(t0.Add(200*time.Second + tc.after))
+		for _, m := range a.Status().Members {
+			if m.ID == liar.Self() && m.State != tc.want {
+				t.Fatalf("a member announcing an hour, unheard for %v: %s, want %s", tc.after, m.State, tc.want)
+			}
+		}
+	}
+
+	// A newcomer takes a member's interval only up to twice what it would
+	// use itself with the members it knows: hearing b's 50 s first, when
+	// it knows nobody, it takes 20 s and waits 10 s longer before it plans
+	// anything; once it knows the others, b's next 50 s counts in full,
+	// and it waits 40 s longer.
 	ncfg := cfg
 	ncfg.WarmUp = 30 * time.Second
 	n := newReplica(t, d, mustKey(t, 9), ncfg)
-	b.Tick(t0.Add(3 * time.Second))
 	beat(b, n, t0.Add(3*time.Second))
+	if got := n.warmUntil(); !got.Equal(t0.Add(40 * time.Second)) {
+		t.Fatalf("warm-up until %v, want t0+40s", got.Sub(t0))
+	}
+	for _, m := range others {
+		beat(m, n, t0.Add(4*time.Second))
+	}
+	beat(b, n, t0.Add(5*time.Second))
 	if got := n.warmUntil(); !got.Equal(t0.Add(70 * time.Second)) {
 		t.Fatalf("warm-up until %v, want t0+70s", got.Sub(t0))
 	}

@@ -130,10 +130,22 @@ func (c *Collection) stretch(interval time.Duration) (suspect, grace time.Durati
 // HeartbeatInterval, or longer when more than HeartbeatRate ×
 // HeartbeatInterval members are live, so that each member takes about
 // HeartbeatRate heartbeats a second, in whole milliseconds.
-func (c *Collection) beatInterval() time.Duration {
-	d := time.Duration(len(c.live)) * time.Second / time.Duration(c.cfg.HeartbeatRate)
+func (c *Collection) beatInterval() time.Duration { return c.intervalFor(len(c.live)) }
+
+func (c *Collection) intervalFor(members int) time.Duration {
+	d := time.Duration(members) * time.Second / time.Duration(c.cfg.HeartbeatRate)
 	d = (d + time.Millisecond - 1).Truncate(time.Millisecond)
 	return min(max(d, c.cfg.HeartbeatInterval), MaxHeartbeatInterval)
+}
+
+// intervalCap bounds the interval taken from a member's heartbeat: twice
+// what the local member would announce if every member it knows were
+// live. An honest member's count differs from ours by a few members; a
+// member that announced more could stay counted as a holder after it
+// went, and hold off every newcomer's plans (warmUntil), for as long as
+// it said.
+func (c *Collection) intervalCap() time.Duration {
+	return 2 * c.intervalFor(len(c.members)+1)
 }
 
 // HeartbeatEvery is how long node/ waits after a Heartbeat before it
@@ -243,7 +255,8 @@ func (c *Collection) handleHeartbeat(h *Heartbeat) error {
 	if m != nil && h.Time <= m.time {
 		return fmt.Errorf("heartbeat from %s: %w", h.Member, ErrStaleHeartbeat)
 	}
-	suspect, grace := c.stretch(h.Interval)
+	interval := min(h.Interval, c.intervalCap())
+	suspect, grace := c.stretch(interval)
 	if m == nil {
 		oldest := c.now.Add(-(grace + c.cfg.MaxClockSkew))
 		if h.Time < uint64(max(oldest.UnixNano(), 0)) {
@@ -266,8 +279,8 @@ func (c *Collection) handleHeartbeat(h *Heartbeat) error {
 	}
 	m.seen, m.time = c.now, h.Time
 	m.suspect, m.grace = suspect, grace
-	if h.Interval > c.maxHeard {
-		c.maxHeard = h.Interval
+	if interval > c.maxHeard {
+		c.maxHeard = interval
 	}
 	m.leaving, m.truncated = h.Leaving, h.Truncated
 	m.digest, m.pinned = h.Allocated, h.Pinned
