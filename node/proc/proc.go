@@ -67,6 +67,32 @@ func ReadStat(pid int) (Stat, error) {
 	return Stat{State: f[0][0], CPU: ut + st, Start: start}, nil
 }
 
+// MachineBusy reads the first line of /proc/stat: the CPU time every core
+// of the machine has spent busy since boot (all but idle and iowait), in
+// seconds, whatever process (or interrupt) it went to.
+func MachineBusy() (float64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0, errors.New("malformed /proc/stat")
+	}
+	var busy int64
+	for i, v := range f[1:] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("malformed /proc/stat: %w", err)
+		}
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return float64(busy) / ClockTicks, nil
+}
+
 // Mem is a process's memory, in bytes.
 type Mem struct {
 	RSS     int64 // VmRSS

@@ -118,3 +118,32 @@ func TestStop(t *testing.T) {
 		})
 	}
 }
+
+// The machine's busy time grows while this process spins.
+func TestMachineBusy(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("/proc/stat is Linux's")
+	}
+	b0, err := MachineBusy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b1, err := MachineBusy()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b1 > b0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("busy time stayed at %v while spinning", b0)
+		}
+		for i := range 1 << 20 {
+			spinSink += i
+		}
+	}
+}
+
+var spinSink int

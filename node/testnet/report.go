@@ -95,6 +95,12 @@ type StepResult struct {
 	// including restarted ones' last samples), by the simulating process
 	// in a simulation.
 	CPUSeconds float64 `json:"cpu_seconds"`
+	// MachineCPUSeconds is what every core of the machine spent busy
+	// during a real testnet's step, on the daemons and on everything else
+	// (the delay line, this orchestrator, the kernel): the load the
+	// daemons queued behind. network.sim_cpu's per_message is measured
+	// with it.
+	MachineCPUSeconds float64 `json:"machine_cpu_seconds,omitempty"`
 	// Messages is what a simulated step's links carried: stream writes,
 	// each a message of its protocol (the unit network.sim_cpu charges).
 	Messages int64  `json:"messages,omitempty"`
@@ -249,6 +255,12 @@ type NodeReport struct {
 	PeerID     string  `json:"peer_id"`
 	Starts     int     `json:"starts"`
 	CPUSeconds float64 `json:"cpu_seconds"`
+	// MachineCPUSeconds is what every core of the machine spent busy
+	// during a real testnet's step, on the daemons and on everything else
+	// (the delay line, this orchestrator, the kernel): the load the
+	// daemons queued behind. network.sim_cpu's per_message is measured
+	// with it.
+	MachineCPUSeconds float64 `json:"machine_cpu_seconds,omitempty"`
 	// Messages is what a simulated step's links carried: stream writes,
 	// each a message of its protocol (the unit network.sim_cpu charges).
 	Messages int64 `json:"messages,omitempty"`
@@ -494,7 +506,7 @@ func (rep *Report) Summary() string {
 	if rep.Simulated != nil {
 		b.WriteString("\nsteps      started  took   cpu  messages\n")
 	} else {
-		b.WriteString("\nsteps      started  took   cpu\n")
+		b.WriteString("\nsteps      started  took   cpu  machine\n")
 	}
 	for _, s := range rep.Steps {
 		mark := "ok  "
@@ -505,7 +517,7 @@ func (rep *Report) Summary() string {
 		if s.Name != "" {
 			label += " (" + s.Name + ")"
 		}
-		msgs := ""
+		msgs := fmt.Sprintf(" %7.1fs", s.MachineCPUSeconds)
 		if rep.Simulated != nil {
 			msgs = fmt.Sprintf(" %9d", s.Messages)
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/weft-p2p/weft/node"
 	"github.com/weft-p2p/weft/node/api"
+	"github.com/weft-p2p/weft/node/proc"
 )
 
 // RunOptions say how a scenario runs and where its report goes.
@@ -167,11 +168,12 @@ func runOn(ctx context.Context, sc *Scenario, o RunOptions, up func(context.Cont
 		}
 		res := StepResult{Index: i + 1, Action: st.Action, Name: st.Name, Started: time.Since(r.began).Seconds()}
 		sctx, scancel := context.WithTimeout(ctx, st.Timeout.D()+st.Deadline.D())
-		wall0, cpu0, msgs0 := WallClock(), r.cpuSeconds(o.Mode), r.messages()
+		wall0, cpu0, msgs0, mach0 := WallClock(), r.cpuSeconds(o.Mode), r.messages(), machineBusy(o.Mode)
 		detail, err := r.step(sctx, i, st)
 		scancel()
 		res.CPUSeconds = r.cpuSeconds(o.Mode) - cpu0
 		res.Messages = r.messages() - msgs0
+		res.MachineCPUSeconds = machineBusy(o.Mode) - mach0
 		res.Seconds = time.Since(r.began).Seconds() - res.Started
 		if o.Mode == ModeSim {
 			res.WallSeconds = (WallClock() - wall0).Seconds()
@@ -268,6 +270,16 @@ func (r *runner) sampleUsage() {
 		nu.rssTotal += float64(u.RSS)
 		r.mu.Unlock()
 	}
+}
+
+// machineBusy is the machine's busy CPU time so far in a real testnet (0 in
+// a simulation, whose machine is this process).
+func machineBusy(mode string) float64 {
+	if mode == ModeSim {
+		return 0
+	}
+	b, _ := proc.MachineBusy()
+	return b
 }
 
 // messages is how many messages a simulation's links carried so far (0 on
