@@ -20,15 +20,7 @@ func TestLiveSetFollowsHeartbeats(t *testing.T) {
 	c := newReplica(t, d, mustKey(t, 3), cfg)
 	beat := func(from *Collection, at time.Time) {
 		t.Helper()
-		from.Tick(at)
-		a.Tick(at)
-		hb, err := from.Heartbeat()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := a.HandleMessage(from.Self(), hb); err != nil {
-			t.Fatalf("heartbeat: %v", err)
-		}
+		deliverBeat(t, from, a, at)
 	}
 	want := func(step string, v uint64, ids ...peer.ID) {
 		t.Helper()
@@ -80,26 +72,10 @@ func TestHeartbeatIntervalScales(t *testing.T) {
 	a := newReplica(t, d, creator, cfg)
 	b := newReplica(t, d, mustKey(t, 2), cfg)
 
-	beat := func(from, to *Collection, at time.Time) *Heartbeat {
-		t.Helper()
-		from.Tick(at)
-		to.Tick(at)
-		enc, err := from.Heartbeat()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := to.HandleMessage(from.Self(), enc); err != nil {
-			t.Fatalf("heartbeat: %v", err)
-		}
-		h, err := DecodeHeartbeat(enc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return h
-	}
+	beat := deliverBeat
 
 	// Few members: the configured interval, announced by omission.
-	if h := beat(b, a, t0); h.Interval != 0 || b.HeartbeatEvery() != cfg.HeartbeatInterval {
+	if h := beat(t, b, a, t0); h.Interval != 0 || b.HeartbeatEvery() != cfg.HeartbeatInterval {
 		t.Fatalf("2 members: interval %v announced, %v kept; want none and %v", h.Interval, b.HeartbeatEvery(), cfg.HeartbeatInterval)
 	}
 	if got := b.Silence(); got != cfg.SuspectAfter {
@@ -110,11 +86,11 @@ func TestHeartbeatIntervalScales(t *testing.T) {
 	var others []*Collection
 	for i := range 99 {
 		m := newReplica(t, d, mustKey(t, int64(100+i)), cfg)
-		beat(m, b, t0.Add(time.Second))
-		beat(m, a, t0.Add(time.Second))
+		beat(t, m, b, t0.Add(time.Second))
+		beat(t, m, a, t0.Add(time.Second))
 		others = append(others, m)
 	}
-	h := beat(b, a, t0.Add(2*time.Second))
+	h := beat(t, b, a, t0.Add(2*time.Second))
 	want := 50 * time.Second
 	if h.Interval != want || b.HeartbeatEvery() != want {
 		t.Fatalf("100 members: interval %v announced, %v kept; want %v", h.Interval, b.HeartbeatEvery(), want)
@@ -190,15 +166,35 @@ func TestHeartbeatIntervalScales(t *testing.T) {
 	ncfg := cfg
 	ncfg.WarmUp = 30 * time.Second
 	n := newReplica(t, d, mustKey(t, 9), ncfg)
-	beat(b, n, t0.Add(3*time.Second))
+	beat(t, b, n, t0.Add(3*time.Second))
 	if got := n.warmUntil(); !got.Equal(t0.Add(40 * time.Second)) {
 		t.Fatalf("warm-up until %v, want t0+40s", got.Sub(t0))
 	}
 	for _, m := range others {
-		beat(m, n, t0.Add(4*time.Second))
+		beat(t, m, n, t0.Add(4*time.Second))
 	}
-	beat(b, n, t0.Add(5*time.Second))
+	beat(t, b, n, t0.Add(5*time.Second))
 	if got := n.warmUntil(); !got.Equal(t0.Add(70 * time.Second)) {
 		t.Fatalf("warm-up until %v, want t0+70s", got.Sub(t0))
 	}
+}
+
+// deliverBeat ticks from and to to at, hands from's heartbeat to to, and
+// returns it decoded.
+func deliverBeat(t *testing.T, from, to *Collection, at time.Time) *Heartbeat {
+	t.Helper()
+	from.Tick(at)
+	to.Tick(at)
+	enc, err := from.Heartbeat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := to.HandleMessage(from.Self(), enc); err != nil {
+		t.Fatalf("heartbeat: %v", err)
+	}
+	h, err := DecodeHeartbeat(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
