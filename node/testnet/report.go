@@ -255,18 +255,9 @@ type NodeReport struct {
 	PeerID     string  `json:"peer_id"`
 	Starts     int     `json:"starts"`
 	CPUSeconds float64 `json:"cpu_seconds"`
-	// MachineCPUSeconds is what every core of the machine spent busy
-	// during a real testnet's step, on the daemons and on everything else
-	// (the delay line, this orchestrator, the kernel): the load the
-	// daemons queued behind. network.sim_cpu's per_message is measured
-	// with it.
-	MachineCPUSeconds float64 `json:"machine_cpu_seconds,omitempty"`
-	// Messages is what a simulated step's links carried: stream writes,
-	// each a message of its protocol (the unit network.sim_cpu charges).
-	Messages int64 `json:"messages,omitempty"`
-	RSSPeak  int64 `json:"rss_peak_bytes"`
-	RSSLast  int64 `json:"rss_last_bytes"`
-	RSSMean  int64 `json:"rss_mean_bytes"`
+	RSSPeak    int64   `json:"rss_peak_bytes"`
+	RSSLast    int64   `json:"rss_last_bytes"`
+	RSSMean    int64   `json:"rss_mean_bytes"`
 }
 
 func newReport(sc *Scenario, o RunOptions) *Report {

@@ -69,9 +69,10 @@ type Network struct {
 // there are cores, each runs that much slower (simlink's package doc).
 // It models a real testnet's daemons queueing for one machine's cores,
 // not the nodes of a deployment, which have a machine each. PerMessage is
-// measured, not guessed: a real run's CPU seconds in a step (the report's
-// steps table) over the messages a simulated run of the same file
-// carried in that step (its steps table).
+// measured, not guessed: the machine's busy CPU seconds in a step of a
+// real run (the "machine" column of its steps table) over the messages a
+// simulated run of the same file, without SimCPU, carried in that step
+// (its "messages" column).
 type SimCPU struct {
 	Cores      int      `toml:"cores" json:"cores,omitempty"`
 	PerMessage Duration `toml:"per_message" json:"per_message,omitempty"`
