@@ -5,6 +5,8 @@ import (
 	"runtime/debug"
 	rtmetrics "runtime/metrics"
 	"time"
+
+	"github.com/weft-p2p/weft/node/proc"
 )
 
 // The Go runtime collects garbage when the heap has grown by GOGC percent
@@ -56,7 +58,7 @@ func readMemStats() memStats {
 		}
 		return 0
 	}
-	return memStats{cpu: processCPU(), allocs: u(0), objects: u(1), live: u(2), free: u(3)}
+	return memStats{cpu: proc.SelfCPU(), allocs: u(0), objects: u(1), live: u(2), free: u(3)}
 }
 
 // shouldTrim says whether to collect and return memory now, given the

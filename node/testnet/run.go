@@ -295,7 +295,7 @@ func (r *runner) messages() int64 {
 // by this process (a simulation runs every node in it).
 func (r *runner) cpuSeconds(mode string) float64 {
 	if mode == ModeSim {
-		return processCPU()
+		return proc.SelfCPU().Seconds()
 	}
 	r.sampleUsage()
 	r.mu.Lock()

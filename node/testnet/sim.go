@@ -104,16 +104,6 @@ func cpuModel(c SimCPU) string {
 	return fmt.Sprintf("every message costs %v of CPU at its receiver, which works through them in order, slowed by the nodes busy beyond the %d cores they share (network.sim_cpu)", c.PerMessage.D(), c.Cores)
 }
 
-// processCPU is this process's CPU time so far, user and system, in
-// seconds.
-func processCPU() float64 {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
-}
-
 func wallNow() time.Time {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_REALTIME, &ts); err != nil {
