@@ -43,9 +43,9 @@
 //     while more hosts have work than there are cores, each runs that
 //     much slower: the fair share of a kernel's scheduler, taken as it
 //     stands when the work starts. (A single queue for the cores in the
-//     order of the writes, tried first, made the tail several times
-//     longer than a real testnet's: a real kernel runs a process that
-//     wakes with one message soon, beside the backlogged ones.)
+//     order of the writes, tried first, made the tail more than twice a
+//     real testnet's: a real kernel runs a process that wakes with one
+//     message soon, beside the backlogged ones.)
 package simlink
 
 import (
@@ -141,7 +141,7 @@ type hostLink struct {
 	ip      netip.Addr
 	shape   Shape
 	free    time.Time // when its link is next free (bandwidth)
-	cpuFree time.Time // when its CPU work queued so far is done (CPU.Share)
+	cpuFree time.Time // when the CPU work queued for it so far is done (SetCPU)
 }
 
 // New makes an empty network whose random choices (jitter, loss) come from
@@ -161,6 +161,8 @@ func New(seed uint64) *Network {
 
 // SetCPU charges CPU time for every write from now on, on the shared
 // machine c describes (see the package doc); a zero CPU turns it off.
+// Each write then looks at every host (which are busy): it is meant for
+// the tens of nodes a real testnet on one machine has.
 func (n *Network) SetCPU(c CPU) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
