@@ -58,4 +58,3 @@ func madviseRange(start, length uintptr) error {
 	}
 	return nil
 }
-
