@@ -355,7 +355,7 @@ func (b *blockStore) putAttempt(entries []putEntry, files *[]putEntry) error {
 		}
 	}
 	if err == nil {
-		err = txn.Commit()
+		err = b.s.commit(txn)
 	}
 	if err != nil {
 		b.s.bytes.Add(-newBytes)
@@ -466,7 +466,7 @@ func (b *blockStore) deleteAttempt(key []byte) (err error) {
 	if err := txn.Delete(key); err != nil {
 		return err
 	}
-	if err := txn.Commit(); err != nil {
+	if err := b.s.commit(txn); err != nil {
 		return err
 	}
 	b.s.blocks.Add(-1)

@@ -306,7 +306,7 @@ func (s *Store) sweepBatch(g *gcRun, keys [][]byte, readTs uint64) (n, freed int
 			txn.Discard()
 			return 0, 0, nil
 		}
-		err := txn.Commit()
+		err := s.commit(txn)
 		if errors.Is(err, badger.ErrConflict) {
 			continue // a key was written meanwhile; the version check skips it now
 		}
@@ -336,7 +336,11 @@ func (s *Store) reclaim(ctx context.Context) error {
 	s.flushMu.Lock()
 	s.flushDone = done
 	s.flushMu.Unlock()
-	err := s.comp.exclusive(func() error { return s.db.DropPrefix(flushPrefix) })
+	err := s.comp.exclusive(func() error {
+		s.commitMu.Lock() // no commit between Badger's check and its queue (commitMu)
+		defer s.commitMu.Unlock()
+		return s.db.DropPrefix(flushPrefix)
+	})
 	s.flushMu.Lock()
 	s.flushDone = nil
 	s.flushMu.Unlock()

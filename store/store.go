@@ -263,6 +263,15 @@ type Store struct {
 	flushMu   sync.Mutex
 	flushDone chan struct{} // non-nil while GC has Badger's writes blocked
 
+	// commitMu is held for reading around every commit of a write
+	// transaction while the store is open, and for writing around
+	// DropPrefix. Badger checks that writes are not blocked and then
+	// queues the commit, after it gave the commit its timestamp; a
+	// DropPrefix that blocks writes in between leaves the commit queued
+	// until it ends, while it waits itself for every commit before its
+	// read timestamp: both waited for ever (a GC deadlock seen in CI).
+	commitMu sync.RWMutex
+
 	files *fileTier // nil in memory
 
 	comp     *compactions  // pauses Badger's compaction workers while idle
@@ -621,7 +630,9 @@ func (s *Store) reserve(n int64) error {
 func (s *Store) update(fn func(txn *badger.Txn) error) error {
 	s.comp.wrote()
 	for {
+		s.commitMu.RLock()
 		err := s.db.Update(fn)
+		s.commitMu.RUnlock()
 		if !errors.Is(err, badger.ErrBlockedWrites) {
 			return err
 		}
@@ -629,6 +640,13 @@ func (s *Store) update(fn func(txn *badger.Txn) error) error {
 			return err
 		}
 	}
+}
+
+// commit commits txn under commitMu.
+func (s *Store) commit(txn *badger.Txn) error {
+	s.commitMu.RLock()
+	defer s.commitMu.RUnlock()
+	return txn.Commit()
 }
 
 // waitFlush waits until a GC flush that has blocked Badger's writes ends,
