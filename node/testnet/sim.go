@@ -258,7 +258,7 @@ func (c *simCluster) sampleMemory() func() {
 		return heap, gs
 	}
 	virt0, wall0 := time.Now(), WallClock()
-	lastSaid := wall0
+	lastSaid, lastVirt, last := wall0, virt0, c.net.Stats()
 	go func() {
 		defer close(done)
 		tick := time.NewTicker(time.Second)
@@ -270,9 +270,12 @@ func (c *simCluster) sampleMemory() func() {
 			case <-tick.C:
 				heap, gs := sample()
 				if w := WallClock(); c.progress != nil && w-lastSaid >= simProgressEvery {
-					lastSaid = w
-					fmt.Fprintf(c.progress, "  (%.0fs virtual, %.0fs wall: heap %d MiB, %d goroutines)\n",
-						time.Since(virt0).Seconds(), (w - wall0).Seconds(), heap>>20, gs)
+					now, st := time.Now(), c.net.Stats()
+					per := now.Sub(lastVirt).Seconds()
+					fmt.Fprintf(c.progress, "  (%.0fs virtual, %.0fs wall: heap %d MiB, %d goroutines, %d connection ends; per virtual second %.0f dials, %.0f messages)\n",
+						now.Sub(virt0).Seconds(), (w - wall0).Seconds(), heap>>20, gs, c.net.OpenConns(),
+						float64(st.Dials-last.Dials)/per, float64(st.Writes-last.Writes)/per)
+					lastSaid, lastVirt, last = w, now, st
 				}
 			}
 		}

@@ -196,6 +196,13 @@ func (n *Network) Stats() Stats {
 	return n.stats
 }
 
+// OpenConns is the number of connection ends open now.
+func (n *Network) OpenConns() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.conns)
+}
+
 // AddrOf is the IPv4 address of the i-th host (i from 1): 10.x.y.z.
 func AddrOf(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
