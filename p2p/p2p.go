@@ -158,15 +158,6 @@ type Config struct {
 	// BitswapWorkers, when above 0, bounds Bitswap's blockstore and task
 	// workers (default: boxo's, 128 and 8 goroutines per node).
 	BitswapWorkers int
-	// DHTUnprotected keeps the DHT from protecting the connections to its
-	// routing table's two farthest buckets (up to 2 x 20 peers) from
-	// trimming: they are tagged as the other buckets' are (connmgr.go).
-	// With a thousand nodes each node protects about 40 and is protected
-	// by about as many others, so it holds some 80 connections whatever
-	// the water marks. The routing table keeps those peers either way; a
-	// lookup dials them again when it needs them. Only the simulator sets
-	// it, to hold a node to its water marks.
-	DHTUnprotected bool
 }
 
 func (c *Config) setDefaults() {
@@ -318,7 +309,7 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 		libp2p.ListenAddrs(listen...),
 		libp2p.ChainOptions(transports...),
 		libp2p.Muxer(yamux.ID, yamuxTransport(cfg.KeepAliveInterval)),
-		libp2p.ConnectionManager(hostConnManager(cm, cfg.DHTUnprotected)),
+		libp2p.ConnectionManager(cm),
 		libp2p.ResourceManager(rm),
 		libp2p.WithDialTimeout(cfg.DialTimeout),
 		libp2p.UserAgent("weft"),

@@ -53,12 +53,6 @@ const ModeSim = "sim"
 // made a loop of dials and trims that cost more than the rest of the run.
 // At 24..48 a thousand nodes held a million goroutines after start-up and
 // the collector took half the CPU; 16..32 ran feed-1000-sim fastest.
-// kad-dht protects the connections to its two farthest buckets from
-// trimming: at a thousand nodes every node protected about 40 and was
-// protected by about 40 others, and held 80-130 connections while the
-// start waves of collection-1000-sim joined, whatever the water marks;
-// those peers are tagged instead (p2p.Config.DHTUnprotected), and stay
-// in the routing table.
 // A topic's DHT discovery finds (and dials) at most simDiscoveryLimit
 // peers, not libp2p's 100: gossipsub needs a mesh of 6..12, and 100
 // connections per subscriber do not fit a thousand nodes in one process.
@@ -162,7 +156,7 @@ func RunSim(ctx context.Context, sc *Scenario, o RunOptions) (*Report, error) {
 			PeakGoroutines: c.peakG,
 			SysBytes:       ms.Sys,
 			Links:          c.net.Stats(),
-			Limits: fmt.Sprintf("connections %d..%d, new ones protected %v, trimmed every %v (daemon 64..192, 30s, 10s), the DHT's farthest buckets not protected from trimming, topic discovery finds %d peers (daemon 100), %d Bitswap workers (daemon 128+8), %d KiB memtables, 256 KiB block cache",
+			Limits: fmt.Sprintf("connections %d..%d, new ones protected %v, trimmed every %v (daemon 64..192, 30s, 10s), topic discovery finds %d peers (daemon 100), %d Bitswap workers (daemon 128+8), %d KiB memtables, 256 KiB block cache",
 				simConnLow, simConnHigh, simConnGrace, simConnSilence, simDiscoveryLimit, simBitswapWorkers, c.memTable>>10),
 			Determinism: "fixed by the seed: identities, addresses, topology, content, the steps and their outcomes, delivery counts (TestSimReproducible); not fixed: goroutine scheduling, which decides the order in which the links draw jitter, gossipsub draws peers from math/rand and goroutines draw from the seeded crypto/rand stream (so keys made during the run, a feed's name among them), and so latencies (a few percent) and which updates arrive over the topic rather than by catch-up",
 		}
@@ -528,7 +522,6 @@ func (c *simCluster) startOne(ctx context.Context, n *NodeState) error {
 			pc.EnableQUIC, pc.MDNS = false, false
 			pc.BitswapWorkers = simBitswapWorkers
 			pc.PubsubDiscoveryLimit = simDiscoveryLimit
-			pc.DHTUnprotected = true
 		},
 	})
 	if err != nil {
