@@ -275,6 +275,9 @@ func TestConnCloseReachesPeer(t *testing.T) {
 		n := New(8)
 		tr1, tr2, l := hosts(t, n, Shape{Latency: 15 * time.Millisecond}, Shape{})
 		c1, c2 := connect(t, tr1, tr2, l)
+		if got := n.OpenConns(); got != 2 {
+			t.Fatalf("OpenConns = %d with one connection, want its 2 ends", got)
+		}
 		s, _ := c1.OpenStream(t.Context())
 		r, _ := c2.AcceptStream()
 		start := time.Now()
@@ -295,8 +298,8 @@ func TestConnCloseReachesPeer(t *testing.T) {
 			t.Fatal("open stream on a closed connection succeeded")
 		}
 		c2.Close()
-		if m := c1.(*muxConn); len(m.streams) != 0 || len(n.conns) != 0 {
-			t.Fatalf("left registered: %d streams, %d connection ends", len(m.streams), len(n.conns))
+		if m := c1.(*muxConn); len(m.streams) != 0 || n.OpenConns() != 0 {
+			t.Fatalf("left registered: %d streams, %d connection ends", len(m.streams), n.OpenConns())
 		}
 	})
 }
