@@ -264,11 +264,21 @@ type member struct {
 
 	// Loop state, touched only under stepMu.
 	nextBeat, nextAnn, nextCheck time.Time
-	nextRequest, requestAgain    time.Time
+	nextRequest                  time.Time
 	lastHeads                    string
 	peers                        map[peer.ID]struct{}
 
-	heard map[peer.ID]time.Time // last message from each peer; reader only
+	heardMu sync.Mutex
+	heard   map[peer.ID]time.Time // last message from each peer, under heardMu
+
+	// The join's direct asks (collection_direct.go); done, until and asked
+	// under stepMu.
+	join struct {
+		done               bool
+		until              time.Time
+		asked              map[peer.ID]struct{}
+		answered, inflight atomic.Int32
+	}
 
 	answer   chan time.Duration // collection_auth.go: answers to schedule
 	reported collection.Stats   // the protocol's counts already added to cs.auth; under stepMu
@@ -279,6 +289,7 @@ type member struct {
 
 	stats struct {
 		badMessages, syncs, syncErrors, pins, pinFailures, unpins, snapshots atomic.Uint64
+		requests, directAsks, directFailures                                 atomic.Uint64
 		mu                                                                   sync.Mutex
 		lastSyncErr, lastPinErr                                              string
 	}
@@ -304,6 +315,7 @@ func newCollections(n *Node) *collections {
 // skipped (its record stays for the next start).
 func startCollections(ctx context.Context, n *Node) *collections {
 	cs := newCollections(n)
+	n.net.Host.SetStreamHandler(collection.HeadsProtocolID, cs.serveHeads)
 	recs, err := cs.records(ctx)
 	if err != nil {
 		cs.log.Error("collections: read joined collections", "err", err)
@@ -340,6 +352,7 @@ func startCollections(ctx context.Context, n *Node) *collections {
 // close stops the loop and every collection, and waits for their
 // goroutines. Memberships stay recorded: a restart rejoins them.
 func (cs *collections) close() {
+	cs.n.net.Host.RemoveStreamHandler(collection.HeadsProtocolID)
 	cs.cancel()
 	cs.wg.Wait()
 	for _, m := range cs.list() {
@@ -494,7 +507,9 @@ func (cs *collections) open(ctx context.Context, desc *collection.Descriptor, re
 		m.cancel()
 		return nil, fmt.Errorf("collection %s: subscribe: %w", id, err)
 	}
-	m.request.Store(true) // ask for heads at once, and again as peers appear
+	// Ask a few topic peers for their heads directly, as they appear.
+	m.join.until = time.Now().Add(joinAskFor)
+	m.join.asked = map[peer.ID]struct{}{}
 	m.wg.Add(2)
 	go func() {
 		defer m.wg.Done()
@@ -542,13 +557,18 @@ func (m *member) read() {
 		// The first message from a peer after a silence proves the path
 		// from it works again (gossipsub may drop what is published to a
 		// peer in its first second back): ask for heads now, so that its
-		// answer, which takes that path, brings what was missed.
+		// answer, which takes that path, brings what was missed. A peer
+		// never heard before is not asked: a newcomer asks the members
+		// (its join), and whatever it holds that they lack it announces.
 		now := time.Now()
-		if last, ok := m.heard[from]; !ok || now.Sub(last) > m.c.Silence() {
+		m.heardMu.Lock()
+		last, ok := m.heard[from]
+		m.heard[from] = now
+		m.heardMu.Unlock()
+		if ok && now.Sub(last) > m.c.Silence() {
 			m.request.Store(true)
 			m.cs.poke()
 		}
-		m.heard[from] = now
 		if len(msg.Data) > 0 && msg.Data[0] == collection.KindHeartbeat {
 			continue // the validator took it (it makes its sender a member)
 		}
@@ -620,27 +640,29 @@ func (m *member) step(now time.Time, full bool) {
 	if full {
 		c.Tick(now)
 		m.reportAuth()
-		// A peer new on the topic may have heads we lack (it reconnected
-		// after a partition, or just joined): ask at once rather than
-		// wait for its rebroadcast.
+		// A member back on the topic after a silence may have heads we
+		// lack (it reconnected after a partition): ask it directly at
+		// once rather than wait for its rebroadcast. A peer new to us is
+		// a newcomer: it asks us (askJoin).
 		cur := cs.n.net.PubSub.ListPeers(m.topicName)
-		fresh := false
+		silence := c.Silence()
 		next := make(map[peer.ID]struct{}, len(cur))
 		for _, p := range cur {
-			if _, ok := m.peers[p]; !ok {
-				fresh = true
-			}
 			next[p] = struct{}{}
+			if _, ok := m.peers[p]; ok {
+				continue
+			}
+			m.heardMu.Lock()
+			last, heard := m.heard[p]
+			m.heardMu.Unlock()
+			if heard && now.Sub(last) > silence {
+				m.ask(p, false)
+			}
 		}
 		m.peers = next
-		if fresh {
-			m.request.Store(true)
-			m.requestAgain = now.Add(time.Second) // in case the new peer missed the first
-		}
-		if !m.requestAgain.IsZero() && !now.Before(m.requestAgain) {
-			m.request.Store(true)
-			m.requestAgain = time.Time{}
-		}
+	}
+	if !m.join.done {
+		m.askJoin(now, cs.n.net.PubSub.ListPeers(m.topicName))
 	}
 	// The first heartbeat goes out at once, before any request or heads:
 	// members take heads and requests only from members they heard.
@@ -663,10 +685,12 @@ func (m *member) step(now time.Time, full bool) {
 	if !now.Before(m.nextRequest) && m.request.Swap(false) {
 		if !c.RequestHeard() {
 			m.publish(c.HeadsRequest())
+			m.stats.requests.Add(1)
 		}
 		m.nextRequest = now.Add(250 * time.Millisecond)
 	}
-	if h := c.Heads(); !first && (string(h) != m.lastHeads || !now.Before(m.nextAnn)) {
+	// Empty heads claim nothing: a newcomer with no state stays silent.
+	if h := c.Heads(); !first && !c.HeadsEmpty() && (string(h) != m.lastHeads || !now.Before(m.nextAnn)) {
 		if !c.HeadsHeard() {
 			m.publish(h)
 		}

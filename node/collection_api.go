@@ -507,6 +507,9 @@ func (m *member) status() api.CollectionStatus {
 		NotMember: s.NotMember, OverBudget: s.OverBudget, RateLimited: s.RateLimited, FalseClaims: s.FalseClaims,
 		WantedFull: s.WantedFull, Answers: s.Answers, Suppressed: s.Suppressed,
 		HeadsSkipped: s.HeadsSkipped, RequestsSkipped: s.RequestsSkipped,
+		RequestsPublished: m.stats.requests.Load(),
+		DirectAsks:        m.stats.directAsks.Load(), DirectFailures: m.stats.directFailures.Load(),
+		DirectTaken: s.DirectTaken, DirectAnswers: s.DirectAnswers,
 	}
 	m.stats.mu.Lock()
 	out.Stats.LastSyncError, out.Stats.LastPinError = m.stats.lastSyncErr, m.stats.lastPinErr

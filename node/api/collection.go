@@ -153,6 +153,16 @@ type CollectionStats struct {
 	// Messages not sent because another member had just sent the same.
 	HeadsSkipped    uint64 `json:"heads_skipped"`    // announcements of heads another member announced
 	RequestsSkipped uint64 `json:"requests_skipped"` // heads requests another member with the same heads made
+	// Heads requests this member published on the topic (when it meets a
+	// member again after a silence, or when no direct ask was answered).
+	RequestsPublished uint64 `json:"requests_published"`
+	// The direct heads exchange (a join asks a few peers on a stream
+	// instead of the whole topic): asks made, asks that failed, answers
+	// taken from members, and answers given to others.
+	DirectAsks     uint64 `json:"direct_asks"`
+	DirectFailures uint64 `json:"direct_failures"`
+	DirectTaken    uint64 `json:"direct_taken"`
+	DirectAnswers  uint64 `json:"direct_answers"`
 }
 
 // CollectionStore is what the collection's own blocks take in this node's

@@ -40,6 +40,7 @@ const (
 	KindHeartbeat    byte = 0x05
 	KindHeads        byte = 0x06
 	KindHeadsRequest byte = 0x07
+	KindDirectAnswer byte = 0x08
 )
 
 // WireVersion is the second byte of every encoded message.

@@ -94,6 +94,10 @@ type Collection struct {
 	// RequestHeard): heads digests by when last heard.
 	heardHeads map[[32]byte]time.Time
 	heardReqs  map[[32]byte]time.Time
+
+	// direct.go
+	lastBeatMsg    []byte                // the last Heartbeat, encoded
+	directAnswered map[peer.ID]time.Time // requester -> last direct answer
 }
 
 type dot struct {
@@ -185,7 +189,11 @@ type Stats struct {
 	FalseClaims uint64 // claimed blocks not fetched within ClaimTimeout
 	WantedFull  uint64 // wanted blocks evicted or not taken because the wanted set was full
 	Answers     uint64 // answers to heads requests handed out by TakeAnswer
-	Suppressed  uint64 // scheduled answers cancelled: another member answered alike first
+	// The direct exchange (direct.go): answers given, and answers taken
+	// from members.
+	DirectAnswers uint64
+	DirectTaken   uint64
+	Suppressed    uint64 // scheduled answers cancelled: another member answered alike first
 	// Announcements and requests node/ did not send because another
 	// member had sent the same (HeadsHeard, RequestHeard).
 	HeadsSkipped    uint64
@@ -248,6 +256,8 @@ func New(desc *Descriptor, key crypto.PrivKey, cfg Config, now time.Time) (*Coll
 		answered:   map[peer.ID]time.Time{},
 		heardHeads: map[[32]byte]time.Time{},
 		heardReqs:  map[[32]byte]time.Time{},
+
+		directAnswered: map[peer.ID]time.Time{},
 	}
 	c.intern(desc.Creator)
 	c.updateLive()

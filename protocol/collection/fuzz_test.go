@@ -110,6 +110,38 @@ func FuzzDecodeHeads(f *testing.F) {
 	})
 }
 
+// FuzzDecodeDirectAnswer: the framing of the direct heads exchange, and
+// the heartbeat and heads inside it.
+func FuzzDecodeDirectAnswer(f *testing.F) {
+	_, rs, _ := writerSet(f, 2, fastConfig())
+	mustAdd(f, rs[0], addItems(1, 2)...)
+	if _, err := rs[0].Heartbeat(); err != nil {
+		f.Fatal(err)
+	}
+	ans, err := rs[0].AnswerDirect(rs[1].Self(), rs[1].HeadsRequest())
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(ans)
+	f.Add((&DirectAnswer{Heads: rs[1].Heads()}).Encode())
+	f.Add([]byte{KindDirectAnswer, 1, 0, 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		a, err := DecodeDirectAnswer(data)
+		if err != nil {
+			return
+		}
+		if got := a.Encode(); !bytes.Equal(got, data) {
+			t.Fatalf("re-encoding differs:\n%x\n%x", got, data)
+		}
+		if len(a.Heartbeat) > 0 {
+			if h, err := DecodeHeartbeat(a.Heartbeat); err == nil {
+				_ = h.Verify()
+			}
+		}
+		_, _ = DecodeHeads(a.Heads)
+	})
+}
+
 // FuzzReplica feeds arbitrary blocks and messages to a replica that holds
 // some state: it must neither panic nor change its state for anything not
 // signed by a writer.
@@ -132,6 +164,9 @@ func FuzzReplica(f *testing.F) {
 	seeds = append(seeds, rs[0].Heads(), rs[0].HeadsRequest())
 	hb, _ := rs[1].Heartbeat()
 	seeds = append(seeds, hb)
+	if ans, err := rs[1].AnswerDirect(rs[0].Self(), rs[0].HeadsRequest()); err == nil {
+		seeds = append(seeds, ans)
+	}
 	genuine := map[string]bool{}
 	for _, s := range seeds {
 		f.Add(s)
@@ -147,6 +182,8 @@ func FuzzReplica(f *testing.F) {
 		r.AddBlock(newBlock(data))
 		r.Authorize(rs[1].Self(), data)
 		r.HandleMessage(rs[1].Self(), data)
+		r.TakeDirectAnswer(rs[1].Self(), data)
+		r.AnswerDirect(rs[1].Self(), data)
 		r.Tick(t0.Add(1))
 		_ = r.Plan()
 		_ = r.Status()

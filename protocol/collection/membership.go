@@ -390,7 +390,8 @@ func (c *Collection) Heartbeat() ([]byte, error) {
 	if err := h.sign(c.key); err != nil {
 		return nil, err
 	}
-	return h.Encode(), nil
+	c.lastBeatMsg = h.Encode()
+	return c.lastBeatMsg, nil
 }
 
 // Leave marks the local member as leaving: its heartbeats say so, others
