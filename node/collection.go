@@ -33,7 +33,8 @@ import (
 // Per collection the node keeps:
 //   - a gossipsub topic, CollectionTopic(ID), carrying heartbeats, heads
 //     announcements and heads requests, with a validator that drops
-//     malformed messages before they are forwarded;
+//     malformed messages before they are forwarded; and the direct heads
+//     exchange on streams (collection_direct.go) for joins;
 //   - the collection's own blocks (descriptor, deltas, snapshots), pinned
 //     directly with the name "collection-block:ID";
 //   - the items allocated to it, pinned recursively with the name

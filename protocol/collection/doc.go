@@ -60,12 +60,14 @@
 // # Sync
 //
 // Members announce their heads (Heads) on the collection's topic when they
-// change and every RebroadcastInterval. A member that joins or reconnects
-// publishes a HeadsRequest at once; members whose heads differ answer with
-// their heads, snapshots and the CIDs of every delta they keep after them,
-// so the newcomer fetches the whole recent history in one round
-// (Missing, Sync through a BlockGetter with GetMany) instead of walking
-// the DAG one parent at a time.
+// change and every RebroadcastInterval. A member that joins asks a few
+// peers directly (direct.go: HeadsRequest, AnswerDirect, TakeDirectAnswer
+// over a stream of HeadsProtocolID); one that reconnects publishes a
+// HeadsRequest on the topic. Members whose heads differ answer with their
+// heads, snapshots and the CIDs of every delta they keep after them, so
+// the newcomer fetches the whole recent history in one round (Missing,
+// Sync through a BlockGetter with GetMany) instead of walking the DAG one
+// parent at a time.
 //
 // # Allocation and repair
 //
@@ -99,14 +101,15 @@
 //	c, _ := collection.New(desc, key, cfg, time.Now())
 //	for each stored collection block: c.AddBlock(b)    // any order
 //	c.RestorePins(items pinned for this collection)
-//	publish(c.HeadsRequest()); publish(c.Heartbeat())
+//	publish(c.Heartbeat()); for a few topic peers p: c.TakeDirectAnswer(p, ask(p, c.HeadsRequest()))
 //	loop:
 //	  every second:             c.Tick(now); act(c.Plan()); unpin(c.TakeGarbage())
 //	  every c.HeartbeatEvery(): publish(c.Heartbeat())
 //	  every RebroadcastInterval and when heads changed: publish(c.Heads())
 //	  on a topic message m:     if reply, _ := c.HandleMessage(m); reply != nil { publish(reply) }
 //	  when len(c.Missing()) > 0: res, _ := c.Sync(ctx, getter); pin(res.Keep)
-//	  on a new topic peer:      publish(c.HeadsRequest())
+//	  on a direct request q:    answer(c.AnswerDirect(from, q))
+//	  a member back after a silence: publish(c.HeadsRequest())
 //	  if c.ShouldSnapshot():    pin(c.Snapshot())
 //	  user writes:              pin(c.Add(...)), c.Remove, c.Grant; publish(c.Heads())
 //
