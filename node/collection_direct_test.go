@@ -2,12 +2,16 @@ package node_test
 
 import (
 	"context"
+	"io"
 	"testing"
 	"time"
+
+	"github.com/ipfs/go-cid"
 
 	"github.com/weft-p2p/weft/node"
 	"github.com/weft-p2p/weft/node/api"
 	"github.com/weft-p2p/weft/node/nodetest"
+	"github.com/weft-p2p/weft/protocol/collection"
 )
 
 // TestCollectionJoinDirect: a member that joins a collection with history
@@ -75,5 +79,55 @@ func TestCollectionJoinDirect(t *testing.T) {
 	}
 	if answered == 0 {
 		t.Error("no member answered directly")
+	}
+}
+
+// TestCollectionDirectRequestFlood: a peer that asks a member for heads
+// on stream after stream is answered once per collection.answer_interval;
+// the other streams are reset, and the member's topic is untouched.
+func TestCollectionDirectRequestFlood(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl := newCollCluster(t, ctx, 2, collTune(2*time.Second))
+	member, flooder := cl.nodes[0], cl.nodes[1]
+	id := create(t, ctx, member, "shared", 1)
+	c, err := cid.Decode(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := (&collection.HeadsRequest{Collection: c}).Encode()
+	const requests = 200
+	began := time.Now()
+	answers := 0
+	for range requests {
+		s, err := flooder.Network().Host.NewStream(ctx, member.ID(), collection.HeadsProtocolID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		_ = s.CloseWrite()
+		data, err := io.ReadAll(io.LimitReader(s, collection.MaxDirectAnswerSize+1))
+		s.Close()
+		if err == nil && len(data) > 0 {
+			if _, err := collection.DecodeDirectAnswer(data); err != nil {
+				t.Fatalf("answer: %v", err)
+			}
+			answers++
+		}
+	}
+	interval := node.DefaultCollectionConfig().AnswerInterval.D()
+	bound := int(time.Since(began)/interval) + 1
+	st, err := member.CollectionStatus(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d answers to %d requests in %v (bound %d); rate limited %d", answers, requests, time.Since(began).Round(time.Millisecond), bound, st.Stats.RateLimited)
+	if answers == 0 || answers > bound {
+		t.Errorf("%d answers, want 1..%d", answers, bound)
+	}
+	if st.Stats.DirectAnswers != uint64(answers) || st.Stats.RateLimited < uint64(requests-answers) {
+		t.Errorf("stats: %d direct answers, %d rate limited", st.Stats.DirectAnswers, st.Stats.RateLimited)
 	}
 }
