@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/security/insecure"
@@ -44,9 +45,17 @@ const ModeSim = "sim"
 // nodes the start-up routing-table refresh reaches a hundred or more. So
 // the connection manager keeps fewer connections than a daemon's 64..192,
 // protects a new one for simConnGrace instead of 30 s (a lookup's query
-// lasts well under it), and trims every simConnSilence instead of every
-// 10 s: connections a lookup made and no longer uses are closed within
-// seconds, as an idle timeout would. The high water mark must stay well
+// lasts well under it, and gossipsub grafts a peer it dialed within a
+// heartbeat, 1 s), and trims every simConnSilence instead of every 10 s:
+// connections a lookup made and no longer uses are closed within
+// seconds, as an idle timeout would. At 5 s each, a thousand nodes joining
+// a collection held 80-130 connection ends each. The DHT's buckets hold
+// simDHTBucketSize peers, not 20: kad-dht protects the peers of its two
+// farthest buckets from trimming, and 2 × 20 is more than the high water
+// mark, so with 20 a node kept 40 protected connections whatever the
+// manager's limits; with 10, those 20 and a topic's mesh fit under it.
+// Lookups also end sooner (they stop once the k closest peers answered),
+// so a joining node's routing-table refresh dials about half as many. The high water mark must stay well
 // above a topic's needs: the manager ranks routing-table peers (the DHT
 // tags them) above a topic's non-mesh peers (untagged), and gossipsub
 // re-dials those every second while it has fewer than 6; at 12..24 that
@@ -59,8 +68,9 @@ const ModeSim = "sim"
 const (
 	simConnLow        = 16
 	simConnHigh       = 32
-	simConnGrace      = 5 * time.Second
-	simConnSilence    = 5 * time.Second
+	simConnGrace      = 2 * time.Second
+	simConnSilence    = 2 * time.Second
+	simDHTBucketSize  = 10
 	simDiscoveryLimit = 16
 	simBitswapWorkers = 2
 )
@@ -156,8 +166,8 @@ func RunSim(ctx context.Context, sc *Scenario, o RunOptions) (*Report, error) {
 			PeakGoroutines: c.peakG,
 			SysBytes:       ms.Sys,
 			Links:          c.net.Stats(),
-			Limits: fmt.Sprintf("connections %d..%d, new ones protected %v, trimmed every %v (daemon 64..192, 30s, 10s), topic discovery finds %d peers (daemon 100), %d Bitswap workers (daemon 128+8), %d KiB memtables, 256 KiB block cache",
-				simConnLow, simConnHigh, simConnGrace, simConnSilence, simDiscoveryLimit, simBitswapWorkers, c.memTable>>10),
+			Limits: fmt.Sprintf("connections %d..%d, new ones protected %v, trimmed every %v (daemon 64..192, 30s, 10s), DHT buckets of %d (daemon 20), topic discovery finds %d peers (daemon 100), %d Bitswap workers (daemon 128+8), %d KiB memtables, 256 KiB block cache",
+				simConnLow, simConnHigh, simConnGrace, simConnSilence, simDHTBucketSize, simDiscoveryLimit, simBitswapWorkers, c.memTable>>10),
 			Determinism: "fixed by the seed: identities, addresses, topology, content, the steps and their outcomes, delivery counts (TestSimReproducible); not fixed: goroutine scheduling, which decides the order in which the links draw jitter, gossipsub draws peers from math/rand and goroutines draw from the seeded crypto/rand stream (so keys made during the run, a feed's name among them), and so latencies (a few percent) and which updates arrive over the topic rather than by catch-up",
 		}
 		c.mu.Unlock()
@@ -522,6 +532,7 @@ func (c *simCluster) startOne(ctx context.Context, n *NodeState) error {
 			pc.EnableQUIC, pc.MDNS = false, false
 			pc.BitswapWorkers = simBitswapWorkers
 			pc.PubsubDiscoveryLimit = simDiscoveryLimit
+			pc.DHTExtraOptions = append(pc.DHTExtraOptions, dht.BucketSize(simDHTBucketSize))
 		},
 	})
 	if err != nil {
