@@ -598,8 +598,11 @@ func (r *runner) runCollectionAdd(ctx context.Context, _ int, st *Step) (string,
 		}
 		cids = strings.Split(c, ",")
 	}
+	// The items are added unpinned: the node holds them only if the
+	// collection allocates them to it, so every copy the replicas check
+	// counts is a holder's, not the adder's own pin.
 	for k := 0; k < st.Count; k++ {
-		c, err := r.add(ctx, n, r.content(sizeOf(st.Size, "4KiB"), st.Text))
+		c, err := r.addUnpinned(ctx, n, r.content(sizeOf(st.Size, "4KiB"), st.Text))
 		if err != nil {
 			return "", fmt.Errorf("add item %d: %w", k+1, err)
 		}

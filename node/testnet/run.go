@@ -395,6 +395,11 @@ func (r *runner) add(ctx context.Context, n *NodeState, data []byte) (string, er
 	return r.t.Client(n).Add(ctx, files.NewBytesFile(data), q, nil, nil)
 }
 
+// addUnpinned adds data on n without pinning it.
+func (r *runner) addUnpinned(ctx context.Context, n *NodeState, data []byte) (string, error) {
+	return r.t.Client(n).Add(ctx, files.NewBytesFile(data), url.Values{"pin": {"false"}}, nil, nil)
+}
+
 func sizeOf(s, def string) int64 {
 	if s == "" {
 		s = def
