@@ -23,6 +23,20 @@ func simScenario(t *testing.T, text string) *Scenario {
 	return sc
 }
 
+// runSimTest runs sc in a synctest bubble and hands its report to check,
+// inside the bubble.
+func runSimTest(t *testing.T, sc *Scenario, check func(t *testing.T, rep *Report)) {
+	t.Helper()
+	dir := t.TempDir()
+	synctest.Test(t, func(t *testing.T) {
+		rep, err := RunSim(context.Background(), sc, RunOptions{Options: Options{Dir: dir + "/net"}, ReportDir: dir + "/report"})
+		if err != nil {
+			t.Fatalf("run: %v\n%s", err, rep.Summary())
+		}
+		check(t, rep)
+	})
+}
+
 // simFeed10 is a 10-node feed on 20 ms ± 5 ms links whose publisher is
 // reshaped to 100 ms before it publishes.
 const simFeed10 = `
@@ -223,13 +237,7 @@ nodes = "all"
 // counts and times are those of real walks (at least one link's latency
 // per hop).
 func TestSimDHTLookup(t *testing.T) {
-	sc := simScenario(t, simDHT20)
-	dir := t.TempDir()
-	synctest.Test(t, func(t *testing.T) {
-		rep, err := RunSim(context.Background(), sc, RunOptions{Options: Options{Dir: dir + "/net"}, ReportDir: dir + "/report"})
-		if err != nil {
-			t.Fatalf("run: %v\n%s", err, rep.Summary())
-		}
+	runSimTest(t, simScenario(t, simDHT20), func(t *testing.T, rep *Report) {
 		if len(rep.DHT) != 2 {
 			t.Fatalf("%d dht reports, want 2", len(rep.DHT))
 		}
@@ -418,13 +426,7 @@ deadline = "60s"
 // TestSimCollectionSmall runs a collection's join, placement and repair
 // in simulation, late joiners included.
 func TestSimCollectionSmall(t *testing.T) {
-	sc := simScenario(t, simCollection12)
-	dir := t.TempDir()
-	synctest.Test(t, func(t *testing.T) {
-		rep, err := RunSim(context.Background(), sc, RunOptions{Options: Options{Dir: dir + "/net"}, ReportDir: dir + "/report"})
-		if err != nil {
-			t.Fatalf("run: %v\n%s", err, rep.Summary())
-		}
+	runSimTest(t, simScenario(t, simCollection12), func(t *testing.T, rep *Report) {
 		if !rep.Passed {
 			t.Fatalf("failed:\n%s", rep.Summary())
 		}
