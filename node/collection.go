@@ -681,8 +681,8 @@ func (m *member) step(now time.Time, full bool) {
 	}
 	// A request or an announcement another member just sent alike is not
 	// sent again (RequestHeard, HeadsHeard): with every member asking when
-	// it sees a new peer, and announcing the heads each write gives it,
-	// the topic carried a message per member for each.
+	// it hears a member again after a silence, and announcing the heads
+	// each write gives it, the topic carried a message per member for each.
 	if !now.Before(m.nextRequest) && m.request.Swap(false) {
 		if !c.RequestHeard() {
 			m.publish(c.HeadsRequest())

@@ -397,8 +397,9 @@ func (c *Collection) HeadsHeard() bool {
 // RequestHeard says whether another member asked for heads within
 // AnswerInterval with the local digest (the same snapshots and heads).
 // The answers to that request serve this replica as well, so node/ does
-// not send its own: when members see a new peer on the topic they each
-// ask, and at a thousand members that was a thousand requests. The answer
+// not send its own: when members hear a member again after a silence
+// (a healed partition) they each ask, and at a thousand members that was
+// a thousand requests. The answer
 // window opens as for a request of its own, so the answers' Recent lists
 // are taken. It counts the skip.
 func (c *Collection) RequestHeard() bool {
