@@ -168,8 +168,11 @@ func (c *Collection) TakeDirectAnswer(from peer.ID, data []byte) error {
 		if !hb.Collection.Equals(c.id) {
 			return fmt.Errorf("direct answer heartbeat: %w", ErrWrongCollection)
 		}
-		if err := c.takeHeartbeat(hb); err != nil && !errors.Is(err, ErrStaleHeartbeat) {
-			return fmt.Errorf("direct answer: %w", err)
+		// One the topic brought first is no news, and not a bad heartbeat.
+		if m := c.members[hb.Member]; m == nil || hb.Time > m.time {
+			if err := c.takeHeartbeat(hb); err != nil && !errors.Is(err, ErrStaleHeartbeat) {
+				return fmt.Errorf("direct answer: %w", err)
+			}
 		}
 	}
 	if !h.Collection.Equals(c.id) {
