@@ -201,8 +201,10 @@ func TestFeedTenNodes(t *testing.T) {
 			}
 		}
 		after := n.FeedCounters()
+		// Stale counts the node's network traffic too: a peer's catch-up
+		// may bring an older record meanwhile, so the replay is at least one.
 		if after.BadSignature+after.WrongName-before.BadSignature-before.WrongName != 1 ||
-			after.Stale-before.Stale != 1 || after.Expired-before.Expired != 1 {
+			after.Stale-before.Stale < 1 || after.Expired-before.Expired != 1 {
 			t.Fatalf("node %s counters: before %+v after %+v", n.ID(), before, after)
 		}
 		if fi, _ := feedOf(n, name); fi.Held.Seq != final {
