@@ -638,6 +638,7 @@ func (m *member) step(now time.Time, full bool) {
 		return
 	}
 	cs, c := m.cs, m.c
+	var cur []peer.ID // the topic's peers, asked of gossipsub once a step
 	if full {
 		c.Tick(now)
 		m.reportAuth()
@@ -645,7 +646,7 @@ func (m *member) step(now time.Time, full bool) {
 		// lack (it reconnected after a partition): ask it directly at
 		// once rather than wait for its rebroadcast. A peer new to us is
 		// a newcomer: it asks us (askJoin).
-		cur := cs.n.net.PubSub.ListPeers(m.topicName)
+		cur = cs.n.net.PubSub.ListPeers(m.topicName)
 		silence := c.Silence()
 		next := make(map[peer.ID]struct{}, len(cur))
 		for _, p := range cur {
@@ -663,7 +664,10 @@ func (m *member) step(now time.Time, full bool) {
 		m.peers = next
 	}
 	if !m.join.done {
-		m.askJoin(now, cs.n.net.PubSub.ListPeers(m.topicName))
+		if !full {
+			cur = cs.n.net.PubSub.ListPeers(m.topicName)
+		}
+		m.askJoin(now, cur)
 	}
 	// The first heartbeat goes out at once, before any request or heads:
 	// members take heads and requests only from members they heard.
