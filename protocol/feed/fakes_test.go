@@ -140,6 +140,24 @@ func (p *fakePinner) Unpin(_ context.Context, feed ipns.Name, c cid.Cid) error {
 	return nil
 }
 
+// waitPinnedOnly waits until feed's only pin is c. A newer version shows
+// as pinned before the replaced one's unpin has run (it runs on the
+// feed's next job), so a test reads the pin set only once it settles.
+func (p *fakePinner) waitPinnedOnly(t testing.TB, feed ipns.Name, c cid.Cid) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := p.pinned(feed)
+		if len(got) == 1 && got[0].Equals(c) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pinned %v, want only %s", got, c)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func (p *fakePinner) pinned(feed ipns.Name) []cid.Cid {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -167,9 +167,7 @@ func TestOrderingUnderShuffledDelivery(t *testing.T) {
 			if s := regress.Load(); s != nil {
 				t.Fatalf("a position went back: %v", s)
 			}
-			if got := pinner.pinned(name); len(got) != 1 || !got[0].Equals(contentCID(n)) {
-				t.Fatalf("pinned %v, want only version %d", got, n)
-			}
+			pinner.waitPinnedOnly(t, name, contentCID(n))
 			var last uint64
 			for _, e := range pinner.events() {
 				if e.op == "pin" {
@@ -659,9 +657,7 @@ func TestRestartRestoresFollow(t *testing.T) {
 		t.Fatalf("after restart: %+v", fi)
 	}
 	eventually(t, 5*time.Second, "resumed fetch", func() bool { fi, _ := m2.Feed(name); return fi.Pinned.Seq == 4 })
-	if got := pinner.pinned(name); len(got) != 1 || !got[0].Equals(contentCID(4)) {
-		t.Fatalf("pinned %v", got)
-	}
+	pinner.waitPinnedOnly(t, name, contentCID(4))
 	if d := m2.HandleMessage(name, "p", mustRecord(t, sk, 2, time.Hour, t0)); !errors.Is(d.Err, ErrStale) {
 		t.Fatalf("replay after restart: %v", d.Err)
 	}

@@ -267,9 +267,7 @@ func TestTenNodes(t *testing.T) {
 	}
 
 	for _, nd := range followers {
-		if got := nd.pinner.pinned(name); len(got) != 1 || !got[0].Equals(contentCID(updates)) {
-			t.Errorf("%s pins %v, want only version %d", nd.id, got, updates)
-		}
+		nd.pinner.waitPinnedOnly(t, name, contentCID(updates))
 		// Pins happen in increasing order, and each unpin is of a version
 		// older than the newest pinned by then.
 		var last uint64
