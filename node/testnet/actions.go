@@ -874,6 +874,7 @@ func (r *runner) checkMembers(ctx context.Context, st *Step) (string, error) {
 		for i := range list {
 			if list[i].ID == coll || list[i].Name == coll {
 				s = &list[i]
+				break
 			}
 		}
 		if s == nil {

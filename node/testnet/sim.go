@@ -37,34 +37,34 @@ import (
 // simlink's in-memory links, in virtual time (RunSim).
 const ModeSim = "sim"
 
-// Connection and DHT limits of a simulated node. A simulated connection
-// end costs the swarm's accept loop and the handlers of its streams
+// Connection and DHT limits of a simulated node. A simulated connection end
+// costs the swarm's accept loop and the handlers of its streams
 // (gossipsub's three, an idle DHT stream for a minute, Bitswap's queue:
-// about seven goroutines), and a
-// node's DHT lookups dial far more peers than it keeps: at a thousand
-// nodes the start-up routing-table refresh reaches a hundred or more. So
-// the connection manager keeps fewer connections than a daemon's 64..192,
-// protects a new one for simConnGrace instead of 30 s (a lookup's query
-// lasts well under it, and gossipsub grafts a peer it dialed within a
-// heartbeat, 1 s), and trims every simConnSilence instead of every 10 s:
-// connections a lookup made and no longer uses are closed within
-// seconds, as an idle timeout would. At 5 s each, a thousand nodes joining
-// a collection held 80-130 connection ends each. The DHT's buckets hold
-// simDHTBucketSize peers, not 20: kad-dht protects the peers of its two
-// farthest buckets from trimming, and 2 × 20 is more than the high water
-// mark, so with 20 a node kept 40 protected connections whatever the
-// manager's limits; with 10, those 20 and a topic's mesh fit under it.
-// Lookups also end sooner (they stop once the k closest peers answered),
-// so a joining node's routing-table refresh dials about half as many. The high water mark must stay well
-// above a topic's needs: the manager ranks routing-table peers (the DHT
-// tags them) above a topic's non-mesh peers (untagged), and gossipsub
-// re-dials those every second while it has fewer than 6; at 12..24 that
-// made a loop of dials and trims that cost more than the rest of the run.
-// At 24..48 a thousand nodes held a million goroutines after start-up and
-// the collector took half the CPU; 16..32 ran feed-1000-sim fastest.
-// A topic's DHT discovery finds (and dials) at most simDiscoveryLimit
-// peers, not libp2p's 100: gossipsub needs a mesh of 6..12, and 100
-// connections per subscriber do not fit a thousand nodes in one process.
+// about seven goroutines), and a node's DHT lookups dial far more peers
+// than it keeps: at a thousand nodes the start-up routing-table refresh
+// reaches a hundred or more. So the connection manager keeps fewer
+// connections than a daemon's 64..192, protects a new one for simConnGrace
+// instead of 30 s (a lookup's query lasts well under it, and gossipsub
+// grafts a peer it dialed within a heartbeat, 1 s), and trims every
+// simConnSilence instead of every 10 s: connections a lookup made and no
+// longer uses are closed within seconds, as an idle timeout would. At 5 s
+// each, a thousand nodes joining a collection held 80-130 connection ends
+// each. The DHT's buckets hold simDHTBucketSize peers, not 20: kad-dht
+// protects the peers of its two farthest buckets from trimming, and 2 × 20
+// is more than the high water mark, so with 20 a node kept 40 protected
+// connections whatever the manager's limits; with 10, those 20 and a
+// topic's mesh fit under it. Lookups also end sooner (they stop once the k
+// closest peers answered), so a joining node's routing-table refresh dials
+// about half as many. The high water mark must stay well above a topic's
+// needs: the manager ranks routing-table peers (the DHT tags them) above a
+// topic's non-mesh peers (untagged), and gossipsub re-dials those every
+// second while it has fewer than 6; at 12..24 that made a loop of dials and
+// trims that cost more than the rest of the run. At 24..48 a thousand nodes
+// held a million goroutines after start-up and the collector took half the
+// CPU; 16..32 ran feed-1000-sim fastest. A topic's DHT discovery finds (and
+// dials) at most simDiscoveryLimit peers, not libp2p's 100: gossipsub needs
+// a mesh of 6..12, and 100 connections per subscriber do not fit a thousand
+// nodes in one process.
 const (
 	simConnLow        = 16
 	simConnHigh       = 32

@@ -145,17 +145,10 @@ func (p *fakePinner) Unpin(_ context.Context, feed ipns.Name, c cid.Cid) error {
 // feed's next job), so a test reads the pin set only once it settles.
 func (p *fakePinner) waitPinnedOnly(t testing.TB, feed ipns.Name, c cid.Cid) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	eventually(t, 5*time.Second, "only "+c.String()+" pinned", func() bool {
 		got := p.pinned(feed)
-		if len(got) == 1 && got[0].Equals(c) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pinned %v, want only %s", got, c)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return len(got) == 1 && got[0].Equals(c)
+	})
 }
 
 func (p *fakePinner) pinned(feed ipns.Name) []cid.Cid {
